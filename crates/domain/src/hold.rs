@@ -1,0 +1,104 @@
+//! Holds: the estimates of calls still in flight, and what remains of them
+//! once they are settled.
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{IdempotencyKey, ModelAlias, UserId};
+use crate::money::Micros;
+use crate::period::Period;
+use crate::time::{Timestamp, Ttl};
+
+/// The idempotency scope of a hold inside its community: (user, key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct HoldRef {
+    /// Who made the call.
+    pub user: UserId,
+    /// The caller's idempotency key for the call.
+    pub key: IdempotencyKey,
+}
+
+/// A live reservation: an estimate counted in `reserved` until it is
+/// finalized, cancelled or reaped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// Who made the call.
+    pub user: UserId,
+    /// The call's idempotency key.
+    pub key: IdempotencyKey,
+    /// What was reserved.
+    pub estimate: Micros,
+    /// The model alias the estimate was priced for.
+    pub model: ModelAlias,
+    /// The period whose counters this hold belongs to, whatever the clock
+    /// says when it is settled (law 4).
+    pub period: Period,
+    /// When the hold was made.
+    pub created_at: Timestamp,
+    /// From this instant on the reaper may release the hold.
+    pub expires_at: Timestamp,
+}
+
+impl Hold {
+    /// The hold's (user, key).
+    pub fn hold_ref(&self) -> HoldRef {
+        HoldRef {
+            user: self.user.clone(),
+            key: self.key.clone(),
+        }
+    }
+
+    /// A hold is live strictly before its expiry millisecond.
+    pub fn is_live_at(&self, now: Timestamp) -> bool {
+        now < self.expires_at
+    }
+}
+
+/// A request to reserve an estimate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Who makes the call.
+    pub user: UserId,
+    /// The call's idempotency key.
+    pub key: IdempotencyKey,
+    /// The amount to hold.
+    pub estimate: Micros,
+    /// The model alias the estimate was priced for.
+    pub model: ModelAlias,
+    /// How long the hold lives unless extended or settled.
+    pub ttl: Ttl,
+}
+
+/// A request to finalize a call with its actual cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settlement {
+    /// Who made the call.
+    pub user: UserId,
+    /// The call's idempotency key.
+    pub key: IdempotencyKey,
+    /// What the call really cost.
+    pub actual: Micros,
+}
+
+/// How a settled call ended, kept as a marker so replays stay idempotent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettledAs {
+    /// Finalized (or cancelled) with this actual cost.
+    Finalized {
+        /// The committed cost.
+        actual: Micros,
+    },
+    /// Released by the reaper; a late finalize may still commit its cost.
+    Reaped {
+        /// The hold as it was when reaped.
+        hold: Hold,
+    },
+}
+
+/// A settled call's marker, kept until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// How the call was settled.
+    pub settled: SettledAs,
+    /// The marker counts as absent from this instant on.
+    pub expires_at: Timestamp,
+}

@@ -1,0 +1,181 @@
+//! The hot path: holding, settling and releasing budget.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use spendgate_domain::{
+    BudgetError, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Micros, Period,
+    Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UserId, UserSpend,
+};
+
+/// Why a [`BudgetStore`] call failed. Every failure leaves the store as it
+/// was: no partial write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend could not answer (down, timed out, connection lost). For
+    /// `reserve` this means **deny**: spendgate fails closed. The effect of
+    /// a write that timed out is unknown; retrying with the same idempotency
+    /// key is safe.
+    #[error("budget store unavailable: {0}")]
+    Unavailable(String),
+    /// The request was refused as malformed (for example a number a script
+    /// re-checked and rejected). Retrying it unchanged fails again.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The community has no limits set; reserve denies until config sync
+    /// (or `set_limits`) gives it some.
+    #[error("community {0} has no budget configured")]
+    NotConfigured(CommunityId),
+    /// No hold, finalize marker or reap tombstone exists for (user, key):
+    /// never reserved here, or settled longer ago than markers are kept.
+    #[error("no reservation for user {user} and key {key}")]
+    UnknownHold {
+        /// The user given.
+        user: String,
+        /// The key given.
+        key: String,
+    },
+    /// A counter would overflow (or go negative): the operation was refused
+    /// whole. Negative results are drift and worth a bug report.
+    #[error("counter out of range: {0}")]
+    Overflow(String),
+    /// The backend holds data the adapter cannot read back (drift or
+    /// tampering); nothing was changed.
+    #[error("corrupt store data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Maps a domain refusal for `community` to the port's error.
+    pub fn from_domain(community: &CommunityId, error: BudgetError) -> Self {
+        match error {
+            BudgetError::NotConfigured => StoreError::NotConfigured(community.clone()),
+            BudgetError::UnknownHold { user, key } => StoreError::UnknownHold { user, key },
+            BudgetError::Money(e) => StoreError::Overflow(e.to_string()),
+            other => StoreError::InvalidInput(other.to_string()),
+        }
+    }
+}
+
+/// A community's counters for one period, as a status page or a drift check
+/// reads them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// The period these counters belong to.
+    pub period: Period,
+    /// The community's limits, `None` when never configured.
+    pub limits: Option<Limits>,
+    /// Actual cost of finished calls of the period.
+    pub committed: Micros,
+    /// Sum of the estimates of the period's unreaped holds.
+    pub reserved: Micros,
+    /// How many holds of the period are not yet settled.
+    pub holds: u64,
+    /// Whether the warning already fired this period.
+    pub warned: bool,
+    /// Per-user sums; users whose sums are both zero are left out.
+    pub users: BTreeMap<UserId, UserSpend>,
+}
+
+/// Atomic, idempotent budget bookkeeping for many communities.
+///
+/// Implementations MUST behave exactly like
+/// [`spendgate_domain::CommunityBudget`] run per community with the policy
+/// the store was built with; the contract suite checks that step by step.
+///
+/// * **Atomic**: each call is all-or-nothing; concurrent calls behave as if
+///   run one at a time in some order (no overspend under any race).
+/// * **Idempotent**: per (community, user, key). A replayed reserve returns
+///   `AlreadyReserved` / `AlreadySettled`, a replayed finalize or cancel
+///   `AlreadyFinalized`; a finalize racing the reaper commits once and
+///   releases once.
+/// * **Periods**: a hold belongs to the period of the `now` it was reserved
+///   at; finalize, cancel and reap change that period whatever `now` is.
+/// * **Isolation**: nothing done for one community reads or changes another.
+///
+/// `now` comes from the caller's [`crate::Clock`], so time is the same for
+/// every store and testable.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Holds `reservation.estimate` if `committed + reserved + estimate <=
+    /// limit` (and the user's cap), checked and applied atomically.
+    ///
+    /// # Errors
+    /// * [`StoreError::Unavailable`]: the caller MUST deny the call.
+    /// * [`StoreError::NotConfigured`]: no limits for the community.
+    /// * [`StoreError::InvalidInput`]: `now + ttl` out of range.
+    async fn reserve(
+        &self,
+        community: &CommunityId,
+        reservation: &Reservation,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError>;
+
+    /// Pushes a live hold's expiry to `now + ttl` (never earlier); a
+    /// heartbeat for long streams. Idempotent.
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownHold`] when no hold or marker exists;
+    /// [`StoreError::Unavailable`].
+    async fn extend(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, StoreError>;
+
+    /// Commits the actual cost to the hold's period and releases its
+    /// estimate (`Finalized`); commits only if the hold was reaped
+    /// (`LateFinalized`); changes nothing on a replay (`AlreadyFinalized`).
+    ///
+    /// # Errors
+    /// [`StoreError::UnknownHold`], [`StoreError::Overflow`] (refused whole),
+    /// [`StoreError::Unavailable`] (the caller keeps the settlement durably
+    /// and replays it).
+    async fn finalize(
+        &self,
+        community: &CommunityId,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError>;
+
+    /// A finalize with an actual cost of zero.
+    ///
+    /// # Errors
+    /// As [`BudgetStore::finalize`].
+    async fn cancel(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError>;
+
+    /// Releases every hold of the community expired at `now` (expiry `<=
+    /// now`), keeping a tombstone for late finalizes, and drops expired
+    /// markers. Costs O(expired), not O(live).
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Overflow`] on drift.
+    async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError>;
+
+    /// The community's counters for `period`.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn status(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<BudgetStatus, StoreError>;
+
+    /// Sets the community's limits for every period, atomically. Live holds
+    /// stay; a lowered limit affects later reservations only.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError>;
+}

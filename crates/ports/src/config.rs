@@ -1,0 +1,80 @@
+//! Community configuration: limits, pricing and tier overrides.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use spendgate_domain::{CommunityId, Limits, PricingOverrides, TierOverrides};
+
+/// Why a repository (configuration, tier overrides, usage log) call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The database could not answer; the caller may fall back to the last
+    /// known value (tier look-ups) or retry later (writes).
+    #[error("repository unavailable: {0}")]
+    Unavailable(String),
+    /// The request was refused as malformed before reaching storage.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// A stored value could not be parsed (for example malformed override
+    /// JSON); names the community and the field. Callers log it and use
+    /// defaults.
+    #[error("bad data for community {community} in {field}: {reason}")]
+    BadData {
+        /// The community whose row is bad.
+        community: String,
+        /// The column or JSON path at fault.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Everything configured for one community.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommunityConfig {
+    /// The community.
+    pub community: CommunityId,
+    /// Whether agent calls are enabled at all.
+    pub ai_enabled: bool,
+    /// Monthly limit and optional per-user cap.
+    pub limits: Limits,
+    /// Replacement prices for some aliases.
+    pub pricing_overrides: PricingOverrides,
+}
+
+/// Reads and writes community configuration.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait ConfigProvider: Send + Sync {
+    /// Every community with `ai_enabled`, in id order.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for a row that
+    /// cannot be parsed (implementations MUST NOT drop it silently).
+    async fn active_communities(&self) -> Result<Vec<CommunityConfig>, RepoError>;
+
+    /// One community's configuration, `None` if it has none.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`].
+    async fn community(&self, community: &CommunityId)
+    -> Result<Option<CommunityConfig>, RepoError>;
+
+    /// Creates or replaces a community's configuration, atomically.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::InvalidInput`].
+    async fn upsert(&self, config: &CommunityConfig) -> Result<(), RepoError>;
+}
+
+/// Reads a community's tier → access level overrides.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait TierOverrideRepo: Send + Sync {
+    /// The community's overrides; empty when it has none.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] naming the
+    /// community and field when stored overrides are malformed.
+    async fn tier_overrides(&self, community: &CommunityId) -> Result<TierOverrides, RepoError>;
+}

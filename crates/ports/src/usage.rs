@@ -1,0 +1,80 @@
+//! The durable usage log: one row per committed cost.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use spendgate_domain::{
+    CommunityId, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts, UserId,
+};
+
+use crate::config::RepoError;
+
+/// Which path committed a cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CostSource {
+    /// A normal finalize of a live hold.
+    Finalize,
+    /// A finalize that arrived after its hold was reaped.
+    LateFinalize,
+    /// Reconciliation with the provider's usage endpoint.
+    Reconciliation,
+}
+
+impl CostSource {
+    /// The name stored in the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CostSource::Finalize => "finalize",
+            CostSource::LateFinalize => "late_finalize",
+            CostSource::Reconciliation => "reconciliation",
+        }
+    }
+}
+
+/// One committed cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// The community charged.
+    pub community: CommunityId,
+    /// The user who made the call.
+    pub user: UserId,
+    /// The call's idempotency key; (community, user, key) is unique.
+    pub key: IdempotencyKey,
+    /// The model alias used.
+    pub model: ModelAlias,
+    /// Tokens used.
+    pub tokens: TokenCounts,
+    /// The committed cost.
+    pub cost: Micros,
+    /// The estimate that was held.
+    pub estimate: Micros,
+    /// Trace id for correlating logs, if the caller had one.
+    pub trace_id: Option<String>,
+    /// Which path committed it.
+    pub source: CostSource,
+    /// The period charged (the hold's, law 4).
+    pub period: Period,
+    /// When the cost was committed.
+    pub created_at: Timestamp,
+}
+
+/// Append-only record of committed costs.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait UsageLog: Send + Sync {
+    /// Appends records, skipping any whose (community, user, key) is already
+    /// logged; returns how many were new. Atomic per call; replaying a batch
+    /// adds nothing.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]: nothing was written, retry the batch.
+    async fn append(&self, records: &[UsageRecord]) -> Result<u64, RepoError>;
+
+    /// Sum of logged costs of a community in a period.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] if the sum leaves
+    /// the micro-USD range.
+    async fn total_cost(&self, community: &CommunityId, period: Period)
+    -> Result<Micros, RepoError>;
+}
