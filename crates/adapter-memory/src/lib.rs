@@ -1,1 +1,20 @@
-//! placeholder
+//! In-process implementations of every spendgate port.
+//!
+//! An adapter crate: it implements `spendgate-ports` on plain memory, for
+//! two uses. It is the embedded default of a single process that needs no
+//! server (nothing survives a restart), and it is the double that
+//! application tests run against. [`MemoryBudgetStore`] is the domain's
+//! reference model behind a lock, so it cannot disagree with the model; the
+//! contract suite still runs against it like against every other store.
+
+mod budget_store;
+mod clock;
+mod config;
+mod provider;
+mod usage;
+
+pub use budget_store::MemoryBudgetStore;
+pub use clock::ManualClock;
+pub use config::{MemoryConfig, MemoryTierOverrides};
+pub use provider::MemoryUsageSource;
+pub use usage::MemoryUsageLog;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hold::{Hold, HoldRef, Marker, Reservation, Settlement, SettledAs};
+use crate::hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement};
 use crate::id::UserId;
 use crate::money::{Micros, MoneyError};
 use crate::period::{Period, PeriodError};
@@ -537,10 +537,16 @@ impl CommunityBudget {
         let mut expected: BTreeMap<Period, PeriodCounters> = BTreeMap::new();
         for hold in self.holds.values() {
             let c = expected.entry(hold.period).or_default();
-            c.reserved = c.reserved.checked_add(hold.estimate).map_err(|e| e.to_string())?;
+            c.reserved = c
+                .reserved
+                .checked_add(hold.estimate)
+                .map_err(|e| e.to_string())?;
             c.holds += 1;
             let u = c.users.entry(hold.user.clone()).or_default();
-            u.reserved = u.reserved.checked_add(hold.estimate).map_err(|e| e.to_string())?;
+            u.reserved = u
+                .reserved
+                .checked_add(hold.estimate)
+                .map_err(|e| e.to_string())?;
         }
         for (period, counters) in &self.periods {
             let want = expected.remove(period).unwrap_or_default();

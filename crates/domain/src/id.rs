@@ -148,10 +148,7 @@ mod tests {
 
     #[test]
     fn empty_id_names_its_field() {
-        assert_eq!(
-            UserId::parse(""),
-            Err(IdError::Empty { field: "user_id" })
-        );
+        assert_eq!(UserId::parse(""), Err(IdError::Empty { field: "user_id" }));
     }
 
     #[test]
@@ -165,7 +162,10 @@ mod tests {
         );
         assert!(matches!(
             ModelAlias::parse("m".repeat(65)),
-            Err(IdError::TooLong { field: "model_alias", .. })
+            Err(IdError::TooLong {
+                field: "model_alias",
+                ..
+            })
         ));
     }
 

@@ -18,10 +18,10 @@ pub mod tier;
 pub mod time;
 
 pub use budget::{
-    BudgetError, BudgetPolicy, CommunityBudget, ExtendOutcome, FinalizeOutcome, LimitScope,
-    Limits, PeriodCounters, PolicyError, Reaped, Receipt, ReserveOutcome, UserSpend,
+    BudgetError, BudgetPolicy, CommunityBudget, ExtendOutcome, FinalizeOutcome, LimitScope, Limits,
+    PeriodCounters, PolicyError, Reaped, Receipt, ReserveOutcome, UserSpend,
 };
-pub use hold::{Hold, HoldRef, Marker, Reservation, Settlement, SettledAs};
+pub use hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement};
 pub use id::{CommunityId, IdError, IdempotencyKey, ModelAlias, UserId};
 pub use money::{Micros, MoneyError};
 pub use period::{Period, PeriodError};

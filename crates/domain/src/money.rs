@@ -16,10 +16,13 @@ pub const MICROS_PER_USD: i64 = 1_000_000;
 /// Digits after the decimal point that a USD string may carry.
 const MAX_DECIMALS: usize = 6;
 
-/// A non-negative amount of money in micro-USD (1 USD = 1,000,000).
+/// A non-negative amount of money in micro-USD (1 USD = 1,000,000), at most
+/// [`Micros::MAX`].
 ///
-/// Arithmetic is checked: an overflow is a [`MoneyError`], never a wrap or
-/// a clamp.
+/// The range stops at 2^53 − 1 (about 9 billion USD) so that every amount
+/// and every sum check is exact in a double: Redis' Lua, JSON clients in
+/// other languages. Arithmetic is checked: leaving the range is a
+/// [`MoneyError`], never a wrap or a clamp.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
@@ -47,21 +50,25 @@ pub enum MoneyError {
 impl Micros {
     /// Zero dollars.
     pub const ZERO: Micros = Micros(0);
-    /// The largest representable amount.
-    pub const MAX: Micros = Micros(i64::MAX);
+    /// The largest amount: 2^53 − 1 micro-USD.
+    pub const MAX: Micros = Micros((1 << 53) - 1);
 
-    /// Integer micro-USD, rejecting negatives.
+    /// Integer micro-USD.
     ///
     /// # Errors
-    /// [`MoneyError::Negative`] when `micros < 0`.
+    /// [`MoneyError::Negative`] when `micros < 0`, [`MoneyError::Overflow`]
+    /// above [`Micros::MAX`].
     pub fn new(micros: i64) -> Result<Self, MoneyError> {
         if micros < 0 {
             return Err(MoneyError::Negative(micros.to_string()));
         }
+        if micros > Self::MAX.0 {
+            return Err(MoneyError::Overflow);
+        }
         Ok(Self(micros))
     }
 
-    /// Whole dollars; every `u32` fits.
+    /// Whole dollars; every `u32` fits (4.3 billion USD < [`Micros::MAX`]).
     pub fn from_usd(dollars: u32) -> Self {
         Self(i64::from(dollars) * MICROS_PER_USD)
     }
@@ -105,7 +112,7 @@ impl Micros {
             }
             micros = micros.checked_add(frac).ok_or(MoneyError::Overflow)?;
         }
-        Ok(Self(micros))
+        Self::new(micros)
     }
 
     /// Converts a float amount of USD, rounding to the nearest micro-USD.
@@ -124,13 +131,13 @@ impl Micros {
             return Err(MoneyError::Negative(usd.to_string()));
         }
         let micros = (usd * 1_000_000.0).round();
-        // 2^63 is exactly representable; anything at or above it overflows.
-        if micros >= 9_223_372_036_854_775_808.0 {
+        // 2^53 is exactly representable; anything at or above it overflows.
+        if micros >= 9_007_199_254_740_992.0 {
             return Err(MoneyError::Overflow);
         }
         #[allow(clippy::cast_possible_truncation)] // range checked just above
         let micros = micros as i64;
-        Ok(Self(micros))
+        Self::new(micros)
     }
 
     /// The raw micro-USD count.
@@ -141,12 +148,10 @@ impl Micros {
     /// `self + other`.
     ///
     /// # Errors
-    /// [`MoneyError::Overflow`] past `i64::MAX`.
+    /// [`MoneyError::Overflow`] past [`Micros::MAX`] (the sum of two
+    /// amounts always fits an `i64`).
     pub fn checked_add(self, other: Micros) -> Result<Micros, MoneyError> {
-        self.0
-            .checked_add(other.0)
-            .map(Micros)
-            .ok_or(MoneyError::Overflow)
+        Micros::new(self.0 + other.0)
     }
 
     /// `self - other`, which must not go below zero.
@@ -221,8 +226,23 @@ mod tests {
     #[test]
     fn rejects_malformed_usd_text() {
         for bad in [
-            "", ".", "1.", ".5", "-1", "+1", "1e3", "1E3", " 1", "1 ", "0.0000001", "1,5", "0x10",
-            "1.2.3", "NaN", "inf", "١",
+            "",
+            ".",
+            "1.",
+            ".5",
+            "-1",
+            "+1",
+            "1e3",
+            "1E3",
+            " 1",
+            "1 ",
+            "0.0000001",
+            "1,5",
+            "0x10",
+            "1.2.3",
+            "NaN",
+            "inf",
+            "١",
         ] {
             assert!(
                 matches!(Micros::parse_usd(bad), Err(MoneyError::Malformed(_))),
@@ -237,16 +257,14 @@ mod tests {
             Micros::parse_usd("9223372036855"),
             Err(MoneyError::Overflow)
         );
+        assert_eq!(Micros::parse_usd("9007199254.740991").unwrap(), Micros::MAX);
         assert_eq!(
-            Micros::parse_usd("99999999999999999999999"),
+            Micros::parse_usd("9007199254.740992"),
             Err(MoneyError::Overflow)
         );
+        assert_eq!(Micros::new(1 << 53), Err(MoneyError::Overflow));
         assert_eq!(
-            Micros::parse_usd("9223372036854.775807").unwrap(),
-            Micros::MAX
-        );
-        assert_eq!(
-            Micros::parse_usd("9223372036854.775808"),
+            Micros::parse_usd("99999999999999999999999"),
             Err(MoneyError::Overflow)
         );
     }
@@ -254,29 +272,47 @@ mod tests {
     #[test]
     fn rejects_negative_integer_micros() {
         assert!(matches!(Micros::new(-1), Err(MoneyError::Negative(_))));
-        assert!(matches!(Micros::try_from(i64::MIN), Err(MoneyError::Negative(_))));
+        assert!(matches!(
+            Micros::try_from(i64::MIN),
+            Err(MoneyError::Negative(_))
+        ));
     }
 
     #[test]
     fn float_conversion_rejects_what_is_not_money() {
         assert_eq!(Micros::from_usd_f64(f64::NAN), Err(MoneyError::NotFinite));
-        assert_eq!(Micros::from_usd_f64(f64::INFINITY), Err(MoneyError::NotFinite));
-        assert_eq!(Micros::from_usd_f64(f64::NEG_INFINITY), Err(MoneyError::NotFinite));
-        assert!(matches!(Micros::from_usd_f64(-0.01), Err(MoneyError::Negative(_))));
+        assert_eq!(
+            Micros::from_usd_f64(f64::INFINITY),
+            Err(MoneyError::NotFinite)
+        );
+        assert_eq!(
+            Micros::from_usd_f64(f64::NEG_INFINITY),
+            Err(MoneyError::NotFinite)
+        );
+        assert!(matches!(
+            Micros::from_usd_f64(-0.01),
+            Err(MoneyError::Negative(_))
+        ));
         assert_eq!(Micros::from_usd_f64(1e13), Err(MoneyError::Overflow));
         assert_eq!(Micros::from_usd_f64(0.07).unwrap().get(), 70_000);
     }
 
     #[test]
     fn arithmetic_is_checked() {
-        assert_eq!(Micros::MAX.checked_add(Micros(1)), Err(MoneyError::Overflow));
-        assert!(matches!(Micros(1).checked_sub(Micros(2)), Err(MoneyError::Negative(_))));
+        assert_eq!(
+            Micros::MAX.checked_add(Micros(1)),
+            Err(MoneyError::Overflow)
+        );
+        assert!(matches!(
+            Micros(1).checked_sub(Micros(2)),
+            Err(MoneyError::Negative(_))
+        ));
         assert_eq!(Micros(5).headroom_after(Micros(7)), Micros::ZERO);
     }
 
     proptest! {
         #[test]
-        fn display_round_trips_through_parse(m in 0i64..=i64::MAX) {
+        fn display_round_trips_through_parse(m in 0i64..=Micros::MAX.get()) {
             let money = Micros::new(m).unwrap();
             prop_assert_eq!(Micros::parse_usd(&money.to_string()).unwrap(), money);
         }

@@ -195,8 +195,14 @@ mod tests {
     fn month_boundary_is_exact_to_the_millisecond() {
         // 2026-12-01T00:00:00Z
         let december = 1_796_083_200_000;
-        assert_eq!(Period::containing(at(december - 1)).unwrap().to_string(), "2026-11");
-        assert_eq!(Period::containing(at(december)).unwrap().to_string(), "2026-12");
+        assert_eq!(
+            Period::containing(at(december - 1)).unwrap().to_string(),
+            "2026-11"
+        );
+        assert_eq!(
+            Period::containing(at(december)).unwrap().to_string(),
+            "2026-12"
+        );
         assert_eq!(Period::parse("2026-12").unwrap().start(), at(december));
     }
 
@@ -204,7 +210,12 @@ mod tests {
     fn epoch_and_leap_day() {
         assert_eq!(Period::containing(at(0)).unwrap().to_string(), "1970-01");
         // 2024-02-29T12:00:00Z
-        assert_eq!(Period::containing(at(1_709_208_000_000)).unwrap().to_string(), "2024-02");
+        assert_eq!(
+            Period::containing(at(1_709_208_000_000))
+                .unwrap()
+                .to_string(),
+            "2024-02"
+        );
     }
 
     #[test]
@@ -212,14 +223,26 @@ mod tests {
         let dec = Period::parse("2026-12").unwrap();
         assert_eq!(dec.next().unwrap().to_string(), "2027-01");
         assert_eq!(dec.next().unwrap().previous().unwrap(), dec);
-        assert_eq!(Period::parse("1970-01").unwrap().previous(), Err(PeriodError::OutOfRange));
-        assert_eq!(Period::parse("9999-12").unwrap().next(), Err(PeriodError::OutOfRange));
+        assert_eq!(
+            Period::parse("1970-01").unwrap().previous(),
+            Err(PeriodError::OutOfRange)
+        );
+        assert_eq!(
+            Period::parse("9999-12").unwrap().next(),
+            Err(PeriodError::OutOfRange)
+        );
     }
 
     #[test]
     fn malformed_periods_are_rejected() {
-        for bad in ["", "2026-1", "2026-13", "2026-00", "2026/11", "202-011", "2026-11 ", "+026-11", "2026-1a"] {
-            assert!(matches!(Period::parse(bad), Err(PeriodError::Malformed(_))), "{bad:?}");
+        for bad in [
+            "", "2026-1", "2026-13", "2026-00", "2026/11", "202-011", "2026-11 ", "+026-11",
+            "2026-1a",
+        ] {
+            assert!(
+                matches!(Period::parse(bad), Err(PeriodError::Malformed(_))),
+                "{bad:?}"
+            );
         }
         assert_eq!(Period::parse("1969-12"), Err(PeriodError::OutOfRange));
     }

@@ -169,9 +169,8 @@ impl PriceTable {
         } else {
             Multiplier::ONE
         };
-        let per_million = |n: u64, p: Micros| -> u128 {
-            u128::from(n) * u128::from(p.get().unsigned_abs())
-        };
+        let per_million =
+            |n: u64, p: Micros| -> u128 { u128::from(n) * u128::from(p.get().unsigned_abs()) };
         // u64 × i64 fits u128 twice over; only the multiplier can overflow.
         let numerator = (per_million(tokens.prompt, price.input_per_million)
             + per_million(tokens.completion, price.output_per_million))
@@ -201,7 +200,14 @@ mod tests {
         let reasoning = table.price(&alias("reasoning")).unwrap();
         assert_eq!(reasoning.input_per_million.get(), 15_000_000);
         assert_eq!(reasoning.output_per_million.get(), 60_000_000);
-        assert_eq!(table.price(&alias("cheap")).unwrap().output_per_million.get(), 600_000);
+        assert_eq!(
+            table
+                .price(&alias("cheap"))
+                .unwrap()
+                .output_per_million
+                .get(),
+            600_000
+        );
     }
 
     #[test]
@@ -209,23 +215,55 @@ mod tests {
         let table = PriceTable::default();
         // 1 prompt token of `cheap` costs 0.15 micros, 1 completion 0.6: the
         // sum 0.75 rounds up to 1 (per-component rounding would give 2).
-        assert_eq!(table.estimate(&alias("cheap"), tokens(1, 1), false).unwrap().get(), 1);
+        assert_eq!(
+            table
+                .estimate(&alias("cheap"), tokens(1, 1), false)
+                .unwrap()
+                .get(),
+            1
+        );
         // 1000 in + 500 out on reviewer: 1500 + 3000 = 4500 micros.
-        assert_eq!(table.estimate(&alias("reviewer"), tokens(1000, 500), false).unwrap().get(), 4500);
-        assert_eq!(table.estimate(&alias("cheap"), tokens(0, 0), false).unwrap(), Micros::ZERO);
+        assert_eq!(
+            table
+                .estimate(&alias("reviewer"), tokens(1000, 500), false)
+                .unwrap()
+                .get(),
+            4500
+        );
+        assert_eq!(
+            table
+                .estimate(&alias("cheap"), tokens(0, 0), false)
+                .unwrap(),
+            Micros::ZERO
+        );
     }
 
     #[test]
     fn tool_use_doubles_by_default_and_is_configurable() {
         let table = PriceTable::default();
-        assert_eq!(table.estimate(&alias("reviewer"), tokens(1000, 500), true).unwrap().get(), 9000);
+        assert_eq!(
+            table
+                .estimate(&alias("reviewer"), tokens(1000, 500), true)
+                .unwrap()
+                .get(),
+            9000
+        );
         let table = table.with_tool_use_multiplier(Multiplier::from_per_mille(1500).unwrap());
-        assert_eq!(table.estimate(&alias("reviewer"), tokens(1000, 500), true).unwrap().get(), 6750);
+        assert_eq!(
+            table
+                .estimate(&alias("reviewer"), tokens(1000, 500), true)
+                .unwrap()
+                .get(),
+            6750
+        );
     }
 
     #[test]
     fn multiplier_below_one_or_absurd_is_rejected() {
-        assert_eq!(Multiplier::from_per_mille(999), Err(PricingError::InvalidMultiplier(999)));
+        assert_eq!(
+            Multiplier::from_per_mille(999),
+            Err(PricingError::InvalidMultiplier(999))
+        );
         assert_eq!(
             Multiplier::from_per_mille(1_000_001),
             Err(PricingError::InvalidMultiplier(1_000_001))
@@ -247,7 +285,13 @@ mod tests {
             ModelPrice::new(Micros::new(1_000_000).unwrap(), Micros::ZERO),
         )]);
         let table = PriceTable::default().with_overrides(&overrides);
-        assert_eq!(table.estimate(&alias("cheap"), tokens(10, 10), false).unwrap().get(), 10);
+        assert_eq!(
+            table
+                .estimate(&alias("cheap"), tokens(10, 10), false)
+                .unwrap()
+                .get(),
+            10
+        );
     }
 
     #[test]

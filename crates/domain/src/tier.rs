@@ -170,7 +170,10 @@ mod tests {
     #[test]
     fn override_changes_the_level_of_a_tier() {
         let overrides = TierOverrides::from([(Tier::new(2).unwrap(), AccessLevel::Enterprise)]);
-        assert_eq!(access_level(2, &overrides).unwrap(), AccessLevel::Enterprise);
+        assert_eq!(
+            access_level(2, &overrides).unwrap(),
+            AccessLevel::Enterprise
+        );
         assert_eq!(access_level(3, &overrides).unwrap(), AccessLevel::Free);
     }
 
@@ -180,7 +183,10 @@ mod tests {
             .map(|t| (Tier::new(t).unwrap(), AccessLevel::Enterprise))
             .collect();
         for bad in [0, 10, -1, 256, i64::MIN, i64::MAX] {
-            assert_eq!(access_level(bad, &everything), Err(TierError::OutOfRange(bad)));
+            assert_eq!(
+                access_level(bad, &everything),
+                Err(TierError::OutOfRange(bad))
+            );
         }
     }
 

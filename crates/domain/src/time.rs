@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Milliseconds since the Unix epoch, UTC. Never negative.
+/// Milliseconds since the Unix epoch, UTC, from 1970 to the end of 9999
+/// (so every instant has a [`crate::Period`], and the value is exact in a
+/// double).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
 )]
@@ -19,9 +21,9 @@ pub struct Timestamp(i64);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TimeError {
-    /// The instant lies before 1970-01-01T00:00:00Z.
-    #[error("timestamp {0} ms lies before the Unix epoch")]
-    BeforeEpoch(i64),
+    /// The instant lies before 1970-01-01T00:00:00Z or after 9999-12-31.
+    #[error("timestamp {0} ms lies outside 1970..=9999")]
+    OutOfRange(i64),
     /// Adding the duration leaves the representable range.
     #[error("time arithmetic overflowed")]
     Overflow,
@@ -36,13 +38,16 @@ pub enum TimeError {
 }
 
 impl Timestamp {
+    /// The last millisecond of 9999-12-31.
+    pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
+
     /// Wraps milliseconds since the epoch.
     ///
     /// # Errors
-    /// [`TimeError::BeforeEpoch`] for negative values.
+    /// [`TimeError::OutOfRange`] before 1970 or after [`Timestamp::MAX`].
     pub fn from_millis(ms: i64) -> Result<Self, TimeError> {
-        if ms < 0 {
-            return Err(TimeError::BeforeEpoch(ms));
+        if !(0..=Self::MAX.0).contains(&ms) {
+            return Err(TimeError::OutOfRange(ms));
         }
         Ok(Self(ms))
     }
@@ -55,19 +60,18 @@ impl Timestamp {
     /// `self + ms`.
     ///
     /// # Errors
-    /// [`TimeError::Overflow`] past `i64::MAX` ms.
+    /// [`TimeError::Overflow`] outside the range of [`Timestamp`].
     pub fn plus_millis(self, ms: i64) -> Result<Self, TimeError> {
         self.0
             .checked_add(ms)
-            .filter(|v| *v >= 0)
-            .map(Self)
+            .and_then(|v| Self::from_millis(v).ok())
             .ok_or(TimeError::Overflow)
     }
 
     /// `self + ttl`.
     ///
     /// # Errors
-    /// [`TimeError::Overflow`] past `i64::MAX` ms.
+    /// [`TimeError::Overflow`] past [`Timestamp::MAX`].
     pub fn plus(self, ttl: Ttl) -> Result<Self, TimeError> {
         self.plus_millis(ttl.as_millis())
     }
@@ -160,13 +164,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps_before_the_epoch_are_rejected() {
-        assert_eq!(Timestamp::from_millis(-1), Err(TimeError::BeforeEpoch(-1)));
+    fn timestamps_outside_1970_to_9999_are_rejected() {
+        assert_eq!(Timestamp::from_millis(-1), Err(TimeError::OutOfRange(-1)));
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX),
+            Err(TimeError::OutOfRange(i64::MAX))
+        );
     }
 
     #[test]
     fn timestamp_arithmetic_is_checked() {
-        let late = Timestamp::from_millis(i64::MAX).unwrap();
+        let late = Timestamp::MAX;
         assert_eq!(late.plus_millis(1), Err(TimeError::Overflow));
         assert_eq!(
             Timestamp::from_millis(1).unwrap().plus_millis(-2),
@@ -176,8 +184,14 @@ mod tests {
 
     #[test]
     fn ttl_must_be_positive_and_bounded() {
-        assert!(matches!(Ttl::from_millis(0), Err(TimeError::TtlOutOfRange { .. })));
-        assert!(matches!(Ttl::from_millis(-5), Err(TimeError::TtlOutOfRange { .. })));
+        assert!(matches!(
+            Ttl::from_millis(0),
+            Err(TimeError::TtlOutOfRange { .. })
+        ));
+        assert!(matches!(
+            Ttl::from_millis(-5),
+            Err(TimeError::TtlOutOfRange { .. })
+        ));
         assert!(matches!(
             Ttl::from_millis(Ttl::MAX_MS + 1),
             Err(TimeError::TtlOutOfRange { .. })

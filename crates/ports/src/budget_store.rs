@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    BudgetError, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Micros, Period,
-    Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UserId, UserSpend,
+    BudgetError, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
+    Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UserId,
+    UserSpend,
 };
 
 /// Why a [`BudgetStore`] call failed. Every failure leaves the store as it
@@ -77,6 +78,24 @@ pub struct BudgetStatus {
     pub warned: bool,
     /// Per-user sums; users whose sums are both zero are left out.
     pub users: BTreeMap<UserId, UserSpend>,
+}
+
+impl BudgetStatus {
+    /// What the reference model says a community's status is for `period`;
+    /// the in-memory store answers with it and the contract suite compares
+    /// every other store against it.
+    pub fn from_model(budget: &CommunityBudget, period: Period) -> Self {
+        let counters = budget.counters(period);
+        Self {
+            period,
+            limits: budget.limits(),
+            committed: counters.committed,
+            reserved: counters.reserved,
+            holds: counters.holds,
+            warned: counters.warned,
+            users: counters.users,
+        }
+    }
 }
 
 /// Atomic, idempotent budget bookkeeping for many communities.

@@ -57,8 +57,10 @@ pub trait ConfigProvider: Send + Sync {
     ///
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::BadData`].
-    async fn community(&self, community: &CommunityId)
-    -> Result<Option<CommunityConfig>, RepoError>;
+    async fn community(
+        &self,
+        community: &CommunityId,
+    ) -> Result<Option<CommunityConfig>, RepoError>;
 
     /// Creates or replaces a community's configuration, atomically.
     ///

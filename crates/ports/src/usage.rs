@@ -75,6 +75,9 @@ pub trait UsageLog: Send + Sync {
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::BadData`] if the sum leaves
     /// the micro-USD range.
-    async fn total_cost(&self, community: &CommunityId, period: Period)
-    -> Result<Micros, RepoError>;
+    async fn total_cost(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<Micros, RepoError>;
 }

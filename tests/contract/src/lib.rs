@@ -1,1 +1,141 @@
-//! placeholder
+//! The one contract suite every spendgate `BudgetStore` runs.
+//!
+//! A test-support crate: adapters add it as a dev-dependency and invoke
+//! [`budget_store_contract!`] with a factory in their integration tests, so
+//! the memory, Redis, Redis Cluster, PostgreSQL and SQLite stores are held
+//! to the same scenarios and cannot drift apart. The suite has three parts:
+//!
+//! * [`scenarios`]: named, one-behaviour-each specifications of the port;
+//! * [`model`]: a property test replaying random interleavings of reserve,
+//!   extend, finalize, cancel, reap, limit changes and clock advances
+//!   against the store and the domain model side by side, checking laws
+//!   1–4 after every step;
+//! * [`concurrency`]: 1,000 racing reserves that must never overspend.
+//!
+//! Notes for adapter authors: money ([`spendgate_domain::Micros`]) and time
+//! ([`spendgate_domain::Timestamp`]) are bounded below 2^53 so Lua's doubles
+//! stay exact; stores must use the `now` they are given (never their own
+//! clock, never key TTLs for logic), and must be built with
+//! [`spendgate_domain::BudgetPolicy::default`]. Each scenario makes its own
+//! community ids, unique per process and run, so tests share one server.
+
+// Panicking on a broken expectation is how a test suite reports it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+pub mod concurrency;
+pub mod fixture;
+pub mod model;
+pub mod scenarios;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use spendgate_ports::BudgetStore;
+
+/// Runs one async check on a fresh multi-threaded runtime: the store is
+/// built inside it, as connection-based stores must be.
+pub fn run<F, Fut, S, SFut>(factory: F, check: S)
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Arc<dyn BudgetStore>>,
+    S: FnOnce(Arc<dyn BudgetStore>) -> SFut,
+    SFut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async {
+        let store = factory().await;
+        check(store).await;
+    });
+}
+
+/// Expands, in the calling module, to one `#[test]` per contract scenario,
+/// the model-equivalence property test and the concurrency test, each
+/// building its store with `$factory`: a path to an
+/// `async fn() -> Arc<dyn BudgetStore>` whose store uses
+/// `BudgetPolicy::default()`.
+///
+/// ```ignore
+/// async fn store() -> Arc<dyn BudgetStore> {
+///     Arc::new(MemoryBudgetStore::new(BudgetPolicy::default()))
+/// }
+/// spendgate_contract::budget_store_contract!(store);
+/// ```
+#[macro_export]
+macro_rules! budget_store_contract {
+    ($factory:path) => {
+        $crate::__scenario_tests!(
+            $factory;
+            reserve_within_the_limit_is_reserved,
+            reserve_replay_returns_the_original_hold,
+            reserve_past_the_limit_is_denied_and_changes_nothing,
+            reserve_without_configured_limits_is_refused,
+            spend_exactly_at_the_limit_is_accepted,
+            zero_estimate_is_accepted_on_a_full_budget,
+            very_large_estimate_is_denied_without_overflow,
+            finalize_that_would_overflow_committed_is_refused_whole,
+            limit_zero_denies_any_positive_estimate,
+            lowering_the_limit_keeps_live_holds_and_denies_new_ones,
+            set_limits_replaces_the_limit_and_the_cap,
+            finalize_releases_the_estimate_and_commits_the_actual,
+            finalize_replay_is_already_finalized_with_the_first_actual,
+            finalize_over_the_estimate_reports_the_overshoot,
+            finalize_of_an_unknown_hold_is_an_error,
+            expired_but_unreaped_hold_finalizes_normally,
+            cancel_releases_the_estimate_without_committing,
+            cancel_replay_is_already_finalized,
+            cancel_after_finalize_keeps_the_committed_cost,
+            reserve_after_finalize_is_already_settled,
+            reap_before_expiry_releases_nothing,
+            reap_at_the_expiry_millisecond_releases_the_hold,
+            reap_twice_releases_once,
+            late_finalize_after_reap_commits_once,
+            late_finalize_after_marker_retention_is_unknown,
+            finalize_replay_after_marker_retention_is_unknown,
+            reserve_after_reap_is_already_settled,
+            extend_pushes_the_expiry_past_the_reaper,
+            extend_replay_never_shortens_the_hold,
+            extend_of_an_expired_hold_is_not_live,
+            extend_of_a_settled_hold_is_not_live,
+            extend_of_an_unknown_hold_is_an_error,
+            warning_fires_once_when_spend_reaches_the_threshold,
+            warning_fires_again_in_the_next_period,
+            month_boundary_finalize_changes_the_reservation_period,
+            month_boundary_reap_and_late_finalize_change_the_reservation_period,
+            new_period_starts_clean_while_old_holds_are_live,
+            same_user_and_key_in_two_communities_stay_independent,
+            reaping_one_community_leaves_another_alone,
+            per_user_cap_denies_one_user_while_another_reserves,
+            per_user_cap_counts_committed_spend,
+            community_limit_is_checked_before_the_user_cap,
+            status_lists_only_users_with_spend,
+            reserve_with_expiry_past_the_supported_range_is_invalid_input,
+        );
+
+        #[test]
+        fn store_matches_the_model_under_random_interleavings() {
+            $crate::model::check(|| $factory());
+        }
+
+        #[test]
+        fn concurrent_reserves_never_overspend() {
+            $crate::run($factory, $crate::concurrency::thousand_reserves_of_seven);
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_tests {
+    ($factory:path; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run($factory, $crate::scenarios::$name);
+            }
+        )*
+    };
+}

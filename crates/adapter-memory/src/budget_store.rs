@@ -1,0 +1,111 @@
+//! The reference budget model behind a mutex.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use spendgate_domain::{
+    BudgetPolicy, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
+    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+};
+use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+
+/// A [`BudgetStore`] holding every community's [`CommunityBudget`] in
+/// process memory. Each call takes one lock, so calls are atomic and
+/// linearizable; a poisoned lock (a panic mid-update) reports
+/// [`StoreError::Unavailable`] rather than serving possibly torn state.
+#[derive(Debug, Default)]
+pub struct MemoryBudgetStore {
+    policy: BudgetPolicy,
+    communities: Mutex<HashMap<CommunityId, CommunityBudget>>,
+}
+
+impl MemoryBudgetStore {
+    /// An empty store using `policy` (warning threshold, marker retention).
+    pub fn new(policy: BudgetPolicy) -> Self {
+        Self {
+            policy,
+            communities: Mutex::default(),
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, HashMap<CommunityId, CommunityBudget>>, StoreError> {
+        self.communities
+            .lock()
+            .map_err(|_| StoreError::Unavailable("memory store lock poisoned".into()))
+    }
+
+    /// Runs `op` on one community's budget under the lock, mapping domain
+    /// refusals to the port's errors.
+    fn with_budget<T>(
+        &self,
+        community: &CommunityId,
+        op: impl FnOnce(&mut CommunityBudget) -> Result<T, spendgate_domain::BudgetError>,
+    ) -> Result<T, StoreError> {
+        let mut communities = self.lock()?;
+        let budget = communities.entry(community.clone()).or_default();
+        op(budget).map_err(|e| StoreError::from_domain(community, e))
+    }
+}
+
+#[async_trait]
+impl BudgetStore for MemoryBudgetStore {
+    async fn reserve(
+        &self,
+        community: &CommunityId,
+        reservation: &Reservation,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        self.with_budget(community, |b| b.reserve(reservation, now, self.policy))
+    }
+
+    async fn extend(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, StoreError> {
+        self.with_budget(community, |b| b.extend(hold, ttl, now))
+    }
+
+    async fn finalize(
+        &self,
+        community: &CommunityId,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.with_budget(community, |b| b.finalize(settlement, now, self.policy))
+    }
+
+    async fn cancel(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.with_budget(community, |b| b.cancel(hold, now, self.policy))
+    }
+
+    async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
+        self.with_budget(community, |b| b.reap(now, self.policy))
+    }
+
+    async fn status(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<BudgetStatus, StoreError> {
+        let communities = self.lock()?;
+        let empty = CommunityBudget::default();
+        let budget = communities.get(community).unwrap_or(&empty);
+        Ok(BudgetStatus::from_model(budget, period))
+    }
+
+    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+        self.with_budget(community, |b| {
+            b.set_limits(limits);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,69 @@
+//! The usage log kept in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use spendgate_domain::{CommunityId, IdempotencyKey, Micros, Period, UserId};
+use spendgate_ports::{RepoError, UsageLog, UsageRecord};
+
+type RecordKey = (CommunityId, UserId, IdempotencyKey);
+
+/// A [`UsageLog`] over a map keyed by (community, user, key), so appends are
+/// idempotent exactly as the database's unique constraint makes them.
+#[derive(Debug, Default)]
+pub struct MemoryUsageLog {
+    records: Mutex<BTreeMap<RecordKey, UsageRecord>>,
+}
+
+impl MemoryUsageLog {
+    /// Every logged record, in key order.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] if the lock was poisoned.
+    pub fn records(&self) -> Result<Vec<UsageRecord>, RepoError> {
+        let records = self.records.lock().map_err(|_| poisoned())?;
+        Ok(records.values().cloned().collect())
+    }
+}
+
+fn poisoned() -> RepoError {
+    RepoError::Unavailable("memory usage log lock poisoned".into())
+}
+
+#[async_trait]
+impl UsageLog for MemoryUsageLog {
+    async fn append(&self, batch: &[UsageRecord]) -> Result<u64, RepoError> {
+        let mut records = self.records.lock().map_err(|_| poisoned())?;
+        let mut added = 0;
+        for record in batch {
+            let key = (
+                record.community.clone(),
+                record.user.clone(),
+                record.key.clone(),
+            );
+            if let std::collections::btree_map::Entry::Vacant(slot) = records.entry(key) {
+                slot.insert(record.clone());
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    async fn total_cost(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<Micros, RepoError> {
+        let records = self.records.lock().map_err(|_| poisoned())?;
+        records
+            .values()
+            .filter(|r| &r.community == community && r.period == period)
+            .try_fold(Micros::ZERO, |sum, r| sum.checked_add(r.cost))
+            .map_err(|e| RepoError::BadData {
+                community: community.to_string(),
+                field: "cost_micros".into(),
+                reason: e.to_string(),
+            })
+    }
+}

@@ -1,0 +1,195 @@
+//! Ids, instants and a thin driver shared by the scenarios.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use spendgate_domain::{
+    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits, Micros,
+    ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UserId,
+};
+use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+
+/// The TTL scenarios give holds unless they say otherwise: one minute.
+pub const TTL_MS: i64 = 60_000;
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A community id unique to this process and run, so that tests can share
+/// one Redis or database without seeing each other.
+pub fn unique_community(label: &str) -> CommunityId {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let label: String = label.chars().take(48).collect();
+    CommunityId::parse(format!("ct-{label}-{}-{nanos:x}-{n}", std::process::id())).unwrap()
+}
+
+/// A user id.
+pub fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+/// An idempotency key.
+pub fn key(name: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(name).unwrap()
+}
+
+/// An amount in micro-USD.
+pub fn m(micros: i64) -> Micros {
+    Micros::new(micros).unwrap()
+}
+
+/// A period from `YYYY-MM`.
+pub fn period(text: &str) -> Period {
+    Period::parse(text).unwrap()
+}
+
+/// November 2026, the month most scenarios live in.
+pub fn november() -> Period {
+    period("2026-11")
+}
+
+/// December 2026.
+pub fn december() -> Period {
+    period("2026-12")
+}
+
+/// `ms` after 2026-11-15T00:00:00Z.
+pub fn mid_november(ms: i64) -> Timestamp {
+    at(november().start(), 14 * 86_400_000 + ms)
+}
+
+/// `ms` after 2026-12-01T00:00:00Z (negative: before it).
+pub fn december_start(ms: i64) -> Timestamp {
+    at(december().start(), ms)
+}
+
+/// `base + ms`.
+pub fn at(base: Timestamp, ms: i64) -> Timestamp {
+    base.plus_millis(ms).unwrap()
+}
+
+/// A hold reference.
+pub fn hold(user_name: &str, key_name: &str) -> HoldRef {
+    HoldRef {
+        user: user(user_name),
+        key: key(key_name),
+    }
+}
+
+/// One community of one store, with terse calls for the scenarios.
+pub struct Ctx {
+    /// The store under test.
+    pub store: Arc<dyn BudgetStore>,
+    /// The scenario's own community.
+    pub community: CommunityId,
+}
+
+impl Ctx {
+    /// A fresh community with `limit` and no cap.
+    pub async fn with_limit(store: &Arc<dyn BudgetStore>, label: &str, limit: i64) -> Self {
+        Self::with_limits(store, label, Limits::new(m(limit))).await
+    }
+
+    /// A fresh community with `limits`.
+    pub async fn with_limits(store: &Arc<dyn BudgetStore>, label: &str, limits: Limits) -> Self {
+        let ctx = Self::unconfigured(store, label);
+        ctx.store.set_limits(&ctx.community, limits).await.unwrap();
+        ctx
+    }
+
+    /// A fresh community that was never given limits.
+    pub fn unconfigured(store: &Arc<dyn BudgetStore>, label: &str) -> Self {
+        Self {
+            store: Arc::clone(store),
+            community: unique_community(label),
+        }
+    }
+
+    /// Reserves with the default TTL and model `cheap`.
+    pub async fn reserve(&self, u: &str, k: &str, estimate: i64, now: Timestamp) -> ReserveOutcome {
+        self.try_reserve(u, k, estimate, TTL_MS, now).await.unwrap()
+    }
+
+    /// Reserves with an explicit TTL, returning the raw result.
+    pub async fn try_reserve(
+        &self,
+        u: &str,
+        k: &str,
+        estimate: i64,
+        ttl_ms: i64,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let reservation = Reservation {
+            user: user(u),
+            key: key(k),
+            estimate: m(estimate),
+            model: ModelAlias::parse("cheap").unwrap(),
+            ttl: Ttl::from_millis(ttl_ms).unwrap(),
+        };
+        self.store.reserve(&self.community, &reservation, now).await
+    }
+
+    /// Finalizes with `actual`.
+    pub async fn finalize(
+        &self,
+        u: &str,
+        k: &str,
+        actual: i64,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let settlement = Settlement {
+            user: user(u),
+            key: key(k),
+            actual: m(actual),
+        };
+        self.store.finalize(&self.community, &settlement, now).await
+    }
+
+    /// Cancels.
+    pub async fn cancel(
+        &self,
+        u: &str,
+        k: &str,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.store.cancel(&self.community, &hold(u, k), now).await
+    }
+
+    /// Extends by `ttl_ms` from `now`.
+    pub async fn extend(
+        &self,
+        u: &str,
+        k: &str,
+        ttl_ms: i64,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, StoreError> {
+        let ttl = Ttl::from_millis(ttl_ms).unwrap();
+        self.store
+            .extend(&self.community, &hold(u, k), ttl, now)
+            .await
+    }
+
+    /// Reaps at `now`.
+    pub async fn reap(&self, now: Timestamp) -> Reaped {
+        self.store.reap(&self.community, now).await.unwrap()
+    }
+
+    /// Status of `period`.
+    pub async fn status(&self, period: Period) -> BudgetStatus {
+        self.store.status(&self.community, period).await.unwrap()
+    }
+
+    /// Asserts a period's committed, reserved and hold count.
+    pub async fn assert_counters(&self, period: Period, committed: i64, reserved: i64, holds: u64) {
+        let status = self.status(period).await;
+        assert_eq!(
+            (status.committed, status.reserved, status.holds),
+            (m(committed), m(reserved), holds),
+            "{period}: (committed, reserved, holds)"
+        );
+    }
+}
