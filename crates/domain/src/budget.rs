@@ -647,3 +647,85 @@ fn unknown(hold_ref: &HoldRef) -> BudgetError {
         key: hold_ref.key.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{IdempotencyKey, ModelAlias};
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    fn reservation(user: &str, key: &str, estimate: i64) -> Reservation {
+        Reservation {
+            user: UserId::parse(user).unwrap(),
+            key: IdempotencyKey::parse(key).unwrap(),
+            estimate: Micros::new(estimate).unwrap(),
+            model: ModelAlias::parse("cheap").unwrap(),
+            ttl: Ttl::from_millis(1000).unwrap(),
+        }
+    }
+
+    #[test]
+    fn warning_threshold_outside_one_to_a_hundred_is_rejected() {
+        let policy = BudgetPolicy::default();
+        assert_eq!(
+            policy.with_warning_percent(0),
+            Err(PolicyError::WarningPercent(0))
+        );
+        assert_eq!(
+            policy.with_warning_percent(101),
+            Err(PolicyError::WarningPercent(101))
+        );
+        assert_eq!(
+            policy.with_warning_percent(50).unwrap().warning_percent(),
+            50
+        );
+    }
+
+    #[test]
+    fn warning_threshold_is_inclusive() {
+        let policy = BudgetPolicy::default();
+        let m = |v| Micros::new(v).unwrap();
+        assert!(!policy.crosses_warning(m(799), m(1000)));
+        assert!(policy.crosses_warning(m(800), m(1000)));
+        assert!(policy.crosses_warning(Micros::MAX, Micros::MAX));
+    }
+
+    #[test]
+    fn conservation_check_reports_drift() {
+        let mut budget = CommunityBudget::default();
+        budget.set_limits(Limits::new(Micros::new(1000).unwrap()));
+        let policy = BudgetPolicy::default();
+        budget
+            .reserve(&reservation("u", "k", 10), at(0), policy)
+            .unwrap();
+        assert_eq!(budget.check_conservation(), Ok(()));
+        let period = Period::containing(at(0)).unwrap();
+        if let Some(counters) = budget.periods.get_mut(&period) {
+            counters.reserved = Micros::new(11).unwrap();
+        }
+        assert!(budget.check_conservation().is_err());
+    }
+
+    #[test]
+    fn reap_refuses_drifted_counters_without_changing_anything() {
+        let mut budget = CommunityBudget::default();
+        budget.set_limits(Limits::new(Micros::new(1000).unwrap()));
+        let policy = BudgetPolicy::default();
+        budget
+            .reserve(&reservation("u", "k", 10), at(0), policy)
+            .unwrap();
+        let period = Period::containing(at(0)).unwrap();
+        if let Some(counters) = budget.periods.get_mut(&period) {
+            counters.reserved = Micros::new(3).unwrap();
+        }
+        let before = budget.clone();
+        assert!(matches!(
+            budget.reap(at(5000), policy),
+            Err(BudgetError::Money(MoneyError::Negative(_)))
+        ));
+        assert_eq!(budget, before);
+    }
+}

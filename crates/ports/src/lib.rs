@@ -30,3 +30,37 @@ pub use config::{MockConfigProvider, MockTierOverrideRepo};
 pub use provider::MockUsageSource;
 #[cfg(any(test, feature = "mocks"))]
 pub use usage::MockUsageLog;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn every_port_is_object_safe() {
+        let _: Arc<dyn BudgetStore> = Arc::new(MockBudgetStore::new());
+        let _: Arc<dyn ConfigProvider> = Arc::new(MockConfigProvider::new());
+        let _: Arc<dyn TierOverrideRepo> = Arc::new(MockTierOverrideRepo::new());
+        let _: Arc<dyn UsageLog> = Arc::new(MockUsageLog::new());
+        let _: Arc<dyn UsageSource> = Arc::new(MockUsageSource::new());
+        let _: Arc<dyn Clock> = Arc::new(MockClock::new());
+    }
+
+    #[test]
+    fn domain_refusals_map_to_actionable_store_errors() {
+        let community = spendgate_domain::CommunityId::parse("c").unwrap();
+        assert_eq!(
+            StoreError::from_domain(&community, spendgate_domain::BudgetError::NotConfigured),
+            StoreError::NotConfigured(community.clone())
+        );
+        assert!(matches!(
+            StoreError::from_domain(&community, spendgate_domain::MoneyError::Overflow.into()),
+            StoreError::Overflow(_)
+        ));
+        assert!(matches!(
+            StoreError::from_domain(&community, spendgate_domain::TimeError::Overflow.into()),
+            StoreError::InvalidInput(_)
+        ));
+    }
+}

@@ -1,0 +1,87 @@
+//! The suite must fail a store that drifts from the model; otherwise a
+//! green contract run would prove nothing.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spendgate_adapter_memory::MemoryBudgetStore;
+use spendgate_domain::{
+    BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Period, Reaped,
+    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+};
+use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+
+/// The memory store, except that its reaper forgets to release anything:
+/// the leak the seed's layout had when the reaper ran late.
+struct LeakyReaper(MemoryBudgetStore);
+
+#[async_trait]
+impl BudgetStore for LeakyReaper {
+    async fn reserve(
+        &self,
+        c: &CommunityId,
+        r: &Reservation,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        self.0.reserve(c, r, now).await
+    }
+    async fn extend(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, StoreError> {
+        self.0.extend(c, h, ttl, now).await
+    }
+    async fn finalize(
+        &self,
+        c: &CommunityId,
+        s: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.0.finalize(c, s, now).await
+    }
+    async fn cancel(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.0.cancel(c, h, now).await
+    }
+    async fn reap(&self, _: &CommunityId, _: Timestamp) -> Result<Reaped, StoreError> {
+        Ok(Reaped::default())
+    }
+    async fn status(&self, c: &CommunityId, p: Period) -> Result<BudgetStatus, StoreError> {
+        self.0.status(c, p).await
+    }
+    async fn set_limits(&self, c: &CommunityId, l: Limits) -> Result<(), StoreError> {
+        self.0.set_limits(c, l).await
+    }
+}
+
+async fn leaky() -> Arc<dyn BudgetStore> {
+    Arc::new(LeakyReaper(MemoryBudgetStore::new(BudgetPolicy::default())))
+}
+
+#[test]
+fn property_test_fails_a_store_whose_reaper_leaks() {
+    let outcome = catch_unwind(AssertUnwindSafe(|| spendgate_contract::model::check(leaky)));
+    assert!(
+        outcome.is_err(),
+        "the property test passed a leaking reaper"
+    );
+}
+
+#[test]
+fn reap_scenario_fails_a_store_whose_reaper_leaks() {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        spendgate_contract::run(
+            leaky,
+            spendgate_contract::scenarios::reap_at_the_expiry_millisecond_releases_the_hold,
+        );
+    }));
+    assert!(outcome.is_err(), "the scenario passed a leaking reaper");
+}
