@@ -1,1 +1,25 @@
-//! placeholder
+//! spendgate's [`BudgetStore`](spendgate_ports::BudgetStore) on Redis and
+//! Redis Cluster.
+//!
+//! This crate is an adapter: `app -> adapters -> ports -> domain`. It
+//! implements the port with one Lua script per operation (the scripts live
+//! in `lua/` at the repository root and are embedded at build time), so
+//! every reserve and every finalize is one atomic round trip on one Cluster
+//! slot. It behaves exactly like
+//! [`CommunityBudget`](spendgate_domain::CommunityBudget) run per community;
+//! time is always the `now` the caller passes, never Redis' clock or key
+//! TTLs.
+//!
+//! * [`RedisBudgetStore`] is generic over the connection: use
+//!   [`RedisBudgetStore::connect`] (standalone, reconnecting
+//!   `ConnectionManager`) or [`RedisBudgetStore::connect_cluster`].
+//! * [`keys`] documents the key layout and builds the keys and digests.
+//! * [`script`] holds the embedded scripts and their error protocol.
+
+mod codec;
+mod error;
+pub mod keys;
+pub mod script;
+mod store;
+
+pub use store::{DEFAULT_TIMEOUT, RedisBudgetStore};

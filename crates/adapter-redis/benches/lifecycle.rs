@@ -1,0 +1,540 @@
+//! The Redis BudgetStore's hot path, measured: reserve → finalize
+//! lifecycles at 1, 16 and 64 in flight, Redis CPU per script call, and
+//! memory per live hold and per retained finalize marker.
+//!
+//! ```text
+//! cargo bench -p spendgate-adapter-redis --bench lifecycle
+//! ```
+//!
+//! By default the bench starts its own `redis-server` (from `PATH`) on a
+//! free port, so other clients cannot disturb the numbers; set
+//! `SPENDGATE_BENCH_REDIS_URL` to use a running server instead (it must be
+//! one you may `FLUSHALL` and `CONFIG RESETSTAT`).
+//! `SPENDGATE_BENCH_SECS` (default 10) sets the duration of each
+//! concurrency level. Ids are realistic: 36-character UUID communities,
+//! 42-character `0x…` wallet users, 36-character idempotency keys.
+
+use std::error::Error;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use spendgate_adapter_redis::RedisBudgetStore;
+use spendgate_adapter_redis::script::Op;
+use spendgate_domain::{
+    BudgetPolicy, CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, Reservation, Settlement,
+    Timestamp, Ttl, UserId,
+};
+use spendgate_ports::BudgetStore;
+
+type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
+type Store = RedisBudgetStore<ConnectionManager>;
+
+const COMMUNITIES: u64 = 100;
+const USERS: u64 = 1_000;
+const MEMORY_SAMPLE: u64 = 100_000;
+
+/// A UUID-shaped id from a number: 36 characters.
+fn uuid(namespace: u32, n: u64) -> String {
+    let hex = format!("{namespace:08x}{n:024x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn community(n: u64) -> Res<CommunityId> {
+    Ok(CommunityId::parse(uuid(0xc0ffee00, n))?)
+}
+
+/// A checksummed-looking wallet address: `0x` and 40 hex digits.
+fn wallet(n: u64) -> Res<UserId> {
+    Ok(UserId::parse(format!(
+        "0x52908400098527886E0F7030{n:016X}"
+    ))?)
+}
+
+fn idempotency_key(task: u64, n: u64) -> Res<IdempotencyKey> {
+    Ok(IdempotencyKey::parse(uuid(
+        u32::try_from(task).unwrap_or(u32::MAX),
+        n,
+    ))?)
+}
+
+fn now() -> Res<Timestamp> {
+    let ms = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
+    Ok(Timestamp::from_millis(ms)?)
+}
+
+fn reservation(user: UserId, key: IdempotencyKey, ttl: Ttl) -> Res<Reservation> {
+    Ok(Reservation {
+        user,
+        key,
+        estimate: Micros::new(2_500)?,
+        model: ModelAlias::parse("fast-code")?,
+        ttl,
+    })
+}
+
+struct OwnServer(Child);
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server() -> Res<(OwnServer, String)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = std::env::temp_dir().join(format!("spendgate-bench-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let server = OwnServer(child);
+    let url = format!("redis://127.0.0.1:{port}");
+    let client = redis::Client::open(url.as_str())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut conn) = client.get_connection()
+            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+        {
+            return Ok((server, url));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("redis-server on port {port} did not start").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn info(admin: &mut redis::Connection, section: &str) -> Res<String> {
+    Ok(redis::cmd("INFO").arg(section).query(admin)?)
+}
+
+fn info_field(text: &str, field: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
+fn used_memory(admin: &mut redis::Connection) -> Res<i64> {
+    let text = info(admin, "memory")?;
+    Ok(info_field(&text, "used_memory")
+        .ok_or("no used_memory")?
+        .parse()?)
+}
+
+fn redis_cpu(admin: &mut redis::Connection) -> Res<f64> {
+    let text = info(admin, "cpu")?;
+    let sys: f64 = info_field(&text, "used_cpu_sys").ok_or("no cpu")?.parse()?;
+    let user: f64 = info_field(&text, "used_cpu_user")
+        .ok_or("no cpu")?
+        .parse()?;
+    Ok(sys + user)
+}
+
+/// (calls, usec_per_call) of EVALSHA since the last `CONFIG RESETSTAT`.
+fn evalsha_stats(admin: &mut redis::Connection) -> Res<(u64, f64)> {
+    let text = info(admin, "commandstats")?;
+    let line = info_field(&text, "cmdstat_evalsha").ok_or("no evalsha stats")?;
+    let mut calls = 0;
+    let mut per_call = 0.0;
+    for part in line.split(',') {
+        if let Some(v) = part.strip_prefix("calls=") {
+            calls = v.parse()?;
+        } else if let Some(v) = part.strip_prefix("usec_per_call=") {
+            per_call = v.parse()?;
+        }
+    }
+    Ok((calls, per_call))
+}
+
+fn reset_stats(admin: &mut redis::Connection) -> Res<()> {
+    redis::cmd("CONFIG").arg("RESETSTAT").exec(admin)?;
+    Ok(())
+}
+
+fn percentile(sorted: &[u64], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let index = (sorted.len() * p / 100).min(sorted.len() - 1);
+    sorted[index] as f64 / 1000.0
+}
+
+/// Runs lifecycles on `in_flight` tasks for `duration`; returns the
+/// lifecycle latencies in microseconds.
+async fn lifecycles(
+    store: &Store,
+    in_flight: u64,
+    duration: Duration,
+    round: u64,
+) -> Res<Vec<u64>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for task in 0..in_flight {
+        let store = store.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let ttl = Ttl::from_secs(60)?;
+            let tag = round * 1_000 + task;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let c = community((tag + n) % COMMUNITIES)?;
+                let user = wallet((tag * 7 + n) % USERS)?;
+                let key = idempotency_key(tag, n)?;
+                let started = Instant::now();
+                store
+                    .reserve(&c, &reservation(user.clone(), key.clone(), ttl)?, now()?)
+                    .await?;
+                let settlement = Settlement {
+                    user,
+                    key,
+                    actual: Micros::new(2_100)?,
+                };
+                store.finalize(&c, &settlement, now()?).await?;
+                latencies.push(u64::try_from(started.elapsed().as_micros())?);
+            }
+            Res::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await??);
+    }
+    Ok(all)
+}
+
+/// Runs `count` calls of `call(i)` with `in_flight` concurrent tasks.
+async fn spread<F, Fut>(count: u64, in_flight: u64, call: F) -> Res<()>
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Res<()>> + Send,
+{
+    let call = Arc::new(call);
+    let mut tasks = Vec::new();
+    for task in 0..in_flight {
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = task;
+            while i < count {
+                call(i).await?;
+                i += in_flight;
+            }
+            Res::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// `redis-benchmark -c 50 -n 200000 EVALSHA <return 1> 0`: its summary line
+/// and the server-side usec_per_call of that empty script (the floor every
+/// script call pays on this machine at this moment).
+fn reference_line(url: &str, admin: &mut redis::Connection) -> Res<(String, f64)> {
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(admin)?;
+    reset_stats(admin)?;
+    let port = url.rsplit(':').next().ok_or("no port in url")?;
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p", port, "-c", "50", "-n", "200000", "-q", "EVALSHA", &sha, "0",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // -q prints progress with carriage returns; keep the final line.
+    let line = text
+        .rsplit(['\r', '\n'])
+        .map(str::trim)
+        .find(|l| l.contains("requests per second"))
+        .unwrap_or("redis-benchmark printed no result")
+        .to_owned();
+    let (_, per_call) = evalsha_stats(admin)?;
+    Ok((line, per_call))
+}
+
+async fn run() -> Res<()> {
+    let secs: u64 = std::env::var("SPENDGATE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let (_server, url) = match std::env::var("SPENDGATE_BENCH_REDIS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let (server, url) = start_server()?;
+            (Some(server), url)
+        }
+    };
+    let mut admin = redis::Client::open(url.as_str())?.get_connection()?;
+    redis::cmd("FLUSHALL").exec(&mut admin)?;
+    let server_info = info(&mut admin, "server")?;
+    println!(
+        "redis {} at {url}; {} s per level",
+        info_field(&server_info, "redis_version").unwrap_or_default(),
+        secs
+    );
+    let store = RedisBudgetStore::connect(&url, BudgetPolicy::default())
+        .await?
+        .with_timeout(Duration::from_secs(5));
+    for n in 0..COMMUNITIES {
+        store
+            .set_limits(&community(n)?, Limits::new(Micros::MAX))
+            .await?;
+    }
+
+    println!("\n## lifecycles (reserve -> finalize)");
+    println!(
+        "in_flight lifecycles/s   p50_ms   p99_ms  redis_cpu  cpu_us/lifecycle  evalsha_usec_per_call"
+    );
+    for (round, in_flight) in [1u64, 16, 64].into_iter().enumerate() {
+        reset_stats(&mut admin)?;
+        let cpu_before = redis_cpu(&mut admin)?;
+        let started = Instant::now();
+        let mut latencies = lifecycles(
+            &store,
+            in_flight,
+            Duration::from_secs(secs),
+            u64::try_from(round)? + 1,
+        )
+        .await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu_seconds = redis_cpu(&mut admin)? - cpu_before;
+        let (_, per_call) = evalsha_stats(&mut admin)?;
+        latencies.sort_unstable();
+        println!(
+            "{in_flight:>9} {:>13.0} {:>8.3} {:>8.3} {:>9.0}% {:>17.2} {:>22.2}",
+            latencies.len() as f64 / elapsed,
+            percentile(&latencies, 50),
+            percentile(&latencies, 99),
+            cpu_seconds / elapsed * 100.0,
+            cpu_seconds * 1e6 / latencies.len().max(1) as f64,
+            per_call
+        );
+    }
+
+    println!("\n## Redis time per script (INFO commandstats evalsha usec_per_call; INFO cpu)");
+    redis::cmd("FLUSHALL").exec(&mut admin)?;
+    let c = community(0)?;
+    store.set_limits(&c, Limits::new(Micros::MAX)).await?;
+    let base = now()?;
+    let calls: u64 = 50_000;
+    let mut per_script = (0.0, 0.0);
+    let phases: [(&str, u64); 5] = [
+        ("reserve", calls),
+        ("extend", calls),
+        ("finalize", calls),
+        ("reap (1,000 expired holds per call)", 10),
+        ("status", 1_000),
+    ];
+    for (name, count) in phases {
+        reset_stats(&mut admin)?;
+        let cpu_before = redis_cpu(&mut admin)?;
+        let store = store.clone();
+        let c = c.clone();
+        match name {
+            "reserve" => {
+                spread(count, 16, move |i| {
+                    let (store, c) = (store.clone(), c.clone());
+                    async move {
+                        let r = reservation(
+                            wallet(i % USERS)?,
+                            idempotency_key(0, i)?,
+                            Ttl::from_secs(60)?,
+                        )?;
+                        store.reserve(&c, &r, base).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            }
+            "extend" => {
+                spread(count, 16, move |i| {
+                    let (store, c) = (store.clone(), c.clone());
+                    async move {
+                        let hold = spendgate_domain::HoldRef {
+                            user: wallet(i % USERS)?,
+                            key: idempotency_key(0, i)?,
+                        };
+                        store.extend(&c, &hold, Ttl::from_secs(120)?, base).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            }
+            "finalize" => {
+                spread(count, 16, move |i| {
+                    let (store, c) = (store.clone(), c.clone());
+                    async move {
+                        let s = Settlement {
+                            user: wallet(i % USERS)?,
+                            key: idempotency_key(0, i)?,
+                            actual: Micros::new(2_100)?,
+                        };
+                        store.finalize(&c, &s, base).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            }
+            "status" => {
+                let period = spendgate_domain::Period::containing(base)?;
+                spread(count, 16, move |_| {
+                    let (store, c) = (store.clone(), c.clone());
+                    async move {
+                        store.status(&c, period).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+            }
+            _ => {
+                let reaped_community = community(COMMUNITIES + 1)?;
+                store
+                    .set_limits(&reaped_community, Limits::new(Micros::MAX))
+                    .await?;
+                let rc = reaped_community.clone();
+                let s2 = store.clone();
+                spread(count * 1_000, 16, move |i| {
+                    let (store, c) = (s2.clone(), rc.clone());
+                    async move {
+                        let r = reservation(
+                            wallet(i % USERS)?,
+                            idempotency_key(9, i)?,
+                            Ttl::from_millis(1)?,
+                        )?;
+                        store.reserve(&c, &r, base).await?;
+                        Ok(())
+                    }
+                })
+                .await?;
+                reset_stats(&mut admin)?;
+                let reaped = store.reap(&reaped_community, base.plus_millis(1)?).await?;
+                let (calls, per_call) = evalsha_stats(&mut admin)?;
+                println!(
+                    "{name:<38} {per_call:>9.2} us/call over {calls} calls ({:.2} us per reaped hold, {} reaped)",
+                    per_call * calls as f64 / reaped.count.max(1) as f64,
+                    reaped.count
+                );
+                continue;
+            }
+        }
+        let (calls, per_call) = evalsha_stats(&mut admin)?;
+        let cpu_per_call = (redis_cpu(&mut admin)? - cpu_before) * 1e6 / calls.max(1) as f64;
+        match name {
+            "reserve" => per_script.0 = per_call,
+            "finalize" => per_script.1 = per_call,
+            _ => {}
+        }
+        println!(
+            "{name:<38} {per_call:>9.2} us/call over {calls} calls (process CPU {cpu_per_call:.2} us/call incl. I/O)"
+        );
+    }
+    println!(
+        "reserve + finalize = Redis CPU per lifecycle: {:.2} us",
+        per_script.0 + per_script.1
+    );
+    for op in Op::ALL {
+        println!("  sha {:<10} {}", op.name(), op.sha());
+    }
+
+    println!("\n## memory (INFO memory used_memory delta, {MEMORY_SAMPLE} each, one community)");
+    redis::cmd("FLUSHALL").exec(&mut admin)?;
+    let c = community(7)?;
+    store.set_limits(&c, Limits::new(Micros::MAX)).await?;
+    // Let the warm-up allocations settle before the baseline.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = used_memory(&mut admin)?;
+    {
+        let (store, c) = (store.clone(), c.clone());
+        spread(MEMORY_SAMPLE, 16, move |i| {
+            let (store, c) = (store.clone(), c.clone());
+            async move {
+                let r = reservation(
+                    wallet(i % USERS)?,
+                    idempotency_key(3, i)?,
+                    Ttl::from_secs(3_600)?,
+                )?;
+                store.reserve(&c, &r, base).await?;
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    let with_holds = used_memory(&mut admin)?;
+    {
+        let (store, c) = (store.clone(), c.clone());
+        spread(MEMORY_SAMPLE, 16, move |i| {
+            let (store, c) = (store.clone(), c.clone());
+            async move {
+                let s = Settlement {
+                    user: wallet(i % USERS)?,
+                    key: idempotency_key(3, i)?,
+                    actual: Micros::new(2_100)?,
+                };
+                store.finalize(&c, &s, base).await?;
+                Ok(())
+            }
+        })
+        .await?;
+    }
+    // Steady state: once the holds' expiry buckets are past, reap drops the
+    // index entries finalize left behind; the markers (24 h) stay.
+    let reaped = store.reap(&c, base.plus_millis(3_600_000 + 100)?).await?;
+    if reaped.count != 0 {
+        return Err("reap released finalized holds".into());
+    }
+    let with_markers = used_memory(&mut admin)?;
+    let sample = MEMORY_SAMPLE as f64;
+    println!(
+        "per live hold:        {:>6.1} B",
+        (with_holds - baseline) as f64 / sample
+    );
+    println!(
+        "per retained marker:  {:>6.1} B",
+        (with_markers - baseline) as f64 / sample
+    );
+
+    println!("\n## reference (same server, same run)");
+    let (line, per_call) = reference_line(&url, &mut admin)?;
+    println!("redis-benchmark -c 50 -n 200000 EVALSHA <sha of 'return 1'> 0: {line}");
+    println!("  server side: {per_call:.2} us/call for the empty script");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("  load average at the end: {}", load.trim());
+    Ok(())
+}
+
+fn main() -> Res<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run())
+}

@@ -1,0 +1,73 @@
+//! How a failed script call becomes a [`StoreError`]: no `RedisError` ever
+//! leaves the crate.
+
+use std::time::Duration;
+
+use redis::{ErrorKind, RedisError};
+use spendgate_ports::StoreError;
+
+use crate::script::{CORRUPT_PREFIX, INVALID_PREFIX, OVERFLOW_PREFIX};
+
+/// Why one script call did not produce a reply.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// No reply within the operation timeout.
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The client or the server reported an error.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// The text after one of our error prefixes, without the script location
+/// Redis appends.
+fn our_detail<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let start = text.find(prefix)?;
+    let rest = &text[start + prefix.len()..];
+    let end = rest.find(" script:").unwrap_or(rest.len());
+    Some(rest[..end].trim())
+}
+
+impl From<CallError> for StoreError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Timeout(_) => StoreError::Unavailable(error.to_string()),
+            CallError::Redis(error) => {
+                let text = error.to_string();
+                if let Some(detail) = our_detail(&text, INVALID_PREFIX) {
+                    StoreError::InvalidInput(detail.to_owned())
+                } else if let Some(detail) = our_detail(&text, OVERFLOW_PREFIX) {
+                    StoreError::Overflow(detail.to_owned())
+                } else if let Some(detail) = our_detail(&text, CORRUPT_PREFIX) {
+                    StoreError::Corrupt(detail.to_owned())
+                } else if matches!(
+                    error.kind(),
+                    ErrorKind::Parse | ErrorKind::UnexpectedReturnType
+                ) {
+                    StoreError::Corrupt(format!("unreadable reply: {text}"))
+                } else {
+                    // Connection refused or dropped, cluster down, OOM,
+                    // BUSY...: the store could not answer. For reserve
+                    // this means deny.
+                    StoreError::Unavailable(text)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_errors_map_by_prefix() {
+        let text = "ERR spendgate:invalid estimate script: 4d23, on @user_script:23.";
+        assert_eq!(our_detail(text, INVALID_PREFIX), Some("estimate"));
+        assert_eq!(our_detail(text, OVERFLOW_PREFIX), None);
+        assert_eq!(
+            StoreError::from(CallError::Timeout(Duration::from_millis(5))),
+            StoreError::Unavailable("redis did not answer within 5ms".into())
+        );
+    }
+}

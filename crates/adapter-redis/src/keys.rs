@@ -1,0 +1,149 @@
+//! The key layout of one community, and how ids become keys and fields.
+//!
+//! Every key of community `c` starts with the prefix `sg:{c}:`; the braces
+//! are the Cluster hash tag, so all of them live on one slot and every
+//! script runs on one node. [`CommunityId`] allows neither braces nor
+//! whitespace, so no id can end the tag early or forge another
+//! community's prefix (law 7).
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `sg:{c}:r` | hash | the community's records: one per (user, key) digest (a live hold, a finalize marker or a reap tombstone), `L` → limits, `<YYYY-MM>` → that period's totals, `<YYYY-MM>:<user>` → that user's sums in the period |
+//! | `sg:{c}:x` | zset | expiry buckets that have a list: member and score = `expires_at / 100 ms` |
+//! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket (entries of settled or extended holds are skipped by reap) |
+//! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
+//! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status) |
+//!
+//! Fields of `sg:{c}:r` never collide: a digest's first byte is at least
+//! `0x80`, every other field starts with an ASCII character (`L`, or the
+//! digits of a period).
+//!
+//! * live hold: `H<estimate> <created_at> <expires_at> <period> <user> <model>`;
+//! * finalize marker: `F` ‖ marker `expires_at` (6 bytes, big-endian ms) ‖ `<actual>`;
+//! * reap tombstone: `R<marker expires_at> <estimate> <created_at> <expires_at> <period> <user> <model>`;
+//! * limits: `"<limit>"` or `"<limit> <per-user cap>"`;
+//! * totals: `"<committed> <reserved> <holds> <warned 0|1>"`;
+//! * user sums: `"<committed> <reserved>"` (`"0 0"` is reported as absent).
+//!
+//! Why this shape:
+//!
+//! * No key carries a Redis TTL: expiry is logical, compared with the
+//!   caller's `now`. The expiry index points at the record hash, whose
+//!   records nothing but a script removes, so the reaper always finds the
+//!   estimate, period and user it must release, however late it runs.
+//! * The expiry index is a list per 100 ms bucket of expiry rather than a
+//!   zset member per hold: an `RPUSH` (about 14 bytes per entry) instead of
+//!   a `ZADD` (about 110 bytes and a skiplist insert), and finalize does
+//!   not touch it at all. Reap reads only due buckets, each entry once
+//!   (the current bucket is re-read until it is past): O(due entries),
+//!   never O(live holds).
+//! * A hold records its period, so finalize, cancel and reap change the
+//!   counters of the month it was made in (law 4).
+//! * One `HMGET` on the record hash gives reserve everything it decides
+//!   on: the (user, key) record (replays), the limits, the period's totals
+//!   and the user's sums; one `HSET` writes them back. Finalize reads and
+//!   writes the same way (with the current period as its guess of the
+//!   hold's), so reserve is 3 commands and finalize 3.
+//! * The field is a 12-byte digest of (user, key) rather than the 80-odd
+//!   byte pair, and it is the only copy of the identity: the expiry index
+//!   and the marker queue name the same 12 bytes. Two different pairs of one community
+//!   share a digest with probability about n²/2⁹⁷ (n = live records);
+//!   finding such a pair on purpose costs about 2⁴⁸ SHA-256 evaluations
+//!   and could only merge two calls of the same attacker-chosen ids.
+//! * Markers are cleaned without SCAN: each marker is queued with its
+//!   expiry; reap pops the due head of the queue in bounded batches.
+//! * Markers are the most numerous records (kept 24 h), so their expiry is
+//!   packed in 6 bytes: a marker value fits 16 bytes and a queue entry 18.
+
+use sha2::{Digest, Sha256};
+use spendgate_domain::{CommunityId, IdempotencyKey, Period, UserId};
+
+/// Length in bytes of a hold digest.
+pub const DIGEST_LEN: usize = 12;
+
+/// The prefix `sg:{<community>}:` every key of the community starts with.
+pub fn community_prefix(community: &CommunityId) -> String {
+    format!("sg:{{{}}}:", community.as_str())
+}
+
+/// The record hash: holds, markers, tombstones, limits and period totals.
+pub fn records_key(community: &CommunityId) -> String {
+    format!("{}r", community_prefix(community))
+}
+
+/// The zset naming the expiry buckets that hold entries.
+pub fn expiry_key(community: &CommunityId) -> String {
+    format!("{}x", community_prefix(community))
+}
+
+/// The list of holds whose expiry falls in one 100 ms bucket
+/// (`expires_at / 100`).
+pub fn expiry_bucket_key(community: &CommunityId, bucket: i64) -> String {
+    format!("{}e:{bucket}", community_prefix(community))
+}
+
+/// The list of markers queued for clean-up.
+pub fn marker_queue_key(community: &CommunityId) -> String {
+    format!("{}q", community_prefix(community))
+}
+
+/// The set of users with sums in one period.
+pub fn user_sums_key(community: &CommunityId, period: Period) -> String {
+    format!("{}u:{period}", community_prefix(community))
+}
+
+/// The record field of (user, key): the first 12 bytes of
+/// SHA-256(`user` ‖ `\n` ‖ `key`), with the top bit of the first byte set
+/// (so no digest equals a limits, totals or user-sums field, which all start
+/// with ASCII). Ids hold no whitespace, so the newline separates them
+/// unambiguously.
+pub fn hold_digest(user: &UserId, key: &IdempotencyKey) -> [u8; DIGEST_LEN] {
+    let mut hasher = Sha256::new();
+    hasher.update(user.as_str().as_bytes());
+    hasher.update(b"\n");
+    hasher.update(key.as_str().as_bytes());
+    let full = hasher.finalize();
+    let mut out = [0u8; DIGEST_LEN];
+    out.copy_from_slice(&full[..DIGEST_LEN]);
+    out[0] |= 0x80;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_carries_the_community_tag() {
+        let c = CommunityId::parse("8f0c6a52-4a3e-4b8e-9d63-1b2f3c4d5e6f").unwrap();
+        let p = Period::parse("2026-11").unwrap();
+        for key in [
+            records_key(&c),
+            expiry_key(&c),
+            marker_queue_key(&c),
+            user_sums_key(&c, p),
+        ] {
+            assert!(
+                key.starts_with("sg:{8f0c6a52-4a3e-4b8e-9d63-1b2f3c4d5e6f}:"),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            user_sums_key(&c, p),
+            "sg:{8f0c6a52-4a3e-4b8e-9d63-1b2f3c4d5e6f}:u:2026-11"
+        );
+    }
+
+    #[test]
+    fn digests_separate_user_and_key() {
+        let a = hold_digest(
+            &UserId::parse("ab").unwrap(),
+            &IdempotencyKey::parse("c").unwrap(),
+        );
+        let b = hold_digest(
+            &UserId::parse("a").unwrap(),
+            &IdempotencyKey::parse("bc").unwrap(),
+        );
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,103 @@
+//! The embedded Lua scripts and their error protocol.
+//!
+//! Each script is `lua/prelude.lua` followed by the operation's file,
+//! embedded with `include_str!` and run by SHA through [`redis::Script`]
+//! (`EVALSHA`, loaded again on `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a
+//! restart). A script refuses bad input before writing anything, with an
+//! error reply whose message starts with one of the prefixes below.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Error-reply prefix of an argument a script re-checked and refused; the
+/// store maps it to `StoreError::InvalidInput`.
+pub const INVALID_PREFIX: &str = "spendgate:invalid";
+/// Error-reply prefix of a counter that would overflow or go negative;
+/// mapped to `StoreError::Overflow`.
+pub const OVERFLOW_PREFIX: &str = "spendgate:overflow";
+/// Error-reply prefix of stored data a script cannot read; mapped to
+/// `StoreError::Corrupt`.
+pub const CORRUPT_PREFIX: &str = "spendgate:corrupt";
+
+macro_rules! lua {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../lua/prelude.lua"),
+            include_str!(concat!("../../../lua/", $file, ".lua"))
+        )
+    };
+}
+
+/// One operation's script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Hold an estimate (`lua/reserve.lua`).
+    Reserve,
+    /// Push a live hold's expiry out (`lua/extend.lua`).
+    Extend,
+    /// Finalize, late finalize or cancel (`lua/finalize.lua`).
+    Finalize,
+    /// Release expired holds and drop expired markers (`lua/reap.lua`).
+    Reap,
+    /// Read limits and a period's counters (`lua/status.lua`).
+    Status,
+    /// Replace the limits (`lua/set_limits.lua`).
+    SetLimits,
+}
+
+impl Op {
+    /// Every operation, in a fixed order.
+    pub const ALL: [Op; 6] = [
+        Op::Reserve,
+        Op::Extend,
+        Op::Finalize,
+        Op::Reap,
+        Op::Status,
+        Op::SetLimits,
+    ];
+
+    /// The full script text (prelude included).
+    pub fn source(self) -> &'static str {
+        match self {
+            Op::Reserve => lua!("reserve"),
+            Op::Extend => lua!("extend"),
+            Op::Finalize => lua!("finalize"),
+            Op::Reap => lua!("reap"),
+            Op::Status => lua!("status"),
+            Op::SetLimits => lua!("set_limits"),
+        }
+    }
+
+    /// A short name, as used in logs and benchmark output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Reserve => "reserve",
+            Op::Extend => "extend",
+            Op::Finalize => "finalize",
+            Op::Reap => "reap",
+            Op::Status => "status",
+            Op::SetLimits => "set_limits",
+        }
+    }
+
+    /// The SHA1 the script is called by.
+    pub fn sha(self) -> &'static str {
+        self.script().get_hash()
+    }
+
+    pub(crate) fn script(self) -> &'static Script {
+        let scripts = &*SCRIPTS;
+        match self {
+            Op::Reserve => &scripts[0],
+            Op::Extend => &scripts[1],
+            Op::Finalize => &scripts[2],
+            Op::Reap => &scripts[3],
+            Op::Status => &scripts[4],
+            Op::SetLimits => &scripts[5],
+        }
+    }
+}
+
+static SCRIPTS: LazyLock<[Script; 6]> =
+    LazyLock::new(|| Op::ALL.map(|op| Script::new(op.source())));

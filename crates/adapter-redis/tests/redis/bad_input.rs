@@ -1,0 +1,174 @@
+//! Garbage sent straight to the scripts is refused with
+//! `ERR spendgate:invalid …` before anything is written; the store maps
+//! such replies (and unreadable data) to typed errors.
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script, Value};
+use spendgate_adapter_redis::keys::{community_prefix, records_key};
+use spendgate_adapter_redis::script::Op;
+use spendgate_contract::fixture::{key, m, unique_community, user};
+use spendgate_domain::{ModelAlias, Reservation, Timestamp, Ttl};
+use spendgate_ports::{BudgetStore, StoreError};
+
+use crate::support::{raw_standalone, standalone_redis};
+
+/// 12 bytes, the first one >= 0x80 (`é` is two bytes in UTF-8).
+const DIGEST: &str = "é0123456789";
+
+async fn call(
+    conn: &mut ConnectionManager,
+    op: Op,
+    prefix: &str,
+    args: &[&str],
+) -> Result<Value, String> {
+    let script = Script::new(op.source());
+    let mut invocation = script.prepare_invoke();
+    invocation.key(prefix);
+    for a in args {
+        invocation.arg(*a);
+    }
+    invocation
+        .invoke_async::<Value>(conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn refused(conn: &mut ConnectionManager, op: Op, prefix: &str, args: &[&str], what: &str) {
+    let result = call(conn, op, prefix, args).await;
+    match result {
+        Err(e) => assert!(
+            e.contains("spendgate:invalid"),
+            "{} {args:?} ({what}): wrong error {e}",
+            op.name()
+        ),
+        Ok(v) => panic!("{} {args:?} ({what}) was accepted: {v:?}", op.name()),
+    }
+}
+
+#[tokio::test]
+async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
+    let mut conn = raw_standalone().await;
+    let c = unique_community("bad-input");
+    let p = community_prefix(&c);
+    let ok_limits = call(&mut conn, Op::SetLimits, &p, &["1000", ""]).await;
+    assert!(ok_limits.is_ok(), "{ok_limits:?}");
+
+    // reserve: digest, user, estimate, model, now, expires, period, percent
+    let good = [
+        DIGEST,
+        "alice",
+        "5",
+        "cheap",
+        "1794700800000",
+        "1794700860000",
+        "2026-11",
+        "80",
+    ];
+    let bad: &[(usize, &str, &str)] = &[
+        (0, "short", "digest length"),
+        (0, "0123456789ab", "digest starting with ASCII"),
+        (1, "", "empty user"),
+        (1, "a b", "user with a space"),
+        (2, "-5", "negative estimate"),
+        (2, "1.5", "fractional estimate"),
+        (2, "1e3", "exponent"),
+        (2, "0x10", "hex"),
+        (2, "007", "leading zeros"),
+        (2, "", "empty estimate"),
+        (2, "9007199254740992", "estimate past 2^53 - 1"),
+        (2, "99999999999999999999", "estimate past i64"),
+        (2, "nan", "nan"),
+        (2, "inf", "inf"),
+        (3, "", "empty model"),
+        (3, "a b", "model with a space"),
+        (4, "-1", "negative now"),
+        (4, "9223372036854775808", "now past i64"),
+        (4, "9007199254740992", "now past 2^53 - 1"),
+        (5, "9007199254740993", "expiry past 2^53"),
+        (6, "2026-13", "month 13"),
+        (6, "2026-00", "month 0"),
+        (6, "2026-1", "short period"),
+        (6, "../x", "period path"),
+        (7, "0", "warning 0 %"),
+        (7, "101", "warning 101 %"),
+    ];
+    for (index, value, what) in bad {
+        let mut args = good;
+        args[*index] = value;
+        refused(&mut conn, Op::Reserve, &p, &args, what).await;
+    }
+    for (prefix, what) in [
+        ("sg:c:", "prefix without a tag"),
+        ("sg:{a}b}:", "brace inside the tag"),
+        ("sg:{}:", "empty tag"),
+        ("other:{a}:", "foreign prefix"),
+        ("sg:{a}:x", "suffix after the prefix"),
+        ("sg:{a b}:", "space in the tag"),
+        ("sg:{a}:{b}:", "second tag"),
+    ] {
+        refused(&mut conn, Op::Reserve, prefix, &good, what).await;
+    }
+
+    // finalize: digest, actual, now, marker expiry
+    for (args, what) in [
+        ([DIGEST, "-1", "1", "2"], "negative actual"),
+        ([DIGEST, "1.0", "1", "2"], "fractional actual"),
+        (
+            [DIGEST, "9007199254740992", "1", "2"],
+            "actual past 2^53 - 1",
+        ),
+        ([DIGEST, "1", "x", "2"], "now"),
+        ([DIGEST, "1", "1", "-2"], "marker expiry"),
+    ] {
+        refused(&mut conn, Op::Finalize, &p, &args, what).await;
+    }
+    // extend: digest, now, wanted
+    refused(&mut conn, Op::Extend, &p, &[DIGEST, "1", "1e9"], "wanted").await;
+    // reap: now, tombstone expiry, hold batch, marker batch
+    for (args, what) in [
+        (["1", "2", "0", "10", "0"], "hold batch 0"),
+        (["1", "2", "10001", "10", "0"], "hold batch too big"),
+        (["1", "2", "10", "-1", "0"], "negative marker batch"),
+        (["-1", "2", "10", "10", "0"], "negative now"),
+        (["1", "2", "10", "10", "-3"], "negative offset"),
+    ] {
+        refused(&mut conn, Op::Reap, &p, &args, what).await;
+    }
+    refused(&mut conn, Op::Status, &p, &["2026-13"], "status period").await;
+    for (args, what) in [
+        (["-5", ""], "negative limit"),
+        (["1e9", ""], "exponent limit"),
+        (["100", "-1"], "negative cap"),
+        (["9007199254740992", ""], "limit past 2^53 - 1"),
+    ] {
+        refused(&mut conn, Op::SetLimits, &p, &args, what).await;
+    }
+
+    // Nothing but the limits was ever written for this community.
+    let limits: String = conn.hget(records_key(&c), "L").await.unwrap();
+    assert_eq!(limits, "1000");
+    let fields: i64 = conn.hlen(records_key(&c)).await.unwrap();
+    assert_eq!(fields, 1);
+    for suffix in ["x", "q", "u:2026-11"] {
+        let exists: bool = conn.exists(format!("{p}{suffix}")).await.unwrap();
+        assert!(!exists, "{p}{suffix} was written");
+    }
+}
+
+#[tokio::test]
+async fn unreadable_stored_data_is_corrupt_not_a_panic() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = unique_community("corrupt");
+    let _: () = conn.hset(records_key(&c), "L", "lots").await.unwrap();
+    let r = Reservation {
+        user: user("alice"),
+        key: key("k"),
+        estimate: m(5),
+        model: ModelAlias::parse("cheap").unwrap(),
+        ttl: Ttl::from_millis(1_000).unwrap(),
+    };
+    let now = Timestamp::from_millis(1_794_700_800_000).unwrap();
+    let result = store.reserve(&c, &r, now).await;
+    assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+}

@@ -1,0 +1,18 @@
+//! The Redis BudgetStore against real servers: the shared contract suite on
+//! standalone Redis and on a 3-master Cluster, plus the adapter's own laws
+//! (layout, recovery, concurrency, bad input).
+//!
+//! Servers: `SPENDGATE_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`)
+//! and `SPENDGATE_TEST_REDIS_CLUSTER_URLS` (comma-separated, default
+//! `redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103`).
+//! A test that cannot connect fails, naming the URL it tried; none skips.
+//! Some tests start their own `redis-server` on a free port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
+
+mod bad_input;
+mod contract;
+mod layout;
+mod recovery;
+mod stress;
+mod support;

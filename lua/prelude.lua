@@ -1,0 +1,196 @@
+-- spendgate prelude: prepended by the adapter to every script, so the
+-- checks and number rules are written once.
+--
+-- Keys. KEYS[1] is the community's key prefix `sg:{<community>}:`, built in
+-- Rust from a validated CommunityId (printable ASCII, no whitespace, no
+-- braces). The prelude re-checks its shape; every key a script touches is
+-- that prefix plus a fixed suffix (`r`, `x`, `q`), `u:` plus a period
+-- that matches `YYYY-MM` exactly, or `e:` plus a decimal bucket number. Whatever follows the closing brace never
+-- changes the hash slot, so no script can leave its community's tag, and a
+-- Cluster accepts the undeclared keys because they share KEYS[1]'s slot.
+--
+-- Numbers. Amounts are micro-USD in 0..2^53-1 (spendgate_domain::Micros),
+-- so a Lua double holds every amount and every sum check exactly; sums are
+-- compared against MAX before anything is written. Instants are canonical
+-- decimal ms (at most 16 digits), compared by (length, text). Every
+-- argument is re-checked here; a bad one is refused with
+-- `ERR spendgate:invalid <what>` before any write.
+
+local MAX = 9007199254740991
+
+local function fail(kind, what)
+  error({ err = "ERR spendgate:" .. kind .. " " .. what })
+end
+
+local function digits(v)
+  return type(v) == "string" and string.find(v, "^%d+$") ~= nil
+    and (#v == 1 or string.byte(v, 1) ~= 48)
+end
+
+-- An amount argument: canonical decimal, 0..MAX.
+local function money(v, what)
+  if not digits(v) or #v > 16 then fail("invalid", what) end
+  local n = tonumber(v)
+  if n > MAX then fail("invalid", what) end
+  return n
+end
+
+-- An instant argument: canonical decimal ms, 0..MAX, kept as text.
+local function instant(v, what)
+  if not digits(v) or #v > 16 or tonumber(v) > MAX then fail("invalid", what) end
+  return v
+end
+
+-- a < b for canonical decimal strings.
+local function before(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+
+-- Ids go into records and hash fields, never into key names: they only
+-- need a bounded length and no space (the record separator).
+local function id(v, what, max_len)
+  if type(v) ~= "string" or #v == 0 or #v > max_len or string.find(v, " ", 1, true) then
+    fail("invalid", what)
+  end
+  return v
+end
+
+-- Record fields are 12-byte digests whose first byte is >= 0x80; every
+-- other field of the record hash starts with an ASCII character, so the
+-- two kinds never meet.
+local function digest(v)
+  if type(v) ~= "string" or #v ~= 12 or string.byte(v, 1) < 128 then fail("invalid", "hold digest") end
+  return v
+end
+
+-- A period: exactly `YYYY-MM`, 1970-01 to 9999-12 (digits only, so a key
+-- built from it stays inside the tag).
+local function period(v, what)
+  if type(v) ~= "string" or string.find(v, "^%d%d%d%d%-%d%d$") == nil then fail("invalid", what) end
+  local mm = string.sub(v, 6, 7)
+  if mm < "01" or mm > "12" or v < "1970" then fail("invalid", what) end
+  return v
+end
+
+-- `sg:{<tag>}:` with a non-empty tag and no brace inside it (an empty
+-- `{}` would not be a Cluster hash tag).
+local function prefix(v)
+  local n = type(v) == "string" and #v or 0
+  if n < 7 or n > 140 or string.sub(v, 1, 4) ~= "sg:{" or string.sub(v, -2) ~= "}:"
+    or string.find(v, "{", 5, true) or string.find(v, "}", 5, true) ~= n - 1
+    or string.find(v, " ", 1, true) then
+    fail("invalid", "key prefix")
+  end
+  return v
+end
+
+-- Stored numbers were written by these scripts; anything else is drift.
+local function stored(v, what)
+  if v == false or v == nil then return 0 end
+  local n = tonumber(v)
+  if n == nil or n < 0 or n > MAX or n ~= math.floor(n) then fail("corrupt", what) end
+  return n
+end
+
+local function fmt(n)
+  return string.format("%d", n)
+end
+
+-- Limits, field "L" of the record hash: "<limit>" or "<limit> <cap>".
+local function limits(v)
+  local l, c = string.match(v, "^(%d+) ?(%d*)$")
+  if l == nil then fail("corrupt", "limits") end
+  local cap = nil
+  if c ~= "" then cap = stored(c, "cap") end
+  return stored(l, "limit"), cap
+end
+
+-- A user's sums in a period, field "<YYYY-MM>:<user>" of the record hash:
+-- "<committed> <reserved>" (absent, or "0 0", when there are none).
+local function user_sums(v)
+  if v == false or v == nil then return 0, 0 end
+  local c, r = string.match(v, "^(%d+) (%d+)$")
+  if c == nil then fail("corrupt", "user sums") end
+  c, r = tonumber(c), tonumber(r)
+  if c > MAX or r > MAX then fail("corrupt", "user sums") end
+  return c, r
+end
+
+-- Period totals, field "<YYYY-MM>" of the record hash:
+-- "<committed> <reserved> <holds> <warned 0|1>".
+local function totals(v)
+  if v == false or v == nil then return 0, 0, 0, "0" end
+  local c, r, n, w = string.match(v, "^(%d+) (%d+) (%d+) ([01])$")
+  if c == nil then fail("corrupt", "period totals") end
+  c, r, n = tonumber(c), tonumber(r), tonumber(n)
+  if c > MAX or r > MAX or n > MAX then fail("corrupt", "period totals") end
+  return c, r, n, w
+end
+
+local function pack_totals(c, r, n, w)
+  return string.format("%d %d %d %s", c, r, n, w)
+end
+
+-- Records (fields of 12-byte digests in the record hash):
+--   live hold   H<estimate> <created_at> <expires_at> <period> <user> <model>
+--   finalized   F<marker expires_at, 6 bytes><actual>
+--   reaped      R<marker expires_at> <estimate> <created_at> <expires_at> <period> <user> <model>
+local function parse_hold(body)
+  local find, sub = string.find, string.sub
+  local a = find(body, " ", 1, true)
+  local b = a and find(body, " ", a + 1, true)
+  local c = b and find(body, " ", b + 1, true)
+  local d = c and find(body, " ", c + 1, true)
+  local e = d and find(body, " ", d + 1, true)
+  if not e or find(body, " ", e + 1, true) then fail("corrupt", "hold") end
+  local est, created, expires, p = sub(body, 1, a - 1), sub(body, a + 1, b - 1), sub(body, b + 1, c - 1), sub(body, c + 1, d - 1)
+  local user, model = sub(body, d + 1, e - 1), sub(body, e + 1)
+  if not digits(est) or not digits(created) or not digits(expires) or #p ~= 7 or user == "" or model == "" then
+    fail("corrupt", "hold")
+  end
+  return stored(est, "estimate"), created, expires, p, user, model
+end
+
+-- The expiry index: holds are listed under the 100 ms bucket of their
+-- expiry, `sg:{c}:e:<bucket>` (a list of digest ‖ expiry entries); the zset `sg:{c}:x`
+-- names the buckets that have a list (member and score: the bucket).
+local BUCKET_MS = 100
+
+local function bucket(expires)
+  return math.floor(tonumber(expires) / BUCKET_MS)
+end
+
+-- Lists the hold `d` under the bucket of `expires` (canonical decimal ms:
+-- dropping the last two digits divides by 100). The entry is the digest
+-- and the expiry (6 packed bytes), so reap reads a record only once its
+-- entry is due.
+local function index(P, d, expires)
+  local b = "0"
+  if #expires > 2 then b = string.sub(expires, 1, -3) end
+  if redis.call("RPUSH", P .. "e:" .. b, d .. struct.pack(">I6", tonumber(expires))) == 1 then
+    redis.call("ZADD", P .. "x", b, b)
+  end
+end
+
+-- Marker expiries are packed as 6-byte big-endian integers (instants stay
+-- below 2^48 ms, year 10889): a finalize marker is
+-- `F<expires_at: 6 bytes><actual>`, a queue entry `<digest><expires_at>`.
+local function pack_instant(ms)
+  if ms >= 281474976710656 then fail("invalid", "instant past 2^48 ms") end
+  return struct.pack(">I6", ms)
+end
+
+-- The marker expiry (ms, a number) of an F or R record, nil for a hold.
+local function marker_expiry(v)
+  local kind = string.sub(v, 1, 1)
+  if kind == "H" then return nil end
+  if kind == "F" and #v >= 8 then
+    return (struct.unpack(">I6", v, 2))
+  elseif kind == "R" then
+    local e = string.match(v, "^R(%d+) ")
+    if e ~= nil then return tonumber(e) end
+  end
+  fail("corrupt", "record")
+end
+

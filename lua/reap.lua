@@ -1,0 +1,167 @@
+-- reap: release the holds whose expiry is at or before now, each into a
+-- tombstone kept until ARGV[2]; then drop up to ARGV[4] expired markers
+-- from the head of the marker queue.
+--
+-- Cost. The expiry index lists each hold under the 100 ms bucket of its
+-- expiry (one entry per reserve, one more per extend that changes bucket).
+-- Reap reads the due buckets only (`ZRANGEBYSCORE sg:{c}:x -inf <bucket of
+-- now>`), at most ARGV[3] entries of fully due buckets per call, each
+-- entry once: an entry names an expired hold, or one already settled or
+-- moved by extend (skipped, and trimmed with the rest). The bucket of now
+-- itself is read but kept, since part of it may not be due yet; it is read
+-- in batches too, from the offset ARGV[5] the previous call returned.
+-- Live holds of later buckets are never read: O(due entries), not
+-- O(live holds). The index points at the record hash, which carries no
+-- Redis TTL, so nothing the reaper needs can vanish before it runs.
+--
+-- KEYS[1] community prefix
+-- ARGV[1] now  ARGV[2] tombstone expires_at (now + marker ttl)
+-- ARGV[3] entry batch (1..10000)  ARGV[4] marker batch (0..10000)
+-- ARGV[5] offset into the bucket of now (0 on the first call)
+--
+-- Reply: {count, reclaimed, more (0/1), markers dropped, next offset};
+-- `more` says a batch was full, so the adapter calls again with the same
+-- now and the offset returned.
+local P = prefix(KEYS[1])
+local now = instant(ARGV[1], "now")
+local texp = instant(ARGV[2], "tombstone expires_at")
+local texp_packed = pack_instant(tonumber(texp))
+local function batch(v, what, min)
+  if not digits(v) or #v > 5 or tonumber(v) < min or tonumber(v) > 10000 then fail("invalid", what) end
+  return tonumber(v)
+end
+local hold_batch = batch(ARGV[3], "entry batch", 1)
+local marker_batch = batch(ARGV[4], "marker batch", 0)
+local offset = ARGV[5]
+if not digits(offset) or #offset > 9 then fail("invalid", "offset") end
+offset = tonumber(offset)
+local next_offset = 0
+
+local R = P .. "r"
+local X = P .. "x"
+local nowms = tonumber(now)
+local nb = bucket(now)
+local buckets = redis.call("ZRANGEBYSCORE", X, "-inf", nb, "LIMIT", 0, hold_batch)
+local more = 0
+if #buckets == hold_batch then more = 1 end
+
+-- Collect the due holds: digest, record, parsed fields.
+local due = {}
+local seen = {}
+local trims = {}
+local budget = hold_batch
+for _, b in ipairs(buckets) do
+  local key = P .. "e:" .. b
+  local whole = tonumber(b) < nb
+  local entries
+  if whole then
+    entries = redis.call("LRANGE", key, 0, budget - 1)
+  else
+    entries = redis.call("LRANGE", key, offset, offset + budget - 1)
+    if #entries == budget then
+      more = 1
+      next_offset = offset + budget
+    end
+  end
+  for _, e in ipairs(entries) do
+    -- An entry is due when its own expiry is; only then is the record
+    -- read. A hold is due only under its own bucket, and `seen` skips a
+    -- second entry for it there (extend within the bucket, a replayed key).
+    if #e ~= 18 then fail("corrupt", "expiry entry") end
+    local d = string.sub(e, 1, 12)
+    if not seen[d] and struct.unpack(">I6", e, 13) <= nowms then
+      local v = redis.call("HGET", R, d)
+      if v and string.sub(v, 1, 1) == "H" then
+        local est, _, expires, per, user = parse_hold(string.sub(v, 2))
+        if bucket(expires) == tonumber(b) and tonumber(expires) <= nowms then
+          seen[d] = true
+          due[#due + 1] = { d = d, v = v, est = est, per = per, user = user }
+        end
+      end
+    end
+  end
+  if whole then
+    trims[#trims + 1] = { key = key, n = #entries, b = b }
+    budget = budget - #entries
+    if budget <= 0 then
+      more = 1
+      break
+    end
+  end
+end
+
+-- Stage every change first, so that drift refuses the batch whole.
+local periods = {}
+local order = {}
+local records = {}
+local reclaimed = 0
+for i, h in ipairs(due) do
+  local est, per, user = h.est, h.per, h.user
+  period(per, "stored period")
+  local s = periods[per]
+  if s == nil then
+    local c, r, n, w = totals(redis.call("HGET", R, per))
+    s = { c = c, r = r, n = n, w = w, users = {} }
+    periods[per] = s
+    order[#order + 1] = per
+  end
+  local u = s.users[user]
+  if u == nil then
+    local uc, ur = user_sums(redis.call("HGET", R, per .. ":" .. user))
+    u = { c = uc, r = ur }
+    s.users[user] = u
+  end
+  u.r = u.r - est
+  s.r = s.r - est
+  s.n = s.n - 1
+  if s.r < 0 or s.n < 0 or u.r < 0 then fail("overflow", "reserved would go negative on reap") end
+  reclaimed = reclaimed + est
+  if reclaimed > MAX then fail("overflow", "reclaimed") end
+  records[i] = "R" .. texp .. " " .. string.sub(h.v, 2)
+end
+
+for _, per in ipairs(order) do
+  local s = periods[per]
+  redis.call("HSET", R, per, pack_totals(s.c, s.r, s.n, s.w))
+  for user, u in pairs(s.users) do
+    redis.call("HSET", R, per .. ":" .. user, string.format("%d %d", u.c, u.r))
+  end
+end
+local Q = P .. "q"
+for i, h in ipairs(due) do
+  redis.call("HSET", R, h.d, records[i])
+  redis.call("RPUSH", Q, h.d .. texp_packed)
+end
+for _, t in ipairs(trims) do
+  if t.n > 0 then redis.call("LTRIM", t.key, t.n, -1) end
+  if redis.call("EXISTS", t.key) == 0 then redis.call("ZREM", X, t.b) end
+end
+
+-- Markers expire in (about) the order they were made: drop from the head
+-- while the head is due. An entry names a digest and the expiry it was
+-- queued with (6 packed bytes); the record is deleted only if it is still a marker that has
+-- expired (a later hold or marker for the same digest is left alone).
+local dropped = 0
+local popped = 0
+local head = nil
+if marker_batch > 0 then head = redis.call("LINDEX", Q, 0) end
+if head and #head == 18 and struct.unpack(">I6", head, 13) <= nowms then
+  local entries = redis.call("LRANGE", Q, 0, marker_batch - 1)
+  for _, e in ipairs(entries) do
+    if #e ~= 18 then fail("corrupt", "marker queue entry") end
+    if nowms < struct.unpack(">I6", e, 13) then break end
+    local d = string.sub(e, 1, 12)
+    local v = redis.call("HGET", R, d)
+    if v then
+      local mexp = marker_expiry(v)
+      if mexp ~= nil and mexp <= nowms then
+        redis.call("HDEL", R, d)
+        dropped = dropped + 1
+      end
+    end
+    popped = popped + 1
+  end
+  if popped > 0 then redis.call("LTRIM", Q, popped, -1) end
+end
+if marker_batch > 0 and popped == marker_batch then more = 1 end
+return { #due, reclaimed, more, dropped, next_offset }

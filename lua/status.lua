@@ -1,0 +1,27 @@
+-- status: the community's limits, one period's totals and its users' sums,
+-- read at once.
+--
+-- KEYS[1] community prefix  ARGV[1] period (YYYY-MM)
+--
+-- Reply: {limits or "", totals or "", {user, "<committed> <reserved>", ...}}.
+-- Totals are "<committed> <reserved> <holds> <warned>". Users whose sums
+-- are both zero are left for the adapter to drop.
+local P = prefix(KEYS[1])
+local per = period(ARGV[1], "period")
+local R = P .. "r"
+local got = redis.call("HMGET", R, "L", per)
+local users = redis.call("SMEMBERS", P .. "u:" .. per)
+local flat = {}
+local chunk = 500
+for i = 1, #users, chunk do
+  local fields = {}
+  for j = i, math.min(i + chunk - 1, #users) do
+    fields[#fields + 1] = per .. ":" .. users[j]
+  end
+  local sums = redis.call("HMGET", R, unpack(fields))
+  for j, v in ipairs(sums) do
+    flat[#flat + 1] = users[i + j - 1]
+    flat[#flat + 1] = v or "0 0"
+  end
+end
+return { got[1] or "", got[2] or "", flat }
