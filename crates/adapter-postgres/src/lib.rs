@@ -1,1 +1,72 @@
-//! placeholder
+//! spendgate's durable record on PostgreSQL, and on SQLite as the embedded
+//! default, through SeaORM.
+//!
+//! # Place in the workspace
+//!
+//! An adapter: `app -> adapters -> ports -> domain`. It implements the
+//! ports of [`spendgate_ports`] with SQL and speaks only
+//! [`spendgate_domain`] types through them; no `DbErr` crosses a port (every
+//! database failure becomes a [`RepoError`](spendgate_ports::RepoError) or
+//! [`StoreError`](spendgate_ports::StoreError)).
+//!
+//! # What is here
+//!
+//! * [`Migrator`], the schema, one migration set for both backends
+//!   (`community_agent_config`, `agent_usage_log`, `finalize_outbox`,
+//!   row-level security on PostgreSQL, and the budget store's `budget_*`
+//!   tables). Run it with [`connect_and_migrate`] or `Migrator::up`.
+//! * [`entity`], SeaORM entities of the first three tables (the budget
+//!   store reads and writes its tables with hand-written SQL that runs on
+//!   both backends).
+//! * [`SqlConfigRepo`], the [`ConfigProvider`](spendgate_ports::ConfigProvider)
+//!   and [`TierOverrideRepo`](spendgate_ports::TierOverrideRepo), with
+//!   strict parsing of the override JSON ([`overrides`] documents the
+//!   shapes).
+//! * [`SqlUsageLog`], the idempotent [`UsageLog`](spendgate_ports::UsageLog).
+//! * [`SqlBudgetStore`], the [`BudgetStore`](spendgate_ports::BudgetStore)
+//!   on SQL: the same budget laws as Redis, without Redis.
+//! * [`FinalizeOutbox`], finalizes kept durably until they reach the budget
+//!   store.
+//!
+//! # Backends
+//!
+//! The same code runs on PostgreSQL and SQLite; [`connect`] opens either.
+//! Timestamps are `BIGINT` milliseconds since the Unix epoch and money is
+//! `BIGINT` micro-USD on both. Differences, all inside this crate:
+//!
+//! * **Row-level security** exists on PostgreSQL only: policies on
+//!   `community_agent_config` and `agent_usage_log` restrict a non-owner
+//!   session to the rows of `current_setting('app.community_id')`.
+//!   **SQLite has no row-level security**; an embedded deployment is one
+//!   process trusted with every community, and isolation rests on the
+//!   repositories filtering by community.
+//! * **Claiming** outbox rows uses `FOR UPDATE SKIP LOCKED` on PostgreSQL
+//!   and an `UPDATE … RETURNING` in a `BEGIN IMMEDIATE` transaction on
+//!   SQLite.
+//! * **Budget store writes** lock the community's row (`SELECT … FOR
+//!   UPDATE`) on PostgreSQL; on SQLite they take an in-process turn and a
+//!   `BEGIN IMMEDIATE` transaction (see [`SqlBudgetStore`]).
+//! * **Write transactions** are `BEGIN IMMEDIATE` on SQLite (writers queue
+//!   on the busy timeout instead of failing a lock upgrade).
+
+mod budget_store;
+mod config_repo;
+mod connection;
+pub mod entity;
+mod error;
+pub mod migration;
+mod outbox;
+pub mod overrides;
+mod transaction;
+mod usage_log;
+
+pub use budget_store::{MARKER_CLEANUP_BATCH, SqlBudgetStore};
+pub use config_repo::SqlConfigRepo;
+pub use connection::{SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate, redact};
+pub use migration::Migrator;
+pub use outbox::{Backoff, ClaimedFinalize, FinalizeOutbox, MAX_ERROR_LEN, PendingFinalize};
+pub use usage_log::{MAX_TRACE_ID_LEN, ROWS_PER_STATEMENT, SqlUsageLog};
+
+/// Re-exported so callers can run [`Migrator`] without depending on
+/// `sea-orm-migration` themselves.
+pub use sea_orm_migration::MigratorTrait;

@@ -1,0 +1,49 @@
+//! The schema, as SeaORM migrations.
+//!
+//! Every migration runs unchanged on PostgreSQL and SQLite: tables, CHECK
+//! constraints and indexes are written with SeaQuery's schema builder, which
+//! renders each backend's dialect. The only backend-specific step is
+//! [`m20261127_000004_row_level_security`], which enables row-level security
+//! on PostgreSQL and does nothing on SQLite (SQLite has no RLS).
+//!
+//! Timestamps are `BIGINT` milliseconds since the Unix epoch (UTC), the
+//! domain's [`spendgate_domain::Timestamp`]: the same type and arithmetic on
+//! both backends, compared against the caller's `now`.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_community_agent_config;
+mod m20261127_000002_create_agent_usage_log;
+mod m20261127_000003_create_finalize_outbox;
+pub mod m20261127_000004_row_level_security;
+mod m20261127_000005_create_budget_store;
+
+/// All of spendgate's SQL migrations, in order. Run with
+/// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_community_agent_config::Migration),
+            Box::new(m20261127_000002_create_agent_usage_log::Migration),
+            Box::new(m20261127_000003_create_finalize_outbox::Migration),
+            Box::new(m20261127_000004_row_level_security::Migration),
+            Box::new(m20261127_000005_create_budget_store::Migration),
+        ]
+    }
+}
+
+/// `column >= 0`, as a named CHECK constraint.
+pub(crate) fn non_negative<T>(name: &'static str, column: T) -> Check
+where
+    T: IntoIden + 'static,
+{
+    Check::named(name, Expr::col(column).gte(0))
+}
+
+/// The cost sources `agent_usage_log.source` and `finalize_outbox.source`
+/// accept; they mirror [`spendgate_ports::CostSource::as_str`].
+pub(crate) const COST_SOURCES: [&str; 3] = ["finalize", "late_finalize", "reconciliation"];

@@ -1,0 +1,158 @@
+//! The idempotent usage log: [`UsageLog`] on `agent_usage_log`.
+
+use async_trait::async_trait;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, Statement,
+};
+use spendgate_domain::{CommunityId, Micros, Period};
+use spendgate_ports::{RepoError, UsageLog, UsageRecord};
+
+use crate::entity::agent_usage_log::{ActiveModel, Column, Entity};
+use crate::error::repo_error;
+use crate::transaction::begin_write;
+
+/// Rows per `INSERT` statement: 13 bound values each keeps a statement well
+/// under both PostgreSQL's (65,535) and SQLite's (32,766) parameter limits.
+pub const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// The longest trace id stored, in bytes.
+pub const MAX_TRACE_ID_LEN: usize = 256;
+
+/// Appends to and sums `agent_usage_log`.
+#[derive(Debug, Clone)]
+pub struct SqlUsageLog {
+    db: DatabaseConnection,
+}
+
+fn to_i64(field: &str, value: u64) -> Result<i64, RepoError> {
+    i64::try_from(value)
+        .map_err(|_| RepoError::InvalidInput(format!("{field} {value} exceeds the BIGINT range")))
+}
+
+fn row(record: &UsageRecord) -> Result<ActiveModel, RepoError> {
+    if let Some(trace) = &record.trace_id
+        && trace.len() > MAX_TRACE_ID_LEN
+    {
+        return Err(RepoError::InvalidInput(format!(
+            "trace id is {} bytes; at most {MAX_TRACE_ID_LEN} are stored",
+            trace.len()
+        )));
+    }
+    Ok(ActiveModel {
+        id: NotSet,
+        community_id: Set(record.community.to_string()),
+        user_id: Set(record.user.to_string()),
+        model_alias: Set(record.model.to_string()),
+        prompt_tokens: Set(to_i64("prompt tokens", record.tokens.prompt)?),
+        completion_tokens: Set(to_i64("completion tokens", record.tokens.completion)?),
+        cost_micros: Set(record.cost.get()),
+        estimated_cost_micros: Set(record.estimate.get()),
+        idempotency_key: Set(record.key.to_string()),
+        trace_id: Set(record.trace_id.clone()),
+        source: Set(record.source.as_str().to_owned()),
+        period: Set(record.period.to_string()),
+        created_at: Set(record.created_at.as_millis()),
+    })
+}
+
+/// One `INSERT … ON CONFLICT (community_id, user_id, idempotency_key) DO
+/// NOTHING`; returns how many rows were new.
+async fn insert_ignoring_duplicates<C: ConnectionTrait>(
+    db: &C,
+    rows: Vec<ActiveModel>,
+) -> Result<u64, RepoError> {
+    Entity::insert_many(rows)
+        .on_conflict(
+            OnConflict::columns([Column::CommunityId, Column::UserId, Column::IdempotencyKey])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await
+        .map_err(repo_error)
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Total {
+    total: String,
+}
+
+impl SqlUsageLog {
+    /// A usage log on `db` (migrated).
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+#[async_trait]
+impl UsageLog for SqlUsageLog {
+    /// Validates every record first (nothing is written if one is refused),
+    /// then inserts them sorted by (community, user, key) in one
+    /// transaction, [`ROWS_PER_STATEMENT`] rows per `INSERT … ON CONFLICT DO
+    /// NOTHING`. The fixed order keeps concurrent overlapping batches from
+    /// deadlocking on PostgreSQL; on SQLite the transaction is `IMMEDIATE`.
+    #[tracing::instrument(skip_all, err, fields(records = records.len()))]
+    async fn append(&self, records: &[UsageRecord]) -> Result<u64, RepoError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let mut sorted: Vec<&UsageRecord> = records.iter().collect();
+        sorted
+            .sort_by(|a, b| (&a.community, &a.user, &a.key).cmp(&(&b.community, &b.user, &b.key)));
+        let rows = sorted.into_iter().map(row).collect::<Result<Vec<_>, _>>()?;
+        if rows.len() <= ROWS_PER_STATEMENT {
+            // One statement is atomic on its own: no BEGIN / COMMIT round trips.
+            return insert_ignoring_duplicates(&self.db, rows).await;
+        }
+        let txn = begin_write(&self.db).await.map_err(repo_error)?;
+        let mut inserted = 0_u64;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<ActiveModel> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
+            inserted += insert_ignoring_duplicates(&txn, chunk).await?;
+        }
+        txn.commit().await.map_err(repo_error)?;
+        Ok(inserted)
+    }
+
+    #[tracing::instrument(skip_all, err, fields(community = %community, period = %period))]
+    async fn total_cost(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<Micros, RepoError> {
+        let backend = self.db.get_database_backend();
+        // PostgreSQL sums BIGINT into NUMERIC (exact, never overflows); SQLite
+        // raises "integer overflow". Either way the sum comes back as text and
+        // is range-checked here.
+        let sql = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS TEXT) AS total \
+                   FROM agent_usage_log WHERE community_id = $1 AND period = $2";
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [community.as_str().into(), period.to_string().into()],
+        );
+        let out_of_range = |reason: String| RepoError::BadData {
+            community: community.to_string(),
+            field: "agent_usage_log.cost_micros".into(),
+            reason,
+        };
+        let total = match Total::find_by_statement(stmt).one(&self.db).await {
+            Ok(row) => row.map_or_else(|| "0".to_owned(), |r| r.total),
+            Err(e)
+                if backend == DbBackend::Sqlite && e.to_string().contains("integer overflow") =>
+            {
+                return Err(out_of_range(format!("sum for {period} overflows: {e}")));
+            }
+            Err(e) => return Err(repo_error(e)),
+        };
+        let micros = total.parse::<i64>().map_err(|_| {
+            out_of_range(format!(
+                "sum {total} for {period} is outside the micro-USD range"
+            ))
+        })?;
+        Micros::new(micros).map_err(|e| out_of_range(e.to_string()))
+    }
+}

@@ -1,0 +1,254 @@
+//! `SqlBudgetStore` against the shared contract suite, on PostgreSQL and
+//! SQLite, plus what only a durable store can show.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spendgate_adapter_postgres::{SqlBudgetStore, connect};
+use spendgate_domain::{
+    BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits,
+    Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    UserId,
+};
+use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+
+use crate::support::{Backend, TestDb, ts};
+
+/// A store that owns its fresh database and drops it with the last `Arc`.
+struct Owned {
+    store: SqlBudgetStore,
+    _db: TestDb,
+}
+
+#[async_trait]
+impl BudgetStore for Owned {
+    async fn reserve(
+        &self,
+        c: &CommunityId,
+        r: &Reservation,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        self.store.reserve(c, r, now).await
+    }
+    async fn extend(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, StoreError> {
+        self.store.extend(c, h, ttl, now).await
+    }
+    async fn finalize(
+        &self,
+        c: &CommunityId,
+        s: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.store.finalize(c, s, now).await
+    }
+    async fn cancel(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.store.cancel(c, h, now).await
+    }
+    async fn reap(&self, c: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
+        self.store.reap(c, now).await
+    }
+    async fn status(&self, c: &CommunityId, period: Period) -> Result<BudgetStatus, StoreError> {
+        self.store.status(c, period).await
+    }
+    async fn set_limits(&self, c: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+        self.store.set_limits(c, limits).await
+    }
+}
+
+async fn owned(backend: Backend) -> Arc<dyn BudgetStore> {
+    let db = TestDb::fresh(backend).await;
+    Arc::new(Owned {
+        store: SqlBudgetStore::new(db.db.clone(), BudgetPolicy::default()),
+        _db: db,
+    })
+}
+
+mod postgres_contract {
+    async fn store() -> std::sync::Arc<dyn spendgate_ports::BudgetStore> {
+        super::owned(crate::support::Backend::Postgres).await
+    }
+    spendgate_contract::budget_store_contract!(store);
+}
+
+mod sqlite_contract {
+    async fn store() -> std::sync::Arc<dyn spendgate_ports::BudgetStore> {
+        super::owned(crate::support::Backend::Sqlite).await
+    }
+    spendgate_contract::budget_store_contract!(store);
+}
+
+fn reservation(user: &str, key: &str, estimate: i64, ttl_ms: i64) -> Reservation {
+    Reservation {
+        user: UserId::parse(user).unwrap(),
+        key: IdempotencyKey::parse(key).unwrap(),
+        estimate: Micros::new(estimate).unwrap(),
+        model: ModelAlias::parse("cheap").unwrap(),
+        ttl: Ttl::from_millis(ttl_ms).unwrap(),
+    }
+}
+
+const NOV: i64 = 1_763_942_400_000; // 2025-11-24
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_sqlite_file_keeps_counters_and_holds() {
+    let t = TestDb::fresh(Backend::Sqlite).await;
+    let c = CommunityId::parse("durable").unwrap();
+    let period = Period::containing(ts(NOV)).unwrap();
+    let before = {
+        let store = SqlBudgetStore::new(t.reconnect().await, BudgetPolicy::default());
+        store
+            .set_limits(&c, Limits::new(Micros::new(1_000).unwrap()))
+            .await
+            .unwrap();
+        store
+            .reserve(&c, &reservation("u1", "k1", 100, 60_000), ts(NOV))
+            .await
+            .unwrap();
+        store
+            .reserve(&c, &reservation("u2", "k2", 50, 60_000), ts(NOV))
+            .await
+            .unwrap();
+        let settle = Settlement {
+            user: UserId::parse("u2").unwrap(),
+            key: IdempotencyKey::parse("k2").unwrap(),
+            actual: Micros::new(40).unwrap(),
+        };
+        store.finalize(&c, &settle, ts(NOV + 1)).await.unwrap();
+        store.status(&c, period).await.unwrap()
+        // the store and its pool are dropped here
+    };
+    t.db.clone().close().await.unwrap();
+
+    let reopened = SqlBudgetStore::new(connect(&t.url).await.unwrap(), BudgetPolicy::default());
+    assert_eq!(reopened.status(&c, period).await.unwrap(), before);
+    assert_eq!(
+        (before.committed.get(), before.reserved.get(), before.holds),
+        (40, 100, 1)
+    );
+    // The hold is still there, and still idempotent.
+    assert!(matches!(
+        reopened
+            .reserve(&c, &reservation("u1", "k1", 100, 60_000), ts(NOV + 2))
+            .await
+            .unwrap(),
+        ReserveOutcome::AlreadyReserved { .. }
+    ));
+    // So is the marker of the finalized call.
+    let replay = Settlement {
+        user: UserId::parse("u2").unwrap(),
+        key: IdempotencyKey::parse("k2").unwrap(),
+        actual: Micros::new(999).unwrap(),
+    };
+    assert_eq!(
+        reopened.finalize(&c, &replay, ts(NOV + 3)).await.unwrap(),
+        FinalizeOutcome::AlreadyFinalized {
+            actual: Micros::new(40).unwrap()
+        }
+    );
+    // And the reaper still finds the hold after the restart.
+    let reaped = reopened.reap(&c, ts(NOV + 60_000)).await.unwrap();
+    assert_eq!((reaped.count, reaped.reclaimed.get()), (1, 100));
+}
+
+async fn expired_markers_are_cleaned_in_bounded_batches(t: &TestDb) {
+    let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
+    let c = CommunityId::parse("markers").unwrap();
+    store
+        .set_limits(&c, Limits::new(Micros::new(1_000_000).unwrap()))
+        .await
+        .unwrap();
+    let n = 1_500;
+    for i in 0..n {
+        let r = reservation("u", &format!("k{i}"), 1, 1_000);
+        store.reserve(&c, &r, ts(NOV)).await.unwrap();
+        let hold = HoldRef {
+            user: r.user.clone(),
+            key: r.key.clone(),
+        };
+        store.cancel(&c, &hold, ts(NOV)).await.unwrap();
+    }
+    assert_eq!(t.count("SELECT COUNT(*) FROM budget_marker").await, n);
+    let day = Ttl::DAY.as_millis();
+    // Past retention: every marker counts as absent at once…
+    let gone = HoldRef {
+        user: UserId::parse("u").unwrap(),
+        key: IdempotencyKey::parse("k7").unwrap(),
+    };
+    assert!(matches!(
+        store.cancel(&c, &gone, ts(NOV + day)).await,
+        Err(StoreError::UnknownHold { .. })
+    ));
+    // …and reaping deletes them a bounded batch at a time.
+    store.reap(&c, ts(NOV + day)).await.unwrap();
+    let batch = i64::from(spendgate_adapter_postgres::MARKER_CLEANUP_BATCH);
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM budget_marker").await,
+        n - batch
+    );
+    store.reap(&c, ts(NOV + day)).await.unwrap();
+    assert_eq!(t.count("SELECT COUNT(*) FROM budget_marker").await, 0);
+}
+
+async fn corrupt_rows_are_reported_not_trusted(t: &TestDb) {
+    let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
+    let c = CommunityId::parse("corrupt").unwrap();
+    store
+        .set_limits(&c, Limits::new(Micros::new(100).unwrap()))
+        .await
+        .unwrap();
+    store
+        .reserve(&c, &reservation("u", "k", 10, 60_000), ts(NOV))
+        .await
+        .unwrap();
+    t.exec("UPDATE budget_hold SET period = 'garbage'", vec![])
+        .await
+        .unwrap();
+    let hold = HoldRef {
+        user: UserId::parse("u").unwrap(),
+        key: IdempotencyKey::parse("k").unwrap(),
+    };
+    assert!(matches!(
+        store.cancel(&c, &hold, ts(NOV)).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert!(
+        t.exec("UPDATE budget_period SET reserved_micros = -1", vec![])
+            .await
+            .is_err(),
+        "CHECK"
+    );
+}
+
+async fn a_closed_pool_is_unavailable_and_reserve_denies(t: &TestDb) {
+    let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
+    let c = CommunityId::parse("down").unwrap();
+    store
+        .set_limits(&c, Limits::new(Micros::new(100).unwrap()))
+        .await
+        .unwrap();
+    t.db.clone().close().await.unwrap();
+    let result = store
+        .reserve(&c, &reservation("u", "k", 1, 1_000), ts(NOV))
+        .await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{result:?}"
+    );
+}
+
+crate::on_both_backends!(
+    expired_markers_are_cleaned_in_bounded_batches,
+    corrupt_rows_are_reported_not_trusted,
+    a_closed_pool_is_unavailable_and_reserve_denies,
+);

@@ -1,0 +1,130 @@
+//! `ConfigProvider` and `TierOverrideRepo` paths.
+
+use spendgate_adapter_postgres::SqlConfigRepo;
+use spendgate_domain::{
+    AccessLevel, CommunityId, Limits, Micros, ModelAlias, ModelPrice, PricingOverrides, Tier,
+    TierOverrides,
+};
+use spendgate_ports::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
+
+use crate::support::TestDb;
+
+fn id(s: &str) -> CommunityId {
+    CommunityId::parse(s).unwrap()
+}
+
+fn config(community: &str, enabled: bool, limit: i64, cap: Option<i64>) -> CommunityConfig {
+    let mut limits = Limits::new(Micros::new(limit).unwrap());
+    if let Some(cap) = cap {
+        limits = limits.with_per_user_cap(Micros::new(cap).unwrap());
+    }
+    CommunityConfig {
+        community: id(community),
+        ai_enabled: enabled,
+        limits,
+        pricing_overrides: PricingOverrides::new(),
+    }
+}
+
+fn price(input: i64, output: i64) -> ModelPrice {
+    ModelPrice::new(Micros::new(input).unwrap(), Micros::new(output).unwrap())
+}
+
+async fn upsert_and_read_back(t: &TestDb) {
+    let repo = SqlConfigRepo::new(t.db.clone());
+    assert!(repo.active_communities().await.unwrap().is_empty());
+    assert_eq!(repo.community(&id("nobody")).await.unwrap(), None);
+
+    let mut a = config("a-team", true, 5_000_000, Some(1_000_000));
+    a.pricing_overrides = PricingOverrides::from([
+        (ModelAlias::parse("cheap").unwrap(), price(150_000, 600_000)),
+        (ModelAlias::parse("reasoning").unwrap(), price(0, 1)),
+    ]);
+    let b = config("b-team", false, 0, None);
+    let upper = config("C-team", true, 7, None);
+    let z = config("z_team", true, Micros::MAX.get(), Some(0));
+    for c in [&z, &b, &a, &upper] {
+        repo.upsert(c).await.unwrap();
+    }
+    // Active ones only, in byte order of their ids.
+    let active = repo.active_communities().await.unwrap();
+    assert_eq!(active, vec![upper.clone(), a.clone(), z.clone()]);
+    assert_eq!(
+        repo.community(&id("b-team")).await.unwrap(),
+        Some(b.clone())
+    );
+    assert_eq!(
+        repo.community(&id("a-team")).await.unwrap(),
+        Some(a.clone())
+    );
+
+    // Upsert replaces everything it carries.
+    let a2 = config("a-team", false, 9, None);
+    repo.upsert(&a2).await.unwrap();
+    assert_eq!(repo.community(&id("a-team")).await.unwrap(), Some(a2));
+    assert_eq!(repo.active_communities().await.unwrap(), vec![upper, z]);
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM community_agent_config").await,
+        4
+    );
+}
+
+async fn tier_overrides_round_trip(t: &TestDb) {
+    let repo = SqlConfigRepo::new(t.db.clone());
+    let community = id("tiers");
+    assert!(repo.tier_overrides(&community).await.unwrap().is_empty());
+
+    let overrides = TierOverrides::from([
+        (Tier::new(1).unwrap(), AccessLevel::Pro),
+        (Tier::new(4).unwrap(), AccessLevel::Enterprise),
+        (Tier::new(9).unwrap(), AccessLevel::Free),
+    ]);
+    // Creates the row (AI off, default budget) when missing.
+    repo.set_tier_overrides(&community, &overrides)
+        .await
+        .unwrap();
+    assert_eq!(repo.tier_overrides(&community).await.unwrap(), overrides);
+    let created = repo.community(&community).await.unwrap().unwrap();
+    assert!(!created.ai_enabled);
+    assert_eq!(created.limits, Limits::new(Micros::new(1_000_000).unwrap()));
+
+    // An upsert of the config leaves tier overrides alone.
+    repo.upsert(&config("tiers", true, 3, None)).await.unwrap();
+    assert_eq!(repo.tier_overrides(&community).await.unwrap(), overrides);
+
+    // Replacing them with none.
+    repo.set_tier_overrides(&community, &TierOverrides::new())
+        .await
+        .unwrap();
+    assert!(repo.tier_overrides(&community).await.unwrap().is_empty());
+    // Another community is untouched by all of this.
+    assert!(repo.tier_overrides(&id("other")).await.unwrap().is_empty());
+}
+
+async fn upsert_refuses_what_it_could_not_read_back(t: &TestDb) {
+    let repo = SqlConfigRepo::new(t.db.clone());
+    let mut c = config("typo", true, 10, None);
+    c.pricing_overrides =
+        PricingOverrides::from([(ModelAlias::parse("reasonning").unwrap(), price(1, 1))]);
+    let err = repo.upsert(&c).await.unwrap_err();
+    assert!(matches!(err, RepoError::InvalidInput(_)), "{err:?}");
+    assert_eq!(
+        repo.community(&id("typo")).await.unwrap(),
+        None,
+        "no partial write"
+    );
+}
+
+async fn unreachable_database_is_unavailable(t: &TestDb) {
+    let repo = SqlConfigRepo::new(t.db.clone());
+    t.db.clone().close().await.unwrap();
+    let err = repo.community(&id("x")).await.unwrap_err();
+    assert!(matches!(err, RepoError::Unavailable(_)), "{err:?}");
+}
+
+crate::on_both_backends!(
+    upsert_and_read_back,
+    tier_overrides_round_trip,
+    upsert_refuses_what_it_could_not_read_back,
+    unreachable_database_is_unavailable,
+);

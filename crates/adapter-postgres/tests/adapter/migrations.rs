@@ -1,0 +1,165 @@
+//! Migrations: up / down / up, and the constraints they create.
+
+use sea_orm::ConnectionTrait;
+use spendgate_adapter_postgres::{Migrator, MigratorTrait, SqlConfigRepo};
+use spendgate_domain::{CommunityId, Limits, Micros, PricingOverrides};
+use spendgate_ports::{CommunityConfig, ConfigProvider};
+
+use crate::support::{Backend, ManualClock, TestDb};
+
+const TABLES: [&str; 3] = [
+    "community_agent_config",
+    "agent_usage_log",
+    "finalize_outbox",
+];
+
+async fn has_table(t: &TestDb, table: &str) -> bool {
+    let sql = match t.backend {
+        Backend::Postgres => format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name = '{table}'"
+        ),
+        Backend::Sqlite => {
+            format!("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '{table}'")
+        }
+    };
+    t.count(&sql).await == 1
+}
+
+async fn up_down_up(t: &TestDb) {
+    let schema = t.single_connection().await;
+    assert!(
+        Migrator::get_pending_migrations(&schema)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    for table in TABLES {
+        assert!(has_table(t, table).await, "{table} after up");
+    }
+    Migrator::down(&schema, None).await.expect("down");
+    for table in TABLES {
+        assert!(!has_table(t, table).await, "{table} after down");
+    }
+    assert_eq!(
+        Migrator::get_applied_migrations(&schema)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    Migrator::up(&schema, None).await.expect("up again");
+    for table in TABLES {
+        assert!(has_table(t, table).await, "{table} after second up");
+    }
+    // Running up again is a no-op.
+    Migrator::up(&schema, None).await.expect("idempotent up");
+    assert_eq!(
+        Migrator::get_applied_migrations(&schema)
+            .await
+            .unwrap()
+            .len(),
+        Migrator::migrations().len()
+    );
+    schema.close().await.unwrap();
+    // And the schema works.
+    t.exec(
+        "INSERT INTO community_agent_config (community_id, created_at, updated_at) VALUES ($1, 0, 0)",
+        vec!["c1".into()],
+    )
+    .await
+    .expect("insert after re-up");
+    assert_eq!(
+        t.count("SELECT monthly_budget_micros FROM community_agent_config")
+            .await,
+        1_000_000
+    );
+    if t.backend == Backend::Postgres {
+        let rls = t
+            .count("SELECT COUNT(*) FROM pg_class WHERE relrowsecurity AND relname IN ('community_agent_config', 'agent_usage_log')")
+            .await;
+        assert_eq!(rls, 2, "row-level security enabled after re-up");
+    }
+}
+
+async fn check_constraints_refuse_bad_rows(t: &TestDb) {
+    let refused = [
+        "INSERT INTO community_agent_config (community_id, monthly_budget_micros, created_at, updated_at) VALUES ('neg', -1, 0, 0)",
+        "INSERT INTO community_agent_config (community_id, per_user_cap_micros, created_at, updated_at) VALUES ('negcap', -5, 0, 0)",
+        "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, source, period, created_at) VALUES ('c', 'u', 'cheap', 1, 1, -1, 0, 'k1', 'finalize', '2026-11', 0)",
+        "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, source, period, created_at) VALUES ('c', 'u', 'cheap', -1, 1, 1, 0, 'k2', 'finalize', '2026-11', 0)",
+        "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, source, period, created_at) VALUES ('c', 'u', 'cheap', 1, 1, 1, 0, 'k3', 'guess', '2026-11', 0)",
+        "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, source, period, created_at) VALUES ('c', 'u', 'cheap', 1, 1, 1, 0, 'k4', 'finalize', 'November', 0)",
+        "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) VALUES ('c', 'u', 'k', -3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
+    ];
+    for sql in refused {
+        let result = t.db.execute_unprepared(sql).await;
+        assert!(result.is_err(), "CHECK should refuse: {sql}");
+    }
+    // An update cannot sneak a negative in either.
+    t.exec(
+        "INSERT INTO community_agent_config (community_id, created_at, updated_at) VALUES ('ok', 0, 0)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert!(t
+        .exec("UPDATE community_agent_config SET monthly_budget_micros = -1 WHERE community_id = 'ok'", vec![])
+        .await
+        .is_err());
+    assert!(
+        t.exec(
+            "UPDATE community_agent_config SET per_user_cap_micros = -1 WHERE community_id = 'ok'",
+            vec![]
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(t.count("SELECT COUNT(*) FROM agent_usage_log").await, 0);
+    assert_eq!(t.count("SELECT COUNT(*) FROM finalize_outbox").await, 0);
+}
+
+async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
+    let clock = ManualClock::at(1_000);
+    let repo = SqlConfigRepo::with_clock(t.db.clone(), clock.clone());
+    let community = CommunityId::parse("stamp").unwrap();
+    let mut config = CommunityConfig {
+        community: community.clone(),
+        ai_enabled: true,
+        limits: Limits::new(Micros::new(5).unwrap()),
+        pricing_overrides: PricingOverrides::new(),
+    };
+    repo.upsert(&config).await.unwrap();
+    clock.set(2_000);
+    config.limits = Limits::new(Micros::new(6).unwrap());
+    repo.upsert(&config).await.unwrap();
+    assert_eq!(
+        t.count("SELECT created_at FROM community_agent_config")
+            .await,
+        1_000
+    );
+    assert_eq!(
+        t.count("SELECT updated_at FROM community_agent_config")
+            .await,
+        2_000
+    );
+    clock.set(3_000);
+    repo.set_tier_overrides(&community, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.count("SELECT created_at FROM community_agent_config")
+            .await,
+        1_000
+    );
+    assert_eq!(
+        t.count("SELECT updated_at FROM community_agent_config")
+            .await,
+        3_000
+    );
+}
+
+crate::on_both_backends!(
+    up_down_up,
+    check_constraints_refuse_bad_rows,
+    updated_at_is_maintained_by_every_write,
+);
