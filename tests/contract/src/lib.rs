@@ -24,6 +24,7 @@
 
 pub mod concurrency;
 pub mod fixture;
+pub mod load;
 pub mod model;
 pub mod scenarios;
 
