@@ -36,9 +36,9 @@ use sea_orm::{
     Statement, Value,
 };
 use spendgate_domain::{
-    BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, Hold, HoldRef,
-    IdempotencyKey, LimitScope, Limits, Micros, ModelAlias, MoneyError, Period, Reaped, Receipt,
-    Reservation, ReserveOutcome, SettledAs, Settlement, Timestamp, Ttl, UserId, UserSpend,
+    Admission, BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, Hold,
+    HoldRef, IdempotencyKey, Limits, Micros, ModelAlias, MoneyError, Period, Reaped, Receipt,
+    Reservation, ReserveOutcome, SettledAs, Settlement, Timestamp, Ttl, UserId, UserSpend, admit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -725,49 +725,32 @@ impl BudgetStore for SqlBudgetStore {
             .map_err(|e| domain(community)(e.into()))?;
         let (mut counters, spend) = txn.sums(period, &reservation.user).await?;
         let estimate = reservation.estimate;
-        let fits = |used: Micros, limit: Micros| {
-            i128::from(used.get()) + i128::from(estimate.get()) <= i128::from(limit.get())
-        };
-        let used = counters
-            .committed
-            .checked_add(counters.reserved)
-            .map_err(|e| domain(community)(money(e)))?;
-        if !fits(used, limits.limit) {
-            return Ok(ReserveOutcome::BudgetExceeded {
-                remaining: limits.limit.headroom_after(used),
-                limit: limits.limit,
-                scope: LimitScope::Community,
-            });
-        }
-        if let Some(cap) = limits.per_user_cap {
-            let user_used = spend
-                .committed
-                .checked_add(spend.reserved)
-                .map_err(|e| domain(community)(money(e)))?;
-            if !fits(user_used, cap) {
-                return Ok(ReserveOutcome::BudgetExceeded {
-                    remaining: cap.headroom_after(user_used),
-                    limit: cap,
-                    scope: LimitScope::User,
-                });
+        let admission = admit(
+            limits,
+            counters.committed,
+            counters.reserved,
+            counters.warned,
+            spend,
+            estimate,
+            self.policy,
+        )
+        .map_err(|e| domain(community)(money(e)))?;
+        let (used_after, spend, warning) = match admission {
+            Admission::Denied(outcome) => return Ok(outcome),
+            Admission::Accepted {
+                used_after,
+                reserved,
+                user,
+                warning,
+            } => {
+                counters.reserved = reserved;
+                (used_after, user, warning)
             }
-        }
-        let step = || -> Result<(Micros, Micros, UserSpend), MoneyError> {
-            let used_after = used.checked_add(estimate)?;
-            let reserved = counters.reserved.checked_add(estimate)?;
-            let spend = UserSpend {
-                reserved: spend.reserved.checked_add(estimate)?,
-                ..spend
-            };
-            Ok((used_after, reserved, spend))
         };
-        let (used_after, reserved, spend) = step().map_err(|e| domain(community)(money(e)))?;
-        counters.reserved = reserved;
         counters.holds = counters
             .holds
             .checked_add(1)
             .ok_or_else(|| StoreError::Overflow("hold count".into()))?;
-        let warning = !counters.warned && self.policy.crosses_warning(used_after, limits.limit);
         counters.warned |= warning;
         txn.apply(vec![
             counters_write(period, counters)?,

@@ -264,6 +264,75 @@ pub enum BudgetError {
     Period(#[from] PeriodError),
 }
 
+/// What a reservation does to a period's sums, decided by [`admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The estimate does not fit; the outcome to return, nothing to write.
+    Denied(ReserveOutcome),
+    /// The estimate fits: the sums to write.
+    Accepted {
+        /// The period's `committed + reserved` after the hold.
+        used_after: Micros,
+        /// The period's `reserved` after the hold.
+        reserved: Micros,
+        /// The user's sums after the hold.
+        user: UserSpend,
+        /// Whether this hold fires the period's warning.
+        warning: bool,
+    },
+}
+
+/// The admission rule of `reserve` (law 1), as a pure function of one
+/// period's sums: `committed + reserved + estimate <= limit`, then the
+/// user's cap, then the once-per-period warning. The model and every store
+/// that evaluates the rule outside Redis call this, so the rule lives once.
+///
+/// # Errors
+/// [`MoneyError`] if a stored sum is already out of range (drift).
+pub fn admit(
+    limits: Limits,
+    committed: Micros,
+    reserved: Micros,
+    warned: bool,
+    user: UserSpend,
+    estimate: Micros,
+    policy: BudgetPolicy,
+) -> Result<Admission, MoneyError> {
+    let fits = |used: Micros, limit: Micros| {
+        i128::from(used.get()) + i128::from(estimate.get()) <= i128::from(limit.get())
+    };
+    let used = committed.checked_add(reserved)?;
+    if !fits(used, limits.limit) {
+        return Ok(Admission::Denied(ReserveOutcome::BudgetExceeded {
+            remaining: limits.limit.headroom_after(used),
+            limit: limits.limit,
+            scope: LimitScope::Community,
+        }));
+    }
+    if let Some(cap) = limits.per_user_cap {
+        let user_used = user.committed.checked_add(user.reserved)?;
+        if !fits(user_used, cap) {
+            return Ok(Admission::Denied(ReserveOutcome::BudgetExceeded {
+                remaining: cap.headroom_after(user_used),
+                limit: cap,
+                scope: LimitScope::User,
+            }));
+        }
+    }
+    // Both sums stay at or under a limit that fits, so these cannot fail
+    // once the checks above passed; they are checked all the same.
+    let used_after = used.checked_add(estimate)?;
+    Ok(Admission::Accepted {
+        used_after,
+        reserved: reserved.checked_add(estimate)?,
+        user: UserSpend {
+            reserved: user.reserved.checked_add(estimate)?,
+            ..user
+        },
+        warning: !warned && policy.crosses_warning(used_after, limits.limit),
+    })
+}
+
 /// Everything one community's budget holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CommunityBudget {
@@ -341,45 +410,31 @@ impl CommunityBudget {
         let period = Period::containing(now)?;
         let expires_at = now.plus(reservation.ttl)?;
         let mut counters = self.counters(period);
-        let fits = |used: Micros, limit: Micros| {
-            i128::from(used.get()) + i128::from(reservation.estimate.get())
-                <= i128::from(limit.get())
+        let spend = counters
+            .users
+            .get(&reservation.user)
+            .copied()
+            .unwrap_or_default();
+        let (used_after, reserved, spend, warning) = match admit(
+            limits,
+            counters.committed,
+            counters.reserved,
+            counters.warned,
+            spend,
+            reservation.estimate,
+            policy,
+        )? {
+            Admission::Denied(outcome) => return Ok(outcome),
+            Admission::Accepted {
+                used_after,
+                reserved,
+                user,
+                warning,
+            } => (used_after, reserved, user, warning),
         };
-        let used = counters.committed.checked_add(counters.reserved)?;
-        if !fits(used, limits.limit) {
-            return Ok(ReserveOutcome::BudgetExceeded {
-                remaining: limits.limit.headroom_after(used),
-                limit: limits.limit,
-                scope: LimitScope::Community,
-            });
-        }
-        if let Some(cap) = limits.per_user_cap {
-            let spend = counters
-                .users
-                .get(&reservation.user)
-                .copied()
-                .unwrap_or_default();
-            let user_used = spend.committed.checked_add(spend.reserved)?;
-            if !fits(user_used, cap) {
-                return Ok(ReserveOutcome::BudgetExceeded {
-                    remaining: cap.headroom_after(user_used),
-                    limit: cap,
-                    scope: LimitScope::User,
-                });
-            }
-        }
-        // Both sums stay at or under a limit that fits, so these cannot fail
-        // once the checks above passed; they are checked all the same.
-        let used_after = used.checked_add(reservation.estimate)?;
-        counters.reserved = counters.reserved.checked_add(reservation.estimate)?;
+        counters.reserved = reserved;
         counters.holds += 1;
-        add_user(&mut counters.users, &reservation.user, |s| {
-            Ok(UserSpend {
-                reserved: s.reserved.checked_add(reservation.estimate)?,
-                ..s
-            })
-        })?;
-        let warning = !counters.warned && policy.crosses_warning(used_after, limits.limit);
+        add_user(&mut counters.users, &reservation.user, |_| Ok(spend))?;
         counters.warned |= warning;
         self.periods.insert(period, counters);
         self.holds.insert(

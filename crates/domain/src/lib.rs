@@ -18,8 +18,9 @@ pub mod tier;
 pub mod time;
 
 pub use budget::{
-    BudgetError, BudgetPolicy, CommunityBudget, ExtendOutcome, FinalizeOutcome, LimitScope, Limits,
-    PeriodCounters, PolicyError, Reaped, Receipt, ReserveOutcome, UserSpend,
+    Admission, BudgetError, BudgetPolicy, CommunityBudget, ExtendOutcome, FinalizeOutcome,
+    LimitScope, Limits, PeriodCounters, PolicyError, Reaped, Receipt, ReserveOutcome, UserSpend,
+    admit,
 };
 pub use hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement};
 pub use id::{CommunityId, IdError, IdempotencyKey, ModelAlias, UserId};
