@@ -59,7 +59,7 @@ where
 /// `async fn() -> Arc<dyn BudgetStore>` whose store uses
 /// `BudgetPolicy::default()`.
 ///
-/// ```ignore
+/// ```text
 /// async fn store() -> Arc<dyn BudgetStore> {
 ///     Arc::new(MemoryBudgetStore::new(BudgetPolicy::default()))
 /// }
