@@ -11,36 +11,84 @@
 -- Reply: {0} unknown hold
 -- | {1 finalized | 2 late, actual, estimate, overshoot, period, model, created_at}
 -- | {3, actual} already finalized
-local P = prefix(KEYS[1])
-local d = digest(ARGV[1])
-local actual = money(ARGV[2], "actual")
-local now = instant(ARGV[3], "now")
-local mexp = pack_instant(tonumber(instant(ARGV[4], "marker expires_at")))
+--
+-- Hot path: like reserve.lua, written out without the prelude (its
+-- closures and one helper call per rule cost more than the commands); the
+-- rules are the prelude's (see prelude.lua), spelled with fewer calls.
+local find, byte, sub, match, tonumber = string.find, string.byte, string.sub, string.match, tonumber
+local MAX = 9007199254740991
+
+local function fail(kind, what)
+  error({ err = "ERR spendgate:" .. kind .. " " .. what })
+end
+
+-- Canonical decimal (0, or no leading zero), at most 16 digits, <= MAX.
+local function canonical(v)
+  return v ~= nil and #v <= 16 and (v == "0" or find(v, "^[1-9]%d*$") ~= nil)
+    and (#v < 16 or tonumber(v) <= MAX)
+end
+
+-- A period: exactly `YYYY-MM`, 1970-01 to 9999-12.
+local function period(v, what)
+  if v == nil or not find(v, "^%d%d%d%d%-[01]%d$") or v < "1970" then fail("invalid", what) end
+  local m1, m2 = byte(v, 6, 7)
+  if (m1 == 48 and m2 == 48) or (m1 == 49 and m2 > 50) then fail("invalid", what) end
+  return v
+end
+
+local P = KEYS[1]
+if P == nil or #P > 140 or not find(P, "^sg:{[^{} ]+}:$") then fail("invalid", "key prefix") end
+local d = ARGV[1]
+if d == nil or #d ~= 12 or byte(d) < 128 then fail("invalid", "hold digest") end
+local actual_s = ARGV[2]
+if not canonical(actual_s) then fail("invalid", "actual") end
+local actual = tonumber(actual_s)
+local now = ARGV[3]
+if not canonical(now) then fail("invalid", "now") end
+if not canonical(ARGV[4]) then fail("invalid", "marker expires_at") end
+local mexp = tonumber(ARGV[4])
+-- Marker expiries are packed in 6 bytes (instants below 2^48 ms).
+if mexp >= 281474976710656 then fail("invalid", "instant past 2^48 ms") end
+mexp = struct.pack(">I6", mexp)
 local guess = period(ARGV[5], "period")
-local me = id(ARGV[6], "user", 128)
+local me = ARGV[6]
+if me == nil or #me == 0 or #me > 128 or find(me, " ", 1, true) then fail("invalid", "user") end
 
 local R = P .. "r"
 local got = redis.call("HMGET", R, d, "L", guess, guess .. ":" .. me)
 local v = got[1]
 if not v then return { 0 } end
-local kind = string.sub(v, 1, 1)
+local kind = byte(v)
 local body
-if kind == "H" then
-  body = string.sub(v, 2)
-elseif kind == "F" then
-  if tonumber(now) < marker_expiry(v) then return { 3, stored(string.sub(v, 8), "actual") } end
+if kind == 72 then -- "H": a live (or expired, unreaped) hold
+  body = sub(v, 2)
+elseif kind == 70 then -- "F": a finalize marker
+  if #v < 8 then fail("corrupt", "record") end
+  if tonumber(now) < struct.unpack(">I6", v, 2) then
+    local a = tonumber(sub(v, 8))
+    if a == nil or a < 0 or a > MAX or a ~= math.floor(a) then fail("corrupt", "actual") end
+    return { 3, a }
+  end
   return { 0 }
-elseif kind == "R" then
-  local e, rest = string.match(v, "^R(%d+) (.*)$")
+elseif kind == 82 then -- "R": a reap tombstone
+  local e, rest = match(v, "^R(%d+) (.*)$")
   if e == nil then fail("corrupt", "tombstone") end
-  if not before(now, e) then return { 0 } end
+  -- now < e, both canonical decimals: compared by (length, text).
+  if #now > #e or (#now == #e and now >= e) then return { 0 } end
   body = rest
 else
   fail("corrupt", "record")
 end
-local est, created, _, per, user, model = parse_hold(body)
+-- The hold: <estimate> <created_at> <expires_at> <period> <user> <model>.
+local est, created, expires, per, user, model = match(body, "^(%d+) (%d+) (%d+) ([^ ]+) ([^ ]+) ([^ ]+)$")
+if est == nil or #per ~= 7 or (#est > 1 and byte(est) == 48) or (#created > 1 and byte(created) == 48)
+  or (#expires > 1 and byte(expires) == 48) then
+  fail("corrupt", "hold")
+end
+est = tonumber(est)
+if est > MAX then fail("corrupt", "estimate") end
 if user ~= me then fail("corrupt", "record of another user under this digest") end
-local releases = kind == "H"
+local releases = kind == 72
 period(per, "stored period")
 local UF = per .. ":" .. user
 local current, sums = got[3], got[4]
@@ -48,8 +96,20 @@ if per ~= guess then
   local again = redis.call("HMGET", R, per, UF)
   current, sums = again[1], again[2]
 end
-local committed, reserved, holds, warned = totals(current)
-local uc, ur = user_sums(sums)
+local committed, reserved, holds, warned = 0, 0, 0, "0"
+if current then
+  committed, reserved, holds, warned = match(current, "^(%d+) (%d+) (%d+) ([01])$")
+  if committed == nil then fail("corrupt", "period totals") end
+  committed, reserved, holds = tonumber(committed), tonumber(reserved), tonumber(holds)
+  if committed > MAX or reserved > MAX or holds > MAX then fail("corrupt", "period totals") end
+end
+local uc, ur = 0, 0
+if sums then
+  uc, ur = match(sums, "^(%d+) (%d+)$")
+  if uc == nil then fail("corrupt", "user sums") end
+  uc, ur = tonumber(uc), tonumber(ur)
+  if uc > MAX or ur > MAX then fail("corrupt", "user sums") end
+end
 
 committed = committed + actual
 if committed > MAX then fail("overflow", "committed") end
@@ -62,7 +122,14 @@ end
 local used = committed + reserved
 if used > MAX then fail("overflow", "committed + reserved") end
 local limit = 0
-if got[2] then limit = limits(got[2]) end
+if got[2] then
+  -- Limits: "<limit>" or "<limit> <cap>".
+  local l, c = match(got[2], "^(%d+) ?(%d*)$")
+  if l == nil then fail("corrupt", "limits") end
+  if c ~= "" and tonumber(c) > MAX then fail("corrupt", "cap") end
+  limit = tonumber(l)
+  if limit > MAX then fail("corrupt", "limit") end
+end
 local overshoot = 0
 if used > limit then overshoot = used - limit end
 
@@ -72,7 +139,7 @@ if releases then
   ur = ur - est
   if ur < 0 then fail("overflow", "user reserved would go negative") end
 end
-redis.call("HSET", R, d, "F" .. mexp .. fmt(actual), per, pack_totals(committed, reserved, holds, warned),
+redis.call("HSET", R, d, "F" .. mexp .. actual_s, per, string.format("%d %d %d %s", committed, reserved, holds, warned),
   UF, string.format("%d %d", uc, ur))
 -- The hold's entry in the expiry index is left behind; reap skips it.
 redis.call("RPUSH", P .. "q", d .. mexp)

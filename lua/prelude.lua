@@ -1,5 +1,8 @@
--- spendgate prelude: prepended by the adapter to every script, so the
--- checks and number rules are written once.
+-- spendgate prelude: prepended by the adapter to every script but the hot
+-- path's two, so the checks and number rules are written once. reserve.lua
+-- and finalize.lua stand alone and spell the same rules inline (creating
+-- these closures on every call costs more than their Redis commands on the
+-- measured machine): a rule changed here must be changed there too.
 --
 -- Keys. KEYS[1] is the community's key prefix `sg:{<community>}:`, built in
 -- Rust from a validated CommunityId (printable ASCII, no whitespace, no

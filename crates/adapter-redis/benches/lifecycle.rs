@@ -169,6 +169,16 @@ fn evalsha_stats(admin: &mut redis::Connection) -> Res<(u64, f64)> {
     Ok((calls, per_call))
 }
 
+/// Every command's line of `INFO commandstats` (the commands a script
+/// runs are counted too), for `SPENDGATE_BENCH_COMMANDSTATS=1`.
+fn print_commandstats(admin: &mut redis::Connection) -> Res<()> {
+    let text = info(admin, "commandstats")?;
+    for line in text.lines().filter(|l| l.starts_with("cmdstat_")) {
+        println!("    {line}");
+    }
+    Ok(())
+}
+
 fn reset_stats(admin: &mut redis::Connection) -> Res<()> {
     redis::cmd("CONFIG").arg("RESETSTAT").exec(admin)?;
     Ok(())
@@ -448,6 +458,9 @@ async fn run() -> Res<()> {
         }
         let (calls, per_call) = evalsha_stats(&mut admin)?;
         let cpu_per_call = (redis_cpu(&mut admin)? - cpu_before) * 1e6 / calls.max(1) as f64;
+        if std::env::var_os("SPENDGATE_BENCH_COMMANDSTATS").is_some() {
+            print_commandstats(&mut admin)?;
+        }
         match name {
             "reserve" => per_script.0 = per_call,
             "finalize" => per_script.1 = per_call,

@@ -1,6 +1,11 @@
 //! The embedded Lua scripts and their error protocol.
 //!
 //! Each script is `lua/prelude.lua` followed by the operation's file,
+//! except the hot path's two (reserve and finalize), which stand alone:
+//! the prelude's ~20 helper closures are created anew on every call, and
+//! on the measured machine that and one helper call per rule cost more
+//! than the scripts' Redis commands (see BENCHMARKS.md), so those two spell
+//! the prelude's rules inline. Every script is
 //! embedded with `include_str!` and run by SHA through [`redis::Script`]
 //! (`EVALSHA`, loaded again on `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a
 //! restart). A script refuses bad input before writing anything, with an
@@ -26,6 +31,13 @@ macro_rules! lua {
             include_str!("../../../lua/prelude.lua"),
             include_str!(concat!("../../../lua/", $file, ".lua"))
         )
+    };
+}
+
+/// A hot-path script that carries its own checks (no prelude).
+macro_rules! lua_alone {
+    ($file:literal) => {
+        include_str!(concat!("../../../lua/", $file, ".lua"))
     };
 }
 
@@ -57,12 +69,12 @@ impl Op {
         Op::SetLimits,
     ];
 
-    /// The full script text (prelude included).
+    /// The full script text (the prelude included, for the scripts that use it).
     pub fn source(self) -> &'static str {
         match self {
-            Op::Reserve => lua!("reserve"),
+            Op::Reserve => lua_alone!("reserve"),
             Op::Extend => lua!("extend"),
-            Op::Finalize => lua!("finalize"),
+            Op::Finalize => lua_alone!("finalize"),
             Op::Reap => lua!("reap"),
             Op::Status => lua!("status"),
             Op::SetLimits => lua!("set_limits"),
