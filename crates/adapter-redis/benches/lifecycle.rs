@@ -18,55 +18,21 @@ use std::error::Error;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
 use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::script::Op;
+use spendgate_contract::load::{self, USERS};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, Reservation, Settlement,
-    Timestamp, Ttl, UserId,
+    BudgetPolicy, IdempotencyKey, Limits, Micros, ModelAlias, Reservation, Settlement, Timestamp,
+    Ttl, UserId,
 };
 use spendgate_ports::BudgetStore;
 
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
-type Store = RedisBudgetStore<ConnectionManager>;
 
 const COMMUNITIES: u64 = 100;
-const USERS: u64 = 1_000;
 const MEMORY_SAMPLE: u64 = 100_000;
-
-/// A UUID-shaped id from a number: 36 characters.
-fn uuid(namespace: u32, n: u64) -> String {
-    let hex = format!("{namespace:08x}{n:024x}");
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-fn community(n: u64) -> Res<CommunityId> {
-    Ok(CommunityId::parse(uuid(0xc0ffee00, n))?)
-}
-
-/// A checksummed-looking wallet address: `0x` and 40 hex digits.
-fn wallet(n: u64) -> Res<UserId> {
-    Ok(UserId::parse(format!(
-        "0x52908400098527886E0F7030{n:016X}"
-    ))?)
-}
-
-fn idempotency_key(task: u64, n: u64) -> Res<IdempotencyKey> {
-    Ok(IdempotencyKey::parse(uuid(
-        u32::try_from(task).unwrap_or(u32::MAX),
-        n,
-    ))?)
-}
 
 fn now() -> Res<Timestamp> {
     let ms = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis())?;
@@ -184,61 +150,6 @@ fn reset_stats(admin: &mut redis::Connection) -> Res<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[u64], p: usize) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let index = (sorted.len() * p / 100).min(sorted.len() - 1);
-    sorted[index] as f64 / 1000.0
-}
-
-/// Runs lifecycles on `in_flight` tasks for `duration`; returns the
-/// lifecycle latencies in microseconds.
-async fn lifecycles(
-    store: &Store,
-    in_flight: u64,
-    duration: Duration,
-    round: u64,
-) -> Res<Vec<u64>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for task in 0..in_flight {
-        let store = store.clone();
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let ttl = Ttl::from_secs(60)?;
-            let tag = round * 1_000 + task;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let c = community((tag + n) % COMMUNITIES)?;
-                let user = wallet((tag * 7 + n) % USERS)?;
-                let key = idempotency_key(tag, n)?;
-                let started = Instant::now();
-                store
-                    .reserve(&c, &reservation(user.clone(), key.clone(), ttl)?, now()?)
-                    .await?;
-                let settlement = Settlement {
-                    user,
-                    key,
-                    actual: Micros::new(2_100)?,
-                };
-                store.finalize(&c, &settlement, now()?).await?;
-                latencies.push(u64::try_from(started.elapsed().as_micros())?);
-            }
-            Res::Ok(latencies)
-        }));
-    }
-    tokio::time::sleep(duration).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await??);
-    }
-    Ok(all)
-}
-
 /// Runs `count` calls of `call(i)` with `in_flight` concurrent tasks.
 async fn spread<F, Fut>(count: u64, in_flight: u64, call: F) -> Res<()>
 where
@@ -316,10 +227,11 @@ async fn run() -> Res<()> {
         .with_timeout(Duration::from_secs(5));
     for n in 0..COMMUNITIES {
         store
-            .set_limits(&community(n)?, Limits::new(Micros::MAX))
+            .set_limits(&load::community(n), Limits::new(Micros::MAX))
             .await?;
     }
 
+    let shared: Arc<dyn BudgetStore> = Arc::new(store.clone());
     println!("\n## lifecycles (reserve -> finalize)");
     println!(
         "in_flight lifecycles/s   p50_ms   p99_ms  redis_cpu  cpu_us/lifecycle  evalsha_usec_per_call"
@@ -327,32 +239,31 @@ async fn run() -> Res<()> {
     for (round, in_flight) in [1u64, 16, 64].into_iter().enumerate() {
         reset_stats(&mut admin)?;
         let cpu_before = redis_cpu(&mut admin)?;
-        let started = Instant::now();
-        let mut latencies = lifecycles(
-            &store,
+        let run = load::lifecycles(
+            &shared,
             in_flight,
+            COMMUNITIES,
             Duration::from_secs(secs),
             u64::try_from(round)? + 1,
         )
         .await?;
-        let elapsed = started.elapsed().as_secs_f64();
+        let elapsed = run.elapsed.as_secs_f64();
         let cpu_seconds = redis_cpu(&mut admin)? - cpu_before;
         let (_, per_call) = evalsha_stats(&mut admin)?;
-        latencies.sort_unstable();
         println!(
             "{in_flight:>9} {:>13.0} {:>8.3} {:>8.3} {:>9.0}% {:>17.2} {:>22.2}",
-            latencies.len() as f64 / elapsed,
-            percentile(&latencies, 50),
-            percentile(&latencies, 99),
+            run.per_second(),
+            run.percentile_ms(50),
+            run.percentile_ms(99),
             cpu_seconds / elapsed * 100.0,
-            cpu_seconds * 1e6 / latencies.len().max(1) as f64,
+            cpu_seconds * 1e6 / run.latencies_us.len().max(1) as f64,
             per_call
         );
     }
 
     println!("\n## Redis time per script (INFO commandstats evalsha usec_per_call; INFO cpu)");
     redis::cmd("FLUSHALL").exec(&mut admin)?;
-    let c = community(0)?;
+    let c = load::community(0);
     store.set_limits(&c, Limits::new(Micros::MAX)).await?;
     let base = now()?;
     let calls: u64 = 50_000;
@@ -375,8 +286,8 @@ async fn run() -> Res<()> {
                     let (store, c) = (store.clone(), c.clone());
                     async move {
                         let r = reservation(
-                            wallet(i % USERS)?,
-                            idempotency_key(0, i)?,
+                            load::wallet(i % USERS),
+                            load::idempotency_key(0, i),
                             Ttl::from_secs(60)?,
                         )?;
                         store.reserve(&c, &r, base).await?;
@@ -390,8 +301,8 @@ async fn run() -> Res<()> {
                     let (store, c) = (store.clone(), c.clone());
                     async move {
                         let hold = spendgate_domain::HoldRef {
-                            user: wallet(i % USERS)?,
-                            key: idempotency_key(0, i)?,
+                            user: load::wallet(i % USERS),
+                            key: load::idempotency_key(0, i),
                         };
                         store.extend(&c, &hold, Ttl::from_secs(120)?, base).await?;
                         Ok(())
@@ -404,8 +315,8 @@ async fn run() -> Res<()> {
                     let (store, c) = (store.clone(), c.clone());
                     async move {
                         let s = Settlement {
-                            user: wallet(i % USERS)?,
-                            key: idempotency_key(0, i)?,
+                            user: load::wallet(i % USERS),
+                            key: load::idempotency_key(0, i),
                             actual: Micros::new(2_100)?,
                         };
                         store.finalize(&c, &s, base).await?;
@@ -426,7 +337,7 @@ async fn run() -> Res<()> {
                 .await?;
             }
             _ => {
-                let reaped_community = community(COMMUNITIES + 1)?;
+                let reaped_community = load::community(COMMUNITIES + 1);
                 store
                     .set_limits(&reaped_community, Limits::new(Micros::MAX))
                     .await?;
@@ -436,8 +347,8 @@ async fn run() -> Res<()> {
                     let (store, c) = (s2.clone(), rc.clone());
                     async move {
                         let r = reservation(
-                            wallet(i % USERS)?,
-                            idempotency_key(9, i)?,
+                            load::wallet(i % USERS),
+                            load::idempotency_key(9, i),
                             Ttl::from_millis(1)?,
                         )?;
                         store.reserve(&c, &r, base).await?;
@@ -480,7 +391,7 @@ async fn run() -> Res<()> {
 
     println!("\n## memory (INFO memory used_memory delta, {MEMORY_SAMPLE} each, one community)");
     redis::cmd("FLUSHALL").exec(&mut admin)?;
-    let c = community(7)?;
+    let c = load::community(7);
     store.set_limits(&c, Limits::new(Micros::MAX)).await?;
     // Let the warm-up allocations settle before the baseline.
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -491,8 +402,8 @@ async fn run() -> Res<()> {
             let (store, c) = (store.clone(), c.clone());
             async move {
                 let r = reservation(
-                    wallet(i % USERS)?,
-                    idempotency_key(3, i)?,
+                    load::wallet(i % USERS),
+                    load::idempotency_key(3, i),
                     Ttl::from_secs(3_600)?,
                 )?;
                 store.reserve(&c, &r, base).await?;
@@ -508,8 +419,8 @@ async fn run() -> Res<()> {
             let (store, c) = (store.clone(), c.clone());
             async move {
                 let s = Settlement {
-                    user: wallet(i % USERS)?,
-                    key: idempotency_key(3, i)?,
+                    user: load::wallet(i % USERS),
+                    key: load::idempotency_key(3, i),
                     actual: Micros::new(2_100)?,
                 };
                 store.finalize(&c, &s, base).await?;
