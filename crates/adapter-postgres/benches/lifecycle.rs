@@ -13,12 +13,13 @@
 //! (default 5) sets the duration of each level. Ids have realistic shapes:
 //! 36-character UUID communities, 42-character `0x…` users, UUID keys.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod support;
 
-use anyhow::{Context, Result};
-use sea_orm::{ConnectionTrait, Database};
-use spendgate_adapter_postgres::{SqlBudgetStore, connect_and_migrate, redact};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use spendgate_adapter_postgres::{SqlBudgetStore, connect_and_migrate};
 use spendgate_contract::load;
 use spendgate_domain::{BudgetPolicy, Limits, Micros};
 use spendgate_ports::BudgetStore;
@@ -55,43 +56,9 @@ async fn measure(backend: &str, url: &str, duration: Duration) -> Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let secs: u64 = std::env::var("SPENDGATE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
-    let duration = Duration::from_secs(secs);
+    let duration = support::level_duration(5);
     println!("| backend | in flight | communities | lifecycles/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|");
-
-    let admin_url = std::env::var("SPENDGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let admin = Database::connect(admin_url.as_str())
+    support::on_each_backend(|backend, url| async move { measure(backend, &url, duration).await })
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&admin_url)))?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() % 1_000_000_000;
-    let name = format!("sg_bench_{}_{nanos}", std::process::id());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let (path, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url.as_str(), None), |(p, q)| (p, Some(q)));
-    let (base, _) = path.rsplit_once('/').context("the URL names no database")?;
-    let url = match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    };
-    let pg = measure("PostgreSQL", &url, duration).await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    pg?;
-
-    let dir = tempfile::tempdir()?;
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    );
-    measure("SQLite", &url, duration).await?;
-    Ok(())
 }

@@ -8,11 +8,12 @@
 //! measurement runs for at least `SPENDGATE_BENCH_SECS` seconds (default 3)
 //! and prints a Markdown table row.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod support;
 
-use anyhow::{Context, Result};
-use sea_orm::{ConnectionTrait, Database};
-use spendgate_adapter_postgres::{SqlUsageLog, connect_and_migrate, redact};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use spendgate_adapter_postgres::{SqlUsageLog, connect_and_migrate};
 use spendgate_domain::{
     CommunityId, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts, UserId,
 };
@@ -102,43 +103,8 @@ async fn measure(backend: &str, url: &str, min: Duration) -> Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
-    let secs: u64 = std::env::var("SPENDGATE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let min = Duration::from_secs(secs);
+    let min = support::level_duration(3);
     println!("| backend | batch | rows | seconds | rows/s | ms/batch |");
     println!("|---|---:|---:|---:|---:|---:|");
-
-    let admin_url = std::env::var("SPENDGATE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let admin = Database::connect(admin_url.as_str())
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&admin_url)))?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() % 1_000_000_000;
-    let name = format!("sg_bench_{}_{nanos}", std::process::id());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await?;
-    let (path, query) = admin_url
-        .split_once('?')
-        .map_or((admin_url.as_str(), None), |(p, q)| (p, Some(q)));
-    let (base, _) = path.rsplit_once('/').context("the URL names no database")?;
-    let url = match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    };
-    let pg = measure("PostgreSQL", &url, min).await;
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await?;
-    pg?;
-
-    let dir = tempfile::tempdir()?;
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.path().join("bench.db").display()
-    );
-    measure("SQLite", &url, min).await?;
-    Ok(())
+    support::on_each_backend(|backend, url| async move { measure(backend, &url, min).await }).await
 }
