@@ -14,12 +14,18 @@
 //! concurrency level. Ids are realistic: 36-character UUID communities,
 //! 42-character `0x…` wallet users, 36-character idempotency keys.
 
-use std::error::Error;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+// The tests' throw-away server, shared rather than copied; a bench panics
+// like a test when the server it needs cannot start.
+#[allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#[path = "../tests/redis/own_redis.rs"]
+mod own_redis;
 
+use std::error::Error;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use own_redis::OwnRedis;
 use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::load::{self, USERS};
@@ -47,50 +53,6 @@ fn reservation(user: UserId, key: IdempotencyKey, ttl: Ttl) -> Res<Reservation> 
         model: ModelAlias::parse("fast-code")?,
         ttl,
     })
-}
-
-struct OwnServer(Child);
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_server() -> Res<(OwnServer, String)> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let dir = std::env::temp_dir().join(format!("spendgate-bench-{port}"));
-    std::fs::create_dir_all(&dir)?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--dir"])
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let server = OwnServer(child);
-    let url = format!("redis://127.0.0.1:{port}");
-    let client = redis::Client::open(url.as_str())?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut conn) = client.get_connection()
-            && redis::cmd("PING").query::<String>(&mut conn).is_ok()
-        {
-            return Ok((server, url));
-        }
-        if Instant::now() > deadline {
-            return Err(format!("redis-server on port {port} did not start").into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn info(admin: &mut redis::Connection, section: &str) -> Res<String> {
@@ -210,7 +172,8 @@ async fn run() -> Res<()> {
     let (_server, url) = match std::env::var("SPENDGATE_BENCH_REDIS_URL") {
         Ok(url) => (None, url),
         Err(_) => {
-            let (server, url) = start_server()?;
+            let server = OwnRedis::start();
+            let url = server.url();
             (Some(server), url)
         }
     };

@@ -17,7 +17,8 @@ use spendgate_domain::{
 };
 use spendgate_ports::BudgetStore;
 
-use crate::support::{Counting, OwnRedis, command_calls, raw_standalone, standalone_redis};
+use crate::own_redis::OwnRedis;
+use crate::support::{Counting, command_calls, raw_standalone, standalone_redis};
 
 const DAY_MS: i64 = 86_400_000;
 /// 2026-11-15T00:00:00Z

@@ -13,6 +13,7 @@
 mod bad_input;
 mod contract;
 mod layout;
+mod own_redis;
 mod recovery;
 mod stress;
 mod support;

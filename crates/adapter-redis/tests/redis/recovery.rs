@@ -12,7 +12,8 @@ use spendgate_domain::{
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
-use crate::support::{OwnRedis, cluster_redis, standalone_redis};
+use crate::own_redis::OwnRedis;
+use crate::support::{cluster_redis, standalone_redis};
 
 /// 2026-11-15T00:00:00Z
 const NOV_15: i64 = 1_794_700_800_000;
