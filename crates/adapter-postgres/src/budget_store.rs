@@ -37,8 +37,9 @@ use sea_orm::{
 };
 use spendgate_domain::{
     Admission, BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, Hold,
-    HoldRef, IdempotencyKey, Limits, Micros, ModelAlias, MoneyError, Period, Reaped, Receipt,
-    Reservation, ReserveOutcome, SettledAs, Settlement, Timestamp, Ttl, UserId, UserSpend, admit,
+    HoldRef, IdempotencyKey, Limits, Micros, ModelAlias, MoneyError, Period, PeriodSums, Reaped,
+    Receipt, Reservation, ReserveOutcome, SettledAs, Settlement, Timestamp, Ttl, UserId, UserSpend,
+    admit, apply_settlement,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -114,6 +115,22 @@ struct Counters {
     reserved: Micros,
     holds: u64,
     warned: bool,
+}
+
+impl Counters {
+    fn sums(self) -> PeriodSums {
+        PeriodSums {
+            committed: self.committed,
+            reserved: self.reserved,
+            holds: self.holds,
+        }
+    }
+
+    fn set_sums(&mut self, sums: PeriodSums) {
+        self.committed = sums.committed;
+        self.reserved = sums.reserved;
+        self.holds = sums.holds;
+    }
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -500,48 +517,19 @@ impl Txn<'_> {
         limits: Option<Limits>,
         writes: &mut Vec<Write>,
     ) -> Result<Receipt, StoreError> {
-        let released = if releases_hold {
-            hold.estimate
-        } else {
-            Micros::ZERO
-        };
         let (mut counters, user) = self.sums(hold.period, &hold.user).await?;
-        let checked = || -> Result<(Counters, UserSpend, Micros), BudgetError> {
-            let mut c = counters;
-            c.committed = c.committed.checked_add(actual).map_err(money)?;
-            if releases_hold {
-                c.reserved = c.reserved.checked_sub(released).map_err(money)?;
-                c.holds = c
-                    .holds
-                    .checked_sub(1)
-                    .ok_or_else(|| money(MoneyError::Negative("hold count".into())))?;
-            }
-            let u = UserSpend {
-                committed: user.committed.checked_add(actual).map_err(money)?,
-                reserved: user.reserved.checked_sub(released).map_err(money)?,
-            };
-            let used = c.committed.checked_add(c.reserved).map_err(money)?;
-            let limit = limits.map_or(Micros::ZERO, |l| l.limit);
-            let overshoot = if used > limit {
-                used.checked_sub(limit).map_err(money)?
-            } else {
-                Micros::ZERO
-            };
-            Ok((c, u, overshoot))
+        let limit = limits.map_or(Micros::ZERO, |l| l.limit);
+        let checked = || -> Result<(PeriodSums, UserSpend, Micros), MoneyError> {
+            let (sums, user) =
+                apply_settlement(counters.sums(), user, hold, actual, releases_hold)?;
+            Ok((sums, user, sums.overshoot(limit)?))
         };
-        let (next, next_user, overshoot) =
-            checked().map_err(|e| StoreError::from_domain(self.community, e))?;
-        counters = next;
+        let (sums, next_user, overshoot) = checked()
+            .map_err(|e| StoreError::from_domain(self.community, BudgetError::Money(e)))?;
+        counters.set_sums(sums);
         writes.push(counters_write(hold.period, counters)?);
         writes.push(user_write(hold.period, &hold.user, next_user));
-        Ok(Receipt {
-            actual,
-            estimate: hold.estimate,
-            overshoot,
-            period: hold.period,
-            model: hold.model.clone(),
-            created_at: hold.created_at,
-        })
+        Ok(Receipt::for_hold(hold, actual, overshoot))
     }
 }
 
@@ -909,20 +897,14 @@ impl BudgetStore for SqlBudgetStore {
             {
                 slot.insert(txn.user_spend(hold.period, &hold.user).await?);
             }
-            let release = |c: &mut Counters, u: &mut UserSpend| -> Result<(), MoneyError> {
-                c.reserved = c.reserved.checked_sub(hold.estimate)?;
-                c.holds = c
-                    .holds
-                    .checked_sub(1)
-                    .ok_or_else(|| MoneyError::Negative("hold count".into()))?;
-                u.reserved = u.reserved.checked_sub(hold.estimate)?;
-                Ok(())
-            };
             let (Some(c), Some(u)) = (periods.get_mut(&hold.period), users.get_mut(&user_key))
             else {
                 return Err(StoreError::Corrupt("staged counters vanished".into()));
             };
-            release(c, u).map_err(|e| domain(community)(money(e)))?;
+            let (sums, user) = apply_settlement(c.sums(), *u, hold, Micros::ZERO, true)
+                .map_err(|e| domain(community)(money(e)))?;
+            c.set_sums(sums);
+            *u = user;
             reaped.count += 1;
             reaped.reclaimed = reaped
                 .reclaimed

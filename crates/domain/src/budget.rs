@@ -212,6 +212,20 @@ pub struct Receipt {
     pub created_at: Timestamp,
 }
 
+impl Receipt {
+    /// The receipt of committing `actual` against `hold`.
+    pub fn for_hold(hold: &Hold, actual: Micros, overshoot: Micros) -> Self {
+        Self {
+            actual,
+            estimate: hold.estimate,
+            overshoot,
+            period: hold.period,
+            model: hold.model.clone(),
+            created_at: hold.created_at,
+        }
+    }
+}
+
 /// Result of [`CommunityBudget::finalize`] and [`CommunityBudget::cancel`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -331,6 +345,84 @@ pub fn admit(
         },
         warning: !warned && policy.crosses_warning(used_after, limits.limit),
     })
+}
+
+/// A period's scalar sums: the part of its counters a settlement changes
+/// besides the user's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeriodSums {
+    /// Actual cost of finished calls.
+    pub committed: Micros,
+    /// Sum of the estimates of unreaped holds.
+    pub reserved: Micros,
+    /// How many holds are not yet settled.
+    pub holds: u64,
+}
+
+impl PeriodSums {
+    /// The sums of a period's counters.
+    pub fn of(counters: &PeriodCounters) -> Self {
+        Self {
+            committed: counters.committed,
+            reserved: counters.reserved,
+            holds: counters.holds,
+        }
+    }
+
+    /// How far `committed + reserved` stands past `limit` (0 when within).
+    ///
+    /// # Errors
+    /// [`MoneyError::Overflow`] when `committed + reserved` leaves the range:
+    /// a finalize that would get there is refused whole.
+    pub fn overshoot(self, limit: Micros) -> Result<Micros, MoneyError> {
+        let used = self.committed.checked_add(self.reserved)?;
+        if used > limit {
+            used.checked_sub(limit)
+        } else {
+            Ok(Micros::ZERO)
+        }
+    }
+}
+
+/// The settlement rule (laws 2–4) as a pure function, shared by the model
+/// and every store that evaluates it outside Redis: commits `actual` to the
+/// hold's period and user and, when the hold is still counted
+/// (`releases_hold`: false only for a late finalize of a reaped hold),
+/// releases its estimate and one hold. Reaping is a settlement of 0.
+///
+/// # Errors
+/// [`MoneyError`] when a sum would overflow or go negative (drift); the
+/// caller writes nothing.
+pub fn apply_settlement(
+    sums: PeriodSums,
+    user: UserSpend,
+    hold: &Hold,
+    actual: Micros,
+    releases_hold: bool,
+) -> Result<(PeriodSums, UserSpend), MoneyError> {
+    let released = if releases_hold {
+        hold.estimate
+    } else {
+        Micros::ZERO
+    };
+    let holds = if releases_hold {
+        sums.holds
+            .checked_sub(1)
+            .ok_or_else(|| MoneyError::Negative("hold count".into()))?
+    } else {
+        sums.holds
+    };
+    Ok((
+        PeriodSums {
+            committed: sums.committed.checked_add(actual)?,
+            reserved: sums.reserved.checked_sub(released)?,
+            holds,
+        },
+        UserSpend {
+            committed: user.committed.checked_add(actual)?,
+            reserved: user.reserved.checked_sub(released)?,
+        },
+    ))
 }
 
 /// Everything one community's budget holds.
@@ -506,7 +598,7 @@ impl CommunityBudget {
         if let Some(hold) = self.holds.get(&hold_ref).cloned() {
             let receipt = self.commit(&hold, settlement.actual, true)?;
             self.holds.remove(&hold_ref);
-            self.settle(hold_ref, settlement.actual, marker_expires);
+            self.mark_finalized(hold_ref, settlement.actual, marker_expires);
             return Ok(FinalizeOutcome::Finalized(receipt));
         }
         match self.marker(&hold_ref, now).map(|m| &m.settled) {
@@ -516,7 +608,7 @@ impl CommunityBudget {
             Some(SettledAs::Reaped { hold }) => {
                 let hold = hold.clone();
                 let receipt = self.commit(&hold, settlement.actual, false)?;
-                self.settle(hold_ref, settlement.actual, marker_expires);
+                self.mark_finalized(hold_ref, settlement.actual, marker_expires);
                 Ok(FinalizeOutcome::LateFinalized(receipt))
             }
             None => Err(unknown(&hold_ref)),
@@ -637,25 +729,13 @@ impl CommunityBudget {
     ) -> Result<Receipt, BudgetError> {
         let mut counters = self.counters(hold.period);
         release(&mut counters, hold, actual, releases_hold)?;
-        let used = counters.committed.checked_add(counters.reserved)?;
         let limit = self.limits.map_or(Micros::ZERO, |l| l.limit);
-        let overshoot = if used > limit {
-            used.checked_sub(limit)?
-        } else {
-            Micros::ZERO
-        };
+        let overshoot = PeriodSums::of(&counters).overshoot(limit)?;
         self.periods.insert(hold.period, counters);
-        Ok(Receipt {
-            actual,
-            estimate: hold.estimate,
-            overshoot,
-            period: hold.period,
-            model: hold.model.clone(),
-            created_at: hold.created_at,
-        })
+        Ok(Receipt::for_hold(hold, actual, overshoot))
     }
 
-    fn settle(&mut self, hold_ref: HoldRef, actual: Micros, expires_at: Timestamp) {
+    fn mark_finalized(&mut self, hold_ref: HoldRef, actual: Micros, expires_at: Timestamp) {
         self.markers.insert(
             hold_ref,
             Marker {
@@ -666,34 +746,21 @@ impl CommunityBudget {
     }
 }
 
-/// Applies one settlement to the hold's period counters, overall and for
-/// the hold's user: `committed += actual`, and when the hold is still
-/// counted (`releases_hold`), `reserved -= estimate` and one hold fewer.
+/// Applies one settlement to the model's counters through
+/// [`apply_settlement`].
 fn release(
     counters: &mut PeriodCounters,
     hold: &Hold,
     actual: Micros,
     releases_hold: bool,
 ) -> Result<(), MoneyError> {
-    let released = if releases_hold {
-        hold.estimate
-    } else {
-        Micros::ZERO
-    };
-    counters.committed = counters.committed.checked_add(actual)?;
-    if releases_hold {
-        counters.reserved = counters.reserved.checked_sub(released)?;
-        counters.holds = counters
-            .holds
-            .checked_sub(1)
-            .ok_or_else(|| MoneyError::Negative("hold count".into()))?;
-    }
-    add_user(&mut counters.users, &hold.user, |s| {
-        Ok(UserSpend {
-            committed: s.committed.checked_add(actual)?,
-            reserved: s.reserved.checked_sub(released)?,
-        })
-    })
+    let user = counters.users.get(&hold.user).copied().unwrap_or_default();
+    let (sums, user) =
+        apply_settlement(PeriodSums::of(counters), user, hold, actual, releases_hold)?;
+    counters.committed = sums.committed;
+    counters.reserved = sums.reserved;
+    counters.holds = sums.holds;
+    add_user(&mut counters.users, &hold.user, |_| Ok(user))
 }
 
 fn unknown(hold_ref: &HoldRef) -> BudgetError {

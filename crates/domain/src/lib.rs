@@ -19,8 +19,8 @@ pub mod time;
 
 pub use budget::{
     Admission, BudgetError, BudgetPolicy, CommunityBudget, ExtendOutcome, FinalizeOutcome,
-    LimitScope, Limits, PeriodCounters, PolicyError, Reaped, Receipt, ReserveOutcome, UserSpend,
-    admit,
+    LimitScope, Limits, PeriodCounters, PeriodSums, PolicyError, Reaped, Receipt, ReserveOutcome,
+    UserSpend, admit, apply_settlement,
 };
 pub use hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement};
 pub use id::{CommunityId, IdError, IdempotencyKey, ModelAlias, UserId};
