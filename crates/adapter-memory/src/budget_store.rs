@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use spendgate_domain::{
     BudgetPolicy, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
-    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -76,6 +76,15 @@ impl BudgetStore for MemoryBudgetStore {
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
         self.with_budget(community, |b| b.finalize(settlement, now, self.policy))
+    }
+
+    async fn commit_unheld(
+        &self,
+        community: &CommunityId,
+        commit: &UnheldCommit,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.with_budget(community, |b| b.commit_unheld(commit, now, self.policy))
     }
 
     async fn cancel(

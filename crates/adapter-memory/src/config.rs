@@ -63,4 +63,12 @@ impl TierOverrideRepo for MemoryTierOverrides {
         let map = self.overrides.read().map_err(|_| poisoned())?;
         Ok(map.get(community).cloned().unwrap_or_default())
     }
+
+    async fn set_tier_overrides(
+        &self,
+        community: &CommunityId,
+        overrides: &TierOverrides,
+    ) -> Result<(), RepoError> {
+        self.set(community.clone(), overrides.clone())
+    }
 }

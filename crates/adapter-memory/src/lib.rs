@@ -8,13 +8,17 @@
 //! contract suite still runs against it like against every other store.
 
 mod budget_store;
+mod cache;
 mod clock;
 mod config;
 mod provider;
+mod queue;
 mod usage;
 
 pub use budget_store::MemoryBudgetStore;
+pub use cache::MemoryTierCache;
 pub use clock::ManualClock;
 pub use config::{MemoryConfig, MemoryTierOverrides};
 pub use provider::MemoryUsageSource;
+pub use queue::MemoryWorkQueue;
 pub use usage::MemoryUsageLog;

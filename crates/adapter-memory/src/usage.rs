@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use spendgate_domain::{CommunityId, IdempotencyKey, Micros, Period, UserId};
+use spendgate_domain::{CommunityId, HoldRef, IdempotencyKey, Micros, Period, UserId};
 use spendgate_ports::{RepoError, UsageLog, UsageRecord};
 
 type RecordKey = (CommunityId, UserId, IdempotencyKey);
@@ -48,6 +48,17 @@ impl UsageLog for MemoryUsageLog {
             }
         }
         Ok(added)
+    }
+
+    async fn logged(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+    ) -> Result<Option<UsageRecord>, RepoError> {
+        let records = self.records.lock().map_err(|_| poisoned())?;
+        Ok(records
+            .get(&(community.clone(), hold.user.clone(), hold.key.clone()))
+            .cloned())
     }
 
     async fn total_cost(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement};
+use crate::hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement, UnheldCommit};
 use crate::id::UserId;
 use crate::money::{Micros, MoneyError};
 use crate::period::{Period, PeriodError};
@@ -241,6 +241,11 @@ pub enum FinalizeOutcome {
         /// The cost committed the first time.
         actual: Micros,
     },
+    /// [`CommunityBudget::commit_unheld`] found no hold, marker or
+    /// tombstone: the cost is committed to the given period, nothing is
+    /// released (the receipt's estimate is 0), and a marker now answers
+    /// replays.
+    CommittedWithoutHold(Receipt),
 }
 
 /// Result of [`CommunityBudget::reap`].
@@ -631,6 +636,45 @@ impl CommunityBudget {
             actual: Micros::ZERO,
         };
         self.finalize(&settlement, now, policy)
+    }
+
+    /// Commits a cost whose hold the store may no longer know. Where a hold,
+    /// a marker or a tombstone exists for (user, key) it is exactly
+    /// [`CommunityBudget::finalize`] (the hold's own period wins over
+    /// `commit.period`); otherwise `actual` is committed to `commit.period`
+    /// (no limit check: the money is spent) and a finalized marker is kept,
+    /// so a replay is `AlreadyFinalized`. Limits need not be configured.
+    ///
+    /// # Errors
+    /// [`BudgetError::Money`] when a counter would overflow;
+    /// [`BudgetError::Time`] when the marker expiry overflows. Nothing
+    /// changes on error.
+    pub fn commit_unheld(
+        &mut self,
+        commit: &UnheldCommit,
+        now: Timestamp,
+        policy: BudgetPolicy,
+    ) -> Result<FinalizeOutcome, BudgetError> {
+        let hold_ref = HoldRef {
+            user: commit.user.clone(),
+            key: commit.key.clone(),
+        };
+        if self.holds.contains_key(&hold_ref) || self.marker(&hold_ref, now).is_some() {
+            return self.finalize(&commit.settlement(), now, policy);
+        }
+        let marker_expires = now.plus(policy.marker_ttl())?;
+        let unheld = Hold {
+            user: commit.user.clone(),
+            key: commit.key.clone(),
+            estimate: Micros::ZERO,
+            model: commit.model.clone(),
+            period: commit.period,
+            created_at: now,
+            expires_at: now,
+        };
+        let receipt = self.commit(&unheld, commit.actual, false)?;
+        self.mark_finalized(hold_ref, commit.actual, marker_expires);
+        Ok(FinalizeOutcome::CommittedWithoutHold(receipt))
     }
 
     /// Releases every hold whose expiry is at or before `now`, leaving a

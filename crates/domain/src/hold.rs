@@ -79,6 +79,35 @@ pub struct Settlement {
     pub actual: Micros,
 }
 
+/// A cost to commit for a call the store holds nothing about: its hold and
+/// marker are gone (a Redis restart without persistence, or a finalize
+/// replayed after marker retention), but the money was spent and must count
+/// (law 5) in the period the reservation was made in (law 4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnheldCommit {
+    /// Who made the call.
+    pub user: UserId,
+    /// The call's idempotency key.
+    pub key: IdempotencyKey,
+    /// What the call really cost.
+    pub actual: Micros,
+    /// The period the reservation was made in.
+    pub period: Period,
+    /// The model alias the call ran on.
+    pub model: ModelAlias,
+}
+
+impl UnheldCommit {
+    /// The (user, key, actual) of this commit, as a finalize would send it.
+    pub fn settlement(&self) -> Settlement {
+        Settlement {
+            user: self.user.clone(),
+            key: self.key.clone(),
+            actual: self.actual,
+        }
+    }
+}
+
 /// How a settled call ended, kept as a marker so replays stay idempotent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SettledAs {

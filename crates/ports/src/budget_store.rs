@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
     BudgetError, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
-    Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UserId,
-    UserSpend,
+    Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    UserId, UserSpend,
 };
 
 /// Why a [`BudgetStore`] call failed. Every failure leaves the store as it
@@ -159,6 +159,26 @@ pub trait BudgetStore: Send + Sync {
         &self,
         community: &CommunityId,
         settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError>;
+
+    /// Commits a cost even when the store holds nothing for (user, key):
+    /// exactly [`CommunityBudget::commit_unheld`]. Where a hold, marker or
+    /// tombstone exists it is a finalize (`Finalized`, `LateFinalized`,
+    /// `AlreadyFinalized`); otherwise `actual` is committed to
+    /// `commit.period` without a limit check and a marker is kept
+    /// (`CommittedWithoutHold`). Idempotent per (community, user, key)
+    /// while the marker lives; works on a community without limits. The
+    /// services call it after [`StoreError::UnknownHold`], so a cost whose
+    /// hold was lost (a Redis restart without persistence) still counts.
+    ///
+    /// # Errors
+    /// [`StoreError::Overflow`] (refused whole); [`StoreError::Unavailable`]
+    /// (the caller keeps the settlement durably and replays it).
+    async fn commit_unheld(
+        &self,
+        community: &CommunityId,
+        commit: &UnheldCommit,
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError>;
 

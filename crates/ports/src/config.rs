@@ -79,4 +79,15 @@ pub trait TierOverrideRepo: Send + Sync {
     /// [`RepoError::Unavailable`]; [`RepoError::BadData`] naming the
     /// community and field when stored overrides are malformed.
     async fn tier_overrides(&self, community: &CommunityId) -> Result<TierOverrides, RepoError>;
+
+    /// Replaces a community's overrides (an empty map removes them),
+    /// atomically.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::InvalidInput`].
+    async fn set_tier_overrides(
+        &self,
+        community: &CommunityId,
+        overrides: &TierOverrides,
+    ) -> Result<(), RepoError>;
 }

@@ -9,25 +9,35 @@
 //! has a `mockall` double, `Mock<Trait>`.
 
 mod budget_store;
+mod cache;
 mod clock;
 mod config;
 mod provider;
+mod queue;
 mod usage;
 
 pub use budget_store::{BudgetStatus, BudgetStore, StoreError};
+pub use cache::TierCache;
 pub use clock::{Clock, SystemClock};
 pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
+pub use queue::{
+    Claimed, FinalizeQueue, Handover, PendingSettlement, QueueItem, ReconciliationQueue, WorkQueue,
+};
 pub use usage::{CostSource, UsageLog, UsageRecord};
 
 #[cfg(any(test, feature = "mocks"))]
 pub use budget_store::MockBudgetStore;
+#[cfg(any(test, feature = "mocks"))]
+pub use cache::MockTierCache;
 #[cfg(any(test, feature = "mocks"))]
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]
 pub use config::{MockConfigProvider, MockTierOverrideRepo};
 #[cfg(any(test, feature = "mocks"))]
 pub use provider::MockUsageSource;
+#[cfg(any(test, feature = "mocks"))]
+pub use queue::MockWorkQueue;
 #[cfg(any(test, feature = "mocks"))]
 pub use usage::MockUsageLog;
 
@@ -45,6 +55,9 @@ mod tests {
         let _: Arc<dyn UsageLog> = Arc::new(MockUsageLog::new());
         let _: Arc<dyn UsageSource> = Arc::new(MockUsageSource::new());
         let _: Arc<dyn Clock> = Arc::new(MockClock::new());
+        let _: Arc<dyn TierCache> = Arc::new(MockTierCache::new());
+        let _: Arc<FinalizeQueue> = Arc::new(MockWorkQueue::<PendingSettlement>::new());
+        let _: Arc<ReconciliationQueue> = Arc::new(MockWorkQueue::<Handover>::new());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    CommunityId, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts, UserId,
+    CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts,
+    UserId,
 };
 
 use crate::config::RepoError;
@@ -69,6 +70,18 @@ pub trait UsageLog: Send + Sync {
     /// # Errors
     /// [`RepoError::Unavailable`]: nothing was written, retry the batch.
     async fn append(&self, records: &[UsageRecord]) -> Result<u64, RepoError>;
+
+    /// The record logged for (community, user, key), if any. Answers "was
+    /// this cost already committed?" after the store's marker is gone.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for a row that
+    /// cannot be read back.
+    async fn logged(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+    ) -> Result<Option<UsageRecord>, RepoError>;
 
     /// Sum of logged costs of a community in a period.
     ///

@@ -1,0 +1,168 @@
+//! Durable work queues: settlements on their way to the store and the usage
+//! log, and dropped calls waiting for reconciliation.
+//!
+//! Both queues have the same shape, so one trait serves both: an item is
+//! identified by (community, user, key), queued at most once, leased to one
+//! claimer at a time, and removed only when its work is done. Work done
+//! twice is harmless because every store and log operation behind it is
+//! idempotent per (community, user, key); work lost is not, so an item
+//! leaves the queue only through [`WorkQueue::complete`].
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use spendgate_domain::{
+    CommunityId, Hold, HoldRef, Micros, ModelAlias, Period, Settlement, Timestamp, TokenCounts, Ttl,
+};
+
+use crate::config::RepoError;
+use crate::usage::CostSource;
+
+/// What a queue needs to know of an item: whose call it is.
+pub trait QueueItem: Clone + Send + Sync + 'static {
+    /// The community charged.
+    fn community(&self) -> &CommunityId;
+    /// The call's (user, key) inside the community.
+    fn hold_ref(&self) -> HoldRef;
+}
+
+/// A settlement kept durably until both the store and the usage log have
+/// it: written before the store is called (so a crash between the store's
+/// commit and the log write loses nothing) and completed after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSettlement {
+    /// The community charged.
+    pub community: CommunityId,
+    /// User, key and actual cost.
+    pub settlement: Settlement,
+    /// The period the reservation was made in (law 4).
+    pub period: Period,
+    /// The model alias of the call.
+    pub model: ModelAlias,
+    /// The estimate that was held (0 when unknown).
+    pub estimate: Micros,
+    /// Tokens used, when the caller knows them.
+    pub tokens: TokenCounts,
+    /// Trace id, if any.
+    pub trace_id: Option<String>,
+    /// Which path commits the cost.
+    pub source: CostSource,
+}
+
+impl QueueItem for PendingSettlement {
+    fn community(&self) -> &CommunityId {
+        &self.community
+    }
+
+    fn hold_ref(&self) -> HoldRef {
+        HoldRef {
+            user: self.settlement.user.clone(),
+            key: self.settlement.key.clone(),
+        }
+    }
+}
+
+/// A hold whose guard was dropped before the call was settled: the call
+/// may have cost money, so it is neither cancelled nor forgotten, but
+/// handed to reconciliation, which asks the provider for the real cost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// The community charged.
+    pub community: CommunityId,
+    /// The hold as the reserve made it (user, key, estimate, model,
+    /// period, created_at, expires_at).
+    pub hold: Hold,
+    /// Trace id, if any.
+    pub trace_id: Option<String>,
+    /// When the hold was handed over.
+    pub handed_at: Timestamp,
+}
+
+impl QueueItem for Handover {
+    fn community(&self) -> &CommunityId {
+        &self.community
+    }
+
+    fn hold_ref(&self) -> HoldRef {
+        self.hold.hold_ref()
+    }
+}
+
+/// An item leased to one claimer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed<T> {
+    /// The item.
+    pub item: T,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}
+
+/// A durable queue of work items keyed by (community, user, key).
+///
+/// Implementations MUST keep an item until [`WorkQueue::complete`] removes
+/// it (a claimer that dies leaves it to be claimed again when its lease
+/// ends), MUST NOT hand one item to two claimers while a lease runs, and
+/// MUST make every call atomic.
+// `len` answers from storage and can fail; an `is_empty` would be a
+// second round trip for nothing.
+#[allow(clippy::len_without_is_empty)]
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait WorkQueue<T: QueueItem>: Send + Sync {
+    /// Queues `item`, first due at `due_at` (a caller that works on the
+    /// item itself passes `now` plus the time it needs, so no claimer
+    /// races it). Returns `false`, changing nothing, when an item for the
+    /// same (community, user, key) is already queued.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] (nothing queued);
+    /// [`RepoError::InvalidInput`] for a field the storage cannot hold.
+    async fn enqueue(&self, item: &T, due_at: Timestamp) -> Result<bool, RepoError>;
+
+    /// Leases up to `limit` items due at `now` (earliest due first) until
+    /// `now + lease`.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for an item that
+    /// cannot be read back (it stays queued and leased).
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Ttl,
+    ) -> Result<Vec<Claimed<T>>, RepoError>;
+
+    /// Removes the item of (community, user, key): its work is done.
+    /// Returns whether it was there.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`].
+    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError>;
+
+    /// Records a failed attempt: one more attempt, `error` kept (cut to a
+    /// bounded length), the lease dropped and the item due again at
+    /// `due_at`. Returns whether it was there.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`].
+    async fn retry_at(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        due_at: Timestamp,
+    ) -> Result<bool, RepoError>;
+
+    /// How many items are queued, due or not.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`].
+    async fn len(&self) -> Result<u64, RepoError>;
+}
+
+/// Settlements kept until they reached the store and the usage log.
+pub type FinalizeQueue = dyn WorkQueue<PendingSettlement>;
+
+/// Dropped calls waiting for the provider's word on their cost.
+pub type ReconciliationQueue = dyn WorkQueue<Handover>;
