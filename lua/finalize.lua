@@ -3,14 +3,29 @@
 -- a reaped hold's tombstone is committed only (late finalize); a finalized
 -- marker answers the replay. One round trip.
 --
+-- With ARGV[7] (a model alias) it is commit_unheld: where a hold, a live
+-- marker or a live tombstone exists it is the finalize above, unchanged;
+-- where none does (or only an expired marker or tombstone), `actual` is
+-- committed to the period ARGV[5] (the period's committed and the user's;
+-- no limit check, nothing released, hold count unchanged), the user joins
+-- the period's user set, and a finalized marker is written and queued
+-- exactly as a finalize writes it, so a replay is `already finalized`.
+--
 -- KEYS[1] community prefix
 -- ARGV[1] hold digest  ARGV[2] actual  ARGV[3] now  ARGV[4] marker expires_at
--- ARGV[5] period of now (read along with the record: usually the hold's)
+-- ARGV[5] period: for finalize, the period of now (read along with the
+--   record: usually the hold's); for commit_unheld, the period to commit
+--   to when there is no hold (and the guess of the hold's otherwise)
 -- ARGV[6] user (the digest's; checked against the record)
+-- ARGV[7] absent for finalize; the model alias for commit_unheld
 --
--- Reply: {0} unknown hold
--- | {1 finalized | 2 late, actual, estimate, overshoot, period, model, created_at}
+-- Reply: {0} unknown hold (finalize only)
+-- | {1 finalized | 2 late | 4 committed without a hold, actual, estimate,
+--    overshoot, period, model, created_at}
 -- | {3, actual} already finalized
+--
+-- Every argument is checked and every sum computed before the first write,
+-- so an error leaves the store as it was.
 --
 -- Hot path: like reserve.lua, written out without the prelude (its
 -- closures and one helper call per rule cost more than the commands); the
@@ -53,41 +68,62 @@ mexp = struct.pack(">I6", mexp)
 local guess = period(ARGV[5], "period")
 local me = ARGV[6]
 if me == nil or #me == 0 or #me > 128 or find(me, " ", 1, true) then fail("invalid", "user") end
+-- commit_unheld: the model alias of the call (reserve's rule for models).
+local unheld = ARGV[7]
+if unheld ~= nil and (#unheld == 0 or #unheld > 64 or find(unheld, " ", 1, true)) then
+  fail("invalid", "model")
+end
 
 local R = P .. "r"
 local got = redis.call("HMGET", R, d, "L", guess, guess .. ":" .. me)
 local v = got[1]
-if not v then return { 0 } end
-local kind = byte(v)
+-- kind 0: nothing usable under the digest (no record, or an expired
+-- marker or tombstone): unknown to finalize, a fresh commit for
+-- commit_unheld.
+local kind = 0
 local body
-if kind == 72 then -- "H": a live (or expired, unreaped) hold
-  body = sub(v, 2)
-elseif kind == 70 then -- "F": a finalize marker
-  if #v < 8 then fail("corrupt", "record") end
-  if tonumber(now) < struct.unpack(">I6", v, 2) then
-    local a = tonumber(sub(v, 8))
-    if a == nil or a < 0 or a > MAX or a ~= math.floor(a) then fail("corrupt", "actual") end
-    return { 3, a }
+if v then
+  kind = byte(v)
+  if kind == 72 then -- "H": a live (or expired, unreaped) hold
+    body = sub(v, 2)
+  elseif kind == 70 then -- "F": a finalize marker
+    if #v < 8 then fail("corrupt", "record") end
+    if tonumber(now) < struct.unpack(">I6", v, 2) then
+      local a = tonumber(sub(v, 8))
+      if a == nil or a < 0 or a > MAX or a ~= math.floor(a) then fail("corrupt", "actual") end
+      return { 3, a }
+    end
+    kind = 0
+  elseif kind == 82 then -- "R": a reap tombstone
+    local e, rest = match(v, "^R(%d+) (.*)$")
+    if e == nil then fail("corrupt", "tombstone") end
+    -- now < e, both canonical decimals: compared by (length, text).
+    if #now > #e or (#now == #e and now >= e) then
+      kind = 0
+    else
+      body = rest
+    end
+  else
+    fail("corrupt", "record")
   end
-  return { 0 }
-elseif kind == 82 then -- "R": a reap tombstone
-  local e, rest = match(v, "^R(%d+) (.*)$")
-  if e == nil then fail("corrupt", "tombstone") end
-  -- now < e, both canonical decimals: compared by (length, text).
-  if #now > #e or (#now == #e and now >= e) then return { 0 } end
-  body = rest
+end
+local est, created, per, user, model
+if kind == 0 then
+  if unheld == nil then return { 0 } end
+  -- commit_unheld without a hold: nothing to release, the given period.
+  est, created, per, user, model = 0, now, guess, me, unheld
 else
-  fail("corrupt", "record")
+  -- The hold: <estimate> <created_at> <expires_at> <period> <user> <model>.
+  local expires
+  est, created, expires, per, user, model = match(body, "^(%d+) (%d+) (%d+) ([^ ]+) ([^ ]+) ([^ ]+)$")
+  if est == nil or #per ~= 7 or (#est > 1 and byte(est) == 48) or (#created > 1 and byte(created) == 48)
+    or (#expires > 1 and byte(expires) == 48) then
+    fail("corrupt", "hold")
+  end
+  est = tonumber(est)
+  if est > MAX then fail("corrupt", "estimate") end
+  if user ~= me then fail("corrupt", "record of another user under this digest") end
 end
--- The hold: <estimate> <created_at> <expires_at> <period> <user> <model>.
-local est, created, expires, per, user, model = match(body, "^(%d+) (%d+) (%d+) ([^ ]+) ([^ ]+) ([^ ]+)$")
-if est == nil or #per ~= 7 or (#est > 1 and byte(est) == 48) or (#created > 1 and byte(created) == 48)
-  or (#expires > 1 and byte(expires) == 48) then
-  fail("corrupt", "hold")
-end
-est = tonumber(est)
-if est > MAX then fail("corrupt", "estimate") end
-if user ~= me then fail("corrupt", "record of another user under this digest") end
 local releases = kind == 72
 period(per, "stored period")
 local UF = per .. ":" .. user
@@ -144,5 +180,11 @@ redis.call("HSET", R, d, "F" .. mexp .. actual_s, per, string.format("%d %d %d %
 -- The hold's entry in the expiry index is left behind; reap skips it.
 redis.call("RPUSH", P .. "q", d .. mexp)
 local outcome = 2
-if releases then outcome = 1 end
+if releases then
+  outcome = 1
+elseif kind == 0 then
+  -- The period's user set, for status (a hold's user joined it at reserve).
+  redis.call("SADD", P .. "u:" .. per, user)
+  outcome = 4
+end
 return { outcome, actual, est, overshoot, per, model, created }

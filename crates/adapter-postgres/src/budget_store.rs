@@ -8,7 +8,9 @@
 //! SQLite the transaction is `BEGIN IMMEDIATE`, which takes the database's
 //! write lock, and writers queue on the busy timeout; writers of one store
 //! also take turns on an in-process mutex, so they do not spin on the busy
-//! handler). The lock comes with the hold and its live marker in one query;
+//! handler). The lock comes with the hold and its live marker in one query
+//! (`commit_unheld` reads them in a statement after the lock instead, and
+//! first creates the row, without limits, for a community that has none);
 //! a second query reads the period's counters and the user's sums. The
 //! transaction then applies the same rules as
 //! [`spendgate_domain::CommunityBudget`] in Rust with checked arithmetic and
@@ -38,8 +40,8 @@ use sea_orm::{
 use spendgate_domain::{
     Admission, BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, Hold,
     HoldRef, IdempotencyKey, Limits, Micros, ModelAlias, MoneyError, Period, PeriodSums, Reaped,
-    Receipt, Reservation, ReserveOutcome, SettledAs, Settlement, Timestamp, Ttl, UserId, UserSpend,
-    admit, apply_settlement,
+    Receipt, Reservation, ReserveOutcome, SettledAs, Settlement, Timestamp, Ttl, UnheldCommit,
+    UserId, UserSpend, admit, apply_settlement,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -274,6 +276,58 @@ impl MarkerRow {
     }
 }
 
+impl LookupRow {
+    /// The hold and the live marker of `hold_ref` this row carries.
+    fn into_found(
+        self,
+        hold_ref: &HoldRef,
+    ) -> Result<(Option<Hold>, Option<SettledAs>), StoreError> {
+        let hold = match (
+            self.h_estimate,
+            self.h_model,
+            self.h_period,
+            self.h_created,
+            self.h_expires,
+        ) {
+            (
+                Some(estimate_micros),
+                Some(model_alias),
+                Some(period),
+                Some(created_at),
+                Some(expires_at),
+            ) => Some(
+                HoldRow {
+                    user_id: hold_ref.user.to_string(),
+                    idempotency_key: hold_ref.key.to_string(),
+                    estimate_micros,
+                    model_alias,
+                    period,
+                    created_at,
+                    expires_at,
+                }
+                .into_hold()?,
+            ),
+            _ => None,
+        };
+        let marker = match self.m_kind {
+            Some(kind) => Some(
+                MarkerRow {
+                    kind,
+                    actual_micros: self.m_actual,
+                    estimate_micros: self.m_estimate,
+                    model_alias: self.m_model,
+                    period: self.m_period,
+                    created_at: self.m_created,
+                    hold_expires_at: self.m_hold_expires,
+                }
+                .into_settled(hold_ref)?,
+            ),
+            None => None,
+        };
+        Ok((hold, marker))
+    }
+}
+
 /// A write transaction scoped to one community.
 struct Txn<'a> {
     txn: DatabaseTransaction,
@@ -364,53 +418,74 @@ impl Txn<'_> {
         else {
             return Ok(None);
         };
-        let hold = match (
-            row.h_estimate,
-            row.h_model,
-            row.h_period,
-            row.h_created,
-            row.h_expires,
-        ) {
-            (
-                Some(estimate_micros),
-                Some(model_alias),
-                Some(period),
-                Some(created_at),
-                Some(expires_at),
-            ) => Some(
-                HoldRow {
-                    user_id: hold_ref.user.to_string(),
-                    idempotency_key: hold_ref.key.to_string(),
-                    estimate_micros,
-                    model_alias,
-                    period,
-                    created_at,
-                    expires_at,
-                }
-                .into_hold()?,
-            ),
-            _ => None,
-        };
-        let marker = match row.m_kind {
-            Some(kind) => Some(
-                MarkerRow {
-                    kind,
-                    actual_micros: row.m_actual,
-                    estimate_micros: row.m_estimate,
-                    model_alias: row.m_model,
-                    period: row.m_period,
-                    created_at: row.m_created,
-                    hold_expires_at: row.m_hold_expires,
-                }
-                .into_settled(hold_ref)?,
-            ),
-            None => None,
-        };
+        let limits = limits_from(row.limit_micros, row.per_user_cap_micros)?;
+        let (hold, marker) = row.into_found(hold_ref)?;
         Ok(Some(Lookup {
-            limits: limits_from(row.limit_micros, row.per_user_cap_micros)?,
+            limits,
             hold,
             marker,
         }))
+    }
+
+    /// Like [`Txn::lookup`], but the hold and its marker are read by a
+    /// statement that runs after the lock statement returned. On
+    /// PostgreSQL (read committed) that statement's snapshot is taken once
+    /// the lock is held, so it sees what every earlier holder of the lock
+    /// committed; in `lookup`'s single statement the joined hold and marker
+    /// rows come from the snapshot taken before waiting for the lock.
+    ///
+    /// A community without a row gets one with no limits first (rolled
+    /// back with the transaction on any error), so that this write takes
+    /// the same lock as every other.
+    async fn lock_then_lookup(
+        &self,
+        hold_ref: &HoldRef,
+        now: Timestamp,
+    ) -> Result<Lookup, StoreError> {
+        let limits = match self.lock().await? {
+            Some(limits) => limits,
+            None => {
+                self.exec(
+                    "INSERT INTO budget_community (community_id) VALUES ($1) \
+                     ON CONFLICT (community_id) DO NOTHING",
+                    vec![],
+                )
+                .await?;
+                self.lock().await?.ok_or_else(|| {
+                    StoreError::Corrupt("community row vanished under its lock".into())
+                })?
+            }
+        };
+        let row = LookupRow::find_by_statement(self.stmt(
+            "SELECT CAST(NULL AS BIGINT) AS limit_micros, CAST(NULL AS BIGINT) AS per_user_cap_micros, \
+               h.estimate_micros AS h_estimate, h.model_alias AS h_model, h.period AS h_period, \
+               h.created_at AS h_created, h.expires_at AS h_expires, \
+               m.kind AS m_kind, m.actual_micros AS m_actual, m.estimate_micros AS m_estimate, \
+               m.model_alias AS m_model, m.period AS m_period, m.created_at AS m_created, \
+               m.hold_expires_at AS m_hold_expires \
+             FROM (SELECT 1 AS one) x \
+             LEFT JOIN budget_hold h ON h.community_id = $1 \
+               AND h.user_id = $2 AND h.idempotency_key = $3 \
+             LEFT JOIN budget_marker m ON m.community_id = $1 \
+               AND m.user_id = $2 AND m.idempotency_key = $3 AND m.expires_at > $4",
+            vec![
+                hold_ref.user.as_str().into(),
+                hold_ref.key.as_str().into(),
+                now.as_millis().into(),
+            ],
+        ))
+        .one(&self.txn)
+        .await
+        .map_err(store_error)?;
+        let (hold, marker) = match row {
+            Some(row) => row.into_found(hold_ref)?,
+            None => (None, None),
+        };
+        Ok(Lookup {
+            limits,
+            hold,
+            marker,
+        })
     }
 
     /// A period's counters and one user's sums in it, in one round trip.
@@ -530,6 +605,46 @@ impl Txn<'_> {
         writes.push(counters_write(hold.period, counters)?);
         writes.push(user_write(hold.period, &hold.user, next_user));
         Ok(Receipt::for_hold(hold, actual, overshoot))
+    }
+
+    /// The finalize rule on what was found under the lock: releases a hold,
+    /// commits late on a tombstone, answers a replay from a finalized
+    /// marker, and commits the transaction when it wrote. `None` when
+    /// neither a hold nor a live marker exists (nothing was written).
+    async fn settle_found(
+        self,
+        found: Lookup,
+        hold_ref: &HoldRef,
+        actual: Micros,
+        marker_expires: Timestamp,
+    ) -> Result<Option<FinalizeOutcome>, StoreError> {
+        let limits = found.limits;
+        let mut writes = Vec::new();
+        if let Some(hold) = found.hold {
+            let receipt = self
+                .commit_cost(&hold, actual, true, limits, &mut writes)
+                .await?;
+            writes.push(delete_hold_write(hold_ref));
+            writes.push(settle_write(hold_ref, actual, marker_expires));
+            self.apply(writes).await?;
+            self.commit().await?;
+            return Ok(Some(FinalizeOutcome::Finalized(receipt)));
+        }
+        match found.marker {
+            Some(SettledAs::Finalized { actual }) => {
+                Ok(Some(FinalizeOutcome::AlreadyFinalized { actual }))
+            }
+            Some(SettledAs::Reaped { hold }) => {
+                let receipt = self
+                    .commit_cost(&hold, actual, false, limits, &mut writes)
+                    .await?;
+                writes.push(settle_write(hold_ref, actual, marker_expires));
+                self.apply(writes).await?;
+                self.commit().await?;
+                Ok(Some(FinalizeOutcome::LateFinalized(receipt)))
+            }
+            None => Ok(None),
+        }
     }
 }
 
@@ -820,33 +935,58 @@ impl BudgetStore for SqlBudgetStore {
         let Some(found) = txn.lookup(&hold_ref, now).await? else {
             return Err(unknown(&hold_ref));
         };
+        txn.settle_found(found, &hold_ref, settlement.actual, marker_expires)
+            .await?
+            .ok_or_else(|| unknown(&hold_ref))
+    }
+
+    /// Locks the community row first (creating it, without limits, when
+    /// the community has none), then reads the hold and marker in a later
+    /// statement: see [`Txn::lock_then_lookup`].
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn commit_unheld(
+        &self,
+        community: &CommunityId,
+        commit: &UnheldCommit,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let hold_ref = HoldRef {
+            user: commit.user.clone(),
+            key: commit.key.clone(),
+        };
+        let marker_expires = now
+            .plus(self.policy.marker_ttl())
+            .map_err(|e| domain(community)(e.into()))?;
+        let txn = self.begin(community).await?;
+        let found = txn.lock_then_lookup(&hold_ref, now).await?;
         let limits = found.limits;
+        // Where a hold or marker exists it is exactly a finalize (the
+        // hold's period wins); `settle_found` consumes the transaction, so
+        // the check comes first.
+        if found.hold.is_some() || found.marker.is_some() {
+            return txn
+                .settle_found(found, &hold_ref, commit.actual, marker_expires)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("found hold or marker vanished".into()));
+        }
+        // Nothing held: commit to the given period, releasing nothing.
+        let unheld = Hold {
+            user: commit.user.clone(),
+            key: commit.key.clone(),
+            estimate: Micros::ZERO,
+            model: commit.model.clone(),
+            period: commit.period,
+            created_at: now,
+            expires_at: now,
+        };
         let mut writes = Vec::new();
-        if let Some(hold) = found.hold {
-            let receipt = txn
-                .commit_cost(&hold, settlement.actual, true, limits, &mut writes)
-                .await?;
-            writes.push(delete_hold_write(&hold_ref));
-            writes.push(settle_write(&hold_ref, settlement.actual, marker_expires));
-            txn.apply(writes).await?;
-            txn.commit().await?;
-            return Ok(FinalizeOutcome::Finalized(receipt));
-        }
-        match found.marker {
-            Some(SettledAs::Finalized { actual }) => {
-                Ok(FinalizeOutcome::AlreadyFinalized { actual })
-            }
-            Some(SettledAs::Reaped { hold }) => {
-                let receipt = txn
-                    .commit_cost(&hold, settlement.actual, false, limits, &mut writes)
-                    .await?;
-                writes.push(settle_write(&hold_ref, settlement.actual, marker_expires));
-                txn.apply(writes).await?;
-                txn.commit().await?;
-                Ok(FinalizeOutcome::LateFinalized(receipt))
-            }
-            None => Err(unknown(&hold_ref)),
-        }
+        let receipt = txn
+            .commit_cost(&unheld, commit.actual, false, limits, &mut writes)
+            .await?;
+        writes.push(settle_write(&hold_ref, commit.actual, marker_expires));
+        txn.apply(writes).await?;
+        txn.commit().await?;
+        Ok(FinalizeOutcome::CommittedWithoutHold(receipt))
     }
 
     async fn cancel(

@@ -48,7 +48,7 @@ pub enum Op {
     Reserve,
     /// Push a live hold's expiry out (`lua/extend.lua`).
     Extend,
-    /// Finalize, late finalize or cancel (`lua/finalize.lua`).
+    /// Finalize, late finalize, cancel or commit_unheld (`lua/finalize.lua`).
     Finalize,
     /// Release expired holds and drop expired markers (`lua/reap.lua`).
     Reap,

@@ -4,18 +4,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{ErrorKind, ServerErrorKind, Value};
 use spendgate_domain::{
     BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope,
-    Limits, Micros, Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement, Timestamp,
-    Ttl,
+    Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement,
+    Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
 use crate::codec::{self, Reply};
+use crate::connection;
 use crate::error::CallError;
 use crate::keys::{community_prefix, hold_digest};
 use crate::script::Op;
@@ -23,10 +23,6 @@ use crate::script::Op;
 /// The default operation timeout: a reserve that gets no answer within it
 /// is `Unavailable`, which the caller treats as deny.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// The cluster client's own response timeout: longer than any operation
-/// timeout, which is what actually bounds a call.
-const CLIENT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Attempts per call when the script cache was flushed between loading a
 /// script and running it (`redis::Script` already loads once on NOSCRIPT).
@@ -59,10 +55,6 @@ impl<C> std::fmt::Debug for RedisBudgetStore<C> {
     }
 }
 
-fn unavailable(what: &str, error: &redis::RedisError) -> StoreError {
-    StoreError::Unavailable(format!("{what}: {error}"))
-}
-
 impl RedisBudgetStore<ConnectionManager> {
     /// Connects to a standalone Redis at `url` (`redis://host:port/db`)
     /// through a reconnecting [`ConnectionManager`].
@@ -71,23 +63,7 @@ impl RedisBudgetStore<ConnectionManager> {
     /// [`StoreError::InvalidInput`] for a malformed URL,
     /// [`StoreError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str, policy: BudgetPolicy) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::InvalidInput(format!("redis url {url}: {e}")))?;
-        // Responses are bounded by the store's own operation timeout
-        // (`with_timeout`), not by the client's.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DEFAULT_TIMEOUT))
-            .set_response_timeout(None)
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(200));
-        let conn = tokio::time::timeout(
-            DEFAULT_TIMEOUT * 4,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| StoreError::Unavailable(format!("connecting to {url} timed out")))?
-        .map_err(|e| unavailable(&format!("connecting to {url}"), &e))?;
-        Ok(Self::new(conn, policy))
+        Ok(Self::new(connection::standalone(url).await?, policy))
     }
 }
 
@@ -101,20 +77,7 @@ impl RedisBudgetStore<ClusterConnection> {
         urls: &[S],
         policy: BudgetPolicy,
     ) -> Result<Self, StoreError> {
-        let nodes: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
-        // Responses are bounded by the store's own operation timeout
-        // (`with_timeout`), not by the client's.
-        let client = ClusterClient::builder(nodes.clone())
-            .connection_timeout(DEFAULT_TIMEOUT)
-            .response_timeout(CLIENT_RESPONSE_TIMEOUT)
-            .retries(2)
-            .build()
-            .map_err(|e| StoreError::InvalidInput(format!("cluster urls {nodes:?}: {e}")))?;
-        let conn = tokio::time::timeout(DEFAULT_TIMEOUT * 4, client.get_async_connection())
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("connecting to {nodes:?} timed out")))?
-            .map_err(|e| unavailable(&format!("connecting to {nodes:?}"), &e))?;
-        Ok(Self::new(conn, policy))
+        Ok(Self::new(connection::cluster(urls).await?, policy))
     }
 }
 
@@ -213,41 +176,57 @@ impl<C> RedisBudgetStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    /// Runs `lua/finalize.lua`: a finalize (or cancel) when `unheld` is
+    /// `None`; a commit_unheld when it names the period to commit to and
+    /// the call's model (the script then commits without a hold where
+    /// there is none, instead of answering "unknown").
     async fn settle(
         &self,
         community: &CommunityId,
         hold: &HoldRef,
         actual: Micros,
         now: Timestamp,
+        unheld: Option<(Period, &ModelAlias)>,
     ) -> Result<FinalizeOutcome, StoreError> {
         let marker_expires = now
             .plus(self.policy.marker_ttl())
             .map_err(|e| domain(community, e))?;
-        // The hold's period is read from its record; the current one is a
-        // guess that saves a read in the common case.
-        let current = Period::containing(now).map_err(|e| domain(community, e))?;
+        // The hold's period is read from its record; the given one is a
+        // guess that saves a read in the common case: the current period
+        // for a finalize, the commit's period for commit_unheld (which is
+        // also where the cost goes when there is no hold).
+        let period = match unheld {
+            Some((period, _)) => period,
+            None => Period::containing(now).map_err(|e| domain(community, e))?,
+        };
         let digest = hold_digest(&hold.user, &hold.key);
-        let reply = self
-            .call(
-                Op::Finalize,
-                community,
-                &[
-                    &digest,
-                    actual.get().to_string().as_bytes(),
-                    now.as_millis().to_string().as_bytes(),
-                    marker_expires.as_millis().to_string().as_bytes(),
-                    current.to_string().as_bytes(),
-                    hold.user.as_str().as_bytes(),
-                ],
-            )
-            .await?;
+        let actual_text = actual.get().to_string();
+        let now_text = now.as_millis().to_string();
+        let marker_text = marker_expires.as_millis().to_string();
+        let period_text = period.to_string();
+        // A finalize sends six arguments; commit_unheld adds the model.
+        let (model, count) = match unheld {
+            Some((_, model)) => (model.as_str().as_bytes(), 7),
+            None => (&b""[..], 6),
+        };
+        let args: [&[u8]; 7] = [
+            &digest,
+            actual_text.as_bytes(),
+            now_text.as_bytes(),
+            marker_text.as_bytes(),
+            period_text.as_bytes(),
+            hold.user.as_str().as_bytes(),
+            model,
+        ];
+        let reply = self.call(Op::Finalize, community, &args[..count]).await?;
         match reply.code()? {
-            0 => Err(unknown(hold)),
+            0 if unheld.is_none() => Err(unknown(hold)),
             1 => Ok(FinalizeOutcome::Finalized(receipt(&reply)?)),
             2 => Ok(FinalizeOutcome::LateFinalized(receipt(&reply)?)),
             3 => Ok(FinalizeOutcome::AlreadyFinalized {
                 actual: reply.micros(1, "actual")?,
             }),
+            4 if unheld.is_some() => Ok(FinalizeOutcome::CommittedWithoutHold(receipt(&reply)?)),
             code => Err(unexpected("finalize", code)),
         }
     }
@@ -365,7 +344,29 @@ where
             user: settlement.user.clone(),
             key: settlement.key.clone(),
         };
-        self.settle(community, &hold, settlement.actual, now).await
+        self.settle(community, &hold, settlement.actual, now, None)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn commit_unheld(
+        &self,
+        community: &CommunityId,
+        commit: &UnheldCommit,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let hold = HoldRef {
+            user: commit.user.clone(),
+            key: commit.key.clone(),
+        };
+        self.settle(
+            community,
+            &hold,
+            commit.actual,
+            now,
+            Some((commit.period, &commit.model)),
+        )
+        .await
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %community))]
@@ -375,7 +376,7 @@ where
         hold: &HoldRef,
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
-        self.settle(community, hold, Micros::ZERO, now).await
+        self.settle(community, hold, Micros::ZERO, now, None).await
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %community))]

@@ -6,7 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use spendgate_domain::{
     CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits, Micros,
-    ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UserId,
+    ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    UnheldCommit, UserId, UserSpend,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -149,6 +150,28 @@ impl Ctx {
         self.store.finalize(&self.community, &settlement, now).await
     }
 
+    /// Commits `actual` for (u, k) with model `cheap`, to `period` when
+    /// the store holds nothing for the call.
+    pub async fn commit_unheld(
+        &self,
+        u: &str,
+        k: &str,
+        actual: i64,
+        period: Period,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let commit = UnheldCommit {
+            user: user(u),
+            key: key(k),
+            actual: m(actual),
+            period,
+            model: ModelAlias::parse("cheap").unwrap(),
+        };
+        self.store
+            .commit_unheld(&self.community, &commit, now)
+            .await
+    }
+
     /// Cancels.
     pub async fn cancel(
         &self,
@@ -181,6 +204,22 @@ impl Ctx {
     /// Status of `period`.
     pub async fn status(&self, period: Period) -> BudgetStatus {
         self.store.status(&self.community, period).await.unwrap()
+    }
+
+    /// Asserts one user's committed and reserved sums in a period (both
+    /// zero: the user is absent from the status).
+    pub async fn assert_user(&self, period: Period, u: &str, committed: i64, reserved: i64) {
+        let status = self.status(period).await;
+        let got = status.users.get(&user(u)).copied();
+        let want = (committed != 0 || reserved != 0).then_some(UserSpend {
+            committed: m(committed),
+            reserved: m(reserved),
+        });
+        assert_eq!(
+            got, want,
+            "{period}: sums of user {u} in {:?}",
+            status.users
+        );
     }
 
     /// Asserts a period's committed, reserved and hold count.

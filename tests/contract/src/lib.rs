@@ -7,9 +7,9 @@
 //!
 //! * [`scenarios`]: named, one-behaviour-each specifications of the port;
 //! * [`model`]: a property test replaying random interleavings of reserve,
-//!   extend, finalize, cancel, reap, limit changes and clock advances
-//!   against the store and the domain model side by side, checking laws
-//!   1–4 after every step;
+//!   extend, finalize, commit_unheld, cancel, reap, limit changes and clock
+//!   advances against the store and the domain model side by side, checking
+//!   laws 1–4 after every step;
 //! * [`concurrency`]: 1,000 racing reserves that must never overspend.
 //!
 //! Notes for adapter authors: money ([`spendgate_domain::Micros`]) and time
@@ -114,6 +114,15 @@ macro_rules! budget_store_contract {
             community_limit_is_checked_before_the_user_cap,
             status_lists_only_users_with_spend,
             reserve_with_expiry_past_the_supported_range_is_invalid_input,
+            commit_unheld_without_a_hold_commits_to_the_given_period,
+            commit_unheld_replay_is_already_finalized,
+            commit_unheld_on_a_live_hold_is_a_finalize,
+            commit_unheld_after_reap_is_a_late_finalize,
+            commit_unheld_works_without_configured_limits,
+            commit_unheld_ignores_the_limit_and_reports_the_overshoot,
+            commit_unheld_that_would_overflow_is_refused_whole,
+            commit_unheld_after_marker_retention_commits_again,
+            commit_unheld_racing_itself_commits_once,
         );
 
         #[test]

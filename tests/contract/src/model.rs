@@ -1,8 +1,9 @@
 //! Random interleavings, checked step by step against the domain model.
 //!
 //! Each case drives three communities (one sometimes left unconfigured)
-//! and five users through 50–80 operations starting ten minutes before a
-//! month boundary, with clock advances from 1 ms to a day so that holds
+//! and five users through 50–80 operations (reserve, extend, finalize,
+//! commit_unheld, cancel, reap, limit changes, clock advances) starting
+//! ten minutes before a month boundary, with clock advances from 1 ms to a day so that holds
 //! expire, markers age out and periods change. After every operation the
 //! store's result must equal the model's, and the touched community's
 //! status must equal the model's in every period seen so far; the harness
@@ -24,7 +25,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use spendgate_domain::{
     BudgetPolicy, CommunityBudget, CommunityId, FinalizeOutcome, HoldRef, Limits, ModelAlias,
-    Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -73,6 +74,20 @@ pub enum Op {
         /// Actual cost.
         actual: i64,
     },
+    /// Commit `actual` whether or not the store holds the call, to one of
+    /// the periods the case has seen (picked by `p` modulo their count).
+    CommitUnheld {
+        /// Community index.
+        c: usize,
+        /// User index.
+        u: usize,
+        /// Key index.
+        k: usize,
+        /// Actual cost.
+        actual: i64,
+        /// Period pick.
+        p: usize,
+    },
     /// Cancel.
     Cancel {
         /// Community index.
@@ -118,6 +133,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(c, u, k, ttl_ms)| Op::Extend { c, u, k, ttl_ms }),
         4 => (c.clone(), u.clone(), k.clone(), 0..600i64)
             .prop_map(|(c, u, k, actual)| Op::Finalize { c, u, k, actual }),
+        1 => (c.clone(), u.clone(), k.clone(), 0..600i64, 0..4usize)
+            .prop_map(|(c, u, k, actual, p)| Op::CommitUnheld { c, u, k, actual, p }),
         1 => (c.clone(), u.clone(), k.clone()).prop_map(|(c, u, k)| Op::Cancel { c, u, k }),
         2 => c.clone().prop_map(|c| Op::Reap { c }),
         1 => (c, 0..2000i64, proptest::option::of(0..800i64))
@@ -295,6 +312,24 @@ impl Case {
                 self.record(c, hold, got)?;
                 c
             }
+            Op::CommitUnheld { c, u, k, actual, p } => {
+                let hold = Self::hold_ref(u, k);
+                let seen: Vec<Period> = self.periods.iter().copied().collect();
+                let commit = UnheldCommit {
+                    user: hold.user.clone(),
+                    key: hold.key.clone(),
+                    actual: m(actual),
+                    period: seen[p % seen.len()],
+                    model: ModelAlias::parse("cheap").unwrap(),
+                };
+                let got = self.store.commit_unheld(&self.ids[c], &commit, now).await;
+                let want = self.models[c]
+                    .commit_unheld(&commit, now, policy)
+                    .map_err(|e| StoreError::from_domain(&self.ids[c], e));
+                prop_assert_eq!(&got, &want);
+                self.record(c, hold, got)?;
+                c
+            }
             Op::Cancel { c, u, k } => {
                 let hold = Self::hold_ref(u, k);
                 let got = self.store.cancel(&self.ids[c], &hold, now).await;
@@ -339,6 +374,13 @@ impl Case {
     ) -> Result<(), TestCaseError> {
         let receipt = match got {
             Ok(FinalizeOutcome::Finalized(r) | FinalizeOutcome::LateFinalized(r)) => r,
+            // A cost for a call the store held nothing about: no hold
+            // instance to settle (any earlier one was settled, or its
+            // tombstone aged out), so it only adds to its period's ledger.
+            Ok(FinalizeOutcome::CommittedWithoutHold(r)) => {
+                *self.committed.entry((c, r.period)).or_default() += r.actual.get();
+                return Ok(());
+            }
             _ => return Ok(()),
         };
         let Some((period, committed)) = self.instances.get_mut(&(c, hold)) else {

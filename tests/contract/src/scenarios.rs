@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use spendgate_domain::{
-    ExtendOutcome, FinalizeOutcome, LimitScope, Limits, Micros, ModelAlias, Reaped, Receipt,
-    ReserveOutcome, Timestamp, UserSpend,
+    ExtendOutcome, FinalizeOutcome, LimitScope, Limits, Micros, ModelAlias, Period, Reaped,
+    Receipt, ReserveOutcome, Timestamp, UserSpend,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -709,4 +709,220 @@ pub async fn reserve_with_expiry_past_the_supported_range_is_invalid_input(store
         .status(spendgate_domain::Period::containing(end).unwrap())
         .await;
     assert_eq!(status.holds, 0);
+}
+
+/// What `commit_unheld` answers when the store held nothing for the call:
+/// the cost committed to `period`, nothing released, made at `now`.
+fn unheld(actual: i64, overshoot: i64, period: Period, now: Timestamp) -> FinalizeOutcome {
+    FinalizeOutcome::CommittedWithoutHold(Receipt {
+        actual: m(actual),
+        estimate: Micros::ZERO,
+        overshoot: m(overshoot),
+        period,
+        model: ModelAlias::parse("cheap").unwrap(),
+        created_at: now,
+    })
+}
+
+/// With no hold, marker or tombstone, the cost goes to the period given
+/// (not the clock's), to the user's sums (a user who never reserved shows
+/// up in the status), and nothing is released or counted as a hold.
+pub async fn commit_unheld_without_a_hold_commits_to_the_given_period(store: Store) {
+    let c = Ctx::with_limit(&store, "unheld", 1000).await;
+    c.reserve("alice", "k0", 100, t0()).await;
+    let dec = december_start(5_000);
+    assert_eq!(
+        c.commit_unheld("alice", "k1", 250, november(), dec).await,
+        Ok(unheld(250, 0, november(), dec))
+    );
+    assert_eq!(
+        c.commit_unheld("bob", "k1", 40, november(), dec).await,
+        Ok(unheld(40, 0, november(), dec))
+    );
+    c.assert_counters(november(), 290, 100, 1).await;
+    c.assert_counters(december(), 0, 0, 0).await;
+    c.assert_user(november(), "alice", 250, 100).await;
+    c.assert_user(november(), "bob", 40, 0).await;
+    c.assert_user(december(), "bob", 0, 0).await;
+}
+
+/// A replayed commit_unheld commits nothing and reports the first cost;
+/// finalize, cancel and reserve of the same key see it as settled.
+pub async fn commit_unheld_replay_is_already_finalized(store: Store) {
+    let c = Ctx::with_limit(&store, "unheld-replay", 1000).await;
+    c.commit_unheld("alice", "k1", 250, november(), t0())
+        .await
+        .unwrap();
+    let already = FinalizeOutcome::AlreadyFinalized { actual: m(250) };
+    assert_eq!(
+        c.commit_unheld("alice", "k1", 999, december(), at(t0(), 1))
+            .await,
+        Ok(already.clone())
+    );
+    assert_eq!(
+        c.finalize("alice", "k1", 999, at(t0(), 2)).await,
+        Ok(already.clone())
+    );
+    assert_eq!(c.cancel("alice", "k1", at(t0(), 3)).await, Ok(already));
+    assert_eq!(
+        c.reserve("alice", "k1", 10, at(t0(), 4)).await,
+        ReserveOutcome::AlreadySettled
+    );
+    c.assert_counters(november(), 250, 0, 0).await;
+    c.assert_counters(december(), 0, 0, 0).await;
+    c.assert_user(november(), "alice", 250, 0).await;
+}
+
+/// On a live hold it is a finalize: the estimate is released and the cost
+/// goes to the hold's own period, whatever period the commit names.
+pub async fn commit_unheld_on_a_live_hold_is_a_finalize(store: Store) {
+    let c = Ctx::with_limit(&store, "unheld-live", 1000).await;
+    let last_ms = december_start(-1);
+    c.reserve("alice", "k1", 300, last_ms).await;
+    let done = c
+        .commit_unheld("alice", "k1", 200, december(), december_start(30_000))
+        .await;
+    assert_eq!(
+        done,
+        Ok(FinalizeOutcome::Finalized(receipt(200, 300, 0, last_ms)))
+    );
+    c.assert_counters(november(), 200, 0, 0).await;
+    c.assert_counters(december(), 0, 0, 0).await;
+    c.assert_user(november(), "alice", 200, 0).await;
+    assert_eq!(
+        c.finalize("alice", "k1", 1, december_start(30_001)).await,
+        Ok(FinalizeOutcome::AlreadyFinalized { actual: m(200) })
+    );
+}
+
+/// On a reaped hold's tombstone it is a late finalize: committed once to
+/// the hold's period, nothing released twice.
+pub async fn commit_unheld_after_reap_is_a_late_finalize(store: Store) {
+    let c = Ctx::with_limit(&store, "unheld-reaped", 1000).await;
+    c.reserve("alice", "k1", 300, t0()).await;
+    assert_eq!(c.reap(at(t0(), TTL_MS)).await, reaped(1, 300));
+    let late = c
+        .commit_unheld("alice", "k1", 250, december(), at(t0(), TTL_MS + 5))
+        .await;
+    assert_eq!(
+        late,
+        Ok(FinalizeOutcome::LateFinalized(receipt(250, 300, 0, t0())))
+    );
+    c.assert_counters(november(), 250, 0, 0).await;
+    c.assert_counters(december(), 0, 0, 0).await;
+    assert_eq!(
+        c.commit_unheld("alice", "k1", 250, november(), at(t0(), TTL_MS + 6))
+            .await,
+        Ok(FinalizeOutcome::AlreadyFinalized { actual: m(250) })
+    );
+    c.assert_counters(november(), 250, 0, 0).await;
+    c.assert_user(november(), "alice", 250, 0).await;
+}
+
+/// A community that was never given limits still counts the cost (its
+/// limit is taken as 0 for the overshoot), and reserve still refuses.
+pub async fn commit_unheld_works_without_configured_limits(store: Store) {
+    let c = Ctx::unconfigured(&store, "unheld-unconfigured");
+    assert_eq!(
+        c.commit_unheld("alice", "k1", 250, november(), t0()).await,
+        Ok(unheld(250, 250, november(), t0()))
+    );
+    let status = c.status(november()).await;
+    assert_eq!(status.limits, None);
+    c.assert_counters(november(), 250, 0, 0).await;
+    c.assert_user(november(), "alice", 250, 0).await;
+    assert_eq!(
+        c.commit_unheld("alice", "k1", 7, november(), at(t0(), 1))
+            .await,
+        Ok(FinalizeOutcome::AlreadyFinalized { actual: m(250) })
+    );
+    assert_eq!(
+        c.try_reserve("alice", "k2", 1, TTL_MS, t0()).await,
+        Err(StoreError::NotConfigured(c.community.clone()))
+    );
+}
+
+/// The money is spent: no limit check, and how far `committed + reserved`
+/// stands past the limit is reported; later reserves are denied.
+pub async fn commit_unheld_ignores_the_limit_and_reports_the_overshoot(store: Store) {
+    let c = Ctx::with_limit(&store, "unheld-over", 1000).await;
+    c.reserve("alice", "k0", 900, t0()).await;
+    assert_eq!(
+        c.commit_unheld("bob", "k1", 300, november(), t0()).await,
+        Ok(unheld(300, 200, november(), t0()))
+    );
+    c.assert_counters(november(), 300, 900, 1).await;
+    c.assert_user(november(), "bob", 300, 0).await;
+    assert_eq!(
+        c.reserve("alice", "k2", 1, t0()).await,
+        exceeded(0, 1000, LimitScope::Community)
+    );
+}
+
+/// A commit that would overflow `committed` is refused whole: no counter,
+/// user sum or marker is written.
+pub async fn commit_unheld_that_would_overflow_is_refused_whole(store: Store) {
+    let max = Micros::MAX.get();
+    let c = Ctx::with_limit(&store, "unheld-overflow", max).await;
+    c.reserve("alice", "k1", max, t0()).await;
+    c.finalize("alice", "k1", max, t0()).await.unwrap();
+    let result = c.commit_unheld("bob", "k2", 1, november(), t0()).await;
+    assert!(matches!(result, Err(StoreError::Overflow(_))), "{result:?}");
+    c.assert_counters(november(), max, 0, 0).await;
+    c.assert_user(november(), "bob", 0, 0).await;
+    assert!(matches!(
+        c.finalize("bob", "k2", 0, t0()).await,
+        Err(StoreError::UnknownHold { .. })
+    ));
+    assert_eq!(
+        c.commit_unheld("bob", "k2", 0, november(), t0()).await,
+        Ok(unheld(0, 0, november(), t0()))
+    );
+}
+
+/// After marker retention the call is unknown again: the cost is committed
+/// anew and a fresh marker answers replays, even after the old marker's
+/// clean-up ran.
+pub async fn commit_unheld_after_marker_retention_commits_again(store: Store) {
+    let c = Ctx::with_limit(&store, "unheld-retention", 1000).await;
+    c.reserve("alice", "k1", 300, t0()).await;
+    c.finalize("alice", "k1", 250, t0()).await.unwrap();
+    let later = at(t0(), 86_400_000);
+    assert_eq!(
+        c.commit_unheld("alice", "k1", 250, november(), later).await,
+        Ok(unheld(250, 0, november(), later))
+    );
+    assert_eq!(c.reap(later).await, reaped(0, 0));
+    assert_eq!(
+        c.finalize("alice", "k1", 1, at(later, 1)).await,
+        Ok(FinalizeOutcome::AlreadyFinalized { actual: m(250) })
+    );
+    c.assert_counters(november(), 500, 0, 0).await;
+    c.assert_user(november(), "alice", 500, 0).await;
+}
+
+/// Racing replays of one call on a community without limits (so a SQL
+/// store also races to create its row) commit the cost exactly once.
+pub async fn commit_unheld_racing_itself_commits_once(store: Store) {
+    let c = Arc::new(Ctx::unconfigured(&store, "unheld-race"));
+    let racers: Vec<_> = (0..16)
+        .map(|_| {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move { c.commit_unheld("alice", "k1", 250, november(), t0()).await })
+        })
+        .collect();
+    let mut committed = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(FinalizeOutcome::CommittedWithoutHold(r)) => {
+                assert_eq!(r.actual, m(250));
+                committed += 1;
+            }
+            Ok(FinalizeOutcome::AlreadyFinalized { actual }) => assert_eq!(actual, m(250)),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(committed, 1);
+    c.assert_counters(november(), 250, 0, 0).await;
+    c.assert_user(november(), "alice", 250, 0).await;
 }

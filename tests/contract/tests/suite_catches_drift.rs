@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use spendgate_adapter_memory::MemoryBudgetStore;
 use spendgate_domain::{
     BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Period, Reaped,
-    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -42,6 +42,14 @@ impl BudgetStore for LeakyReaper {
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
         self.0.finalize(c, s, now).await
+    }
+    async fn commit_unheld(
+        &self,
+        c: &CommunityId,
+        u: &UnheldCommit,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.0.commit_unheld(c, u, now).await
     }
     async fn cancel(
         &self,

@@ -8,7 +8,7 @@ use spendgate_adapter_postgres::{SqlBudgetStore, connect};
 use spendgate_domain::{
     BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits,
     Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UserId,
+    UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -46,6 +46,14 @@ impl BudgetStore for Owned {
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
         self.store.finalize(c, s, now).await
+    }
+    async fn commit_unheld(
+        &self,
+        c: &CommunityId,
+        u: &UnheldCommit,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        self.store.commit_unheld(c, u, now).await
     }
     async fn cancel(
         &self,

@@ -122,6 +122,27 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     ] {
         refused(&mut conn, Op::Finalize, &p, &args, what).await;
     }
+    // commit_unheld: finalize's six arguments and the model alias
+    for (args, what) in [
+        (
+            [DIGEST, "1", "1", "2", "2026-11", "alice", ""],
+            "empty model",
+        ),
+        (
+            [DIGEST, "1", "1", "2", "2026-11", "alice", "a b"],
+            "model with a space",
+        ),
+        (
+            [DIGEST, "1", "1", "2", "2026-13", "alice", "cheap"],
+            "month 13",
+        ),
+        (
+            [DIGEST, "1", "1", "2", "2026-11", "a b", "cheap"],
+            "user with a space",
+        ),
+    ] {
+        refused(&mut conn, Op::Finalize, &p, &args, what).await;
+    }
     // extend: digest, now, wanted
     refused(&mut conn, Op::Extend, &p, &[DIGEST, "1", "1e9"], "wanted").await;
     // reap: now, tombstone expiry, hold batch, marker batch

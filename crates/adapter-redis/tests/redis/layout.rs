@@ -13,7 +13,7 @@ use spendgate_adapter_redis::script::Op;
 use spendgate_contract::fixture::{key, m, unique_community, user};
 use spendgate_domain::{
     BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, Period, Reaped, Reservation,
-    ReserveOutcome, Settlement, Timestamp, Ttl,
+    ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::BudgetStore;
 
@@ -457,4 +457,66 @@ async fn reap_releases_a_burst_in_bounded_batches() {
     );
     let status = store.status(&c, period("2026-11")).await.unwrap();
     assert_eq!((status.reserved, status.holds), (m(0), 0));
+}
+
+/// A cost committed without a hold (no limits configured, the clock in
+/// December, the call's period November) is one request, and leaves what
+/// a finalize leaves: a queued `F` marker that reap drops at its expiry,
+/// the period's totals, the user's sums, and the user in the period's
+/// user set so status lists them.
+#[tokio::test]
+async fn commit_unheld_is_one_round_trip_and_writes_what_finalize_writes() {
+    let counting = Counting {
+        inner: raw_standalone().await,
+        requests: Arc::new(AtomicUsize::new(0)),
+    };
+    let store = RedisBudgetStore::new(counting.clone(), BudgetPolicy::default());
+    let mut conn = raw_standalone().await;
+    let c = unique_community("layout-unheld");
+    let nov = period("2026-11");
+    let commit = |u: &str, k: &str| UnheldCommit {
+        user: user(u),
+        key: key(k),
+        actual: m(40),
+        period: nov,
+        model: spendgate_domain::ModelAlias::parse("cheap").unwrap(),
+    };
+    // Warm up: the script is loaded on the server.
+    store
+        .commit_unheld(&c, &commit("w", "w"), at(DEC_1))
+        .await
+        .unwrap();
+
+    let start = counting.count();
+    let done = store
+        .commit_unheld(&c, &commit("bob", "k1"), at(DEC_1 + 5))
+        .await
+        .unwrap();
+    assert_eq!(counting.count() - start, 1, "commit_unheld");
+    assert!(
+        matches!(&done, FinalizeOutcome::CommittedWithoutHold(r) if r.period == nov),
+        "{done:?}"
+    );
+    assert!(
+        record(&mut conn, &c, "bob", "k1")
+            .await
+            .unwrap()
+            .starts_with('F')
+    );
+    let mut users: Vec<String> = conn.smembers(user_sums_key(&c, nov)).await.unwrap();
+    users.sort();
+    assert_eq!(users, ["bob", "w"]);
+    let totals: String = conn.hget(records_key(&c), "2026-11").await.unwrap();
+    assert_eq!(totals, "80 0 0 0");
+    let sums: String = conn.hget(records_key(&c), "2026-11:bob").await.unwrap();
+    assert_eq!(sums, "40 0");
+    let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
+    assert_eq!(queued, 2);
+
+    store.reap(&c, at(DEC_1 + 5 + DAY_MS)).await.unwrap();
+    assert_eq!(record(&mut conn, &c, "bob", "k1").await, None);
+    // Left: November's totals and the two users' sums; no limits.
+    let left: i64 = conn.hlen(records_key(&c)).await.unwrap();
+    let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
+    assert_eq!((left, queued), (3, 0));
 }
