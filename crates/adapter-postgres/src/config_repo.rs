@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    DatabaseConnection, EntityTrait, FromQueryResult, Statement,
+    ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, Statement,
 };
 use spendgate_domain::{CommunityId, Limits, Micros, TierOverrides};
 use spendgate_ports::{
@@ -106,40 +106,6 @@ impl SqlConfigRepo {
     fn statement(&self, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
         Statement::from_sql_and_values(self.db.get_database_backend(), sql, values)
     }
-
-    /// Replaces a community's tier overrides, creating its row with default
-    /// limits (AI disabled) when it has none. `upsert` leaves them alone.
-    ///
-    /// # Errors
-    /// [`RepoError::Unavailable`].
-    #[tracing::instrument(skip_all, err, fields(community = %community))]
-    pub async fn set_tier_overrides(
-        &self,
-        community: &CommunityId,
-        overrides: &TierOverrides,
-    ) -> Result<(), RepoError> {
-        let now = self.clock.now().as_millis();
-        let row = ActiveModel {
-            community_id: Set(community.to_string()),
-            ai_enabled: NotSet,
-            monthly_budget_micros: NotSet,
-            per_user_cap_micros: NotSet,
-            tier_overrides: Set(Some(tier_overrides_json(overrides))),
-            pricing_overrides: NotSet,
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(Column::CommunityId)
-                    .update_columns([Column::TierOverrides, Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(repo_error)?;
-        Ok(())
-    }
 }
 
 #[async_trait]
@@ -232,5 +198,50 @@ impl TierOverrideRepo for SqlConfigRepo {
             Some(row) => parse_tier_overrides(community.as_str(), row.tier_overrides.as_deref()),
             None => Ok(TierOverrides::new()),
         }
+    }
+
+    /// A non-empty map replaces the column, creating the community's row
+    /// with default limits (AI disabled) when it has none; an empty map sets
+    /// the column to `NULL` on an existing row and creates no row. Either
+    /// way `updated_at` is stamped from the repository's clock, and
+    /// [`ConfigProvider::upsert`] leaves the overrides alone.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn set_tier_overrides(
+        &self,
+        community: &CommunityId,
+        overrides: &TierOverrides,
+    ) -> Result<(), RepoError> {
+        let now = self.clock.now().as_millis();
+        if overrides.is_empty() {
+            let sql = format!(
+                "UPDATE community_agent_config SET {TIER_OVERRIDES} = NULL, updated_at = $1 \
+                 WHERE community_id = $2"
+            );
+            self.db
+                .execute_raw(self.statement(&sql, vec![now.into(), community.as_str().into()]))
+                .await
+                .map_err(repo_error)?;
+            return Ok(());
+        }
+        let row = ActiveModel {
+            community_id: Set(community.to_string()),
+            ai_enabled: NotSet,
+            monthly_budget_micros: NotSet,
+            per_user_cap_micros: NotSet,
+            tier_overrides: Set(Some(tier_overrides_json(overrides))),
+            pricing_overrides: NotSet,
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(Column::CommunityId)
+                    .update_columns([Column::TierOverrides, Column::UpdatedAt])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(repo_error)?;
+        Ok(())
     }
 }

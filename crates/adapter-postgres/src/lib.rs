@@ -22,11 +22,14 @@
 //!   and [`TierOverrideRepo`](spendgate_ports::TierOverrideRepo), with
 //!   strict parsing of the override JSON ([`overrides`] documents the
 //!   shapes).
-//! * [`SqlUsageLog`], the idempotent [`UsageLog`](spendgate_ports::UsageLog).
+//! * [`SqlUsageLog`], the idempotent [`UsageLog`](spendgate_ports::UsageLog),
+//!   with look-up of one logged cost per (community, user, key).
 //! * [`SqlBudgetStore`], the [`BudgetStore`](spendgate_ports::BudgetStore)
 //!   on SQL: the same budget laws as Redis, without Redis.
-//! * [`FinalizeOutbox`], finalizes kept durably until they reach the budget
-//!   store.
+//! * [`FinalizeOutbox`], the finalize queue
+//!   ([`WorkQueue<PendingSettlement>`](spendgate_ports::WorkQueue)):
+//!   settlements kept durably until they reach the budget store and the
+//!   usage log.
 //!
 //! # Backends
 //!
@@ -64,7 +67,7 @@ pub use budget_store::{MARKER_CLEANUP_BATCH, SqlBudgetStore};
 pub use config_repo::SqlConfigRepo;
 pub use connection::{SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate, redact};
 pub use migration::Migrator;
-pub use outbox::{Backoff, ClaimedFinalize, FinalizeOutbox, MAX_ERROR_LEN, PendingFinalize};
+pub use outbox::{FinalizeOutbox, MAX_ERROR_LEN};
 pub use usage_log::{MAX_TRACE_ID_LEN, ROWS_PER_STATEMENT, SqlUsageLog};
 
 /// Re-exported so callers can run [`Migrator`] without depending on

@@ -4,12 +4,16 @@ use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
+    QueryFilter, Statement,
 };
-use spendgate_domain::{CommunityId, Micros, Period};
-use spendgate_ports::{RepoError, UsageLog, UsageRecord};
+use spendgate_domain::{
+    CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts,
+    UserId,
+};
+use spendgate_ports::{CostSource, RepoError, UsageLog, UsageRecord};
 
-use crate::entity::agent_usage_log::{ActiveModel, Column, Entity};
+use crate::entity::agent_usage_log::{ActiveModel, Column, Entity, Model};
 use crate::error::repo_error;
 use crate::transaction::begin_write;
 
@@ -26,20 +30,121 @@ pub struct SqlUsageLog {
     db: DatabaseConnection,
 }
 
-fn to_i64(field: &str, value: u64) -> Result<i64, RepoError> {
+/// `value` as a `BIGINT`, or [`RepoError::InvalidInput`] naming `field`.
+pub(crate) fn to_i64(field: &str, value: u64) -> Result<i64, RepoError> {
     i64::try_from(value)
         .map_err(|_| RepoError::InvalidInput(format!("{field} {value} exceeds the BIGINT range")))
 }
 
-fn row(record: &UsageRecord) -> Result<ActiveModel, RepoError> {
-    if let Some(trace) = &record.trace_id
-        && trace.len() > MAX_TRACE_ID_LEN
-    {
-        return Err(RepoError::InvalidInput(format!(
+/// Refuses a trace id longer than [`MAX_TRACE_ID_LEN`] bytes.
+pub(crate) fn check_trace_id(trace_id: Option<&str>) -> Result<(), RepoError> {
+    match trace_id {
+        Some(trace) if trace.len() > MAX_TRACE_ID_LEN => Err(RepoError::InvalidInput(format!(
             "trace id is {} bytes; at most {MAX_TRACE_ID_LEN} are stored",
             trace.len()
-        )));
+        ))),
+        _ => Ok(()),
     }
+}
+
+/// Reads the columns shared by `agent_usage_log` and `finalize_outbox` back
+/// into domain values; every refusal is a [`RepoError::BadData`] naming the
+/// community and `table.column`.
+pub(crate) struct RowReader<'a> {
+    community: &'a str,
+    table: &'static str,
+}
+
+impl<'a> RowReader<'a> {
+    pub(crate) fn new(community: &'a str, table: &'static str) -> Self {
+        Self { community, table }
+    }
+
+    pub(crate) fn bad(&self, column: &str, reason: impl ToString) -> RepoError {
+        RepoError::BadData {
+            community: self.community.to_owned(),
+            field: format!("{}.{column}", self.table),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn community(&self) -> Result<CommunityId, RepoError> {
+        CommunityId::parse(self.community).map_err(|e| self.bad("community_id", e))
+    }
+
+    pub(crate) fn user(&self, text: String) -> Result<UserId, RepoError> {
+        UserId::parse(text).map_err(|e| self.bad("user_id", e))
+    }
+
+    pub(crate) fn key(&self, text: String) -> Result<IdempotencyKey, RepoError> {
+        IdempotencyKey::parse(text).map_err(|e| self.bad("idempotency_key", e))
+    }
+
+    pub(crate) fn model(&self, text: String) -> Result<ModelAlias, RepoError> {
+        ModelAlias::parse(text).map_err(|e| self.bad("model_alias", e))
+    }
+
+    pub(crate) fn period(&self, text: &str) -> Result<Period, RepoError> {
+        Period::parse(text).map_err(|e| self.bad("period", e))
+    }
+
+    pub(crate) fn micros(&self, column: &str, value: i64) -> Result<Micros, RepoError> {
+        Micros::new(value).map_err(|e| self.bad(column, e))
+    }
+
+    pub(crate) fn tokens(&self, prompt: i64, completion: i64) -> Result<TokenCounts, RepoError> {
+        let count = |column: &str, value: i64| {
+            u64::try_from(value).map_err(|_| self.bad(column, format!("{value} is negative")))
+        };
+        Ok(TokenCounts {
+            prompt: count("prompt_tokens", prompt)?,
+            completion: count("completion_tokens", completion)?,
+        })
+    }
+
+    pub(crate) fn trace_id(&self, trace_id: Option<String>) -> Result<Option<String>, RepoError> {
+        check_trace_id(trace_id.as_deref())
+            .map_err(|_| self.bad("trace_id", format!("longer than {MAX_TRACE_ID_LEN} bytes")))?;
+        Ok(trace_id)
+    }
+
+    pub(crate) fn source(&self, text: &str) -> Result<CostSource, RepoError> {
+        [
+            CostSource::Finalize,
+            CostSource::LateFinalize,
+            CostSource::Reconciliation,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+        .ok_or_else(|| self.bad("source", format!("unknown source {text:?}")))
+    }
+
+    pub(crate) fn timestamp(&self, column: &str, ms: i64) -> Result<Timestamp, RepoError> {
+        Timestamp::from_millis(ms).map_err(|e| self.bad(column, e))
+    }
+}
+
+/// A logged row as a [`UsageRecord`], refusing anything the domain would
+/// not accept.
+fn parse_record(model: Model) -> Result<UsageRecord, RepoError> {
+    let read = RowReader::new(&model.community_id, "agent_usage_log");
+    Ok(UsageRecord {
+        community: read.community()?,
+        user: read.user(model.user_id)?,
+        key: read.key(model.idempotency_key)?,
+        model: read.model(model.model_alias)?,
+        tokens: read.tokens(model.prompt_tokens, model.completion_tokens)?,
+        cost: read.micros("cost_micros", model.cost_micros)?,
+        estimate: read.micros("estimated_cost_micros", model.estimated_cost_micros)?,
+        trace_id: read.trace_id(model.trace_id)?,
+        source: read.source(&model.source)?,
+        period: read.period(&model.period)?,
+        created_at: read.timestamp("created_at", model.created_at)?,
+    })
+}
+
+fn row(record: &UsageRecord) -> Result<ActiveModel, RepoError> {
+    check_trace_id(record.trace_id.as_deref())?;
     Ok(ActiveModel {
         id: NotSet,
         community_id: Set(record.community.to_string()),
@@ -115,6 +220,25 @@ impl UsageLog for SqlUsageLog {
         }
         txn.commit().await.map_err(repo_error)?;
         Ok(inserted)
+    }
+
+    /// One `SELECT` on the unique (community_id, user_id, idempotency_key)
+    /// index; the row is parsed strictly.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn logged(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+    ) -> Result<Option<UsageRecord>, RepoError> {
+        Entity::find()
+            .filter(Column::CommunityId.eq(community.as_str()))
+            .filter(Column::UserId.eq(hold.user.as_str()))
+            .filter(Column::IdempotencyKey.eq(hold.key.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(repo_error)?
+            .map(parse_record)
+            .transpose()
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %community, period = %period))]

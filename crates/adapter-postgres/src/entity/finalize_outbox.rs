@@ -1,4 +1,5 @@
-//! A finalize waiting to be replayed against the budget store.
+//! A settlement kept durably until it reached the budget store and the
+//! usage log (the finalize queue).
 #![allow(missing_docs)] // fields are documented on the table; the derive adds undocumented items
 
 use sea_orm::entity::prelude::*;
@@ -27,6 +28,8 @@ pub struct Model {
     pub claimed_until: Option<i64>,
     pub last_error: Option<String>,
     pub created_at: i64,
+    /// The estimate that was held, micro-USD (0 when unknown; CHECK ≥ 0).
+    pub estimate_micros: i64,
 }
 
 /// No relations.

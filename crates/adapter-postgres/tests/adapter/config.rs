@@ -101,6 +101,52 @@ async fn tier_overrides_round_trip(t: &TestDb) {
     assert!(repo.tier_overrides(&id("other")).await.unwrap().is_empty());
 }
 
+async fn set_tier_overrides_through_the_port(t: &TestDb) {
+    let repo: Box<dyn TierOverrideRepo> = Box::new(SqlConfigRepo::new(t.db.clone()));
+    let (a, b) = (id("port-a"), id("port-b"));
+    let first = TierOverrides::from([(Tier::new(2).unwrap(), AccessLevel::Enterprise)]);
+    let second = TierOverrides::from([
+        (Tier::new(5).unwrap(), AccessLevel::Free),
+        (Tier::new(8).unwrap(), AccessLevel::Pro),
+    ]);
+    repo.set_tier_overrides(&a, &first).await.unwrap();
+    repo.set_tier_overrides(&b, &first).await.unwrap();
+    assert_eq!(repo.tier_overrides(&a).await.unwrap(), first);
+
+    // Replaced, not merged; the other community keeps its own.
+    repo.set_tier_overrides(&a, &second).await.unwrap();
+    assert_eq!(repo.tier_overrides(&a).await.unwrap(), second);
+    assert_eq!(repo.tier_overrides(&b).await.unwrap(), first);
+
+    // An empty map removes them: the column is NULL again.
+    repo.set_tier_overrides(&a, &TierOverrides::new())
+        .await
+        .unwrap();
+    assert!(repo.tier_overrides(&a).await.unwrap().is_empty());
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM community_agent_config WHERE community_id = 'port-a' AND tier_overrides IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(repo.tier_overrides(&b).await.unwrap(), first);
+
+    // Removing the overrides of a community without a row creates none.
+    repo.set_tier_overrides(&id("port-none"), &TierOverrides::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM community_agent_config WHERE community_id = 'port-none'")
+            .await,
+        0
+    );
+    assert!(
+        repo.tier_overrides(&id("port-none"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn upsert_refuses_what_it_could_not_read_back(t: &TestDb) {
     let repo = SqlConfigRepo::new(t.db.clone());
     let mut c = config("typo", true, 10, None);
@@ -125,6 +171,7 @@ async fn unreachable_database_is_unavailable(t: &TestDb) {
 crate::on_both_backends!(
     upsert_and_read_back,
     tier_overrides_round_trip,
+    set_tier_overrides_through_the_port,
     upsert_refuses_what_it_could_not_read_back,
     unreachable_database_is_unavailable,
 );

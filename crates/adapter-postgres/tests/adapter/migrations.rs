@@ -3,7 +3,7 @@
 use sea_orm::ConnectionTrait;
 use spendgate_adapter_postgres::{Migrator, MigratorTrait, SqlConfigRepo};
 use spendgate_domain::{CommunityId, Limits, Micros, PricingOverrides};
-use spendgate_ports::{CommunityConfig, ConfigProvider};
+use spendgate_ports::{CommunityConfig, ConfigProvider, TierOverrideRepo};
 
 use crate::support::{Backend, ManualClock, TestDb};
 
@@ -90,6 +90,8 @@ async fn check_constraints_refuse_bad_rows(t: &TestDb) {
         "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, source, period, created_at) VALUES ('c', 'u', 'cheap', 1, 1, 1, 0, 'k3', 'guess', '2026-11', 0)",
         "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, source, period, created_at) VALUES ('c', 'u', 'cheap', 1, 1, 1, 0, 'k4', 'finalize', 'November', 0)",
         "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) VALUES ('c', 'u', 'k', -3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
+        "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at, estimate_micros) VALUES ('c', 'u', 'k', 3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0, -1)",
+        "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at, estimate_micros) VALUES ('c', 'u', 'k', 3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0, NULL)",
     ];
     for sql in refused {
         let result = t.db.execute_unprepared(sql).await;
@@ -116,6 +118,52 @@ async fn check_constraints_refuse_bad_rows(t: &TestDb) {
     );
     assert_eq!(t.count("SELECT COUNT(*) FROM agent_usage_log").await, 0);
     assert_eq!(t.count("SELECT COUNT(*) FROM finalize_outbox").await, 0);
+}
+
+async fn has_column(t: &TestDb, table: &str, column: &str) -> bool {
+    let sql = match t.backend {
+        Backend::Postgres => format!(
+            "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = '{table}' AND column_name = '{column}'"
+        ),
+        Backend::Sqlite => {
+            format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = '{column}'")
+        }
+    };
+    t.count(&sql).await == 1
+}
+
+/// The estimate column arrives on a table that already holds rows (they
+/// read 0, "unknown"), and leaves again with `down`, rows kept.
+async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
+    let schema = t.single_connection().await;
+    Migrator::down(&schema, Some(1)).await.expect("down one");
+    assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
+    t.exec(
+        "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) VALUES ('c', 'u', 'old', 3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    Migrator::up(&schema, None).await.expect("up again");
+    assert!(has_column(t, "finalize_outbox", "estimate_micros").await);
+    assert_eq!(
+        t.count("SELECT estimate_micros FROM finalize_outbox WHERE idempotency_key = 'old'")
+            .await,
+        0
+    );
+    assert!(
+        t.exec("UPDATE finalize_outbox SET estimate_micros = -1", vec![])
+            .await
+            .is_err(),
+        "CHECK on the added column"
+    );
+    Migrator::down(&schema, Some(1))
+        .await
+        .expect("down one again");
+    assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
+    assert_eq!(t.count("SELECT COUNT(*) FROM finalize_outbox").await, 1);
+    Migrator::up(&schema, None).await.expect("and up");
+    schema.close().await.unwrap();
 }
 
 async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
@@ -161,5 +209,6 @@ async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
 crate::on_both_backends!(
     up_down_up,
     check_constraints_refuse_bad_rows,
+    outbox_estimate_column_up_and_down_over_existing_rows,
     updated_at_is_maintained_by_every_write,
 );

@@ -1,17 +1,18 @@
-//! The finalize outbox.
+//! The finalize queue, through the `WorkQueue<PendingSettlement>` port.
 
 use std::collections::HashSet;
 
-use spendgate_adapter_postgres::{Backoff, FinalizeOutbox, PendingFinalize};
+use spendgate_adapter_postgres::{FinalizeOutbox, MAX_ERROR_LEN};
 use spendgate_domain::{
-    CommunityId, IdempotencyKey, Micros, ModelAlias, Period, Settlement, TokenCounts, Ttl, UserId,
+    CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Settlement, TokenCounts, Ttl,
+    UserId,
 };
-use spendgate_ports::{CostSource, RepoError};
+use spendgate_ports::{Claimed, CostSource, PendingSettlement, QueueItem, RepoError, WorkQueue};
 
-use crate::support::{TestDb, ts};
+use crate::support::{ManualClock, TestDb, ts};
 
-fn pending(community: &str, key: &str, actual: i64) -> PendingFinalize {
-    PendingFinalize {
+fn pending(community: &str, key: &str, actual: i64) -> PendingSettlement {
+    PendingSettlement {
         community: CommunityId::parse(community).unwrap(),
         settlement: Settlement {
             user: UserId::parse("user-1").unwrap(),
@@ -20,6 +21,7 @@ fn pending(community: &str, key: &str, actual: i64) -> PendingFinalize {
         },
         period: Period::parse("2026-11").unwrap(),
         model: ModelAlias::parse("reviewer").unwrap(),
+        estimate: Micros::new(actual + 50).unwrap(),
         tokens: TokenCounts {
             prompt: 10,
             completion: 20,
@@ -33,170 +35,240 @@ fn lease(ms: i64) -> Ttl {
     Ttl::from_millis(ms).unwrap()
 }
 
-async fn enqueue_claim_fail_and_finish(t: &TestDb) {
-    let outbox = FinalizeOutbox::new(t.db.clone());
-    assert!(
-        outbox
-            .enqueue(&pending("c", "k1", 100), ts(1_000))
-            .await
-            .unwrap()
-    );
-    assert!(
-        outbox
-            .enqueue(&pending("c", "k2", 200), ts(1_001))
-            .await
-            .unwrap()
-    );
-    assert!(
-        outbox
-            .enqueue(&pending("d", "k1", 300), ts(5_000))
-            .await
-            .unwrap()
-    );
-    // Same (community, user, key): kept once.
-    assert!(
-        !outbox
-            .enqueue(&pending("c", "k1", 999), ts(1_002))
-            .await
-            .unwrap()
-    );
-    assert_eq!(outbox.queued().await.unwrap(), 3);
+fn queue(t: &TestDb) -> Box<dyn WorkQueue<PendingSettlement>> {
+    Box::new(FinalizeOutbox::new(t.db.clone()))
+}
 
-    // Due at 2 000: the first two, oldest first, with every field intact.
-    let claimed = outbox
-        .claim_due(ts(2_000), 10, lease(30_000))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    assert_eq!(claimed[0].pending, pending("c", "k1", 100));
-    assert_eq!(claimed[1].pending, pending("c", "k2", 200));
-    assert_eq!(claimed[0].attempts, 0);
-    assert_eq!(claimed[0].last_error, None);
+fn key_of(c: &Claimed<PendingSettlement>) -> (CommunityId, HoldRef) {
+    (c.item.community.clone(), c.item.hold_ref())
+}
 
-    // Leased: nobody else gets them, but the third one is due at 5 000.
-    let later = outbox
-        .claim_due(ts(6_000), 10, lease(30_000))
-        .await
-        .unwrap();
-    assert_eq!(later.len(), 1);
-    assert_eq!(later[0].pending.community.as_str(), "d");
+async fn complete(q: &dyn WorkQueue<PendingSettlement>, p: &PendingSettlement) -> bool {
+    q.complete(&p.community, &p.hold_ref()).await.unwrap()
+}
 
-    // First failure: retry after 1 s; second: 2 s; lease dropped.
-    let due = outbox
-        .mark_failed(claimed[0].id, "store down", ts(7_000))
+async fn retry(
+    q: &dyn WorkQueue<PendingSettlement>,
+    p: &PendingSettlement,
+    error: &str,
+    due: i64,
+) -> bool {
+    q.retry_at(&p.community, &p.hold_ref(), error, ts(due))
         .await
-        .unwrap();
-    assert_eq!(due, Some(ts(8_000)));
+        .unwrap()
+}
+
+async fn enqueue_claim_retry_and_complete(t: &TestDb) {
+    let q = queue(t);
+    let (c1, c2, d1) = (
+        pending("c", "k1", 100),
+        pending("c", "k2", 200),
+        pending("d", "k1", 300),
+    );
+    // Enqueued out of due order.
+    assert!(q.enqueue(&c2, ts(1_001)).await.unwrap());
+    assert!(q.enqueue(&c1, ts(1_000)).await.unwrap());
+    assert!(q.enqueue(&d1, ts(5_000)).await.unwrap());
+    // Same (community, user, key): kept once, the first version wins.
     assert!(
-        outbox
-            .claim_due(ts(7_999), 10, lease(30_000))
+        !q.enqueue(&pending("c", "k1", 999), ts(1_002))
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.len().await.unwrap(), 3);
+
+    // Nothing is due before its due_at.
+    assert!(
+        q.claim_due(ts(999), 10, lease(30_000))
             .await
             .unwrap()
             .is_empty()
     );
-    let again = outbox
-        .claim_due(ts(8_000), 10, lease(30_000))
-        .await
-        .unwrap();
+    // Due at 2 000: the first two, earliest due first, every field intact
+    // (the estimate included).
+    let claimed = q.claim_due(ts(2_000), 10, lease(30_000)).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert_eq!(claimed[0].item, c1);
+    assert_eq!(claimed[1].item, c2);
+    assert_eq!(claimed[0].item.estimate.get(), 150);
+    assert_eq!(claimed[0].attempts, 0);
+    assert_eq!(claimed[0].last_error, None);
+
+    // Leased: nobody else gets them, but the third one is due at 5 000.
+    let later = q.claim_due(ts(6_000), 10, lease(30_000)).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].item, d1);
+
+    // retry_at: one more attempt, error kept, lease dropped, due at the
+    // caller's time (not before).
+    assert!(retry(q.as_ref(), &c1, "store down", 8_000).await);
+    assert!(
+        q.claim_due(ts(7_999), 10, lease(30_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = q.claim_due(ts(8_000), 10, lease(30_000)).await.unwrap();
     assert_eq!(again.len(), 1);
+    assert_eq!(again[0].item, c1);
     assert_eq!(again[0].attempts, 1);
     assert_eq!(again[0].last_error.as_deref(), Some("store down"));
-    let due = outbox
-        .mark_failed(again[0].id, &"é".repeat(5_000), ts(9_000))
-        .await
-        .unwrap();
-    assert_eq!(due, Some(ts(11_000)));
+    // A long error is cut at a character boundary ('é' is two bytes).
+    assert!(retry(q.as_ref(), &c1, &"é".repeat(5_000), 11_000).await);
+    // The caller may also bring an item forward.
+    assert!(retry(q.as_ref(), &d1, "later", 0).await);
+    let forward = q.claim_due(ts(6_000), 10, lease(30_000)).await.unwrap();
+    assert_eq!(forward.len(), 1);
+    assert_eq!(forward[0].item, d1);
+    assert_eq!(forward[0].attempts, 1);
 
-    // A lapsed lease frees the row for another claimer.
-    let expired = outbox
+    // A lapsed lease frees a row for another claimer; order is by due time.
+    let expired = q
         .claim_due(ts(2_000 + 30_000), 10, lease(1_000))
         .await
         .unwrap();
-    let ids: HashSet<i64> = expired.iter().map(|c| c.id).collect();
-    assert!(
-        ids.contains(&claimed[1].id) && ids.contains(&claimed[0].id),
-        "{ids:?}"
+    let keys: Vec<_> = expired.iter().map(key_of).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (c2.community.clone(), c2.hold_ref()),
+            (c1.community.clone(), c1.hold_ref())
+        ],
+        "c2 (due 1 001) before c1 (due 11 000)"
     );
-    let retried = expired.iter().find(|c| c.id == claimed[0].id).unwrap();
+    let retried = &expired[1];
     assert_eq!(retried.attempts, 2);
-    assert!(
-        retried.last_error.as_ref().unwrap().len() <= spendgate_adapter_postgres::MAX_ERROR_LEN
-    );
+    let kept = retried.last_error.as_deref().unwrap();
+    assert_eq!(kept.len(), MAX_ERROR_LEN);
+    assert!(kept.chars().all(|c| c == 'é'));
 
-    for c in expired.iter().chain(&later) {
-        assert!(outbox.mark_done(c.id).await.unwrap());
-    }
+    // complete removes by (community, user, key); isolation by community.
+    assert!(complete(q.as_ref(), &c1).await);
+    assert!(!complete(q.as_ref(), &c1).await, "already gone");
     assert!(
-        !outbox.mark_done(claimed[0].id).await.unwrap(),
-        "already gone"
+        !retry(q.as_ref(), &c1, "x", 1).await,
+        "gone: nothing to retry"
+    );
+    assert_eq!(q.len().await.unwrap(), 2);
+    assert!(complete(q.as_ref(), &c2).await);
+    assert!(complete(q.as_ref(), &d1).await);
+    assert_eq!(q.len().await.unwrap(), 0);
+    // Done means done: the key may be queued again later.
+    assert!(q.enqueue(&c1, ts(50_000)).await.unwrap());
+    assert_eq!(q.len().await.unwrap(), 1);
+}
+
+async fn enqueue_stamps_created_at_from_its_clock(t: &TestDb) {
+    let clock = ManualClock::at(4_242);
+    let q = FinalizeOutbox::with_clock(t.db.clone(), clock);
+    assert!(q.enqueue(&pending("c", "k", 1), ts(100_000)).await.unwrap());
+    assert_eq!(
+        t.count("SELECT created_at FROM finalize_outbox").await,
+        4_242
     );
     assert_eq!(
-        outbox.mark_failed(claimed[0].id, "x", ts(1)).await.unwrap(),
-        None
+        t.count("SELECT next_attempt_at FROM finalize_outbox").await,
+        100_000
     );
-    assert_eq!(outbox.queued().await.unwrap(), 0);
-    // Done means done: the key may be queued again later.
-    assert!(
-        outbox
-            .enqueue(&pending("c", "k1", 100), ts(50_000))
-            .await
-            .unwrap()
+    assert_eq!(
+        t.count("SELECT estimate_micros FROM finalize_outbox").await,
+        51
     );
 }
 
-async fn backoff_grows_exponentially_up_to_its_cap(t: &TestDb) {
-    let backoff = Backoff::new(lease(100), lease(1_000));
-    assert_eq!(
-        (1..=6).map(|n| backoff.delay_ms(n)).collect::<Vec<_>>(),
-        vec![100, 200, 400, 800, 1_000, 1_000]
-    );
-    assert_eq!(Backoff::default().delay_ms(u32::MAX), 3_600_000);
-    let outbox = FinalizeOutbox::with_backoff(t.db.clone(), backoff);
-    outbox.enqueue(&pending("c", "k", 1), ts(0)).await.unwrap();
-    let mut now = 0;
-    for expected in [100, 200, 400, 800, 1_000] {
-        let claimed = outbox.claim_due(ts(now), 1, lease(10)).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        let due = outbox
-            .mark_failed(claimed[0].id, "nope", ts(now))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(due.as_millis() - now, expected);
-        now = due.as_millis();
-    }
+async fn attempts_saturate(t: &TestDb) {
+    let q = queue(t);
+    let p = pending("c", "k", 1);
+    q.enqueue(&p, ts(0)).await.unwrap();
+    t.exec(
+        "UPDATE finalize_outbox SET attempts = $1",
+        vec![i32::MAX.into()],
+    )
+    .await
+    .unwrap();
+    assert!(retry(q.as_ref(), &p, "again", 0).await);
+    let claimed = q.claim_due(ts(0), 1, lease(10)).await.unwrap();
+    assert_eq!(claimed[0].attempts, u32::try_from(i32::MAX).unwrap());
 }
 
 async fn refused_input_and_bad_rows(t: &TestDb) {
-    let outbox = FinalizeOutbox::new(t.db.clone());
+    let q = queue(t);
     let mut p = pending("c", "k", 1);
     p.tokens.completion = u64::MAX;
     assert!(matches!(
-        outbox.enqueue(&p, ts(0)).await,
+        q.enqueue(&p, ts(0)).await,
         Err(RepoError::InvalidInput(_))
     ));
-    assert_eq!(outbox.queued().await.unwrap(), 0);
-    // A row no id can come from is reported, not skipped or panicked on.
+    let mut p = pending("c", "k", 1);
+    p.trace_id = Some("t".repeat(257));
+    assert!(matches!(
+        q.enqueue(&p, ts(0)).await,
+        Err(RepoError::InvalidInput(_))
+    ));
+    assert_eq!(q.len().await.unwrap(), 0);
+    // A negative estimate cannot be stored either (CHECK).
+    assert!(
+        t.exec(
+            "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at, estimate_micros) \
+             VALUES ('c', 'u', 'k', 1, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0, -1)",
+            vec![],
+        )
+        .await
+        .is_err()
+    );
+
+    // Readable rows around two that no id or period can come from.
+    let good = pending("c", "good", 1);
+    q.enqueue(&good, ts(5)).await.unwrap();
+    let late = pending("c", "late", 1);
+    q.enqueue(&late, ts(30)).await.unwrap();
+    for (community, key, period, due) in [
+        ("bad community", "k", "2026-11", 0),
+        ("c", "bad-period", "2026-13", 20),
+    ] {
+        t.exec(
+            "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) \
+             VALUES ($1, 'u', $2, 1, $3, 'cheap', 0, 0, 'finalize', $4, 0)",
+            vec![community.into(), key.into(), period.into(), i64::from(due).into()],
+        )
+        .await
+        .unwrap();
+    }
+    // Reported, not skipped or panicked on: the first unreadable row.
+    let err = q.claim_due(ts(40), 10, lease(100)).await.unwrap_err();
+    assert!(
+        matches!(&err, RepoError::BadData { community, field, .. } if community == "bad community" && field == "finalize_outbox.community_id"),
+        "{err:?}"
+    );
+    // The unreadable rows stay queued and leased; the readable ones of the
+    // same batch were handed back and are claimable at once.
+    let next = q.claim_due(ts(40), 10, lease(100)).await.unwrap();
+    assert_eq!(
+        next.iter().map(|c| c.item.clone()).collect::<Vec<_>>(),
+        vec![good.clone(), late.clone()]
+    );
+    assert_eq!(q.len().await.unwrap(), 4);
+    // When the lease ends they are reported again.
+    let err = q.claim_due(ts(140), 10, lease(100)).await.unwrap_err();
+    assert!(matches!(err, RepoError::BadData { .. }), "{err:?}");
     t.exec(
-        "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) \
-         VALUES ('bad community', 'u', 'k', 1, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
+        "DELETE FROM finalize_outbox WHERE community_id = 'bad community'",
         vec![],
     )
     .await
     .unwrap();
-    let err = outbox.claim_due(ts(10), 10, lease(10)).await.unwrap_err();
+    let err = q.claim_due(ts(240), 10, lease(100)).await.unwrap_err();
     assert!(
-        matches!(&err, RepoError::BadData { community, field, .. } if community == "bad community" && field == "finalize_outbox.community_id"),
+        matches!(&err, RepoError::BadData { community, field, .. } if community == "c" && field == "finalize_outbox.period"),
         "{err:?}"
     );
 }
 
 async fn concurrent_claimers_never_share_a_row(t: &TestDb) {
-    let outbox = FinalizeOutbox::new(t.db.clone());
+    let q = queue(t);
     let total = 600;
     for i in 0..total {
-        outbox
-            .enqueue(&pending("c", &format!("k{i}"), i), ts(i))
+        q.enqueue(&pending("c", &format!("k{i}"), i), ts(i))
             .await
             .unwrap();
     }
@@ -204,35 +276,41 @@ async fn concurrent_claimers_never_share_a_row(t: &TestDb) {
     for _ in 0..4 {
         let db = t.reconnect().await;
         workers.push(tokio::spawn(async move {
-            let outbox = FinalizeOutbox::new(db);
+            let q = FinalizeOutbox::new(db);
             let mut mine = Vec::new();
             loop {
-                let batch = outbox
-                    .claim_due(ts(1_000_000), 7, lease(600_000))
-                    .await
-                    .unwrap();
+                let batch = q.claim_due(ts(1_000_000), 7, lease(600_000)).await.unwrap();
                 if batch.is_empty() {
                     return mine;
                 }
-                mine.extend(batch.into_iter().map(|c| c.id));
+                mine.extend(batch.iter().map(key_of));
             }
         }));
     }
     let mut seen = HashSet::new();
     let mut claimed = 0;
     for w in workers {
-        for id in w.await.unwrap() {
+        for key in w.await.unwrap() {
             claimed += 1;
-            assert!(seen.insert(id), "row {id} claimed twice");
+            assert!(seen.insert(key.clone()), "{key:?} claimed twice");
         }
     }
     assert_eq!(claimed, total);
     assert_eq!(seen.len(), usize::try_from(total).unwrap());
+    // All still queued (claimed is not done), and all leased.
+    assert_eq!(q.len().await.unwrap(), 600);
+    assert!(
+        q.claim_due(ts(1_000_000), 10, lease(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 crate::on_both_backends!(
-    enqueue_claim_fail_and_finish,
-    backoff_grows_exponentially_up_to_its_cap,
+    enqueue_claim_retry_and_complete,
+    enqueue_stamps_created_at_from_its_clock,
+    attempts_saturate,
     refused_input_and_bad_rows,
     concurrent_claimers_never_share_a_row,
 );

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use spendgate_adapter_postgres::SqlUsageLog;
 use spendgate_domain::{
-    CommunityId, IdempotencyKey, Micros, ModelAlias, Period, TokenCounts, UserId,
+    CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, TokenCounts, UserId,
 };
 use spendgate_ports::{CostSource, RepoError, UsageLog, UsageRecord};
 
@@ -205,6 +205,122 @@ async fn rows_carry_every_field(t: &TestDb) {
     );
 }
 
+fn hold(user: &str, key: &str) -> HoldRef {
+    HoldRef {
+        user: UserId::parse(user).unwrap(),
+        key: IdempotencyKey::parse(key).unwrap(),
+    }
+}
+
+async fn logged_reads_back_what_was_appended(t: &TestDb) {
+    let log = SqlUsageLog::new(t.db.clone());
+    let a = CommunityId::parse("a").unwrap();
+    assert_eq!(log.logged(&a, &hold("u1", "k1")).await.unwrap(), None);
+
+    let first = record("a", "u1", "k1", 100, "2026-11");
+    let mut late = record("a", "u1", "k2", 7, "2026-10");
+    late.source = CostSource::LateFinalize;
+    late.trace_id = None;
+    late.tokens = TokenCounts {
+        prompt: 0,
+        completion: 0,
+    };
+    log.append(&[first.clone(), late.clone()]).await.unwrap();
+    // Every field comes back as it went in.
+    assert_eq!(
+        log.logged(&a, &hold("u1", "k1")).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(log.logged(&a, &hold("u1", "k2")).await.unwrap(), Some(late));
+    // A replay with another cost changes nothing: the first one stays.
+    log.append(&[record("a", "u1", "k1", 999, "2026-11")])
+        .await
+        .unwrap();
+    assert_eq!(
+        log.logged(&a, &hold("u1", "k1")).await.unwrap(),
+        Some(first)
+    );
+    // Unknown key, unknown user: None.
+    assert_eq!(log.logged(&a, &hold("u1", "k3")).await.unwrap(), None);
+    assert_eq!(log.logged(&a, &hold("u2", "k1")).await.unwrap(), None);
+}
+
+async fn logged_is_isolated_per_community(t: &TestDb) {
+    let log = SqlUsageLog::new(t.db.clone());
+    let (a, b, c) = (
+        CommunityId::parse("a").unwrap(),
+        CommunityId::parse("b").unwrap(),
+        CommunityId::parse("c").unwrap(),
+    );
+    let in_a = record("a", "u", "k", 10, "2026-11");
+    let in_b = record("b", "u", "k", 20, "2026-11");
+    log.append(&[in_a.clone(), in_b.clone()]).await.unwrap();
+    assert_eq!(log.logged(&a, &hold("u", "k")).await.unwrap(), Some(in_a));
+    assert_eq!(log.logged(&b, &hold("u", "k")).await.unwrap(), Some(in_b));
+    assert_eq!(log.logged(&c, &hold("u", "k")).await.unwrap(), None);
+    // A prefix or case variant of the community is another community.
+    let upper = CommunityId::parse("A").unwrap();
+    assert_eq!(log.logged(&upper, &hold("u", "k")).await.unwrap(), None);
+}
+
+async fn logged_reports_a_corrupt_row_as_bad_data(t: &TestDb) {
+    let log = SqlUsageLog::new(t.db.clone());
+    let insert = "INSERT INTO agent_usage_log (community_id, user_id, model_alias, prompt_tokens, completion_tokens, cost_micros, estimated_cost_micros, idempotency_key, trace_id, source, period, created_at) \
+                  VALUES ('corrupt', 'u', $1, 1, 1, 5, 5, $2, $3, 'finalize', $4, 0)";
+    // Each row breaks one field the CHECK constraints do not see; the
+    // trace id is 200 characters (fits VARCHAR(256)) but 400 bytes.
+    let long_trace = "é".repeat(200);
+    let rows = [
+        (
+            "cheap",
+            "k-period",
+            None,
+            "2026-13",
+            "agent_usage_log.period",
+        ),
+        (
+            "bad alias",
+            "k-model",
+            None,
+            "2026-11",
+            "agent_usage_log.model_alias",
+        ),
+        (
+            "cheap",
+            "k-trace",
+            Some(long_trace.as_str()),
+            "2026-11",
+            "agent_usage_log.trace_id",
+        ),
+    ];
+    let corrupt = CommunityId::parse("corrupt").unwrap();
+    for (model, key, trace, period, field) in rows {
+        t.exec(
+            insert,
+            vec![
+                model.into(),
+                key.into(),
+                trace.map(str::to_owned).into(),
+                period.into(),
+            ],
+        )
+        .await
+        .unwrap();
+        let err = log.logged(&corrupt, &hold("u", key)).await.unwrap_err();
+        assert!(
+            matches!(&err, RepoError::BadData { community, field: f, .. } if community == "corrupt" && f == field),
+            "{field}: {err:?}"
+        );
+    }
+    // Good rows of the same community still read back.
+    let good = record("corrupt", "u", "fine", 3, "2026-11");
+    log.append(std::slice::from_ref(&good)).await.unwrap();
+    assert_eq!(
+        log.logged(&corrupt, &hold("u", "fine")).await.unwrap(),
+        Some(good)
+    );
+}
+
 crate::on_both_backends!(
     append_counts_new_rows_and_sums_per_period,
     replaying_ten_thousand_rows_adds_none,
@@ -212,4 +328,7 @@ crate::on_both_backends!(
     a_refused_record_writes_nothing,
     a_sum_past_the_range_is_bad_data,
     rows_carry_every_field,
+    logged_reads_back_what_was_appended,
+    logged_is_isolated_per_community,
+    logged_reports_a_corrupt_row_as_bad_data,
 );
