@@ -12,14 +12,16 @@
 //! | `sg:{c}:x` | zset | expiry buckets that have a list: member and score = `expires_at / 100 ms` |
 //! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket (entries of settled or extended holds are skipped by reap) |
 //! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
-//! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status) |
+//! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status): added by a user's first reserve of the period, or by a commit_unheld that found no hold |
+//! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
 //!
 //! Fields of `sg:{c}:r` never collide: a digest's first byte is at least
 //! `0x80`, every other field starts with an ASCII character (`L`, or the
 //! digits of a period).
 //!
 //! * live hold: `H<estimate> <created_at> <expires_at> <period> <user> <model>`;
-//! * finalize marker: `F` ‖ marker `expires_at` (6 bytes, big-endian ms) ‖ `<actual>`;
+//! * finalize marker: `F` ‖ marker `expires_at` (6 bytes, big-endian ms) ‖ `<actual>`
+//!   (also what a commit_unheld without a hold leaves, queued the same way);
 //! * reap tombstone: `R<marker expires_at> <estimate> <created_at> <expires_at> <period> <user> <model>`;
 //! * limits: `"<limit>"` or `"<limit> <per-user cap>"`;
 //! * totals: `"<committed> <reserved> <holds> <warned 0|1>"`;
@@ -90,6 +92,12 @@ pub fn marker_queue_key(community: &CommunityId) -> String {
 /// The set of users with sums in one period.
 pub fn user_sums_key(community: &CommunityId, period: Period) -> String {
     format!("{}u:{period}", community_prefix(community))
+}
+
+/// The string caching the community's tier overrides (expires by its
+/// Redis TTL).
+pub fn tier_cache_key(community: &CommunityId) -> String {
+    format!("{}tiers", community_prefix(community))
 }
 
 /// The record field of (user, key): the first 12 bytes of

@@ -13,13 +13,20 @@
 //! * [`RedisBudgetStore`] is generic over the connection: use
 //!   [`RedisBudgetStore::connect`] (standalone, reconnecting
 //!   `ConnectionManager`) or [`RedisBudgetStore::connect_cluster`].
+//! * [`RedisTierCache`] implements the
+//!   [`TierCache`](spendgate_ports::TierCache) port on one string per
+//!   community (`SET … PX`, `GET`, `DEL`), over the same connections; its
+//!   entries expire by their Redis TTL, the one place this crate uses one.
 //! * [`keys`] documents the key layout and builds the keys and digests.
 //! * [`script`] holds the embedded scripts and their error protocol.
 
 mod codec;
+mod connection;
 mod error;
 pub mod keys;
 pub mod script;
 mod store;
+mod tier_cache;
 
 pub use store::{DEFAULT_TIMEOUT, RedisBudgetStore};
+pub use tier_cache::RedisTierCache;

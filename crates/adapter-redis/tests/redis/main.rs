@@ -7,6 +7,9 @@
 //! `redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103`).
 //! A test that cannot connect fails, naming the URL it tried; none skips.
 //! Some tests start their own `redis-server` on a free port.
+//!
+//! `tier_cache` runs the Redis `TierCache` adapter through the same
+//! servers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
@@ -17,3 +20,4 @@ mod own_redis;
 mod recovery;
 mod stress;
 mod support;
+mod tier_cache;

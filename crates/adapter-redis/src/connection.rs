@@ -1,0 +1,114 @@
+//! Opening the connections every Redis adapter of this crate runs on: one
+//! setup for the budget store and the tier cache, so both bound connecting
+//! the same way and leave response times to their own operation timeout.
+
+use std::time::Duration;
+
+use redis::RedisError;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use spendgate_ports::{RepoError, StoreError};
+
+use crate::store::DEFAULT_TIMEOUT;
+
+/// The cluster client's own response timeout: longer than any operation
+/// timeout, which is what actually bounds a call.
+const CLIENT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long connecting may take in all (the client's own connection
+/// timeout applies per attempt).
+const CONNECT_DEADLINE: Duration = DEFAULT_TIMEOUT.saturating_mul(4);
+
+/// Why a connection could not be opened; each adapter turns it into its
+/// port's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// The URL (or one of the cluster URLs) is malformed.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// No server answered in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<ConnectError> for StoreError {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::InvalidInput(m) => StoreError::InvalidInput(m),
+            ConnectError::Unavailable(m) => StoreError::Unavailable(m),
+        }
+    }
+}
+
+impl From<ConnectError> for RepoError {
+    fn from(error: ConnectError) -> Self {
+        match error {
+            ConnectError::InvalidInput(m) => RepoError::InvalidInput(m),
+            ConnectError::Unavailable(m) => RepoError::Unavailable(m),
+        }
+    }
+}
+
+fn unavailable(what: &str, error: &RedisError) -> ConnectError {
+    ConnectError::Unavailable(format!("{what}: {error}"))
+}
+
+/// A reconnecting [`ConnectionManager`] to the standalone Redis at `url`
+/// (`redis://host:port/db`).
+pub(crate) async fn standalone(url: &str) -> Result<ConnectionManager, ConnectError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| ConnectError::InvalidInput(format!("redis url {url}: {e}")))?;
+    // Responses are bounded by each adapter's own operation timeout
+    // (`with_timeout`), not by the client's.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(DEFAULT_TIMEOUT))
+        .set_response_timeout(None)
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(200));
+    tokio::time::timeout(
+        CONNECT_DEADLINE,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    .map_err(|_| ConnectError::Unavailable(format!("connecting to {url} timed out")))?
+    .map_err(|e| unavailable(&format!("connecting to {url}"), &e))
+}
+
+/// A connection to the Redis Cluster reached through any of `urls`.
+pub(crate) async fn cluster<S: AsRef<str>>(urls: &[S]) -> Result<ClusterConnection, ConnectError> {
+    let nodes: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
+    // Responses are bounded by each adapter's own operation timeout
+    // (`with_timeout`), not by the client's.
+    let client = ClusterClient::builder(nodes.clone())
+        .connection_timeout(DEFAULT_TIMEOUT)
+        .response_timeout(CLIENT_RESPONSE_TIMEOUT)
+        .retries(2)
+        .build()
+        .map_err(|e| ConnectError::InvalidInput(format!("cluster urls {nodes:?}: {e}")))?;
+    tokio::time::timeout(CONNECT_DEADLINE, client.get_async_connection())
+        .await
+        .map_err(|_| ConnectError::Unavailable(format!("connecting to {nodes:?} timed out")))?
+        .map_err(|e| unavailable(&format!("connecting to {nodes:?}"), &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn malformed_urls_are_invalid_input() {
+        assert!(matches!(
+            standalone("http://nowhere").await,
+            Err(ConnectError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            cluster::<&str>(&[]).await,
+            Err(ConnectError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            RepoError::from(ConnectError::Unavailable("x".into())),
+            RepoError::Unavailable(_)
+        ));
+    }
+}
