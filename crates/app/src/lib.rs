@@ -1,7 +1,57 @@
-//! The application layer of spendgate: services and background workers
-//! wired from the ports, and the `spendgate` binary.
+//! spendgate's application layer: the services an embedding program calls,
+//! wired from the ports, and (in the binary) the `spendgate` program.
 //!
 //! It is the outermost ring (`app -> adapters -> ports -> domain`) and the
-//! only crate that picks concrete adapters. The services, the worker handle
-//! and the builder that embeds them arrive with their own issues; until then
-//! this crate only names the layering.
+//! only crate that picks concrete adapters, all of them in [`builder`].
+//! Inside, the layers stay visible: [`services`] holds the budget service
+//! and tier access, written against the ports alone.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use spendgate::domain::{CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, UserId};
+//! use spendgate::{ReserveDecision, ReserveRequest, Spendgate, Usage};
+//!
+//! let spendgate = Spendgate::builder().build().await?; // memory only
+//! let community = CommunityId::parse("guild-42")?;
+//! spendgate.budget().set_budget(&community, Limits::new(Micros::from_usd(10))).await?;
+//! let request = ReserveRequest::tokens(
+//!     community,
+//!     UserId::parse("alice")?,
+//!     IdempotencyKey::parse("msg-1")?,
+//!     ModelAlias::parse("cheap")?,
+//!     1,
+//!     1_200,
+//!     800,
+//! );
+//! if let ReserveDecision::Reserved(hold) = spendgate.budget().reserve(request).await? {
+//!     // ... call the model ...
+//!     hold.finalize(Usage::tokens(1_180, 412)).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Cargo features choose what is compiled: `redis` (the hot path on Redis
+//! or Redis Cluster), `postgres` and `sqlite` (the durable record). All are
+//! on by default; with none, spendgate runs on memory alone and compiles
+//! neither the Redis client nor SeaORM.
+
+pub mod builder;
+pub mod services;
+
+pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder};
+pub use services::budget::{
+    Backoff, BudgetChangeError, BudgetReport, BudgetService, BudgetSettings, CostBasis,
+    EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket,
+    MAX_TRACE_ID_LEN, ReplayReport, ReserveDecision, ReserveError, ReserveRequest, Settled,
+    StatusError, Usage,
+};
+pub use services::community_config::ConfigFreshness;
+pub use services::tiers::{
+    OverrideSource, TierAccess, TierDecision, TierRefusal, TierTimings, TierWriteError,
+};
+
+/// The domain types the services speak (ids, money, periods, outcomes), so
+/// an embedder needs one dependency.
+pub use spendgate_domain as domain;
+/// The ports, for embedders that bring their own adapters.
+pub use spendgate_ports as ports;

@@ -1,0 +1,546 @@
+//! The one place that picks adapters: [`Spendgate::builder`] takes adapters
+//! or URLs and returns the services. Nothing is global; two instances in
+//! one process share nothing.
+
+use std::sync::Arc;
+
+use spendgate_adapter_memory::{
+    MemoryBudgetStore, MemoryConfig, MemoryTierCache, MemoryTierOverrides, MemoryUsageLog,
+    MemoryWorkQueue,
+};
+use spendgate_domain::{BudgetPolicy, PriceTable};
+use spendgate_ports::{
+    BudgetStore, Clock, ConfigProvider, FinalizeQueue, ReconciliationQueue, RepoError, StoreError,
+    SystemClock, TierCache, TierOverrideRepo, UsageLog,
+};
+
+use crate::services::budget::{BudgetService, BudgetSettings, Core};
+use crate::services::community_config::{ConfigCache, ConfigFreshness};
+use crate::services::tiers::{TierAccess, TierTimings};
+
+/// Why a [`SpendgateBuilder`] could not build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The budget store could not be reached or set up.
+    #[error("budget store: {0}")]
+    Store(#[source] StoreError),
+    /// The database could not be reached or migrated.
+    #[error("database: {0}")]
+    Database(#[source] RepoError),
+    /// A setting needs a cargo feature this build of `spendgate` lacks.
+    #[error("{setting} needs the `{feature}` feature of the spendgate crate")]
+    FeatureDisabled {
+        /// The builder setting or URL scheme.
+        setting: &'static str,
+        /// The feature to enable.
+        feature: &'static str,
+    },
+    /// The database URL is neither PostgreSQL nor SQLite.
+    #[error("unsupported database URL scheme in {0:?}: expected postgres:// or sqlite:")]
+    UnsupportedUrl(String),
+    /// The SQL budget store was asked for without a database URL.
+    #[error("the SQL budget store needs a database URL")]
+    MissingDatabase,
+}
+
+/// Where the budget counters live.
+enum StoreChoice {
+    Adapter(Arc<dyn BudgetStore>),
+    Memory,
+    Redis(String),
+    RedisCluster(Vec<String>),
+    Sql,
+}
+
+/// Every port a [`Spendgate`] runs on; the workers use the same ones.
+#[derive(Clone)]
+pub struct Ports {
+    /// Budget counters (the hot path).
+    pub store: Arc<dyn BudgetStore>,
+    /// Community configuration.
+    pub config: Arc<dyn ConfigProvider>,
+    /// Tier overrides.
+    pub tier_overrides: Arc<dyn TierOverrideRepo>,
+    /// The shared tier-override cache.
+    pub tier_cache: Arc<dyn TierCache>,
+    /// The usage log.
+    pub usage_log: Arc<dyn UsageLog>,
+    /// Settlements on their way to the store and the log.
+    pub finalize_queue: Arc<FinalizeQueue>,
+    /// Dropped calls waiting for reconciliation.
+    pub reconciliation: Arc<ReconciliationQueue>,
+    /// Where `now` comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Ports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ports").finish_non_exhaustive()
+    }
+}
+
+/// An embedded spendgate: the services over one set of adapters.
+#[derive(Clone)]
+pub struct Spendgate {
+    budget: BudgetService,
+    tiers: Arc<TierAccess>,
+    ports: Ports,
+}
+
+impl std::fmt::Debug for Spendgate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spendgate")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spendgate {
+    /// A builder; with nothing set it builds on memory alone.
+    pub fn builder() -> SpendgateBuilder {
+        SpendgateBuilder::default()
+    }
+
+    /// Estimates, reserves, settles and reports budgets.
+    pub fn budget(&self) -> &BudgetService {
+        &self.budget
+    }
+
+    /// Tier access and tier overrides.
+    pub fn tiers(&self) -> &TierAccess {
+        &self.tiers
+    }
+
+    /// The ports this instance runs on.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+}
+
+/// Builds a [`Spendgate`] from adapters or URLs.
+///
+/// * Budget store: [`SpendgateBuilder::store`], [`SpendgateBuilder::redis`],
+///   [`SpendgateBuilder::redis_cluster`], [`SpendgateBuilder::sql_store`];
+///   by default Redis when a Redis URL is set, else the SQL store when a
+///   database is set, else memory.
+/// * Database ([`SpendgateBuilder::database`], `postgres://…` or
+///   `sqlite:…`): configuration, tier overrides, usage log and the finalize
+///   queue, migrated at build. Without one, all of them are in memory.
+/// * Any port may be given directly; a port given wins over a URL.
+#[must_use]
+#[derive(Default)]
+pub struct SpendgateBuilder {
+    store: Option<StoreChoice>,
+    database_url: Option<String>,
+    config: Option<Arc<dyn ConfigProvider>>,
+    tier_overrides: Option<Arc<dyn TierOverrideRepo>>,
+    tier_cache: Option<Arc<dyn TierCache>>,
+    usage_log: Option<Arc<dyn UsageLog>>,
+    finalize_queue: Option<Arc<FinalizeQueue>>,
+    reconciliation: Option<Arc<ReconciliationQueue>>,
+    clock: Option<Arc<dyn Clock>>,
+    policy: BudgetPolicy,
+    prices: PriceTable,
+    settings: BudgetSettings,
+    freshness: ConfigFreshness,
+    tier_timings: TierTimings,
+}
+
+impl std::fmt::Debug for SpendgateBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpendgateBuilder")
+            .field("policy", &self.policy)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpendgateBuilder {
+    /// Uses this budget store.
+    pub fn store(mut self, store: Arc<dyn BudgetStore>) -> Self {
+        self.store = Some(StoreChoice::Adapter(store));
+        self
+    }
+
+    /// Keeps budget counters in process memory (nothing survives a
+    /// restart).
+    pub fn memory_store(mut self) -> Self {
+        self.store = Some(StoreChoice::Memory);
+        self
+    }
+
+    /// Puts budget counters on a standalone Redis (`redis://…`).
+    pub fn redis(mut self, url: impl Into<String>) -> Self {
+        self.store = Some(StoreChoice::Redis(url.into()));
+        self
+    }
+
+    /// Puts budget counters on a Redis Cluster, given some of its nodes.
+    pub fn redis_cluster<S: Into<String>>(mut self, urls: impl IntoIterator<Item = S>) -> Self {
+        self.store = Some(StoreChoice::RedisCluster(
+            urls.into_iter().map(Into::into).collect(),
+        ));
+        self
+    }
+
+    /// Keeps budget counters in the database (PostgreSQL or SQLite).
+    pub fn sql_store(mut self) -> Self {
+        self.store = Some(StoreChoice::Sql);
+        self
+    }
+
+    /// The database for configuration, tier overrides, the usage log and
+    /// the finalize queue: `postgres://…` or `sqlite:path?mode=rwc`.
+    pub fn database(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Uses this configuration provider.
+    pub fn config(mut self, config: Arc<dyn ConfigProvider>) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// Uses this tier-override repository.
+    pub fn tier_overrides(mut self, repo: Arc<dyn TierOverrideRepo>) -> Self {
+        self.tier_overrides = Some(repo);
+        self
+    }
+
+    /// Uses this tier-override cache.
+    pub fn tier_cache(mut self, cache: Arc<dyn TierCache>) -> Self {
+        self.tier_cache = Some(cache);
+        self
+    }
+
+    /// Uses this usage log.
+    pub fn usage_log(mut self, log: Arc<dyn UsageLog>) -> Self {
+        self.usage_log = Some(log);
+        self
+    }
+
+    /// Uses this finalize queue.
+    pub fn finalize_queue(mut self, queue: Arc<FinalizeQueue>) -> Self {
+        self.finalize_queue = Some(queue);
+        self
+    }
+
+    /// Uses this reconciliation queue.
+    pub fn reconciliation_queue(mut self, queue: Arc<ReconciliationQueue>) -> Self {
+        self.reconciliation = Some(queue);
+        self
+    }
+
+    /// Reads time from this clock (the system clock by default).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The budget policy every store of the deployment shares.
+    pub fn policy(mut self, policy: BudgetPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The base price table (communities' overrides apply on top).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = prices;
+        self
+    }
+
+    /// Hold TTL, in-flight lease, retry backoff, hand-over delay.
+    pub fn settings(mut self, settings: BudgetSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// How long community configuration is cached.
+    pub fn config_freshness(mut self, freshness: ConfigFreshness) -> Self {
+        self.freshness = freshness;
+        self
+    }
+
+    /// How long tier overrides are cached and remembered.
+    pub fn tier_timings(mut self, timings: TierTimings) -> Self {
+        self.tier_timings = timings;
+        self
+    }
+
+    /// Connects, migrates and wires the services.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming what could not be set up.
+    pub async fn build(self) -> Result<Spendgate, BuildError> {
+        let clock = self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let sql = match &self.database_url {
+            Some(url) => Some(sql::open(url).await?),
+            None => None,
+        };
+        let (store, redis_cache) = self.open_store(sql.as_ref(), &clock).await?;
+        let memory_config = Arc::new(MemoryConfig::default());
+        let config: Arc<dyn ConfigProvider> = self
+            .config
+            .or_else(|| sql.as_ref().map(sql::Parts::config))
+            .unwrap_or(memory_config);
+        let tier_overrides: Arc<dyn TierOverrideRepo> = self
+            .tier_overrides
+            .or_else(|| sql.as_ref().map(sql::Parts::tier_overrides))
+            .unwrap_or_else(|| Arc::new(MemoryTierOverrides::default()));
+        let tier_cache: Arc<dyn TierCache> = self
+            .tier_cache
+            .or(redis_cache)
+            .unwrap_or_else(|| Arc::new(MemoryTierCache::new(clock.clone())));
+        let usage_log: Arc<dyn UsageLog> = self
+            .usage_log
+            .or_else(|| sql.as_ref().map(sql::Parts::usage_log))
+            .unwrap_or_else(|| Arc::new(MemoryUsageLog::default()));
+        let finalize_queue: Arc<FinalizeQueue> = self
+            .finalize_queue
+            .or_else(|| sql.as_ref().map(sql::Parts::finalize_queue))
+            .unwrap_or_else(|| Arc::new(MemoryWorkQueue::new()));
+        let reconciliation: Arc<ReconciliationQueue> = self
+            .reconciliation
+            .unwrap_or_else(|| Arc::new(MemoryWorkQueue::new()));
+        let ports = Ports {
+            store,
+            config,
+            tier_overrides,
+            tier_cache,
+            usage_log,
+            finalize_queue,
+            reconciliation,
+            clock,
+        };
+        let tiers = Arc::new(TierAccess::new(
+            ports.tier_overrides.clone(),
+            ports.tier_cache.clone(),
+            ports.clock.clone(),
+            self.tier_timings,
+        ));
+        let budget = BudgetService::new(Core {
+            store: ports.store.clone(),
+            config: Arc::new(ConfigCache::new(
+                ports.config.clone(),
+                ports.clock.clone(),
+                self.freshness,
+            )),
+            tiers: tiers.clone(),
+            usage_log: ports.usage_log.clone(),
+            finalize_queue: ports.finalize_queue.clone(),
+            reconciliation: ports.reconciliation.clone(),
+            clock: ports.clock.clone(),
+            prices: self.prices,
+            settings: self.settings,
+        });
+        Ok(Spendgate {
+            budget,
+            tiers,
+            ports,
+        })
+    }
+
+    /// The budget store, and a Redis tier cache on the same connection
+    /// when the store is on Redis.
+    async fn open_store(
+        &self,
+        sql: Option<&sql::Parts>,
+        _clock: &Arc<dyn Clock>,
+    ) -> Result<(Arc<dyn BudgetStore>, Option<Arc<dyn TierCache>>), BuildError> {
+        let choice = match &self.store {
+            Some(StoreChoice::Adapter(store)) => return Ok((store.clone(), None)),
+            Some(choice) => choice,
+            None if sql.is_some() => &StoreChoice::Sql,
+            None => &StoreChoice::Memory,
+        };
+        match choice {
+            StoreChoice::Adapter(store) => Ok((store.clone(), None)),
+            StoreChoice::Memory => Ok((Arc::new(MemoryBudgetStore::new(self.policy)), None)),
+            StoreChoice::Sql => match sql {
+                Some(parts) => Ok((parts.store(self.policy), None)),
+                None => Err(BuildError::MissingDatabase),
+            },
+            StoreChoice::Redis(url) => redis::standalone(url, self.policy).await,
+            StoreChoice::RedisCluster(urls) => redis::cluster(urls, self.policy).await,
+        }
+    }
+}
+
+type RedisParts = (Arc<dyn BudgetStore>, Option<Arc<dyn TierCache>>);
+
+#[cfg(feature = "redis")]
+mod redis {
+    use std::sync::Arc;
+
+    use spendgate_adapter_redis::{RedisBudgetStore, RedisTierCache};
+    use spendgate_domain::BudgetPolicy;
+
+    use super::{BuildError, RedisParts};
+
+    pub(super) async fn standalone(
+        url: &str,
+        policy: BudgetPolicy,
+    ) -> Result<RedisParts, BuildError> {
+        let store = RedisBudgetStore::connect(url, policy)
+            .await
+            .map_err(BuildError::Store)?;
+        let cache = RedisTierCache::new(store.connection());
+        Ok((Arc::new(store), Some(Arc::new(cache))))
+    }
+
+    pub(super) async fn cluster(
+        urls: &[String],
+        policy: BudgetPolicy,
+    ) -> Result<RedisParts, BuildError> {
+        let store = RedisBudgetStore::connect_cluster(urls, policy)
+            .await
+            .map_err(BuildError::Store)?;
+        let cache = RedisTierCache::new(store.connection());
+        Ok((Arc::new(store), Some(Arc::new(cache))))
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+mod redis {
+    use spendgate_domain::BudgetPolicy;
+
+    use super::{BuildError, RedisParts};
+
+    const DISABLED: BuildError = BuildError::FeatureDisabled {
+        setting: "a Redis URL",
+        feature: "redis",
+    };
+
+    pub(super) async fn standalone(_: &str, _: BudgetPolicy) -> Result<RedisParts, BuildError> {
+        Err(DISABLED)
+    }
+
+    pub(super) async fn cluster(_: &[String], _: BudgetPolicy) -> Result<RedisParts, BuildError> {
+        Err(DISABLED)
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql {
+    use std::sync::Arc;
+
+    use spendgate_adapter_postgres::{
+        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlUsageLog, connect_and_migrate,
+    };
+    use spendgate_domain::BudgetPolicy;
+    use spendgate_ports::{BudgetStore, ConfigProvider, FinalizeQueue, TierOverrideRepo, UsageLog};
+
+    use super::BuildError;
+
+    /// The repositories on one migrated database, and a maker of the SQL
+    /// budget store on it.
+    pub(super) struct Parts {
+        repo: Arc<SqlConfigRepo>,
+        usage_log: Arc<SqlUsageLog>,
+        finalize_queue: Arc<FinalizeOutbox>,
+        store: Box<dyn Fn(BudgetPolicy) -> SqlBudgetStore + Send + Sync>,
+    }
+
+    pub(super) async fn open(url: &str) -> Result<Parts, BuildError> {
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        let sqlite = url.starts_with("sqlite:");
+        if postgres && !cfg!(feature = "postgres") {
+            return Err(BuildError::FeatureDisabled {
+                setting: "a postgres:// database URL",
+                feature: "postgres",
+            });
+        }
+        if sqlite && !cfg!(feature = "sqlite") {
+            return Err(BuildError::FeatureDisabled {
+                setting: "a sqlite: database URL",
+                feature: "sqlite",
+            });
+        }
+        if !postgres && !sqlite {
+            return Err(BuildError::UnsupportedUrl(
+                spendgate_adapter_postgres::redact(url),
+            ));
+        }
+        let db = connect_and_migrate(url)
+            .await
+            .map_err(BuildError::Database)?;
+        Ok(Parts {
+            repo: Arc::new(SqlConfigRepo::new(db.clone())),
+            usage_log: Arc::new(SqlUsageLog::new(db.clone())),
+            finalize_queue: Arc::new(FinalizeOutbox::new(db.clone())),
+            store: Box::new(move |policy| SqlBudgetStore::new(db.clone(), policy)),
+        })
+    }
+
+    impl Parts {
+        pub(super) fn config(&self) -> Arc<dyn ConfigProvider> {
+            self.repo.clone()
+        }
+
+        pub(super) fn tier_overrides(&self) -> Arc<dyn TierOverrideRepo> {
+            self.repo.clone()
+        }
+
+        pub(super) fn usage_log(&self) -> Arc<dyn UsageLog> {
+            self.usage_log.clone()
+        }
+
+        pub(super) fn finalize_queue(&self) -> Arc<FinalizeQueue> {
+            self.finalize_queue.clone()
+        }
+
+        pub(super) fn store(&self, policy: BudgetPolicy) -> Arc<dyn BudgetStore> {
+            Arc::new((self.store)(policy))
+        }
+    }
+}
+
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+mod sql {
+    use std::sync::Arc;
+
+    use spendgate_domain::BudgetPolicy;
+    use spendgate_ports::{BudgetStore, ConfigProvider, FinalizeQueue, TierOverrideRepo, UsageLog};
+
+    use super::BuildError;
+
+    /// Never built: without the `postgres` and `sqlite` features there is
+    /// no database.
+    pub(super) enum Parts {}
+
+    pub(super) async fn open(url: &str) -> Result<Parts, BuildError> {
+        let setting = if url.starts_with("sqlite:") {
+            ("a sqlite: database URL", "sqlite")
+        } else {
+            ("a postgres:// database URL", "postgres")
+        };
+        Err(BuildError::FeatureDisabled {
+            setting: setting.0,
+            feature: setting.1,
+        })
+    }
+
+    impl Parts {
+        pub(super) fn config(&self) -> Arc<dyn ConfigProvider> {
+            match *self {}
+        }
+
+        pub(super) fn tier_overrides(&self) -> Arc<dyn TierOverrideRepo> {
+            match *self {}
+        }
+
+        pub(super) fn usage_log(&self) -> Arc<dyn UsageLog> {
+            match *self {}
+        }
+
+        pub(super) fn finalize_queue(&self) -> Arc<FinalizeQueue> {
+            match *self {}
+        }
+
+        pub(super) fn store(&self, _: BudgetPolicy) -> Arc<dyn BudgetStore> {
+            match *self {}
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The settlement path: exactly once in the store, exactly once in the
+//! usage log, nothing lost on a crash or an outage (laws 3 and 5).
+//!
+//! 1. The settlement is written to the finalize queue first, leased to
+//!    this caller for the in-flight lease (write-ahead).
+//! 2. The store finalizes it. If the store knows nothing of the key (its
+//!    data was lost, or the marker expired), the usage log is asked whether
+//!    the cost was already logged; if not, the store commits it without a
+//!    hold, to the period the reservation was made in.
+//! 3. The usage row is appended (idempotent per community, user, key).
+//! 4. The queue entry is completed.
+//!
+//! A crash anywhere leaves the entry in the queue; after its lease the
+//! replay ([`super::BudgetService::replay_settlements`]) runs steps 2–4
+//! again, and every step is idempotent, so the store commits once and the
+//! log holds one row. A store outage at step 2 leaves the entry due after a
+//! backoff and the caller gets [`Settled::Queued`].
+
+use spendgate_domain::{
+    FinalizeOutcome, HoldRef, Micros, Timestamp, TokenCounts, Ttl, UnheldCommit,
+};
+use spendgate_ports::{CostSource, PendingSettlement, RepoError, StoreError, UsageRecord};
+
+use super::{BudgetService, FinalizeError, HoldTicket, Settled};
+use crate::services::telemetry::{self, DEGRADED, FINALIZES, QUEUED_SETTLEMENTS, StoreTimer};
+
+/// Exponential backoff: the n-th failure (1-based) waits `base × 2^(n-1)`,
+/// at most `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    base_ms: i64,
+    max_ms: i64,
+}
+
+impl Default for Backoff {
+    /// One second, doubling, at most one hour.
+    fn default() -> Self {
+        Self {
+            base_ms: 1_000,
+            max_ms: 3_600_000,
+        }
+    }
+}
+
+impl Backoff {
+    /// A backoff starting at `base`, never longer than `max`.
+    pub fn new(base: Ttl, max: Ttl) -> Self {
+        Self {
+            base_ms: base.as_millis(),
+            max_ms: max.as_millis().max(base.as_millis()),
+        }
+    }
+
+    /// The wait after the `failures`-th failure, in milliseconds.
+    pub fn delay_ms(self, failures: u32) -> i64 {
+        let exponent = failures.saturating_sub(1).min(62);
+        self.base_ms
+            .saturating_mul(1_i64 << exponent)
+            .min(self.max_ms)
+    }
+
+    /// When to try again after the `failures`-th failure at `now`.
+    pub fn due_after(self, failures: u32, now: Timestamp) -> Timestamp {
+        now.plus_millis(self.delay_ms(failures))
+            .unwrap_or(Timestamp::MAX)
+    }
+
+    /// The longest wait.
+    pub fn max_due(self, now: Timestamp) -> Timestamp {
+        now.plus_millis(self.max_ms).unwrap_or(Timestamp::MAX)
+    }
+}
+
+/// What one replay pass did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplayReport {
+    /// Entries claimed.
+    pub claimed: u64,
+    /// Entries applied to the store and the log, and removed.
+    pub completed: u64,
+    /// Entries left for a later pass (store or log unavailable).
+    pub retried: u64,
+    /// Entries the store refused (counter out of range, corrupt data);
+    /// left queued at the longest backoff for an operator.
+    pub refused: u64,
+}
+
+/// One attempt at steps 2–3.
+enum Attempt {
+    /// The store has the settlement; `logged` says whether the usage row is
+    /// there too.
+    Committed {
+        outcome: FinalizeOutcome,
+        logged: bool,
+    },
+    /// Something could not answer; try again later.
+    Unavailable(String),
+    /// The store refused; retrying will not help.
+    Refused(StoreError),
+}
+
+/// The queue entry for settling `ticket` with `actual`.
+pub(super) fn pending(
+    ticket: &HoldTicket,
+    actual: Micros,
+    tokens: TokenCounts,
+) -> PendingSettlement {
+    PendingSettlement {
+        community: ticket.community.clone(),
+        settlement: spendgate_domain::Settlement {
+            user: ticket.hold.user.clone(),
+            key: ticket.hold.key.clone(),
+            actual,
+        },
+        period: ticket.hold.period,
+        model: ticket.hold.model.clone(),
+        estimate: ticket.hold.estimate,
+        tokens,
+        trace_id: ticket.trace_id.clone(),
+        source: CostSource::Finalize,
+    }
+}
+
+fn hold_ref(pending: &PendingSettlement) -> HoldRef {
+    HoldRef {
+        user: pending.settlement.user.clone(),
+        key: pending.settlement.key.clone(),
+    }
+}
+
+fn finalize_label(outcome: &FinalizeOutcome) -> &'static str {
+    match outcome {
+        FinalizeOutcome::Finalized(_) => "finalized",
+        FinalizeOutcome::LateFinalized(_) => "late_finalized",
+        FinalizeOutcome::CommittedWithoutHold(_) => "committed_without_hold",
+        FinalizeOutcome::AlreadyFinalized { .. } => "already_finalized",
+        _ => "other",
+    }
+}
+
+impl BudgetService {
+    /// Steps 1–4 for a new settlement.
+    pub(super) async fn settle(
+        &self,
+        pending: PendingSettlement,
+    ) -> Result<Settled, FinalizeError> {
+        let core = self.core();
+        let now = core.clock.now();
+        let lease_end = now.plus(core.settings.in_flight_lease).unwrap_or(now);
+        let journal = core.finalize_queue.enqueue(&pending, lease_end).await;
+        if let Err(error) = &journal {
+            tracing::warn!(%error, "finalize queue unavailable; settling without write-ahead");
+            telemetry::count(DEGRADED, "what", "finalize_queue");
+        }
+        let journaled = journal.is_ok();
+        match self.attempt(&pending, now).await {
+            Attempt::Committed { outcome, logged } => {
+                if journaled {
+                    self.after_commit(&pending, logged, 0, now).await;
+                }
+                telemetry::count(FINALIZES, "outcome", finalize_label(&outcome));
+                Ok(Settled::Committed { outcome })
+            }
+            Attempt::Unavailable(reason) => match journal {
+                Ok(_) => {
+                    self.retry(&pending, &reason, core.settings.retry.due_after(1, now))
+                        .await;
+                    telemetry::count(QUEUED_SETTLEMENTS, "reason", "store_unavailable");
+                    telemetry::count(FINALIZES, "outcome", "queued");
+                    Ok(Settled::Queued {
+                        actual: pending.settlement.actual,
+                    })
+                }
+                Err(queue_error) => {
+                    telemetry::count(FINALIZES, "outcome", "not_kept");
+                    tracing::error!(%reason, "store and finalize queue both unavailable; settlement not kept");
+                    Err(FinalizeError::NotKept(queue_error))
+                }
+            },
+            Attempt::Refused(error) => {
+                if journaled {
+                    self.retry(
+                        &pending,
+                        &error.to_string(),
+                        core.settings.retry.max_due(now),
+                    )
+                    .await;
+                }
+                telemetry::count(FINALIZES, "outcome", "refused");
+                Err(FinalizeError::Store(error))
+            }
+        }
+    }
+
+    /// Applies every settlement of the finalize queue that is due at the
+    /// clock's `now` (at most `limit`): the finalize replay job's one pass.
+    ///
+    /// # Errors
+    /// [`RepoError`] when the queue cannot be read; entries that fail are
+    /// counted in the report and retried after a backoff, not errors.
+    #[tracing::instrument(skip_all, err, fields(limit))]
+    pub async fn replay_settlements(&self, limit: u32) -> Result<ReplayReport, RepoError> {
+        let core = self.core();
+        let now = core.clock.now();
+        let claimed = core
+            .finalize_queue
+            .claim_due(now, limit, core.settings.in_flight_lease)
+            .await?;
+        let mut report = ReplayReport {
+            claimed: u64::try_from(claimed.len()).unwrap_or(u64::MAX),
+            ..ReplayReport::default()
+        };
+        for entry in claimed {
+            let failures = entry.attempts.saturating_add(1);
+            match self.attempt(&entry.item, now).await {
+                Attempt::Committed { outcome, logged } => {
+                    telemetry::count(FINALIZES, "outcome", finalize_label(&outcome));
+                    if self
+                        .after_commit(&entry.item, logged, entry.attempts, now)
+                        .await
+                    {
+                        report.completed += 1;
+                    } else {
+                        report.retried += 1;
+                    }
+                }
+                Attempt::Unavailable(reason) => {
+                    self.retry(
+                        &entry.item,
+                        &reason,
+                        core.settings.retry.due_after(failures, now),
+                    )
+                    .await;
+                    report.retried += 1;
+                }
+                Attempt::Refused(error) => {
+                    tracing::error!(community = %entry.item.community, %error, "queued settlement refused by the store");
+                    self.retry(
+                        &entry.item,
+                        &error.to_string(),
+                        core.settings.retry.max_due(now),
+                    )
+                    .await;
+                    report.refused += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Step 4, or a retry when the usage row is still missing. Returns
+    /// whether the entry is done.
+    async fn after_commit(
+        &self,
+        pending: &PendingSettlement,
+        logged: bool,
+        attempts: u32,
+        now: Timestamp,
+    ) -> bool {
+        let core = self.core();
+        if !logged {
+            telemetry::count(QUEUED_SETTLEMENTS, "reason", "usage_log_unavailable");
+            let due = core
+                .settings
+                .retry
+                .due_after(attempts.saturating_add(1), now);
+            self.retry(pending, "usage log unavailable", due).await;
+            return false;
+        }
+        match core
+            .finalize_queue
+            .complete(&pending.community, &hold_ref(pending))
+            .await
+        {
+            Ok(_) => true,
+            Err(error) => {
+                // The replay finds the entry after its lease and completes
+                // it; every step it repeats is idempotent.
+                tracing::warn!(%error, "finalize queue entry not completed; the replay will");
+                telemetry::count(DEGRADED, "what", "finalize_queue_complete");
+                false
+            }
+        }
+    }
+
+    async fn retry(&self, pending: &PendingSettlement, reason: &str, due: Timestamp) {
+        let core = self.core();
+        if let Err(error) = core
+            .finalize_queue
+            .retry_at(&pending.community, &hold_ref(pending), reason, due)
+            .await
+        {
+            // The entry keeps its lease and becomes due when it ends.
+            tracing::warn!(%error, "finalize queue entry not rescheduled; it is due after its lease");
+        }
+    }
+
+    /// Steps 2–3 once.
+    async fn attempt(&self, pending: &PendingSettlement, now: Timestamp) -> Attempt {
+        let core = self.core();
+        let community = &pending.community;
+        let finalized = {
+            let _timer = StoreTimer::start("finalize");
+            core.store
+                .finalize(community, &pending.settlement, now)
+                .await
+        };
+        let outcome = match finalized {
+            Ok(outcome) => outcome,
+            Err(StoreError::UnknownHold { .. }) => {
+                match core.usage_log.logged(community, &hold_ref(pending)).await {
+                    Ok(Some(record)) => {
+                        // Committed and logged before the store lost its
+                        // marker: committing again would count it twice.
+                        return Attempt::Committed {
+                            outcome: FinalizeOutcome::AlreadyFinalized {
+                                actual: record.cost,
+                            },
+                            logged: true,
+                        };
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        return Attempt::Unavailable(format!(
+                            "usage log unavailable while checking an unknown hold: {error}"
+                        ));
+                    }
+                }
+                let commit = UnheldCommit {
+                    user: pending.settlement.user.clone(),
+                    key: pending.settlement.key.clone(),
+                    actual: pending.settlement.actual,
+                    period: pending.period,
+                    model: pending.model.clone(),
+                };
+                let _timer = StoreTimer::start("commit_unheld");
+                match core.store.commit_unheld(community, &commit, now).await {
+                    Ok(outcome) => outcome,
+                    Err(StoreError::Unavailable(reason)) => return Attempt::Unavailable(reason),
+                    Err(error) => return Attempt::Refused(error),
+                }
+            }
+            Err(StoreError::Unavailable(reason)) => return Attempt::Unavailable(reason),
+            Err(error) => return Attempt::Refused(error),
+        };
+        let logged = self.log(pending, &outcome, now).await;
+        Attempt::Committed { outcome, logged }
+    }
+
+    /// Step 3: the usage row of a committed settlement.
+    async fn log(
+        &self,
+        pending: &PendingSettlement,
+        outcome: &FinalizeOutcome,
+        now: Timestamp,
+    ) -> bool {
+        let source = |store_source: CostSource| match pending.source {
+            CostSource::Reconciliation => CostSource::Reconciliation,
+            _ => store_source,
+        };
+        let (cost, estimate, period, model, source) = match outcome {
+            FinalizeOutcome::Finalized(r) => (
+                r.actual,
+                r.estimate,
+                r.period,
+                r.model.clone(),
+                source(CostSource::Finalize),
+            ),
+            FinalizeOutcome::LateFinalized(r) => (
+                r.actual,
+                r.estimate,
+                r.period,
+                r.model.clone(),
+                source(CostSource::LateFinalize),
+            ),
+            FinalizeOutcome::CommittedWithoutHold(r) => (
+                r.actual,
+                pending.estimate,
+                r.period,
+                r.model.clone(),
+                source(CostSource::LateFinalize),
+            ),
+            FinalizeOutcome::AlreadyFinalized { actual } => (
+                *actual,
+                pending.estimate,
+                pending.period,
+                pending.model.clone(),
+                pending.source,
+            ),
+            other => {
+                tracing::error!(?other, "unexpected finalize outcome; usage row not written");
+                return false;
+            }
+        };
+        let record = UsageRecord {
+            community: pending.community.clone(),
+            user: pending.settlement.user.clone(),
+            key: pending.settlement.key.clone(),
+            model,
+            tokens: pending.tokens,
+            cost,
+            estimate,
+            trace_id: pending.trace_id.clone(),
+            source,
+            period,
+            created_at: now,
+        };
+        match self
+            .core()
+            .usage_log
+            .append(std::slice::from_ref(&record))
+            .await
+        {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "usage log unavailable; the replay writes the row");
+                telemetry::count(DEGRADED, "what", "usage_log");
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_its_base_and_stops_at_its_max() {
+        let backoff = Backoff::new(
+            Ttl::from_millis(10_000).unwrap(),
+            Ttl::from_millis(60_000).unwrap(),
+        );
+        assert_eq!(backoff.delay_ms(1), 10_000);
+        assert_eq!(backoff.delay_ms(2), 20_000);
+        assert_eq!(backoff.delay_ms(3), 40_000);
+        assert_eq!(backoff.delay_ms(4), 60_000);
+        assert_eq!(backoff.delay_ms(u32::MAX), 60_000);
+    }
+}

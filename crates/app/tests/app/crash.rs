@@ -1,0 +1,124 @@
+//! A process that dies at any step of a settlement loses nothing and
+//! doubles nothing: the replay finishes the work, the store commits once,
+//! the log holds one row.
+
+use std::time::Duration;
+
+use spendgate::Usage;
+use spendgate::domain::{HoldRef, Micros};
+use spendgate::{ReserveDecision, Spendgate};
+
+use crate::support::faults::Step;
+use crate::support::{Env, Parts, Wipe, key, m, user};
+
+async fn env() -> Env {
+    let clock = Env::clock_at_mid_november();
+    let spendgate = Spendgate::builder()
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    Env::assemble(
+        Parts {
+            spendgate,
+            keep: Box::new(()),
+            wipe: Wipe::FreshMemoryStore,
+        },
+        clock,
+    )
+    .await
+}
+
+async fn dies_after(step: Step) {
+    let env = env().await;
+    let c = env.community("crash", 10).await;
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    env.faults.stop_after(Some(step));
+    let finalize = tokio::spawn(hold.finalize(Usage::cost(m(400))));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), async {
+            while !finalize.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_err(),
+        "the finalize should hang at {step:?}"
+    );
+    finalize.abort();
+    env.faults.stop_after(None);
+
+    // A new process: after the in-flight lease the replay takes over.
+    env.advance_ms(31_000);
+    let report = env.sg.budget().replay_settlements(100).await.unwrap();
+    let hold = HoldRef {
+        user: user("alice"),
+        key: key("k1"),
+    };
+    if step == Step::Completed {
+        assert_eq!(report.claimed, 0, "nothing was left to do");
+    } else {
+        assert_eq!((report.claimed, report.completed), (1, 1));
+    }
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved, status.holds),
+        (m(400), Micros::ZERO, 0)
+    );
+    assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(400));
+    assert!(env.log.logged(&c, &hold).await.unwrap().is_some());
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+    // The dropped guard's hand-over (it never settled) changes nothing
+    // that was committed; a reserve of the same key is refused.
+    let decision = env
+        .sg
+        .budget()
+        .reserve(env.request(&c, "k1"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(decision, ReserveDecision::AlreadySettled),
+        "{decision:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_after_the_write_ahead_entry_is_finished_by_the_replay() {
+    dies_after(Step::Enqueued).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_after_the_store_commit_is_logged_once_by_the_replay() {
+    dies_after(Step::StoreCommitted).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_after_the_log_write_commits_and_logs_once() {
+    dies_after(Step::Logged).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn death_after_the_queue_entry_completed_leaves_nothing_to_do() {
+    dies_after(Step::Completed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation() {
+    let env = env().await;
+    let c = env.community("both-down", 10).await;
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    env.faults.set_store_down(true);
+    env.faults.set_queue_down(true);
+    let error = hold.finalize(Usage::cost(m(400))).await.unwrap_err();
+    assert!(
+        matches!(error, spendgate::FinalizeError::NotKept(_)),
+        "{error:?}"
+    );
+    for _ in 0..100 {
+        if !env.reconciliation.items().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(env.reconciliation.items().unwrap().len(), 1);
+}

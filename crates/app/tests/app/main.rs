@@ -1,0 +1,14 @@
+//! The `spendgate` library's integration tests: the services on memory, on
+//! SQLite and on real Redis + PostgreSQL, with faults injected at every
+//! step of a settlement.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod crash;
+mod facade;
+mod memory;
+mod redis_postgres;
+mod scenarios;
+mod sqlite;
+mod support;
+mod tiers;

@@ -1,0 +1,143 @@
+//! The service scenarios on real Redis (through a cuttable proxy) for the
+//! hot path and a fresh PostgreSQL database for configuration, usage log
+//! and finalize queue.
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, Database};
+use spendgate::domain::Micros;
+use spendgate::{ReserveError, Settled, Spendgate, Usage};
+
+use crate::support::proxy::Proxy;
+use crate::support::{Env, Parts, Wipe, m};
+
+fn redis_url() -> String {
+    std::env::var("SPENDGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("SPENDGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh PostgreSQL database, dropped with this value.
+struct PgDb {
+    name: String,
+}
+
+impl PgDb {
+    async fn create() -> (Self, String) {
+        let admin = pg_admin_url();
+        let name = format!("sg_app_{}_{}", std::process::id(), rand_suffix());
+        let conn = Database::connect(admin.as_str()).await.unwrap_or_else(|e| {
+            panic!("cannot connect to PostgreSQL at {admin} (SPENDGATE_TEST_DATABASE_URL): {e}")
+        });
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        let url = format!("{base}/{name}");
+        (Self { name }, url)
+    }
+}
+
+fn rand_suffix() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    N.fetch_add(1, Ordering::Relaxed) * 1_000_000_000 + usize::try_from(nanos).unwrap()
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = pg_admin_url();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                if let Ok(conn) = Database::connect(admin.as_str()).await {
+                    let _ = conn
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn env_with_proxy() -> (Env, Arc<Proxy>) {
+    let clock = Env::clock_at_mid_november();
+    let upstream = redis_url();
+    let authority = upstream
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let proxy = Arc::new(Proxy::start(authority).await);
+    let (db, db_url) = PgDb::create().await;
+    let spendgate = Spendgate::builder()
+        .redis(format!("redis://127.0.0.1:{}", proxy.port))
+        .database(db_url)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let env = Env::assemble(
+        Parts {
+            spendgate,
+            keep: Box::new((db, proxy.clone())),
+            wipe: Wipe::RedisKeys { url: upstream },
+        },
+        clock,
+    )
+    .await;
+    (env, proxy)
+}
+
+async fn env() -> Env {
+    env_with_proxy().await.0
+}
+
+crate::service_scenarios!(env);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_redis_denies_reserves_and_queues_finalizes_until_it_is_back() {
+    let (env, proxy) = env_with_proxy().await;
+    let c = env.community("cut", 10).await;
+    let budget = env.sg.budget();
+    let hold = env.reserve(env.request(&c, "k1")).await;
+
+    proxy.set_cut(true);
+    let refused = budget.reserve(env.request(&c, "k2")).await.unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::StoreUnavailable(_)),
+        "{refused:?}"
+    );
+    let settled = hold.finalize(Usage::cost(m(900))).await.unwrap();
+    assert_eq!(settled, Settled::Queued { actual: m(900) });
+
+    proxy.set_cut(false);
+    env.advance_ms(60_000);
+    // The connection manager reconnects on demand; give it a few passes.
+    let mut completed = 0;
+    for _ in 0..50 {
+        completed += budget.replay_settlements(10).await.unwrap().completed;
+        if completed == 1 {
+            break;
+        }
+        env.advance_ms(60_000);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(completed, 1);
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.reserved), (m(900), Micros::ZERO));
+    assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(900));
+}

@@ -1,0 +1,350 @@
+//! The service's behaviour, one scenario each, run on every backend by
+//! [`crate::service_scenarios!`].
+
+use spendgate::domain::{FinalizeOutcome, HoldRef, Limits, Micros, ModelAlias};
+use spendgate::ports::{CommunityConfig, CostSource};
+use spendgate::{ReserveDecision, ReserveError, Settled, Usage};
+
+use crate::support::{Env, key, m, model, user};
+
+/// `cheap` prices: 0.15 USD in and 0.60 USD out per million tokens.
+const ESTIMATE_1200_800: i64 = 660;
+const ACTUAL_1180_412: i64 = 425;
+
+fn hold_ref(k: &str) -> HoldRef {
+    HoldRef {
+        user: user("alice"),
+        key: key(k),
+    }
+}
+
+pub async fn estimate_reserve_finalize_commits_the_actual_and_logs_it_once(env: Env) {
+    let c = env.community("flow", 10).await;
+    let budget = env.sg.budget();
+    let estimate = budget
+        .estimate(&c, &model("cheap"), 1_200, 800, false)
+        .await
+        .unwrap();
+    assert_eq!(estimate, m(ESTIMATE_1200_800));
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    assert_eq!(hold.estimate(), estimate);
+    assert_eq!(hold.limit(), Some(Micros::from_usd(10)));
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.reserved, status.holds), (estimate, 1));
+
+    let settled = hold.finalize(Usage::tokens(1_180, 412)).await.unwrap();
+    let Settled::Committed {
+        outcome: FinalizeOutcome::Finalized(receipt),
+    } = settled
+    else {
+        panic!("expected Finalized, got {settled:?}");
+    };
+    assert_eq!(receipt.actual, m(ACTUAL_1180_412));
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved, status.holds),
+        (m(ACTUAL_1180_412), Micros::ZERO, 0)
+    );
+    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    assert_eq!((row.cost, row.estimate), (m(ACTUAL_1180_412), estimate));
+    assert_eq!(row.source, CostSource::Finalize);
+    assert_eq!(row.tokens.completion, 412);
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+}
+
+pub async fn tier_refusal_comes_before_any_hold(env: Env) {
+    let c = env.community("tier", 10).await;
+    let budget = env.sg.budget();
+    let mut request = env.request(&c, "k1");
+    request.model = model("reasoning");
+    let refused = budget.reserve(request.clone()).await.unwrap_err();
+    assert!(
+        matches!(&refused, ReserveError::ModelNotAllowed { model, .. } if model == &ModelAlias::parse("reasoning").unwrap()),
+        "{refused:?}"
+    );
+    for tier in [0, 10, -1, i64::MAX] {
+        request.tier = tier;
+        let refused = budget.reserve(request.clone()).await.unwrap_err();
+        assert!(
+            matches!(refused, ReserveError::InvalidTier(_)),
+            "{refused:?}"
+        );
+    }
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.reserved, status.holds), (Micros::ZERO, 0));
+}
+
+pub async fn disabled_and_unconfigured_communities_are_refused(env: Env) {
+    let c = crate::support::community("disabled");
+    let budget = env.sg.budget();
+    let refused = budget.reserve(env.request(&c, "k1")).await.unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::NotConfigured(_)),
+        "{refused:?}"
+    );
+    budget
+        .configure(&CommunityConfig {
+            community: c.clone(),
+            ai_enabled: false,
+            limits: Limits::new(Micros::from_usd(10)),
+            pricing_overrides: Default::default(),
+        })
+        .await
+        .unwrap();
+    let refused = budget.reserve(env.request(&c, "k1")).await.unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::AiDisabled(_)),
+        "{refused:?}"
+    );
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(status.holds, 0);
+}
+
+pub async fn budget_exceeded_holds_nothing(env: Env) {
+    let c = env.community("exceeded", 1).await;
+    let budget = env.sg.budget();
+    let mut request = env.request(&c, "big");
+    request.cost = spendgate::CostBasis::Estimate {
+        amount: Micros::from_usd(2),
+    };
+    let decision = budget.reserve(request).await.unwrap();
+    let ReserveDecision::BudgetExceeded {
+        remaining, limit, ..
+    } = decision
+    else {
+        panic!("expected BudgetExceeded, got {decision:?}");
+    };
+    assert_eq!(
+        (remaining, limit),
+        (Micros::from_usd(1), Micros::from_usd(1))
+    );
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.reserved, status.holds), (Micros::ZERO, 0));
+}
+
+pub async fn reserve_while_the_store_is_unreachable_is_denied(env: Env) {
+    let c = env.community("store-down", 10).await;
+    env.faults.set_store_down(true);
+    let refused = env
+        .sg
+        .budget()
+        .reserve(env.request(&c, "k1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::StoreUnavailable(_)),
+        "{refused:?}"
+    );
+    env.faults.set_store_down(false);
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!(status.holds, 0);
+}
+
+pub async fn finalize_while_the_store_is_unreachable_is_queued_and_replayed_once(env: Env) {
+    let c = env.community("queued", 10).await;
+    let budget = env.sg.budget();
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    let ticket = hold.ticket().clone();
+    env.faults.set_store_down(true);
+    let settled = hold.finalize(Usage::cost(m(500))).await.unwrap();
+    assert_eq!(settled, Settled::Queued { actual: m(500) });
+    assert_eq!(env.queue.len().await.unwrap(), 1);
+    assert!(env.log.logged(&c, &hold_ref("k1")).await.unwrap().is_none());
+
+    // Still down: the replay keeps it.
+    env.advance_ms(2_000);
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.retried), (1, 1));
+
+    env.faults.set_store_down(false);
+    env.advance_ms(60_000);
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.completed), (1, 1));
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!(report.claimed, 0);
+
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.reserved), (m(500), Micros::ZERO));
+    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    assert_eq!(row.cost, m(500));
+    // The caller retries its finalize: nothing more is committed.
+    let again = budget.finalize(&ticket, Usage::cost(m(500))).await.unwrap();
+    assert_eq!(
+        again,
+        Settled::Committed {
+            outcome: FinalizeOutcome::AlreadyFinalized { actual: m(500) }
+        }
+    );
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(status.committed, m(500));
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+}
+
+pub async fn usage_log_outage_after_the_commit_is_written_by_the_replay(env: Env) {
+    let c = env.community("log-down", 10).await;
+    let budget = env.sg.budget();
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    env.faults.set_log_down(true);
+    let settled = hold.finalize(Usage::cost(m(300))).await.unwrap();
+    assert!(matches!(
+        settled,
+        Settled::Committed {
+            outcome: FinalizeOutcome::Finalized(_)
+        }
+    ));
+    assert_eq!(env.queue.len().await.unwrap(), 1);
+    env.faults.set_log_down(false);
+    env.advance_ms(60_000);
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!(report.completed, 1);
+    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    assert_eq!((row.cost, row.estimate), (m(300), m(ESTIMATE_1200_800)));
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(status.committed, m(300));
+}
+
+pub async fn finalize_after_the_store_lost_its_data_commits_once_and_logs_once(env: Env) {
+    let c = env.community("lost", 10).await;
+    let budget = env.sg.budget();
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    let ticket = hold.ticket().clone();
+    crate::support::lose_store_data(&env, &c).await;
+    let settled = hold.finalize(Usage::cost(m(700))).await.unwrap();
+    assert!(
+        matches!(
+            &settled,
+            Settled::Committed {
+                outcome: FinalizeOutcome::CommittedWithoutHold(r)
+            } if r.actual == m(700) && r.period == ticket.hold.period
+        ),
+        "{settled:?}"
+    );
+    let again = budget.finalize(&ticket, Usage::cost(m(700))).await.unwrap();
+    assert_eq!(
+        again,
+        Settled::Committed {
+            outcome: FinalizeOutcome::AlreadyFinalized { actual: m(700) }
+        }
+    );
+    let status = budget.status(&c, Some(ticket.hold.period)).await.unwrap();
+    assert_eq!(status.committed, m(700));
+    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    assert_eq!((row.cost, row.estimate), (m(700), m(ESTIMATE_1200_800)));
+    assert_eq!(row.source, CostSource::LateFinalize);
+}
+
+pub async fn dropped_guard_is_handed_to_reconciliation_not_cancelled(env: Env) {
+    let c = env.community("dropped", 10).await;
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    let expected = hold.ticket().hold.clone();
+    drop(hold);
+    for _ in 0..100 {
+        if !env.reconciliation.items().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let items = env.reconciliation.items().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].item.hold, expected);
+    assert_eq!(items[0].item.community, c);
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.reserved, status.committed, status.holds),
+        (m(ESTIMATE_1200_800), Micros::ZERO, 1),
+        "the hold stays held for reconciliation"
+    );
+}
+
+pub async fn heartbeat_keeps_a_long_stream_past_its_ttl(env: Env) {
+    let c = env.community("heartbeat", 10).await;
+    let ttl = spendgate::domain::Ttl::from_millis(600).unwrap();
+    let mut hold = env.reserve(env.request(&c, "k1").with_ttl(ttl)).await;
+    hold.keep_alive(ttl);
+    // The stream runs well past the hold's TTL; beats come every 200 ms.
+    for _ in 0..5 {
+        env.advance_ms(300);
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let reaped = env.store_reap(&c).await;
+        assert_eq!(reaped, 0, "the heartbeat kept the hold alive");
+    }
+    let settled = hold.finalize(Usage::cost(m(100))).await.unwrap();
+    assert!(
+        matches!(
+            settled,
+            Settled::Committed {
+                outcome: FinalizeOutcome::Finalized(_)
+            }
+        ),
+        "{settled:?}"
+    );
+}
+
+pub async fn replayed_reserve_returns_the_first_hold(env: Env) {
+    let c = env.community("replay", 10).await;
+    let first = env.reserve(env.request(&c, "k1")).await;
+    let replay = env.reserve(env.request(&c, "k1")).await;
+    assert!(replay.is_replay());
+    assert_eq!(replay.ticket().hold, first.ticket().hold);
+    first.cancel().await.unwrap();
+    replay.cancel().await.unwrap();
+    let decision = env
+        .sg
+        .budget()
+        .reserve(env.request(&c, "k1"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(decision, ReserveDecision::AlreadySettled),
+        "{decision:?}"
+    );
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.reserved, status.committed),
+        (Micros::ZERO, Micros::ZERO)
+    );
+}
+
+impl Env {
+    /// Reaps through the real store at the clock's time; the count released.
+    pub async fn store_reap(&self, c: &spendgate::domain::CommunityId) -> u64 {
+        use spendgate::ports::Clock;
+        self.sg
+            .ports()
+            .store
+            .reap(c, self.clock.now())
+            .await
+            .unwrap()
+            .count
+    }
+}
+
+/// Expands to one `#[test]` per scenario, each on a fresh environment from
+/// `$env` (an async fn returning [`Env`]).
+#[macro_export]
+macro_rules! service_scenarios {
+    ($env:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::scenarios::$name($env().await).await;
+            }
+        )*
+    };
+    ($env:path) => {
+        $crate::service_scenarios!(
+            $env;
+            estimate_reserve_finalize_commits_the_actual_and_logs_it_once,
+            tier_refusal_comes_before_any_hold,
+            disabled_and_unconfigured_communities_are_refused,
+            budget_exceeded_holds_nothing,
+            reserve_while_the_store_is_unreachable_is_denied,
+            finalize_while_the_store_is_unreachable_is_queued_and_replayed_once,
+            usage_log_outage_after_the_commit_is_written_by_the_replay,
+            finalize_after_the_store_lost_its_data_commits_once_and_logs_once,
+            dropped_guard_is_handed_to_reconciliation_not_cancelled,
+            heartbeat_keeps_a_long_stream_past_its_ttl,
+            replayed_reserve_returns_the_first_hold,
+        );
+    };
+}
