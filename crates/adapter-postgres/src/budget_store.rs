@@ -970,15 +970,7 @@ impl BudgetStore for SqlBudgetStore {
                 .ok_or_else(|| StoreError::Corrupt("found hold or marker vanished".into()));
         }
         // Nothing held: commit to the given period, releasing nothing.
-        let unheld = Hold {
-            user: commit.user.clone(),
-            key: commit.key.clone(),
-            estimate: Micros::ZERO,
-            model: commit.model.clone(),
-            period: commit.period,
-            created_at: now,
-            expires_at: now,
-        };
+        let unheld = commit.as_hold(now);
         let mut writes = Vec::new();
         let receipt = txn
             .commit_cost(&unheld, commit.actual, false, limits, &mut writes)

@@ -663,15 +663,7 @@ impl CommunityBudget {
             return self.finalize(&commit.settlement(), now, policy);
         }
         let marker_expires = now.plus(policy.marker_ttl())?;
-        let unheld = Hold {
-            user: commit.user.clone(),
-            key: commit.key.clone(),
-            estimate: Micros::ZERO,
-            model: commit.model.clone(),
-            period: commit.period,
-            created_at: now,
-            expires_at: now,
-        };
+        let unheld = commit.as_hold(now);
         let receipt = self.commit(&unheld, commit.actual, false)?;
         self.mark_finalized(hold_ref, commit.actual, marker_expires);
         Ok(FinalizeOutcome::CommittedWithoutHold(receipt))

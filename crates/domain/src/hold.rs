@@ -106,6 +106,22 @@ impl UnheldCommit {
             actual: self.actual,
         }
     }
+
+    /// The hold this commit stands for: nothing held (estimate 0) in
+    /// `period`, made and expired at `now`. Committing against it with
+    /// `releases_hold = false` is the whole effect of a commit without a
+    /// hold.
+    pub fn as_hold(&self, now: Timestamp) -> Hold {
+        Hold {
+            user: self.user.clone(),
+            key: self.key.clone(),
+            estimate: Micros::ZERO,
+            model: self.model.clone(),
+            period: self.period,
+            created_at: now,
+            expires_at: now,
+        }
+    }
 }
 
 /// How a settled call ended, kept as a marker so replays stay idempotent.

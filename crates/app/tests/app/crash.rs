@@ -4,33 +4,14 @@
 
 use std::time::Duration;
 
+use spendgate::ReserveDecision;
 use spendgate::Usage;
 use spendgate::domain::{HoldRef, Micros};
-use spendgate::{ReserveDecision, Spendgate};
 
 use crate::support::faults::Step;
-use crate::support::{Env, Parts, Wipe, key, m, user};
+use crate::support::{Env, key, m, user};
 
-async fn env() -> Env {
-    let clock = Env::clock_at_mid_november();
-    let spendgate = Spendgate::builder()
-        .clock(clock.clone())
-        .build()
-        .await
-        .unwrap();
-    Env::assemble(
-        Parts {
-            spendgate,
-            keep: Box::new(()),
-            wipe: Wipe::FreshMemoryStore,
-        },
-        clock,
-    )
-    .await
-}
-
-async fn dies_after(step: Step) {
-    let env = env().await;
+pub async fn dies_after(env: Env, step: Step) {
     let c = env.community("crash", 10).await;
     let hold = env.reserve(env.request(&c, "k1")).await;
     env.faults.stop_after(Some(step));
@@ -82,29 +63,7 @@ async fn dies_after(step: Step) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn death_after_the_write_ahead_entry_is_finished_by_the_replay() {
-    dies_after(Step::Enqueued).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn death_after_the_store_commit_is_logged_once_by_the_replay() {
-    dies_after(Step::StoreCommitted).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn death_after_the_log_write_commits_and_logs_once() {
-    dies_after(Step::Logged).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn death_after_the_queue_entry_completed_leaves_nothing_to_do() {
-    dies_after(Step::Completed).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation() {
-    let env = env().await;
+pub async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation(env: Env) {
     let c = env.community("both-down", 10).await;
     let hold = env.reserve(env.request(&c, "k1")).await;
     env.faults.set_store_down(true);
@@ -114,11 +73,46 @@ async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliati
         matches!(error, spendgate::FinalizeError::NotKept(_)),
         "{error:?}"
     );
-    for _ in 0..100 {
-        if !env.reconciliation.items().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(env.reconciliation.items().unwrap().len(), 1);
+    assert_eq!(env.handovers(1).await.len(), 1);
 }
+
+/// One test per step at which the process dies, and the double outage, on
+/// the backend `$env` builds.
+macro_rules! crash_tests {
+    ($module:ident, $env:path) => {
+        mod $module {
+            use crate::support::faults::Step;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn death_after_the_write_ahead_entry_is_finished_by_the_replay() {
+                super::dies_after($env().await, Step::Enqueued).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn death_after_the_store_commit_is_logged_once_by_the_replay() {
+                super::dies_after($env().await, Step::StoreCommitted).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn death_after_the_log_write_commits_and_logs_once() {
+                super::dies_after($env().await, Step::Logged).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn death_after_the_queue_entry_completed_leaves_nothing_to_do() {
+                super::dies_after($env().await, Step::Completed).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation() {
+                super::store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation(
+                    $env().await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+crash_tests!(memory, crate::support::memory);
+crash_tests!(sqlite, crate::support::sqlite);

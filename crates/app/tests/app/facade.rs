@@ -1,30 +1,15 @@
 //! The builder and the service boundary: instances share nothing, and bad
 //! input gets a typed error before anything is held.
 
-use spendgate::domain::{Limits, Micros, PricingError};
+use spendgate::domain::{CommunityId, Limits, Micros, PricingError};
+use spendgate::ports::StoreError;
 use spendgate::{
     CostBasis, EstimateError, FinalizeError, MAX_TRACE_ID_LEN, ReserveError, Spendgate, Usage,
 };
 
-use crate::support::{Env, Parts, Wipe, community, model, usd};
+use crate::support::{community, model, usd};
 
-async fn env() -> Env {
-    let clock = Env::clock_at_mid_november();
-    let spendgate = Spendgate::builder()
-        .clock(clock.clone())
-        .build()
-        .await
-        .unwrap();
-    Env::assemble(
-        Parts {
-            spendgate,
-            keep: Box::new(()),
-            wipe: Wipe::FreshMemoryStore,
-        },
-        clock,
-    )
-    .await
-}
+use crate::support::memory as env;
 
 #[tokio::test]
 async fn two_instances_in_one_process_share_nothing() {
@@ -122,13 +107,7 @@ async fn usage_that_cannot_be_costed_writes_nothing_and_hands_the_hold_over() {
     let status = env.sg.budget().status(&c, None).await.unwrap();
     assert_eq!((status.committed, status.holds), (Micros::ZERO, 1));
     assert_eq!(env.queue.len().await.unwrap(), 0);
-    for _ in 0..100 {
-        if !env.reconciliation.items().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(env.reconciliation.items().unwrap().len(), 1);
+    assert_eq!(env.handovers(1).await.len(), 1);
 }
 
 #[tokio::test]
@@ -221,4 +200,88 @@ fn reserve_outcomes_are_counted_by_outcome() {
         counted.contains(&("already_settled".to_owned(), 1)),
         "{counted:?}"
     );
+}
+
+/// A spendgate on a mocked store (configured through a memory config).
+async fn on_mock_store(store: spendgate::ports::MockBudgetStore) -> (Spendgate, CommunityId) {
+    let config = std::sync::Arc::new(spendgate_adapter_memory::MemoryConfig::default());
+    let c = community("mocked");
+    spendgate::ports::ConfigProvider::upsert(
+        config.as_ref(),
+        &spendgate::ports::CommunityConfig {
+            community: c.clone(),
+            ai_enabled: true,
+            limits: Limits::new(usd(10)),
+            pricing_overrides: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let sg = Spendgate::builder()
+        .store(std::sync::Arc::new(store))
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+    (sg, c)
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_answer_denies_the_reserve() {
+    let mut store = spendgate::ports::MockBudgetStore::new();
+    store
+        .expect_reserve()
+        .times(1)
+        .returning(|_, _, _| Err(StoreError::Unavailable("timed out".into())));
+    let (sg, c) = on_mock_store(store).await;
+    let request = spendgate::ReserveRequest::tokens(
+        c,
+        crate::support::user("u"),
+        crate::support::key("k"),
+        model("cheap"),
+        1,
+        10,
+        10,
+    );
+    let refused = sg.budget().reserve(request).await.unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::StoreUnavailable(_)),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_finalize_the_store_cannot_answer_is_queued_without_a_commit_elsewhere() {
+    let mut store = spendgate::ports::MockBudgetStore::new();
+    store
+        .expect_finalize()
+        .times(1)
+        .returning(|_, _, _| Err(StoreError::Unavailable("connection reset".into())));
+    store.expect_commit_unheld().never();
+    let (sg, c) = on_mock_store(store).await;
+    let ticket = spendgate::HoldTicket {
+        community: c,
+        hold: spendgate::domain::Hold {
+            user: crate::support::user("u"),
+            key: crate::support::key("k"),
+            estimate: Micros::new(10).unwrap(),
+            model: model("cheap"),
+            period: spendgate::domain::Period::parse("2026-11").unwrap(),
+            created_at: spendgate::domain::Timestamp::from_millis(0).unwrap(),
+            expires_at: spendgate::domain::Timestamp::from_millis(1).unwrap(),
+        },
+        trace_id: None,
+    };
+    let settled = sg
+        .budget()
+        .finalize(&ticket, Usage::cost(Micros::new(7).unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        settled,
+        spendgate::Settled::Queued {
+            actual: Micros::new(7).unwrap()
+        }
+    );
+    assert_eq!(sg.ports().finalize_queue.len().await.unwrap(), 1);
 }

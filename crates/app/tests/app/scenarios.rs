@@ -238,16 +238,10 @@ pub async fn dropped_guard_is_handed_to_reconciliation_not_cancelled(env: Env) {
     let hold = env.reserve(env.request(&c, "k1")).await;
     let expected = hold.ticket().hold.clone();
     drop(hold);
-    for _ in 0..100 {
-        if !env.reconciliation.items().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let items = env.reconciliation.items().unwrap();
-    assert_eq!(items.len(), 1);
-    assert_eq!(items[0].item.hold, expected);
-    assert_eq!(items[0].item.community, c);
+    let handed = env.handovers(1).await;
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].hold, expected);
+    assert_eq!(handed[0].community, c);
     let status = env.sg.budget().status(&c, None).await.unwrap();
     assert_eq!(
         (status.reserved, status.committed, status.holds),

@@ -165,6 +165,59 @@ impl Env {
     pub fn advance_ms(&self, ms: i64) {
         self.clock.advance(ms).unwrap();
     }
+
+    /// Waits (a bounded while) until `n` holds were handed over, then
+    /// returns them: a dropped guard hands over from a spawned task.
+    pub async fn handovers(&self, n: usize) -> Vec<Handover> {
+        for _ in 0..200 {
+            if self.reconciliation.items().unwrap().len() >= n {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.reconciliation
+            .items()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.item)
+            .collect()
+    }
+}
+
+/// An environment on memory alone.
+pub async fn memory() -> Env {
+    let clock = Env::clock_at_mid_november();
+    let spendgate = Spendgate::builder()
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let parts = Parts {
+        spendgate,
+        keep: Box::new(()),
+        wipe: Wipe::FreshMemoryStore,
+    };
+    Env::assemble(parts, clock).await
+}
+
+/// An environment on one SQLite file: budgets, configuration, usage log
+/// and finalize queue together, as the embedded default runs.
+pub async fn sqlite() -> Env {
+    let clock = Env::clock_at_mid_november();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/spendgate.db?mode=rwc", dir.path().display());
+    let spendgate = Spendgate::builder()
+        .database(url)
+        .clock(clock.clone())
+        .build()
+        .await
+        .unwrap();
+    let parts = Parts {
+        spendgate,
+        keep: Box::new(dir),
+        wipe: Wipe::FreshSqliteStore,
+    };
+    Env::assemble(parts, clock).await
 }
 
 /// Loses everything the store held for `c` (and, for the replacing kinds,
