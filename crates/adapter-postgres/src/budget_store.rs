@@ -942,7 +942,7 @@ impl BudgetStore for SqlBudgetStore {
 
     /// Locks the community row first (creating it, without limits, when
     /// the community has none), then reads the hold and marker in a later
-    /// statement: see [`Txn::lock_then_lookup`].
+    /// statement: see `Txn::lock_then_lookup`.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn commit_unheld(
         &self,

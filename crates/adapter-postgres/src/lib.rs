@@ -30,6 +30,9 @@
 //!   ([`WorkQueue<PendingSettlement>`](spendgate_ports::WorkQueue)):
 //!   settlements kept durably until they reach the budget store and the
 //!   usage log.
+//! * [`SqlLease`], the [`Lease`](spendgate_ports::Lease) of the singleton
+//!   background jobs on `worker_lease`: one upsert takes or renews a lease,
+//!   a compare-and-delete gives it up.
 //!
 //! # Backends
 //!
@@ -57,6 +60,7 @@ mod config_repo;
 mod connection;
 pub mod entity;
 mod error;
+mod lease;
 pub mod migration;
 mod outbox;
 pub mod overrides;
@@ -66,6 +70,7 @@ mod usage_log;
 pub use budget_store::{MARKER_CLEANUP_BATCH, SqlBudgetStore};
 pub use config_repo::SqlConfigRepo;
 pub use connection::{SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate, redact};
+pub use lease::SqlLease;
 pub use migration::Migrator;
 pub use outbox::{FinalizeOutbox, MAX_ERROR_LEN};
 pub use usage_log::{MAX_TRACE_ID_LEN, ROWS_PER_STATEMENT, SqlUsageLog};

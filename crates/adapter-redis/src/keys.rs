@@ -13,7 +13,8 @@
 //! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket (entries of settled or extended holds are skipped by reap) |
 //! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
 //! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status): added by a user's first reserve of the period, or by a commit_unheld that found no hold |
-//! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
+//! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only community key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
+//! | `sg:{lease:<name>}` | string | a worker lease (`RedisLease`), not a community key: the holder token, expiring by its Redis TTL (`PX`); tagged on the lease name, one slot per lease (lease names follow the id rules, so no community key, which always goes on after the tag, equals one) |
 //!
 //! Fields of `sg:{c}:r` never collide: a digest's first byte is at least
 //! `0x80`, every other field starts with an ASCII character (`L`, or the
@@ -98,6 +99,13 @@ pub fn user_sums_key(community: &CommunityId, period: Period) -> String {
 /// Redis TTL).
 pub fn tier_cache_key(community: &CommunityId) -> String {
     format!("{}tiers", community_prefix(community))
+}
+
+/// The string holding the worker lease `name` (`RedisLease`): hash-tagged
+/// on the name, so each lease is one key on one slot. `name` must not hold
+/// braces (the lease checks it before building the key).
+pub fn lease_key(name: &str) -> String {
+    format!("sg:{{lease:{name}}}")
 }
 
 /// The record field of (user, key): the first 12 bytes of

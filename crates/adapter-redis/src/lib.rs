@@ -16,7 +16,10 @@
 //! * [`RedisTierCache`] implements the
 //!   [`TierCache`](spendgate_ports::TierCache) port on one string per
 //!   community (`SET … PX`, `GET`, `DEL`), over the same connections; its
-//!   entries expire by their Redis TTL, the one place this crate uses one.
+//!   entries expire by their Redis TTL.
+//! * [`RedisLease`] implements the [`Lease`](spendgate_ports::Lease) port
+//!   (singleton background jobs) on one string per lease, expiring by its
+//!   Redis TTL, over the same connections.
 //! * [`keys`] documents the key layout and builds the keys and digests.
 //! * [`script`] holds the embedded scripts and their error protocol.
 
@@ -24,9 +27,11 @@ mod codec;
 mod connection;
 mod error;
 pub mod keys;
+mod lease;
 pub mod script;
 mod store;
 mod tier_cache;
 
+pub use lease::RedisLease;
 pub use store::{DEFAULT_TIMEOUT, RedisBudgetStore};
 pub use tier_cache::RedisTierCache;

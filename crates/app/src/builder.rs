@@ -5,18 +5,23 @@
 use std::sync::Arc;
 
 use spendgate_adapter_memory::{
-    MemoryBudgetStore, MemoryConfig, MemoryTierCache, MemoryTierOverrides, MemoryUsageLog,
-    MemoryWorkQueue,
+    MemoryBudgetStore, MemoryConfig, MemoryLease, MemoryTierCache, MemoryTierOverrides,
+    MemoryUsageLog, MemoryWorkQueue,
 };
 use spendgate_domain::{BudgetPolicy, PriceTable};
 use spendgate_ports::{
-    BudgetStore, Clock, ConfigProvider, FinalizeQueue, ReconciliationQueue, RepoError, StoreError,
-    SystemClock, TierCache, TierOverrideRepo, UsageLog,
+    BudgetStore, Clock, ConfigProvider, FinalizeQueue, Lease, ReconciliationQueue, RepoError,
+    StoreError, SystemClock, TierCache, TierOverrideRepo, UsageLog, UsageSource,
 };
 
 use crate::services::budget::{BudgetService, BudgetSettings, Core};
 use crate::services::community_config::{ConfigCache, ConfigFreshness};
 use crate::services::tiers::{TierAccess, TierTimings};
+use crate::workers::runner::holder_token;
+use crate::workers::{
+    ConfigSyncJob, DriftJob, FinalizeReplayJob, Job, LeaseConfig, ReaperJob, ReconciliationJob,
+    ReconciliationSettings, Schedule, WorkerHandle,
+};
 
 /// Why a [`SpendgateBuilder`] could not build.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,11 @@ pub struct Ports {
     pub reconciliation: Arc<ReconciliationQueue>,
     /// Where `now` comes from.
     pub clock: Arc<dyn Clock>,
+    /// Leases of singleton jobs (Redis, SQL or memory, like the store).
+    pub lease: Arc<dyn Lease>,
+    /// The provider's usage look-up, for reconciliation; none configured
+    /// means dropped holds are left to the reaper.
+    pub usage_source: Option<Arc<dyn UsageSource>>,
 }
 
 impl std::fmt::Debug for Ports {
@@ -116,6 +126,104 @@ impl Spendgate {
     pub fn ports(&self) -> &Ports {
         &self.ports
     }
+
+    /// Starts the background jobs on the current tokio runtime: reaper,
+    /// config sync, finalize replay, drift monitor, and reconciliation when
+    /// a usage source is configured. Stop them with
+    /// [`WorkerHandle::shutdown`].
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn start_workers(&self, settings: WorkerSettings) -> WorkerHandle {
+        let ports = &self.ports;
+        let mut jobs: Vec<(Arc<dyn Job>, Schedule)> = vec![
+            (
+                Arc::new(ReaperJob::new(ports.store.clone(), ports.config.clone())),
+                settings.reaper,
+            ),
+            (
+                Arc::new(ConfigSyncJob::new(
+                    ports.config.clone(),
+                    ports.store.clone(),
+                    self.budget.clone(),
+                )),
+                settings.config_sync,
+            ),
+            (
+                Arc::new(FinalizeReplayJob::new(
+                    self.budget.clone(),
+                    settings.replay_batch,
+                )),
+                settings.finalize_replay,
+            ),
+            (
+                Arc::new(DriftJob::new(
+                    ports.store.clone(),
+                    ports.usage_log.clone(),
+                    ports.config.clone(),
+                )),
+                settings.drift,
+            ),
+        ];
+        if let Some(source) = &ports.usage_source {
+            jobs.push((
+                Arc::new(ReconciliationJob::new(
+                    ports.reconciliation.clone(),
+                    source.clone(),
+                    self.budget.clone(),
+                    settings.reconciliation_settings,
+                )),
+                settings.reconciliation,
+            ));
+        }
+        let lease = LeaseConfig {
+            lease: ports.lease.clone(),
+            holder: settings.holder,
+            ttl: settings.lease_ttl,
+        };
+        WorkerHandle::start(jobs, ports.clock.clone(), Some(lease))
+    }
+}
+
+/// When the background jobs run, and as whom.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Reaper: every 60 s.
+    pub reaper: Schedule,
+    /// Config sync: every 5 min (and at start).
+    pub config_sync: Schedule,
+    /// Finalize replay: every second.
+    pub finalize_replay: Schedule,
+    /// Settlements replayed per pass: 1,000.
+    pub replay_batch: u32,
+    /// Reconciliation: every 5 s (each entry waits its own backoff).
+    pub reconciliation: Schedule,
+    /// Tries, backoff and batch of reconciliation.
+    pub reconciliation_settings: ReconciliationSettings,
+    /// Drift monitor: every 5 min.
+    pub drift: Schedule,
+    /// This process's lease holder token.
+    pub holder: String,
+    /// How long a singleton job's lease lives without renewal: 150 s, over
+    /// two reaper intervals, so a stopped holder is replaced within it.
+    pub lease_ttl: spendgate_domain::Ttl,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        let every = |secs| Schedule::every(std::time::Duration::from_secs(secs));
+        Self {
+            reaper: every(60),
+            config_sync: every(300),
+            finalize_replay: every(1),
+            replay_batch: 1_000,
+            reconciliation: every(5),
+            reconciliation_settings: ReconciliationSettings::default(),
+            drift: every(300),
+            holder: holder_token(),
+            lease_ttl: spendgate_domain::Ttl::from_secs(150).unwrap_or(spendgate_domain::Ttl::DAY),
+        }
+    }
 }
 
 /// Builds a [`Spendgate`] from adapters or URLs.
@@ -139,6 +247,8 @@ pub struct SpendgateBuilder {
     usage_log: Option<Arc<dyn UsageLog>>,
     finalize_queue: Option<Arc<FinalizeQueue>>,
     reconciliation: Option<Arc<ReconciliationQueue>>,
+    lease: Option<Arc<dyn Lease>>,
+    usage_source: Option<Arc<dyn UsageSource>>,
     clock: Option<Arc<dyn Clock>>,
     policy: BudgetPolicy,
     prices: PriceTable,
@@ -233,6 +343,18 @@ impl SpendgateBuilder {
         self
     }
 
+    /// Uses this lease store for singleton jobs.
+    pub fn lease(mut self, lease: Arc<dyn Lease>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Asks this provider usage look-up when reconciling dropped calls.
+    pub fn usage_source(mut self, source: Arc<dyn UsageSource>) -> Self {
+        self.usage_source = Some(source);
+        self
+    }
+
     /// Reads time from this clock (the system clock by default).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -279,7 +401,7 @@ impl SpendgateBuilder {
             Some(url) => Some(sql::open(url).await?),
             None => None,
         };
-        let (store, redis_cache) = self.open_store(sql.as_ref(), &clock).await?;
+        let (store, redis) = self.open_store(sql.as_ref()).await?;
         let memory_config = Arc::new(MemoryConfig::default());
         let config: Arc<dyn ConfigProvider> = self
             .config
@@ -289,6 +411,7 @@ impl SpendgateBuilder {
             .tier_overrides
             .or_else(|| sql.as_ref().map(sql::Parts::tier_overrides))
             .unwrap_or_else(|| Arc::new(MemoryTierOverrides::default()));
+        let (redis_cache, redis_lease) = redis.unzip();
         let tier_cache: Arc<dyn TierCache> = self
             .tier_cache
             .or(redis_cache)
@@ -304,6 +427,11 @@ impl SpendgateBuilder {
         let reconciliation: Arc<ReconciliationQueue> = self
             .reconciliation
             .unwrap_or_else(|| Arc::new(MemoryWorkQueue::new()));
+        let lease: Arc<dyn Lease> = self
+            .lease
+            .or(redis_lease)
+            .or_else(|| sql.as_ref().map(sql::Parts::lease))
+            .unwrap_or_else(|| Arc::new(MemoryLease::default()));
         let ports = Ports {
             store,
             config,
@@ -313,6 +441,8 @@ impl SpendgateBuilder {
             finalize_queue,
             reconciliation,
             clock,
+            lease,
+            usage_source: self.usage_source,
         };
         let tiers = Arc::new(TierAccess::new(
             ports.tier_overrides.clone(),
@@ -342,13 +472,12 @@ impl SpendgateBuilder {
         })
     }
 
-    /// The budget store, and a Redis tier cache on the same connection
-    /// when the store is on Redis.
+    /// The budget store, and a Redis tier cache and lease store on the same
+    /// connection when the store is on Redis.
     async fn open_store(
         &self,
         sql: Option<&sql::Parts>,
-        _clock: &Arc<dyn Clock>,
-    ) -> Result<(Arc<dyn BudgetStore>, Option<Arc<dyn TierCache>>), BuildError> {
+    ) -> Result<(Arc<dyn BudgetStore>, Option<RedisShared>), BuildError> {
         let choice = match &self.store {
             Some(StoreChoice::Adapter(store)) => return Ok((store.clone(), None)),
             Some(choice) => choice,
@@ -368,13 +497,15 @@ impl SpendgateBuilder {
     }
 }
 
-type RedisParts = (Arc<dyn BudgetStore>, Option<Arc<dyn TierCache>>);
+/// What shares the Redis connection with the store.
+type RedisShared = (Arc<dyn TierCache>, Arc<dyn Lease>);
+type RedisParts = (Arc<dyn BudgetStore>, Option<RedisShared>);
 
 #[cfg(feature = "redis")]
 mod redis {
     use std::sync::Arc;
 
-    use spendgate_adapter_redis::{RedisBudgetStore, RedisTierCache};
+    use spendgate_adapter_redis::{RedisBudgetStore, RedisLease, RedisTierCache};
     use spendgate_domain::BudgetPolicy;
 
     use super::{BuildError, RedisParts};
@@ -387,7 +518,8 @@ mod redis {
             .await
             .map_err(BuildError::Store)?;
         let cache = RedisTierCache::new(store.connection());
-        Ok((Arc::new(store), Some(Arc::new(cache))))
+        let lease = RedisLease::new(store.connection());
+        Ok((Arc::new(store), Some((Arc::new(cache), Arc::new(lease)))))
     }
 
     pub(super) async fn cluster(
@@ -398,7 +530,8 @@ mod redis {
             .await
             .map_err(BuildError::Store)?;
         let cache = RedisTierCache::new(store.connection());
-        Ok((Arc::new(store), Some(Arc::new(cache))))
+        let lease = RedisLease::new(store.connection());
+        Ok((Arc::new(store), Some((Arc::new(cache), Arc::new(lease)))))
     }
 }
 
@@ -427,10 +560,12 @@ mod sql {
     use std::sync::Arc;
 
     use spendgate_adapter_postgres::{
-        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlUsageLog, connect_and_migrate,
+        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlLease, SqlUsageLog, connect_and_migrate,
     };
     use spendgate_domain::BudgetPolicy;
-    use spendgate_ports::{BudgetStore, ConfigProvider, FinalizeQueue, TierOverrideRepo, UsageLog};
+    use spendgate_ports::{
+        BudgetStore, ConfigProvider, FinalizeQueue, Lease, TierOverrideRepo, UsageLog,
+    };
 
     use super::BuildError;
 
@@ -440,6 +575,7 @@ mod sql {
         repo: Arc<SqlConfigRepo>,
         usage_log: Arc<SqlUsageLog>,
         finalize_queue: Arc<FinalizeOutbox>,
+        lease: Arc<SqlLease>,
         store: Box<dyn Fn(BudgetPolicy) -> SqlBudgetStore + Send + Sync>,
     }
 
@@ -470,6 +606,7 @@ mod sql {
             repo: Arc::new(SqlConfigRepo::new(db.clone())),
             usage_log: Arc::new(SqlUsageLog::new(db.clone())),
             finalize_queue: Arc::new(FinalizeOutbox::new(db.clone())),
+            lease: Arc::new(SqlLease::new(db.clone())),
             store: Box::new(move |policy| SqlBudgetStore::new(db.clone(), policy)),
         })
     }
@@ -491,6 +628,10 @@ mod sql {
             self.finalize_queue.clone()
         }
 
+        pub(super) fn lease(&self) -> Arc<dyn Lease> {
+            self.lease.clone()
+        }
+
         pub(super) fn store(&self, policy: BudgetPolicy) -> Arc<dyn BudgetStore> {
             Arc::new((self.store)(policy))
         }
@@ -502,7 +643,9 @@ mod sql {
     use std::sync::Arc;
 
     use spendgate_domain::BudgetPolicy;
-    use spendgate_ports::{BudgetStore, ConfigProvider, FinalizeQueue, TierOverrideRepo, UsageLog};
+    use spendgate_ports::{
+        BudgetStore, ConfigProvider, FinalizeQueue, Lease, TierOverrideRepo, UsageLog,
+    };
 
     use super::BuildError;
 
@@ -536,6 +679,10 @@ mod sql {
         }
 
         pub(super) fn finalize_queue(&self) -> Arc<FinalizeQueue> {
+            match *self {}
+        }
+
+        pub(super) fn lease(&self) -> Arc<dyn Lease> {
             match *self {}
         }
 

@@ -4,7 +4,8 @@
 //! It is the outermost ring (`app -> adapters -> ports -> domain`) and the
 //! only crate that picks concrete adapters, all of them in [`builder`].
 //! Inside, the layers stay visible: [`services`] holds the budget service
-//! and tier access, written against the ports alone.
+//! and tier access, and [`workers`] the background jobs, all written
+//! against the ports alone.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -37,8 +38,9 @@
 
 pub mod builder;
 pub mod services;
+pub mod workers;
 
-pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder};
+pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder, WorkerSettings};
 pub use services::budget::{
     Backoff, BudgetChangeError, BudgetReport, BudgetService, BudgetSettings, CostBasis,
     EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket,

@@ -12,6 +12,7 @@ mod budget_store;
 mod cache;
 mod clock;
 mod config;
+mod lease;
 mod provider;
 mod queue;
 mod usage;
@@ -20,6 +21,7 @@ pub use budget_store::{BudgetStatus, BudgetStore, StoreError};
 pub use cache::TierCache;
 pub use clock::{Clock, SystemClock};
 pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
+pub use lease::Lease;
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
     Claimed, FinalizeQueue, Handover, PendingSettlement, QueueItem, ReconciliationQueue, WorkQueue,
@@ -34,6 +36,8 @@ pub use cache::MockTierCache;
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]
 pub use config::{MockConfigProvider, MockTierOverrideRepo};
+#[cfg(any(test, feature = "mocks"))]
+pub use lease::MockLease;
 #[cfg(any(test, feature = "mocks"))]
 pub use provider::MockUsageSource;
 #[cfg(any(test, feature = "mocks"))]
@@ -56,6 +60,7 @@ mod tests {
         let _: Arc<dyn UsageSource> = Arc::new(MockUsageSource::new());
         let _: Arc<dyn Clock> = Arc::new(MockClock::new());
         let _: Arc<dyn TierCache> = Arc::new(MockTierCache::new());
+        let _: Arc<dyn Lease> = Arc::new(MockLease::new());
         let _: Arc<FinalizeQueue> = Arc::new(MockWorkQueue::<PendingSettlement>::new());
         let _: Arc<ReconciliationQueue> = Arc::new(MockWorkQueue::<Handover>::new());
     }

@@ -12,6 +12,7 @@ mod support;
 mod bad_data;
 mod budget_store;
 mod config;
+mod lease;
 mod migrations;
 mod outbox;
 mod rls;

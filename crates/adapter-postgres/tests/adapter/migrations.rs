@@ -7,11 +7,16 @@ use spendgate_ports::{CommunityConfig, ConfigProvider, TierOverrideRepo};
 
 use crate::support::{Backend, ManualClock, TestDb};
 
-const TABLES: [&str; 3] = [
+const TABLES: [&str; 4] = [
     "community_agent_config",
     "agent_usage_log",
     "finalize_outbox",
+    "worker_lease",
 ];
+
+/// Migrations from the outbox estimate column (000006) to the last one:
+/// `down` by this many undoes the estimate column.
+const FROM_ESTIMATE: u32 = 2;
 
 async fn has_table(t: &TestDb, table: &str) -> bool {
     let sql = match t.backend {
@@ -136,7 +141,9 @@ async fn has_column(t: &TestDb, table: &str, column: &str) -> bool {
 /// read 0, "unknown"), and leaves again with `down`, rows kept.
 async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
     let schema = t.single_connection().await;
-    Migrator::down(&schema, Some(1)).await.expect("down one");
+    Migrator::down(&schema, Some(FROM_ESTIMATE))
+        .await
+        .expect("down to before the estimate");
     assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
     t.exec(
         "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) VALUES ('c', 'u', 'old', 3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
@@ -157,13 +164,52 @@ async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
             .is_err(),
         "CHECK on the added column"
     );
-    Migrator::down(&schema, Some(1))
+    Migrator::down(&schema, Some(FROM_ESTIMATE))
         .await
-        .expect("down one again");
+        .expect("down to before the estimate again");
     assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
     assert_eq!(t.count("SELECT COUNT(*) FROM finalize_outbox").await, 1);
     Migrator::up(&schema, None).await.expect("and up");
     schema.close().await.unwrap();
+}
+
+/// `worker_lease` is the last migration: `down` by one drops it (and only
+/// it, whatever rows it held), `up` brings it back empty; its columns are
+/// NOT NULL and `name` is its primary key.
+async fn worker_lease_up_and_down(t: &TestDb) {
+    for column in ["name", "holder", "expires_at"] {
+        assert!(has_column(t, "worker_lease", column).await, "{column}");
+    }
+    t.exec(
+        "INSERT INTO worker_lease (name, holder, expires_at) VALUES ('reaper', 'a', 5)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let refused = [
+        "INSERT INTO worker_lease (name, holder, expires_at) VALUES ('reaper', 'b', 6)",
+        "INSERT INTO worker_lease (name, holder, expires_at) VALUES (NULL, 'b', 6)",
+        "INSERT INTO worker_lease (name, holder, expires_at) VALUES ('sync', NULL, 6)",
+        "INSERT INTO worker_lease (name, holder, expires_at) VALUES ('sync', 'b', NULL)",
+    ];
+    for sql in refused {
+        assert!(t.db.execute_unprepared(sql).await.is_err(), "{sql}");
+    }
+
+    let schema = t.single_connection().await;
+    Migrator::down(&schema, Some(1)).await.expect("down one");
+    assert!(!has_table(t, "worker_lease").await);
+    assert!(has_column(t, "finalize_outbox", "estimate_micros").await);
+    for table in &TABLES[..3] {
+        assert!(
+            has_table(t, table).await,
+            "{table} after dropping the lease table"
+        );
+    }
+    Migrator::up(&schema, None).await.expect("up again");
+    schema.close().await.unwrap();
+    assert!(has_table(t, "worker_lease").await);
+    assert_eq!(t.count("SELECT COUNT(*) FROM worker_lease").await, 0);
 }
 
 async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
@@ -210,5 +256,6 @@ crate::on_both_backends!(
     up_down_up,
     check_constraints_refuse_bad_rows,
     outbox_estimate_column_up_and_down_over_existing_rows,
+    worker_lease_up_and_down,
     updated_at_is_maintained_by_every_write,
 );

@@ -16,6 +16,7 @@
 mod bad_input;
 mod contract;
 mod layout;
+mod lease;
 mod own_redis;
 mod recovery;
 mod stress;

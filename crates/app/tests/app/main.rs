@@ -12,3 +12,4 @@ mod scenarios;
 mod sqlite;
 mod support;
 mod tiers;
+mod workers;

@@ -347,6 +347,36 @@ impl BudgetService {
         self.settle(settle::pending(ticket, actual, tokens)).await
     }
 
+    /// Settles a handed-over hold with the cost the provider reported
+    /// (usage log source `reconciliation`; a late finalize if the hold was
+    /// reaped meanwhile). The reconciliation job calls this.
+    ///
+    /// # Errors
+    /// As [`BudgetService::finalize`].
+    #[tracing::instrument(
+        skip_all,
+        err,
+        fields(community = %ticket.community, user = %ticket.hold.user, key = %ticket.hold.key)
+    )]
+    pub async fn reconcile(
+        &self,
+        ticket: &HoldTicket,
+        actual: Micros,
+        tokens: TokenCounts,
+    ) -> Result<Settled, FinalizeError> {
+        let mut pending = settle::pending(ticket, actual, tokens);
+        pending.source = spendgate_ports::CostSource::Reconciliation;
+        self.settle(pending).await
+    }
+
+    /// Records configuration read elsewhere (config sync) so the hot path
+    /// uses it without asking the database.
+    pub(crate) fn remember_config(&self, config: &CommunityConfig) {
+        self.core
+            .config
+            .put(&config.community, Some(config.clone()));
+    }
+
     /// Releases a hold without committing a cost: the call never ran.
     ///
     /// # Errors

@@ -35,6 +35,7 @@ pub struct Faults {
     log_down: AtomicBool,
     queue_down: AtomicBool,
     stop_after: Mutex<Option<Step>>,
+    reap_fails_for: Mutex<Option<CommunityId>>,
 }
 
 impl Faults {
@@ -48,6 +49,11 @@ impl Faults {
 
     pub fn set_queue_down(&self, down: bool) {
         self.queue_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Reaps of `community` fail (one community's failure in a pass).
+    pub fn fail_reaps_of(&self, community: Option<CommunityId>) {
+        *self.reap_fails_for.lock().unwrap() = community;
     }
 
     /// The next call that finishes `step` never returns, as if the process
@@ -163,6 +169,9 @@ impl BudgetStore for FaultyStore {
 
     async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
         self.faults.store()?;
+        if self.faults.reap_fails_for.lock().unwrap().as_ref() == Some(community) {
+            return Err(StoreError::Unavailable("injected: reap fails".into()));
+        }
         self.inner().reap(community, now).await
     }
 

@@ -13,7 +13,7 @@ use spendgate::domain::{
 };
 use spendgate::ports::{FinalizeQueue, Handover, UsageLog};
 use spendgate::{ReserveDecision, ReserveRequest, Spendgate};
-use spendgate_adapter_memory::{ManualClock, MemoryWorkQueue};
+use spendgate_adapter_memory::{ManualClock, MemoryUsageSource, MemoryWorkQueue};
 
 use faults::{Faults, FaultyLog, FaultyQueue, FaultyStore};
 
@@ -81,6 +81,8 @@ pub struct Env {
     /// The real finalize queue, for assertions.
     pub queue: Arc<FinalizeQueue>,
     pub reconciliation: Arc<MemoryWorkQueue<Handover>>,
+    /// What the provider's usage endpoint answers.
+    pub provider: Arc<MemoryUsageSource>,
     pub wipe: Wipe,
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
@@ -93,6 +95,7 @@ impl Env {
         let faults = Arc::new(Faults::default());
         let store = Arc::new(FaultyStore::new(ports.store.clone(), faults.clone()));
         let reconciliation = Arc::new(MemoryWorkQueue::<Handover>::new());
+        let provider = Arc::new(MemoryUsageSource::default());
         let sg = Spendgate::builder()
             .store(store.clone())
             .config(ports.config.clone())
@@ -107,6 +110,8 @@ impl Env {
                 faults: faults.clone(),
             }))
             .reconciliation_queue(reconciliation.clone())
+            .usage_source(provider.clone())
+            .lease(ports.lease.clone())
             .clock(clock.clone())
             .build()
             .await
@@ -119,6 +124,7 @@ impl Env {
             log: ports.usage_log.clone(),
             queue: ports.finalize_queue.clone(),
             reconciliation,
+            provider,
             wipe: parts.wipe,
             _keep: parts.keep,
         }

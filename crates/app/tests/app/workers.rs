@@ -1,0 +1,396 @@
+//! The background jobs, one pass at a time (`tick`), and the runner: loops,
+//! leases across replicas, graceful shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use spendgate::domain::{Micros, Timestamp, TokenCounts, Ttl};
+use spendgate::ports::{Clock, CostSource, ProviderUsage};
+use spendgate::workers::{
+    ConfigSyncJob, DriftJob, FinalizeReplayJob, Job, LeaseConfig, ReaperJob, ReconciliationJob,
+    ReconciliationSettings, Schedule, TickOutcome, WorkerHandle,
+};
+use spendgate::{ReserveError, Usage};
+use spendgate_adapter_memory::{ManualClock, MemoryLease};
+
+use crate::support::{Env, m, memory};
+
+fn now(env: &Env) -> Timestamp {
+    env.clock.now()
+}
+
+fn reaper(env: &Env) -> ReaperJob {
+    let ports = env.sg.ports();
+    ReaperJob::new(ports.store.clone(), ports.config.clone())
+}
+
+#[tokio::test]
+async fn reaper_releases_expired_holds_and_one_failing_community_does_not_stop_the_pass() {
+    let env = memory().await;
+    let a = env.community("reap-a", 10).await;
+    let b = env.community("reap-b", 10).await;
+    let ttl = Ttl::from_millis(1_000).unwrap();
+    let held_a = env.reserve(env.request(&a, "k1").with_ttl(ttl)).await;
+    let held_b = env.reserve(env.request(&b, "k1").with_ttl(ttl)).await;
+    env.advance_ms(1_000);
+    env.faults.fail_reaps_of(Some(a.clone()));
+    let outcome = reaper(&env).tick(now(&env)).await;
+    assert_eq!(
+        outcome,
+        TickOutcome {
+            items: 1,
+            failures: 1
+        }
+    );
+    assert_eq!(env.sg.budget().status(&b, None).await.unwrap().holds, 0);
+    env.faults.fail_reaps_of(None);
+    let outcome = reaper(&env).tick(now(&env)).await;
+    assert_eq!(
+        outcome,
+        TickOutcome {
+            items: 1,
+            failures: 0
+        }
+    );
+    assert_eq!(env.sg.budget().status(&a, None).await.unwrap().holds, 0);
+    // Settled guards: nothing is handed over.
+    held_a.hand_over().await.unwrap();
+    held_b.hand_over().await.unwrap();
+}
+
+#[tokio::test]
+async fn config_sync_restores_limits_a_store_lost_and_skips_what_did_not_change() {
+    let env = memory().await;
+    let c = env.community("sync", 10).await;
+    let ports = env.sg.ports();
+    let job = ConfigSyncJob::new(
+        ports.config.clone(),
+        ports.store.clone(),
+        env.sg.budget().clone(),
+    );
+    assert_eq!(job.tick(now(&env)).await.failures, 0);
+    crate::support::lose_store_data(&env, &c).await;
+    let refused = env
+        .sg
+        .budget()
+        .reserve(env.request(&c, "k1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::NotConfigured(_)),
+        "never accepted without a limit: {refused:?}"
+    );
+    assert_eq!(
+        job.tick(now(&env)).await.items,
+        0,
+        "unchanged since the last push"
+    );
+    job.resync_all();
+    assert!(job.tick(now(&env)).await.items >= 1);
+    env.reserve(env.request(&c, "k1"))
+        .await
+        .cancel()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn finalize_replay_job_applies_queued_settlements() {
+    let env = memory().await;
+    let c = env.community("replay-job", 10).await;
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    env.faults.set_store_down(true);
+    hold.finalize(Usage::cost(m(250))).await.unwrap();
+    env.faults.set_store_down(false);
+    env.advance_ms(5_000);
+    let job = FinalizeReplayJob::new(env.sg.budget().clone(), 100);
+    assert_eq!(
+        job.tick(now(&env)).await,
+        TickOutcome {
+            items: 1,
+            failures: 0
+        }
+    );
+    assert_eq!(
+        env.sg.budget().status(&c, None).await.unwrap().committed,
+        m(250)
+    );
+}
+
+fn reconciliation(env: &Env) -> ReconciliationJob {
+    ReconciliationJob::new(
+        env.reconciliation.clone(),
+        env.provider.clone(),
+        env.sg.budget().clone(),
+        ReconciliationSettings::default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finalizes_a_dropped_call_with_the_providers_cost() {
+    let env = memory().await;
+    let c = env.community("reconcile", 10).await;
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    let key = hold.ticket().hold.key.clone();
+    drop(hold);
+    assert_eq!(env.handovers(1).await.len(), 1);
+    env.provider
+        .record(
+            key.clone(),
+            ProviderUsage {
+                cost: m(480),
+                model: "cheap".into(),
+                tokens: TokenCounts {
+                    prompt: 1_000,
+                    completion: 550,
+                },
+                completed_at: now(&env),
+            },
+        )
+        .unwrap();
+    let job = reconciliation(&env);
+    assert_eq!(job.tick(now(&env)).await.items, 0, "not due before 30 s");
+    env.advance_ms(30_000);
+    assert_eq!(
+        job.tick(now(&env)).await,
+        TickOutcome {
+            items: 1,
+            failures: 0
+        }
+    );
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.reserved), (m(480), Micros::ZERO));
+    let hold_ref = spendgate::domain::HoldRef {
+        user: crate::support::user("alice"),
+        key,
+    };
+    let row = env.log.logged(&c, &hold_ref).await.unwrap().unwrap();
+    assert_eq!(row.source, CostSource::Reconciliation);
+    assert!(env.reconciliation.items().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_gives_up_after_three_tries_and_leaves_the_hold_to_the_reaper() {
+    let env = memory().await;
+    let c = env.community("give-up", 10).await;
+    drop(env.reserve(env.request(&c, "k1")).await);
+    assert_eq!(env.handovers(1).await.len(), 1);
+    let job = reconciliation(&env);
+    env.advance_ms(30_000);
+    for wait in [10_000, 20_000, 0] {
+        assert_eq!(job.tick(now(&env)).await.failures, 1);
+        env.advance_ms(wait);
+    }
+    assert!(env.reconciliation.items().unwrap().is_empty());
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!((status.holds, status.committed), (1, Micros::ZERO));
+    env.advance_ms(300_000);
+    assert_eq!(reaper(&env).tick(now(&env)).await.items, 1);
+}
+
+#[tokio::test]
+async fn drift_monitor_reports_a_cost_the_usage_log_lacks() {
+    let env = memory().await;
+    let c = env.community("drift", 10).await;
+    env.reserve(env.request(&c, "k1"))
+        .await
+        .finalize(Usage::cost(m(90)))
+        .await
+        .unwrap();
+    let ports = env.sg.ports();
+    let job = DriftJob::new(
+        ports.store.clone(),
+        ports.usage_log.clone(),
+        ports.config.clone(),
+    );
+    assert_eq!(
+        job.tick(now(&env)).await,
+        TickOutcome {
+            items: 1,
+            failures: 0
+        }
+    );
+    // A cost committed behind the services' back.
+    let commit = spendgate::domain::UnheldCommit {
+        user: crate::support::user("mallory"),
+        key: crate::support::key("k9"),
+        actual: m(5),
+        period: spendgate::domain::Period::containing(now(&env)).unwrap(),
+        model: crate::support::model("cheap"),
+    };
+    ports
+        .store
+        .commit_unheld(&c, &commit, now(&env))
+        .await
+        .unwrap();
+    assert_eq!(
+        job.tick(now(&env)).await,
+        TickOutcome {
+            items: 1,
+            failures: 1
+        }
+    );
+}
+
+/// A job that records how many of its passes overlap.
+struct Exclusive {
+    running: AtomicU64,
+    max_running: AtomicU64,
+    passes: AtomicU64,
+}
+
+impl Exclusive {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            running: AtomicU64::new(0),
+            max_running: AtomicU64::new(0),
+            passes: AtomicU64::new(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Job for Exclusive {
+    fn name(&self) -> &'static str {
+        "exclusive"
+    }
+
+    async fn tick(&self, _now: Timestamp) -> TickOutcome {
+        let running = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(running, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(15)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.passes.fetch_add(1, Ordering::SeqCst);
+        TickOutcome::default()
+    }
+}
+
+fn replica(
+    job: Arc<Exclusive>,
+    lease: Arc<MemoryLease>,
+    holder: &str,
+    clock: Arc<ManualClock>,
+) -> WorkerHandle {
+    let schedule = Schedule {
+        every: Duration::from_millis(5),
+        jitter: Duration::from_millis(5),
+    };
+    WorkerHandle::start(
+        vec![(job, schedule)],
+        clock,
+        Some(LeaseConfig {
+            lease,
+            holder: holder.into(),
+            ttl: Ttl::from_millis(10_000).unwrap(),
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_run_a_singleton_pass_at_once_and_the_second_takes_over() {
+    let clock = Env::clock_at_mid_november();
+    let lease = Arc::new(MemoryLease::default());
+    let job = Exclusive::new();
+    let first = replica(job.clone(), lease.clone(), "first", clock.clone());
+    let second = replica(job.clone(), lease.clone(), "second", clock.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(job.max_running.load(Ordering::SeqCst), 1);
+    let report = first.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(report.aborted, Vec::<&str>::new());
+    let before = job.passes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        job.passes.load(Ordering::SeqCst) > before,
+        "the second replica took over"
+    );
+    assert_eq!(job.max_running.load(Ordering::SeqCst), 1);
+    second.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_holder_is_replaced_once_its_lease_expires() {
+    let clock = Env::clock_at_mid_november();
+    let lease = Arc::new(MemoryLease::default());
+    let job = Exclusive::new();
+    let first = replica(job.clone(), lease.clone(), "first", clock.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Killed mid-run: its tasks are aborted and the lease is not released.
+    first.abort();
+    let second = replica(job.clone(), lease.clone(), "second", clock.clone());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let standby = job.passes.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        job.passes.load(Ordering::SeqCst),
+        standby,
+        "the lease still runs"
+    );
+    clock.advance(10_000).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        job.passes.load(Ordering::SeqCst) > standby,
+        "took over once the lease expired"
+    );
+    second.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A pass that never ends.
+struct Stuck;
+
+#[async_trait]
+impl Job for Stuck {
+    fn name(&self) -> &'static str {
+        "stuck"
+    }
+
+    async fn tick(&self, _now: Timestamp) -> TickOutcome {
+        std::future::pending::<()>().await;
+        TickOutcome::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_passes_in_progress_and_aborts_one_past_the_deadline() {
+    let clock = Env::clock_at_mid_november();
+    let job = Exclusive::new();
+    let handle = WorkerHandle::start(
+        vec![
+            (
+                job.clone() as Arc<dyn Job>,
+                Schedule::every(Duration::from_millis(1)),
+            ),
+            (Arc::new(Stuck), Schedule::every(Duration::from_millis(1))),
+        ],
+        clock,
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = handle.shutdown(Duration::from_millis(200)).await;
+    assert_eq!(report.stopped, vec!["exclusive"]);
+    assert_eq!(report.aborted, vec!["stuck"]);
+    assert_eq!(
+        job.running.load(Ordering::SeqCst),
+        0,
+        "no pass was cut short"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_workers_runs_the_standard_jobs_until_shutdown() {
+    let env = memory().await;
+    let handle = env.sg.start_workers(spendgate::WorkerSettings::default());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = handle.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        report.stopped,
+        vec![
+            "reaper",
+            "config_sync",
+            "finalize_replay",
+            "drift",
+            "reconciliation"
+        ]
+    );
+}
