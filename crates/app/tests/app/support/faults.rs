@@ -36,6 +36,8 @@ pub struct Faults {
     queue_down: AtomicBool,
     stop_after: Mutex<Option<Step>>,
     reap_fails_for: Mutex<Option<CommunityId>>,
+    extends: std::sync::atomic::AtomicU64,
+    stopped: AtomicBool,
 }
 
 impl Faults {
@@ -49,6 +51,16 @@ impl Faults {
 
     pub fn set_queue_down(&self, down: bool) {
         self.queue_down.store(down, Ordering::SeqCst);
+    }
+
+    /// Whether a call stopped at the step set by [`Faults::stop_after`].
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// How many extends reached the store.
+    pub fn extends(&self) -> u64 {
+        self.extends.load(Ordering::SeqCst)
     }
 
     /// Reaps of `community` fail (one community's failure in a pass).
@@ -65,6 +77,7 @@ impl Faults {
     async fn reached(&self, step: Step) {
         let stop = *self.stop_after.lock().unwrap() == Some(step);
         if stop {
+            self.stopped.store(true, Ordering::SeqCst);
             std::future::pending::<()>().await;
         }
     }
@@ -130,7 +143,9 @@ impl BudgetStore for FaultyStore {
         now: Timestamp,
     ) -> Result<ExtendOutcome, StoreError> {
         self.faults.store()?;
-        self.inner().extend(community, hold, ttl, now).await
+        let outcome = self.inner().extend(community, hold, ttl, now).await;
+        self.faults.extends.fetch_add(1, Ordering::SeqCst);
+        outcome
     }
 
     async fn finalize(

@@ -266,3 +266,15 @@ pub async fn lose_store_data(env: &Env, c: &CommunityId) {
         }
     }
 }
+
+/// Waits until `done` holds, polling for up to 10 s (machines under load
+/// are slow; nothing here measures time), and fails naming `what`.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..1_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
