@@ -15,9 +15,9 @@
 //!   (`community_agent_config`, `agent_usage_log`, `finalize_outbox`,
 //!   row-level security on PostgreSQL, and the budget store's `budget_*`
 //!   tables). Run it with [`connect_and_migrate`] or `Migrator::up`.
-//! * [`entity`], SeaORM entities of the first three tables (the budget
-//!   store reads and writes its tables with hand-written SQL that runs on
-//!   both backends).
+//! * [`entity`], SeaORM entities of the first three tables and of
+//!   `reconciliation_queue` (the budget store reads and writes its tables
+//!   with hand-written SQL that runs on both backends).
 //! * [`SqlConfigRepo`], the [`ConfigProvider`](spendgate_ports::ConfigProvider)
 //!   and [`TierOverrideRepo`](spendgate_ports::TierOverrideRepo), with
 //!   strict parsing of the override JSON ([`overrides`] documents the
@@ -30,6 +30,11 @@
 //!   ([`WorkQueue<PendingSettlement>`](spendgate_ports::WorkQueue)):
 //!   settlements kept durably until they reach the budget store and the
 //!   usage log.
+//! * [`SqlReconciliationQueue`], the reconciliation queue
+//!   ([`WorkQueue<Handover>`](spendgate_ports::WorkQueue)) on
+//!   `reconciliation_queue`: holds whose guard was dropped, kept until the
+//!   provider's word on their cost; it shares every queue rule with
+//!   [`FinalizeOutbox`].
 //! * [`SqlLease`], the [`Lease`](spendgate_ports::Lease) of the singleton
 //!   background jobs on `worker_lease`: one upsert takes or renews a lease,
 //!   a compare-and-delete gives it up.
@@ -46,7 +51,7 @@
 //!   **SQLite has no row-level security**; an embedded deployment is one
 //!   process trusted with every community, and isolation rests on the
 //!   repositories filtering by community.
-//! * **Claiming** outbox rows uses `FOR UPDATE SKIP LOCKED` on PostgreSQL
+//! * **Claiming** queue rows (outbox, reconciliation queue) uses `FOR UPDATE SKIP LOCKED` on PostgreSQL
 //!   and an `UPDATE … RETURNING` in a `BEGIN IMMEDIATE` transaction on
 //!   SQLite.
 //! * **Budget store writes** lock the community's row (`SELECT … FOR
@@ -64,16 +69,20 @@ mod lease;
 pub mod migration;
 mod outbox;
 pub mod overrides;
+mod reconciliation;
 mod transaction;
 mod usage_log;
+mod work_queue;
 
 pub use budget_store::{MARKER_CLEANUP_BATCH, SqlBudgetStore};
 pub use config_repo::SqlConfigRepo;
 pub use connection::{SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate, redact};
 pub use lease::SqlLease;
 pub use migration::Migrator;
-pub use outbox::{FinalizeOutbox, MAX_ERROR_LEN};
+pub use outbox::FinalizeOutbox;
+pub use reconciliation::SqlReconciliationQueue;
 pub use usage_log::{MAX_TRACE_ID_LEN, ROWS_PER_STATEMENT, SqlUsageLog};
+pub use work_queue::MAX_ERROR_LEN;
 
 /// Re-exported so callers can run [`Migrator`] without depending on
 /// `sea-orm-migration` themselves.

@@ -8,3 +8,4 @@
 pub mod agent_usage_log;
 pub mod community_agent_config;
 pub mod finalize_outbox;
+pub mod reconciliation_queue;

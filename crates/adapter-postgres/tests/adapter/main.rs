@@ -15,5 +15,6 @@ mod config;
 mod lease;
 mod migrations;
 mod outbox;
+mod reconciliation;
 mod rls;
 mod usage_log;

@@ -1,22 +1,38 @@
 //! Migrations: up / down / up, and the constraints they create.
 
 use sea_orm::ConnectionTrait;
+use sea_orm_migration::MigrationName;
 use spendgate_adapter_postgres::{Migrator, MigratorTrait, SqlConfigRepo};
 use spendgate_domain::{CommunityId, Limits, Micros, PricingOverrides};
 use spendgate_ports::{CommunityConfig, ConfigProvider, TierOverrideRepo};
 
 use crate::support::{Backend, ManualClock, TestDb};
 
-const TABLES: [&str; 4] = [
+const TABLES: [&str; 5] = [
     "community_agent_config",
     "agent_usage_log",
     "finalize_outbox",
     "worker_lease",
+    "reconciliation_queue",
 ];
 
-/// Migrations from the outbox estimate column (000006) to the last one:
-/// `down` by this many undoes the estimate column.
-const FROM_ESTIMATE: u32 = 2;
+/// The outbox estimate column (000006).
+const ESTIMATE: &str = "m20261128_000006_finalize_outbox_estimate";
+/// The worker lease table (000007).
+const LEASE: &str = "m20261128_000007_create_worker_lease";
+/// The reconciliation queue table (000008).
+const RECONCILIATION: &str = "m20261128_000008_create_reconciliation_queue";
+
+/// How many migrations, from `name` to the last one: `down` by this many
+/// undoes `name` and every migration after it.
+fn from(name: &str) -> u32 {
+    let all = Migrator::migrations();
+    let at = all
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    u32::try_from(all.len() - at).unwrap()
+}
 
 async fn has_table(t: &TestDb, table: &str) -> bool {
     let sql = match t.backend {
@@ -141,7 +157,7 @@ async fn has_column(t: &TestDb, table: &str, column: &str) -> bool {
 /// read 0, "unknown"), and leaves again with `down`, rows kept.
 async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
     let schema = t.single_connection().await;
-    Migrator::down(&schema, Some(FROM_ESTIMATE))
+    Migrator::down(&schema, Some(from(ESTIMATE)))
         .await
         .expect("down to before the estimate");
     assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
@@ -164,7 +180,7 @@ async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
             .is_err(),
         "CHECK on the added column"
     );
-    Migrator::down(&schema, Some(FROM_ESTIMATE))
+    Migrator::down(&schema, Some(from(ESTIMATE)))
         .await
         .expect("down to before the estimate again");
     assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
@@ -173,9 +189,9 @@ async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
     schema.close().await.unwrap();
 }
 
-/// `worker_lease` is the last migration: `down` by one drops it (and only
-/// it, whatever rows it held), `up` brings it back empty; its columns are
-/// NOT NULL and `name` is its primary key.
+/// `down` to before `worker_lease` drops it (whatever rows it held) and
+/// the migrations after it, and nothing older; `up` brings it back empty;
+/// its columns are NOT NULL and `name` is its primary key.
 async fn worker_lease_up_and_down(t: &TestDb) {
     for column in ["name", "holder", "expires_at"] {
         assert!(has_column(t, "worker_lease", column).await, "{column}");
@@ -197,8 +213,11 @@ async fn worker_lease_up_and_down(t: &TestDb) {
     }
 
     let schema = t.single_connection().await;
-    Migrator::down(&schema, Some(1)).await.expect("down one");
+    Migrator::down(&schema, Some(from(LEASE)))
+        .await
+        .expect("down to before the lease");
     assert!(!has_table(t, "worker_lease").await);
+    assert!(!has_table(t, "reconciliation_queue").await);
     assert!(has_column(t, "finalize_outbox", "estimate_micros").await);
     for table in &TABLES[..3] {
         assert!(
@@ -210,6 +229,85 @@ async fn worker_lease_up_and_down(t: &TestDb) {
     schema.close().await.unwrap();
     assert!(has_table(t, "worker_lease").await);
     assert_eq!(t.count("SELECT COUNT(*) FROM worker_lease").await, 0);
+}
+
+/// `reconciliation_queue` is the last migration: `down` by one drops it
+/// (and only it, whatever rows it held), `up` brings it back empty; its
+/// CHECKs and its unique (community, user, key) refuse bad rows.
+async fn reconciliation_queue_up_and_down(t: &TestDb) {
+    for column in [
+        "id",
+        "community_id",
+        "user_id",
+        "idempotency_key",
+        "estimate_micros",
+        "model_alias",
+        "period",
+        "hold_created_at",
+        "hold_expires_at",
+        "trace_id",
+        "handed_at",
+        "attempts",
+        "next_attempt_at",
+        "claimed_until",
+        "last_error",
+        "created_at",
+    ] {
+        assert!(
+            has_column(t, "reconciliation_queue", column).await,
+            "{column}"
+        );
+    }
+    let insert = |values: &str| {
+        format!(
+            "INSERT INTO reconciliation_queue (community_id, user_id, idempotency_key, estimate_micros, model_alias, period, hold_created_at, hold_expires_at, handed_at, attempts, next_attempt_at, created_at) VALUES ({values})"
+        )
+    };
+    t.db.execute_unprepared(&insert(
+        "'c', 'u', 'k', 5, 'cheap', '2026-11', 1, 2, 3, 0, 0, 0",
+    ))
+    .await
+    .unwrap();
+    let refused = [
+        // The same (community, user, key).
+        "'c', 'u', 'k', 6, 'cheap', '2026-11', 1, 2, 3, 0, 0, 0",
+        "'c', 'u', 'k1', -1, 'cheap', '2026-11', 1, 2, 3, 0, 0, 0",
+        "'c', 'u', 'k2', 5, 'cheap', 'November', 1, 2, 3, 0, 0, 0",
+        "'c', 'u', 'k3', 5, 'cheap', '2026-11', -1, 2, 3, 0, 0, 0",
+        "'c', 'u', 'k4', 5, 'cheap', '2026-11', 1, -2, 3, 0, 0, 0",
+        "'c', 'u', 'k5', 5, 'cheap', '2026-11', 1, 2, -3, 0, 0, 0",
+        "'c', 'u', 'k6', 5, 'cheap', '2026-11', 1, 2, 3, -1, 0, 0",
+        "'c', 'u', 'k7', NULL, 'cheap', '2026-11', 1, 2, 3, 0, 0, 0",
+        "'c', 'u', 'k8', 5, 'cheap', '2026-11', 1, 2, 3, 0, NULL, 0",
+    ];
+    for values in refused {
+        let sql = insert(values);
+        assert!(t.db.execute_unprepared(&sql).await.is_err(), "{sql}");
+    }
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM reconciliation_queue").await,
+        1
+    );
+
+    let schema = t.single_connection().await;
+    Migrator::down(&schema, Some(from(RECONCILIATION)))
+        .await
+        .expect("down to before the reconciliation queue");
+    assert_eq!(from(RECONCILIATION), 1, "the last migration");
+    assert!(!has_table(t, "reconciliation_queue").await);
+    for table in &TABLES[..4] {
+        assert!(
+            has_table(t, table).await,
+            "{table} after dropping the reconciliation queue"
+        );
+    }
+    Migrator::up(&schema, None).await.expect("up again");
+    schema.close().await.unwrap();
+    assert!(has_table(t, "reconciliation_queue").await);
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM reconciliation_queue").await,
+        0
+    );
 }
 
 async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
@@ -257,5 +355,6 @@ crate::on_both_backends!(
     check_constraints_refuse_bad_rows,
     outbox_estimate_column_up_and_down_over_existing_rows,
     worker_lease_up_and_down,
+    reconciliation_queue_up_and_down,
     updated_at_is_maintained_by_every_write,
 );

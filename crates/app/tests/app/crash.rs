@@ -53,17 +53,21 @@ pub async fn dies_after(env: Env, step: Step) {
     );
 }
 
-pub async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation(env: Env) {
+pub async fn store_and_queue_both_down_keep_the_settlement_in_memory_until_they_are_back(env: Env) {
     let c = env.community("both-down", 10).await;
     let hold = env.reserve(env.request(&c, "k1")).await;
     env.faults.set_store_down(true);
     env.faults.set_queue_down(true);
-    let error = hold.finalize(Usage::cost(m(400))).await.unwrap_err();
-    assert!(
-        matches!(error, spendgate::FinalizeError::NotKept(_)),
-        "{error:?}"
-    );
-    assert_eq!(env.handovers(1).await.len(), 1);
+    let settled = hold.finalize(Usage::cost(m(400))).await.unwrap();
+    assert_eq!(settled, spendgate::Settled::Queued { actual: m(400) });
+    env.faults.set_store_down(false);
+    env.faults.set_queue_down(false);
+    env.advance_ms(60_000);
+    let report = env.sg.budget().replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.completed), (1, 1));
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.reserved), (m(400), Micros::ZERO));
+    assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(400));
 }
 
 /// One test per step at which the process dies, and the double outage, on
@@ -94,8 +98,8 @@ macro_rules! crash_tests {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation() {
-                super::store_and_queue_both_down_is_not_kept_and_the_hold_goes_to_reconciliation(
+            async fn store_and_queue_both_down_keep_the_settlement_in_memory_until_they_are_back() {
+                super::store_and_queue_both_down_keep_the_settlement_in_memory_until_they_are_back(
                     $env().await,
                 )
                 .await;
@@ -106,3 +110,60 @@ macro_rules! crash_tests {
 
 crash_tests!(memory, crate::support::memory);
 crash_tests!(sqlite, crate::support::sqlite);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_while_calls_finish_loses_no_usage_row_and_doubles_none() {
+    let env = crate::support::memory().await;
+    let c = env.community("db-down", 10).await;
+    let mut holds = Vec::new();
+    for i in 0..20 {
+        holds.push(env.reserve(env.request(&c, &format!("k{i}"))).await);
+    }
+    // The database (finalize queue and usage log) goes away; the store
+    // stays.
+    env.faults.set_queue_down(true);
+    env.faults.set_log_down(true);
+    for (i, hold) in holds.into_iter().enumerate() {
+        let settled = hold
+            .finalize(spendgate::Usage::cost(m(100 + i64::try_from(i).unwrap())))
+            .await
+            .unwrap();
+        assert!(
+            matches!(settled, spendgate::Settled::Committed { .. }),
+            "{settled:?}"
+        );
+    }
+    env.advance_ms(60_000);
+    let report = env.sg.budget().replay_settlements(100).await.unwrap();
+    assert_eq!(
+        (report.claimed, report.completed),
+        (20, 0),
+        "kept while the database is down"
+    );
+
+    env.faults.set_queue_down(false);
+    env.faults.set_log_down(false);
+    env.advance_ms(600_000);
+    let report = env.sg.budget().replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.completed), (20, 20));
+    let expected = m((100..120).sum());
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved),
+        (expected, Micros::ZERO)
+    );
+    assert_eq!(
+        env.log.total_cost(&c, status.period).await.unwrap(),
+        expected
+    );
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+    assert_eq!(
+        env.sg
+            .budget()
+            .replay_settlements(100)
+            .await
+            .unwrap()
+            .claimed,
+        0
+    );
+}

@@ -11,6 +11,7 @@
 //! [`settle`] for the write-ahead path through the finalize queue.
 
 mod error;
+mod fallback_queue;
 mod guard;
 mod outcome;
 mod request;
@@ -107,7 +108,10 @@ fn check_trace_id(trace_id: Option<&String>) -> Result<(), String> {
 }
 
 impl BudgetService {
-    pub(crate) fn new(core: Core) -> Self {
+    /// The service over `core`; the finalize queue gets a memory fallback
+    /// for while it cannot answer.
+    pub(crate) fn new(mut core: Core) -> Self {
+        core.finalize_queue = Arc::new(fallback_queue::FallbackQueue::new(core.finalize_queue));
         Self {
             core: Arc::new(core),
         }

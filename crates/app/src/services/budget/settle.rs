@@ -10,6 +10,10 @@
 //! 3. The usage row is appended (idempotent per community, user, key).
 //! 4. The queue entry is completed.
 //!
+//! When the queue's database cannot answer, the entry is kept in process
+//! memory instead (see `fallback_queue`), so a database outage loses
+//! nothing; a crash during one can.
+//!
 //! A crash anywhere leaves the entry in the queue; after its lease the
 //! replay ([`super::BudgetService::replay_settlements`]) runs steps 2–4
 //! again, and every step is idempotent, so the store commits once and the

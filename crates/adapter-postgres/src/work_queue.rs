@@ -1,0 +1,358 @@
+//! The rules of a durable [`WorkQueue`](spendgate_ports::WorkQueue) on SQL,
+//! written once for every queue table: [`FinalizeOutbox`](crate::FinalizeOutbox)
+//! on `finalize_outbox` and
+//! [`SqlReconciliationQueue`](crate::SqlReconciliationQueue) on
+//! `reconciliation_queue`.
+//!
+//! A queue table has the columns `id` (`BIGINT` primary key),
+//! `community_id`, `user_id` and `idempotency_key` (UNIQUE together: the
+//! queue's key), `attempts` (`INTEGER`), `next_attempt_at`, `claimed_until`
+//! (nullable: a claimer's lease), `last_error` (nullable) and `created_at`,
+//! plus the columns of its item. [`SqlQueue`] holds the SQL of the port's
+//! operations over such a table; a [`QueueCodec`] brings only what differs
+//! from queue to queue: the table's name, the item's own columns for the
+//! insert, and reading a row back into an item.
+//!
+//! * **enqueue**: one `INSERT … ON CONFLICT (community_id, user_id,
+//!   idempotency_key) DO NOTHING`, with no attempt, no lease, no error, due
+//!   at the caller's `due_at` and `created_at` from the queue's [`Clock`].
+//! * **claim**: the due rows (`next_attempt_at <= now`, no running lease),
+//!   earliest due first, are leased until `now + lease` by one `UPDATE …
+//!   RETURNING`: on PostgreSQL they are selected `FOR UPDATE SKIP LOCKED`;
+//!   on SQLite the statement runs in a `BEGIN IMMEDIATE` transaction, so
+//!   claimers take turns. Two claimers never get the same row while its
+//!   lease runs. A row that cannot be read back fails the call with
+//!   [`RepoError::BadData`] and stays leased; the readable rows of the same
+//!   batch are handed back in the same transaction.
+//! * **complete**: `DELETE` by (community, user, key).
+//! * **retry**: one `UPDATE`: `attempts + 1` (saturating), `last_error` cut
+//!   to [`MAX_ERROR_LEN`] bytes at a character boundary, lease dropped, due
+//!   again at the caller's `due_at`.
+//! * **len**: `COUNT(*)`, due or not.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
+use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
+use spendgate_ports::{Claimed, Clock, QueueItem, RepoError};
+
+use crate::error::repo_error;
+use crate::transaction::begin_write;
+use crate::usage_log::RowReader;
+
+/// The longest `last_error` a queue keeps, in bytes; longer messages are
+/// cut at a character boundary.
+pub const MAX_ERROR_LEN: usize = 2_000;
+
+/// Row ids per statement when a claim hands rows back (well under both
+/// backends' parameter limits).
+const IDS_PER_STATEMENT: usize = 1_000;
+
+/// What one queue table adds to the shared rules: its name and how its
+/// item is written to and read from a row.
+pub(crate) trait QueueCodec: Send + Sync + 'static {
+    /// The queued item.
+    type Item: QueueItem;
+    /// A whole row, as `SELECT *` / `RETURNING *` gives it.
+    type Row: FromQueryResult + Send;
+    /// The table. Written into the SQL as is: a constant, never input.
+    const TABLE: &'static str;
+
+    /// The item's own columns and values: every column but the key
+    /// (`community_id`, `user_id`, `idempotency_key`, taken from
+    /// [`QueueItem`]) and the queue's own columns. Column names are
+    /// constants, written into the SQL as they are.
+    ///
+    /// # Errors
+    /// [`RepoError::InvalidInput`] for a value the table cannot hold.
+    fn encode(item: &Self::Item) -> Result<Vec<(&'static str, Value)>, RepoError>;
+
+    /// The row's item, refusing anything the domain would not accept with
+    /// [`RepoError::BadData`].
+    fn decode(row: Self::Row) -> Result<Self::Item, RepoError>;
+}
+
+/// The queue's own columns of a row, read next to the codec's [`QueueCodec::Row`].
+#[derive(Debug, FromQueryResult)]
+struct QueueColumns {
+    id: i64,
+    community_id: String,
+    next_attempt_at: i64,
+    attempts: i32,
+    last_error: Option<String>,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct Count {
+    count: i64,
+}
+
+/// `error` cut to at most [`MAX_ERROR_LEN`] bytes, at a character boundary.
+fn cut_error(error: &str) -> &str {
+    let mut end = error.len().min(MAX_ERROR_LEN);
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
+/// `$first, $first+1, …`, `count` of them.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A leased row as a [`Claimed`] item.
+fn claimed<C: QueueCodec>(queue: QueueColumns, row: C::Row) -> Result<Claimed<C::Item>, RepoError> {
+    let item = C::decode(row)?;
+    let attempts = u32::try_from(queue.attempts).map_err(|_| {
+        RowReader::new(&queue.community_id, C::TABLE)
+            .bad("attempts", format!("{} is negative", queue.attempts))
+    })?;
+    Ok(Claimed {
+        item,
+        attempts,
+        last_error: queue.last_error,
+    })
+}
+
+/// The work queue on the table of `C`.
+pub(crate) struct SqlQueue<C> {
+    db: DatabaseConnection,
+    clock: Arc<dyn Clock>,
+    codec: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for SqlQueue<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            clock: Arc::clone(&self.clock),
+            codec: PhantomData,
+        }
+    }
+}
+
+impl<C: QueueCodec> SqlQueue<C> {
+    /// A queue on `db` (migrated), stamping `created_at` from `clock`.
+    pub(crate) fn new(db: DatabaseConnection, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            db,
+            clock,
+            codec: PhantomData,
+        }
+    }
+
+    fn statement(&self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(self.db.get_database_backend(), sql, values)
+    }
+
+    /// Queues `item` unless its (community, user, key) is queued already;
+    /// returns whether it was new.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %item.community()))]
+    pub(crate) async fn enqueue(
+        &self,
+        item: &C::Item,
+        due_at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let hold = item.hold_ref();
+        let mut columns: Vec<(&'static str, Value)> = vec![
+            ("community_id", item.community().as_str().into()),
+            ("user_id", hold.user.as_str().into()),
+            ("idempotency_key", hold.key.as_str().into()),
+        ];
+        columns.extend(C::encode(item)?);
+        columns.extend([
+            ("attempts", 0_i32.into()),
+            ("next_attempt_at", due_at.as_millis().into()),
+            ("claimed_until", Value::BigInt(None)),
+            ("last_error", Value::String(None)),
+            ("created_at", self.clock.now().as_millis().into()),
+        ]);
+        let names = columns
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO {} ({names}) VALUES ({}) \
+             ON CONFLICT (community_id, user_id, idempotency_key) DO NOTHING",
+            C::TABLE,
+            placeholders(1, columns.len()),
+        );
+        let values = columns.into_iter().map(|(_, value)| value).collect();
+        let result = self
+            .db
+            .execute_raw(self.statement(&sql, values))
+            .await
+            .map_err(repo_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Leases up to `limit` due rows until `now + lease`, earliest due
+    /// first.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, limit))]
+    pub(crate) async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Ttl,
+    ) -> Result<Vec<Claimed<C::Item>>, RepoError> {
+        let until = now
+            .plus(lease)
+            .map_err(|e| RepoError::InvalidInput(e.to_string()))?;
+        let lock = match self.db.get_database_backend() {
+            DbBackend::Postgres => "FOR UPDATE SKIP LOCKED",
+            _ => "",
+        };
+        let table = C::TABLE;
+        let sql = format!(
+            "UPDATE {table} SET claimed_until = $1 WHERE id IN ( \
+               SELECT id FROM {table} \
+               WHERE next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until <= $2) \
+               ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
+             RETURNING *"
+        );
+        let stmt = self.statement(
+            &sql,
+            vec![
+                until.as_millis().into(),
+                now.as_millis().into(),
+                i64::from(limit).into(),
+            ],
+        );
+        let txn = begin_write(&self.db).await.map_err(repo_error)?;
+        let results = txn.query_all_raw(stmt).await.map_err(repo_error)?;
+        let mut rows = Vec::with_capacity(results.len());
+        for result in &results {
+            let queue = QueueColumns::from_query_result(result, "").map_err(repo_error)?;
+            let row = C::Row::from_query_result(result, "").map_err(repo_error)?;
+            rows.push((queue, row));
+        }
+        // RETURNING has no order of its own.
+        rows.sort_by_key(|(queue, _)| (queue.next_attempt_at, queue.id));
+        let mut items = Vec::with_capacity(rows.len());
+        let mut readable = Vec::with_capacity(rows.len());
+        let mut first_bad = None;
+        for (queue, row) in rows {
+            let id = queue.id;
+            match claimed::<C>(queue, row) {
+                Ok(item) => {
+                    items.push(item);
+                    readable.push(id);
+                }
+                Err(error) => {
+                    first_bad.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = first_bad {
+            for ids in readable.chunks(IDS_PER_STATEMENT) {
+                let release = self.statement(
+                    &format!(
+                        "UPDATE {table} SET claimed_until = NULL WHERE id IN ({})",
+                        placeholders(1, ids.len())
+                    ),
+                    ids.iter().map(|&id| id.into()).collect(),
+                );
+                txn.execute_raw(release).await.map_err(repo_error)?;
+            }
+            txn.commit().await.map_err(repo_error)?;
+            return Err(error);
+        }
+        txn.commit().await.map_err(repo_error)?;
+        Ok(items)
+    }
+
+    /// Deletes the (community, user, key) row; returns whether it was there.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %community))]
+    pub(crate) async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+    ) -> Result<bool, RepoError> {
+        let delete = self.statement(
+            &format!(
+                "DELETE FROM {} WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3",
+                C::TABLE
+            ),
+            vec![
+                community.as_str().into(),
+                hold.user.as_str().into(),
+                hold.key.as_str().into(),
+            ],
+        );
+        let result = self.db.execute_raw(delete).await.map_err(repo_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Records a failed attempt on the (community, user, key) row; returns
+    /// whether it was there.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %community))]
+    pub(crate) async fn retry_at(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        due_at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let update = self.statement(
+            &format!(
+                "UPDATE {} SET \
+                   attempts = CASE WHEN attempts < $1 THEN attempts + 1 ELSE attempts END, \
+                   last_error = $2, claimed_until = NULL, next_attempt_at = $3 \
+                 WHERE community_id = $4 AND user_id = $5 AND idempotency_key = $6",
+                C::TABLE
+            ),
+            vec![
+                i32::MAX.into(),
+                cut_error(error).into(),
+                due_at.as_millis().into(),
+                community.as_str().into(),
+                hold.user.as_str().into(),
+                hold.key.as_str().into(),
+            ],
+        );
+        let result = self.db.execute_raw(update).await.map_err(repo_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// How many rows are queued, due or not.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE))]
+    pub(crate) async fn len(&self) -> Result<u64, RepoError> {
+        let stmt = self.statement(
+            &format!("SELECT COUNT(*) AS count FROM {}", C::TABLE),
+            vec![],
+        );
+        let count = Count::find_by_statement(stmt)
+            .one(&self.db)
+            .await
+            .map_err(repo_error)?
+            .map_or(0, |c| c.count);
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_ERROR_LEN, cut_error, placeholders};
+
+    #[test]
+    fn errors_are_cut_at_a_char_boundary() {
+        assert_eq!(cut_error("short"), "short");
+        let cut = cut_error(&"é".repeat(MAX_ERROR_LEN));
+        assert_eq!(cut.len(), MAX_ERROR_LEN);
+        let cut = cut_error(&format!("a{}", "é".repeat(MAX_ERROR_LEN)));
+        assert_eq!(cut.len(), MAX_ERROR_LEN - 1);
+        assert!(cut.chars().skip(1).all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn placeholders_count_from_first() {
+        assert_eq!(placeholders(1, 3), "$1, $2, $3");
+        assert_eq!(placeholders(4, 1), "$4");
+    }
+}

@@ -1,0 +1,97 @@
+//! The finalize queue the service writes to: the deployment's durable
+//! queue, with process memory as a fallback while it cannot answer.
+//!
+//! When the database holding the queue is down, a settlement that reached
+//! the store must still reach the usage log later. It is kept in memory
+//! and replayed with the rest; it survives a database outage, not a
+//! process crash during one (the drift monitor reports such a loss).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spendgate_adapter_memory::MemoryWorkQueue;
+use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
+use spendgate_ports::{Claimed, FinalizeQueue, PendingSettlement, RepoError, WorkQueue};
+
+use crate::services::telemetry::{self, DEGRADED};
+
+/// A [`WorkQueue`] over a durable queue, falling back to memory.
+pub(crate) struct FallbackQueue {
+    durable: Arc<FinalizeQueue>,
+    memory: MemoryWorkQueue<PendingSettlement>,
+}
+
+impl FallbackQueue {
+    pub(crate) fn new(durable: Arc<FinalizeQueue>) -> Self {
+        Self {
+            durable,
+            memory: MemoryWorkQueue::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl WorkQueue<PendingSettlement> for FallbackQueue {
+    async fn enqueue(
+        &self,
+        item: &PendingSettlement,
+        due_at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        match self.durable.enqueue(item, due_at).await {
+            Ok(queued) => Ok(queued),
+            Err(error) => {
+                tracing::warn!(%error, "finalize queue unavailable; keeping the settlement in memory");
+                telemetry::count(DEGRADED, "what", "finalize_queue_in_memory");
+                self.memory.enqueue(item, due_at).await
+            }
+        }
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Ttl,
+    ) -> Result<Vec<Claimed<PendingSettlement>>, RepoError> {
+        let mut claimed = self.memory.claim_due(now, limit, lease).await?;
+        let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
+        if left == 0 {
+            return Ok(claimed);
+        }
+        match self.durable.claim_due(now, left, lease).await {
+            Ok(durable) => {
+                claimed.extend(durable);
+                Ok(claimed)
+            }
+            Err(_) if !claimed.is_empty() => Ok(claimed),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
+        let in_memory = self.memory.complete(community, hold).await?;
+        match self.durable.complete(community, hold).await {
+            Ok(durable) => Ok(in_memory || durable),
+            Err(_) if in_memory => Ok(true),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn retry_at(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        due_at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        if self.memory.retry_at(community, hold, error, due_at).await? {
+            return Ok(true);
+        }
+        self.durable.retry_at(community, hold, error, due_at).await
+    }
+
+    async fn len(&self) -> Result<u64, RepoError> {
+        let in_memory = self.memory.len().await?;
+        Ok(in_memory.saturating_add(self.durable.len().await?))
+    }
+}
