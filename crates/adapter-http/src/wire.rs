@@ -20,6 +20,10 @@ struct UsageBody {
 
 /// Parses a `200` body; `Err` is the reason it is not valid usage.
 pub(crate) fn parse_usage(body: &[u8]) -> Result<ProviderUsage, String> {
+    // serde would also read a struct from a JSON array, by position.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err("usage body is not a JSON object".to_owned());
+    }
     let body: UsageBody =
         serde_json::from_slice(body).map_err(|e| format!("usage body is not valid: {e}"))?;
     let cost = parse_cost(&body.cost_usd)?;

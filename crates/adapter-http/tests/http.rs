@@ -151,7 +151,7 @@ fn expected_usage() -> ProviderUsage {
 async fn invalid_reason(body: &str) -> String {
     let provider = provider(200, body).await;
     match provider.source().usage(&key("call-1")).await {
-        Err(ProviderError::InvalidResponse(reason)) => { eprintln!("REASON {reason}"); reason }
+        Err(ProviderError::InvalidResponse(reason)) => reason,
         other => panic!("body {body} should be an invalid answer, got {other:?}"),
     }
 }
@@ -330,6 +330,21 @@ async fn malformed_json_is_an_invalid_answer() {
     ] {
         invalid_reason(body).await;
     }
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_one_json_object_is_an_invalid_answer() {
+    let array = r#"["0.0123", "gpt-4o-mini", 1200, 345, "2025-01-02T03:04:05.678Z"]"#;
+    let reason = invalid_reason(array).await;
+    assert!(reason.contains("object"), "{reason}");
+    invalid_reason(&format!("{} {{}}", body_with("", None))).await;
+}
+
+#[tokio::test]
+async fn a_duplicated_field_is_an_invalid_answer() {
+    let body = body_with("", None).replacen('{', r#"{"costUsd": "0.0001", "#, 1);
+    let reason = invalid_reason(&body).await;
+    assert!(reason.contains("duplicate field `costUsd`"), "{reason}");
 }
 
 #[tokio::test]

@@ -168,9 +168,8 @@ async fn not_due_before_due_at(t: &TestDb) {
         ("SELECT hold_expires_at FROM reconciliation_queue", 61_007),
         ("SELECT handed_at FROM reconciliation_queue", 2_007),
         ("SELECT estimate_micros FROM reconciliation_queue", 7),
-        ("SELECT attempts FROM reconciliation_queue", 0),
         (
-            "SELECT COUNT(*) FROM reconciliation_queue WHERE claimed_until IS NULL AND last_error IS NULL",
+            "SELECT COUNT(*) FROM reconciliation_queue WHERE attempts = 0 AND claimed_until IS NULL AND last_error IS NULL",
             1,
         ),
     ] {
