@@ -1,6 +1,8 @@
 //! `HttpUsageSource` against a local axum server standing in for the model
 //! provider's usage endpoint.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -630,7 +632,8 @@ fn only_plain_http_and_https_base_urls_are_accepted() {
         assert!(source.base_url().starts_with("http"), "{ok}");
     }
 
-    let cases: [(&str, fn(&HttpConfigError) -> bool); 8] = [
+    type Check = fn(&HttpConfigError) -> bool;
+    let cases: [(&str, Check); 8] = [
         ("not a url", |e| {
             matches!(e, HttpConfigError::InvalidBaseUrl { .. })
         }),

@@ -343,9 +343,10 @@ mod tests {
     #[test]
     fn errors_are_cut_at_a_char_boundary() {
         assert_eq!(cut_error("short"), "short");
-        let cut = cut_error(&"é".repeat(MAX_ERROR_LEN));
-        assert_eq!(cut.len(), MAX_ERROR_LEN);
-        let cut = cut_error(&format!("a{}", "é".repeat(MAX_ERROR_LEN)));
+        let even = "é".repeat(MAX_ERROR_LEN);
+        assert_eq!(cut_error(&even).len(), MAX_ERROR_LEN);
+        let odd = format!("a{even}");
+        let cut = cut_error(&odd);
         assert_eq!(cut.len(), MAX_ERROR_LEN - 1);
         assert!(cut.chars().skip(1).all(|c| c == 'é'));
     }

@@ -131,16 +131,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let expected: Arc<Mutex<HashMap<CommunityId, i64>>> = Arc::default();
     let counter = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicU64::new(0));
+    let denied = Arc::new(AtomicU64::new(0));
     let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
     let deadline = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
     let mut tasks = Vec::new();
     for _ in 0..args.tasks {
-        let (sg, communities, expected, counter, dropped, latencies, provider) = (
+        let (sg, communities, expected, counter, dropped, denied, latencies, provider) = (
             sg.clone(),
             communities.clone(),
             expected.clone(),
             counter.clone(),
             dropped.clone(),
+            denied.clone(),
             latencies.clone(),
             provider.clone(),
         );
@@ -164,13 +166,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     1_000,
                 );
                 let started = Instant::now();
-                let ReserveDecision::Reserved(hold) = sg
-                    .budget()
-                    .reserve(request)
-                    .await
-                    .map_err(|e| e.to_string())?
-                else {
-                    return Err("a reserve was not accepted".to_owned());
+                let hold = match sg.budget().reserve(request).await {
+                    Ok(ReserveDecision::Reserved(hold)) => hold,
+                    // Fail closed: a store that did not answer in time
+                    // denies; the call is not made and costs nothing.
+                    Err(spendgate::ReserveError::StoreUnavailable(_)) => {
+                        denied.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    other => return Err(format!("unexpected reserve answer {other:?}")),
                 };
                 let actual = i64::try_from((r >> 16) % 900).unwrap_or(0) + 1;
                 let cost = Micros::new(actual).map_err(|e| e.to_string())?;
@@ -211,9 +215,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let lifecycles = counter.load(Ordering::Relaxed);
     println!(
-        "{lifecycles} lifecycles in {:.1} min ({} dropped)",
+        "{lifecycles} calls in {:.1} min: {} dropped mid-stream, {} denied (store did not answer in time)",
         args.minutes,
-        dropped.load(Ordering::Relaxed)
+        dropped.load(Ordering::Relaxed),
+        denied.load(Ordering::Relaxed)
     );
 
     // Quiescence: every hold settled, every queue drained.

@@ -233,8 +233,9 @@ impl Default for WorkerSettings {
 ///   by default Redis when a Redis URL is set, else the SQL store when a
 ///   database is set, else memory.
 /// * Database ([`SpendgateBuilder::database`], `postgres://…` or
-///   `sqlite:…`): configuration, tier overrides, usage log and the finalize
-///   queue, migrated at build. Without one, all of them are in memory.
+///   `sqlite:…`): configuration, tier overrides, usage log, the finalize
+///   and reconciliation queues and worker leases, migrated at build.
+///   Without one, all of them are in memory.
 /// * Any port may be given directly; a port given wins over a URL.
 #[must_use]
 #[derive(Default)]
@@ -426,6 +427,7 @@ impl SpendgateBuilder {
             .unwrap_or_else(|| Arc::new(MemoryWorkQueue::new()));
         let reconciliation: Arc<ReconciliationQueue> = self
             .reconciliation
+            .or_else(|| sql.as_ref().map(sql::Parts::reconciliation))
             .unwrap_or_else(|| Arc::new(MemoryWorkQueue::new()));
         let lease: Arc<dyn Lease> = self
             .lease
@@ -560,11 +562,13 @@ mod sql {
     use std::sync::Arc;
 
     use spendgate_adapter_postgres::{
-        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlLease, SqlUsageLog, connect_and_migrate,
+        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlLease, SqlReconciliationQueue,
+        SqlUsageLog, connect_and_migrate,
     };
     use spendgate_domain::BudgetPolicy;
     use spendgate_ports::{
-        BudgetStore, ConfigProvider, FinalizeQueue, Lease, TierOverrideRepo, UsageLog,
+        BudgetStore, ConfigProvider, FinalizeQueue, Lease, ReconciliationQueue, TierOverrideRepo,
+        UsageLog,
     };
 
     use super::BuildError;
@@ -576,6 +580,7 @@ mod sql {
         usage_log: Arc<SqlUsageLog>,
         finalize_queue: Arc<FinalizeOutbox>,
         lease: Arc<SqlLease>,
+        reconciliation: Arc<SqlReconciliationQueue>,
         store: Box<dyn Fn(BudgetPolicy) -> SqlBudgetStore + Send + Sync>,
     }
 
@@ -607,6 +612,7 @@ mod sql {
             usage_log: Arc::new(SqlUsageLog::new(db.clone())),
             finalize_queue: Arc::new(FinalizeOutbox::new(db.clone())),
             lease: Arc::new(SqlLease::new(db.clone())),
+            reconciliation: Arc::new(SqlReconciliationQueue::new(db.clone())),
             store: Box::new(move |policy| SqlBudgetStore::new(db.clone(), policy)),
         })
     }
@@ -632,6 +638,10 @@ mod sql {
             self.lease.clone()
         }
 
+        pub(super) fn reconciliation(&self) -> Arc<ReconciliationQueue> {
+            self.reconciliation.clone()
+        }
+
         pub(super) fn store(&self, policy: BudgetPolicy) -> Arc<dyn BudgetStore> {
             Arc::new((self.store)(policy))
         }
@@ -644,7 +654,8 @@ mod sql {
 
     use spendgate_domain::BudgetPolicy;
     use spendgate_ports::{
-        BudgetStore, ConfigProvider, FinalizeQueue, Lease, TierOverrideRepo, UsageLog,
+        BudgetStore, ConfigProvider, FinalizeQueue, Lease, ReconciliationQueue, TierOverrideRepo,
+        UsageLog,
     };
 
     use super::BuildError;
@@ -683,6 +694,10 @@ mod sql {
         }
 
         pub(super) fn lease(&self) -> Arc<dyn Lease> {
+            match *self {}
+        }
+
+        pub(super) fn reconciliation(&self) -> Arc<ReconciliationQueue> {
             match *self {}
         }
 

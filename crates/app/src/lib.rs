@@ -32,9 +32,10 @@
 //! ```
 //!
 //! Cargo features choose what is compiled: `redis` (the hot path on Redis
-//! or Redis Cluster), `postgres` and `sqlite` (the durable record). All are
-//! on by default; with none, spendgate runs on memory alone and compiles
-//! neither the Redis client nor SeaORM.
+//! or Redis Cluster), `postgres` and `sqlite` (the durable record), `http`
+//! (the provider's usage endpoint for reconciliation). All are on by
+//! default; with none, spendgate runs on memory alone and compiles neither
+//! the Redis client, nor SeaORM, nor an HTTP client.
 
 pub mod builder;
 pub mod services;
@@ -52,6 +53,10 @@ pub use services::tiers::{
     OverrideSource, TierAccess, TierDecision, TierRefusal, TierTimings, TierWriteError,
 };
 
+/// The provider's usage endpoint over HTTP (`HttpUsageSource`), to give
+/// [`SpendgateBuilder::usage_source`] for reconciliation.
+#[cfg(feature = "http")]
+pub use spendgate_adapter_http as provider;
 /// The domain types the services speak (ids, money, periods, outcomes), so
 /// an embedder needs one dependency.
 pub use spendgate_domain as domain;

@@ -1,7 +1,6 @@
 //! Migrations: up / down / up, and the constraints they create.
 
 use sea_orm::ConnectionTrait;
-use sea_orm_migration::MigrationName;
 use spendgate_adapter_postgres::{Migrator, MigratorTrait, SqlConfigRepo};
 use spendgate_domain::{CommunityId, Limits, Micros, PricingOverrides};
 use spendgate_ports::{CommunityConfig, ConfigProvider, TierOverrideRepo};

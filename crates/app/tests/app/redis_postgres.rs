@@ -113,31 +113,44 @@ async fn cut_redis_denies_reserves_and_queues_finalizes_until_it_is_back() {
     let (env, proxy) = env_with_proxy().await;
     let c = env.community("cut", 10).await;
     let budget = env.sg.budget();
-    let hold = env.reserve(env.request(&c, "k1")).await;
+    let mut holds = Vec::new();
+    for i in 0..10 {
+        holds.push(env.reserve(env.request(&c, &format!("k{i}"))).await);
+    }
 
     proxy.set_cut(true);
-    let refused = budget.reserve(env.request(&c, "k2")).await.unwrap_err();
+    let refused = budget.reserve(env.request(&c, "late")).await.unwrap_err();
     assert!(
         matches!(refused, ReserveError::StoreUnavailable(_)),
         "{refused:?}"
     );
-    let settled = hold.finalize(Usage::cost(m(900))).await.unwrap();
-    assert_eq!(settled, Settled::Queued { actual: m(900) });
+    let mut sum = 0;
+    for (i, hold) in holds.into_iter().enumerate() {
+        let actual = 900 + i64::try_from(i).unwrap();
+        sum += actual;
+        let settled = hold.finalize(Usage::cost(m(actual))).await.unwrap();
+        assert_eq!(settled, Settled::Queued { actual: m(actual) });
+    }
 
     proxy.set_cut(false);
-    env.advance_ms(60_000);
-    // The connection manager reconnects on demand; give it a few passes.
+    // The connection manager reconnects on demand; replay until done.
     let mut completed = 0;
     for _ in 0..50 {
-        completed += budget.replay_settlements(10).await.unwrap().completed;
-        if completed == 1 {
+        env.advance_ms(3_600_000);
+        completed += budget.replay_settlements(100).await.unwrap().completed;
+        if completed == 10 {
             break;
         }
-        env.advance_ms(60_000);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert_eq!(completed, 1);
-    let status = budget.status(&c, None).await.unwrap();
-    assert_eq!((status.committed, status.reserved), (m(900), Micros::ZERO));
-    assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(900));
+    assert_eq!(completed, 10);
+    let status = budget
+        .status(
+            &c,
+            Some(spendgate::domain::Period::parse("2026-11").unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status.committed, status.reserved), (m(sum), Micros::ZERO));
+    assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(sum));
 }

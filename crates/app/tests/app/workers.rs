@@ -394,3 +394,43 @@ async fn start_workers_runs_the_standard_jobs_until_shutdown() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_handle_killed_mid_replay_and_a_new_one_lose_and_double_nothing() {
+    let env = memory().await;
+    let c = env.community("killed-handle", 100).await;
+    let mut holds = Vec::new();
+    for i in 0..50 {
+        holds.push(env.reserve(env.request(&c, &format!("k{i}"))).await);
+    }
+    env.faults.set_store_down(true);
+    for (i, hold) in holds.into_iter().enumerate() {
+        let actual = m(10 + i64::try_from(i).unwrap());
+        hold.finalize(Usage::cost(actual)).await.unwrap();
+    }
+    env.faults.set_store_down(false);
+    env.advance_ms(60_000);
+    let settings = || spendgate::WorkerSettings {
+        finalize_replay: Schedule::every(Duration::from_millis(1)),
+        replay_batch: 3,
+        ..spendgate::WorkerSettings::default()
+    };
+    let first = env.sg.start_workers(settings());
+    env.queue_down_to(47).await;
+    first.abort();
+    // Whatever the first handle had claimed waits out its lease.
+    env.advance_ms(60_000);
+    let second = env.sg.start_workers(settings());
+    env.queue_down_to(0).await;
+    second.shutdown(Duration::from_secs(5)).await;
+    let expected = m((10..60).sum());
+    let status = env.sg.budget().status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved),
+        (expected, Micros::ZERO)
+    );
+    assert_eq!(
+        env.log.total_cost(&c, status.period).await.unwrap(),
+        expected
+    );
+}

@@ -168,6 +168,18 @@ impl Env {
         }
     }
 
+    /// Waits (a bounded while) until the finalize queue holds at most
+    /// `n` settlements.
+    pub async fn queue_down_to(&self, n: u64) {
+        for _ in 0..1_000 {
+            if self.queue.len().await.unwrap() <= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("the finalize queue never got down to {n}");
+    }
+
     pub fn advance_ms(&self, ms: i64) {
         self.clock.advance(ms).unwrap();
     }
