@@ -82,11 +82,57 @@ async fn owned(backend: Backend) -> Arc<dyn BudgetStore> {
     })
 }
 
+/// Holds a community's row lock in a transaction of its own, as any other
+/// writer of the community does for a moment.
+struct RowLock {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl spendgate_contract::race::CommunityLock for RowLock {
+    fn hold<'a>(
+        &'a self,
+        community: &'a CommunityId,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = spendgate_contract::race::Release> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            use sea_orm::{ConnectionTrait, TransactionTrait};
+            let txn = self.db.begin().await.unwrap();
+            let locked = txn
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT community_id FROM budget_community WHERE community_id = $1 FOR UPDATE",
+                    [community.as_str().into()],
+                ))
+                .await
+                .unwrap();
+            assert!(locked.is_some(), "blocker found no community row");
+            let release: spendgate_contract::race::Release = Box::pin(async move {
+                txn.commit().await.unwrap();
+            });
+            release
+        })
+    }
+}
+
+async fn postgres_race_target() -> spendgate_contract::race::RaceTarget {
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let lock = RowLock { db: db.db.clone() };
+    let store = Arc::new(Owned {
+        store: SqlBudgetStore::new(db.db.clone(), BudgetPolicy::default()),
+        _db: db,
+    });
+    spendgate_contract::race::RaceTarget {
+        store,
+        lock: Some(Arc::new(lock)),
+    }
+}
+
 mod postgres_contract {
     async fn store() -> std::sync::Arc<dyn spendgate_ports::BudgetStore> {
         super::owned(crate::support::Backend::Postgres).await
     }
-    spendgate_contract::budget_store_contract!(store);
+    spendgate_contract::budget_store_contract!(store, races = super::postgres_race_target);
 }
 
 mod sqlite_contract {
