@@ -18,6 +18,7 @@ mod m20261127_000003_create_finalize_outbox;
 pub mod m20261127_000004_row_level_security;
 mod m20261127_000005_create_budget_store;
 mod m20261128_000006_finalize_outbox_estimate;
+mod m20261128_000007_budget_lookup_function;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_row_level_security::Migration),
             Box::new(m20261127_000005_create_budget_store::Migration),
             Box::new(m20261128_000006_finalize_outbox_estimate::Migration),
+            Box::new(m20261128_000007_budget_lookup_function::Migration),
         ]
     }
 }

@@ -136,7 +136,11 @@ async fn has_column(t: &TestDb, table: &str, column: &str) -> bool {
 /// read 0, "unknown"), and leaves again with `down`, rows kept.
 async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
     let schema = t.single_connection().await;
-    Migrator::down(&schema, Some(1)).await.expect("down one");
+    // Down to just before m20261128_000006, whatever came after it.
+    let after_005 = u32::try_from(Migrator::migrations().len() - 5).unwrap();
+    Migrator::down(&schema, Some(after_005))
+        .await
+        .expect("down to 000005");
     assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
     t.exec(
         "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) VALUES ('c', 'u', 'old', 3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
@@ -157,9 +161,9 @@ async fn outbox_estimate_column_up_and_down_over_existing_rows(t: &TestDb) {
             .is_err(),
         "CHECK on the added column"
     );
-    Migrator::down(&schema, Some(1))
+    Migrator::down(&schema, Some(after_005))
         .await
-        .expect("down one again");
+        .expect("down to 000005 again");
     assert!(!has_column(t, "finalize_outbox", "estimate_micros").await);
     assert_eq!(t.count("SELECT COUNT(*) FROM finalize_outbox").await, 1);
     Migrator::up(&schema, None).await.expect("and up");
