@@ -395,6 +395,15 @@ async fn a_locked_community_times_out_while_others_keep_reserving() {
     assert_eq!(status.holds, 1);
 }
 
+/// Every pooled SQLite connection commits with `synchronous = FULL` (2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connections_commit_with_synchronous_full() {
+    let t = TestDb::fresh(Backend::Sqlite).await;
+    for _ in 0..4 {
+        assert_eq!(t.count("PRAGMA synchronous").await, 2);
+    }
+}
+
 /// More expired holds than one reap batch: one `reap` releases them all,
 /// a batch of [`spendgate_adapter_postgres::REAP_BATCH`] at a time.
 async fn reap_releases_more_than_one_batch(t: &TestDb) {
