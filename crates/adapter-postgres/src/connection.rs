@@ -13,8 +13,10 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects to `url`: `postgres://…` or `sqlite://path?mode=rwc`.
 ///
-/// SQLite files are opened in WAL mode with a busy timeout of
-/// [`SQLITE_BUSY_TIMEOUT`], foreign keys on, and created when missing.
+/// SQLite files are opened in WAL mode with `synchronous = FULL` (a
+/// committed transaction survives power loss: the finalize outbox and the
+/// usage log rely on it), a busy timeout of [`SQLITE_BUSY_TIMEOUT`],
+/// foreign keys on, and created when missing.
 /// Migrations are not run: see [`connect_and_migrate`].
 ///
 /// # Errors
@@ -56,7 +58,7 @@ async fn connect_with(url: &str, max_connections: u32) -> Result<DatabaseConnect
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
                 .create_if_missing(true)

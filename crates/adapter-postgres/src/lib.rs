@@ -54,9 +54,12 @@
 //! * **Claiming** queue rows (outbox, reconciliation queue) uses `FOR UPDATE SKIP LOCKED` on PostgreSQL
 //!   and an `UPDATE … RETURNING` in a `BEGIN IMMEDIATE` transaction on
 //!   SQLite.
-//! * **Budget store writes** lock the community's row (`SELECT … FOR
-//!   UPDATE`) on PostgreSQL; on SQLite they take an in-process turn and a
-//!   `BEGIN IMMEDIATE` transaction (see [`SqlBudgetStore`]).
+//! * **Budget store writes** lock the community's row and then read the
+//!   hold and marker, in one call of the PL/pgSQL function
+//!   `spendgate_budget_lookup` on PostgreSQL (with `lock_timeout` and
+//!   `statement_timeout` from [`StoreTimeouts`]); on SQLite they take an
+//!   in-process turn and a `BEGIN IMMEDIATE` transaction (see
+//!   [`SqlBudgetStore`]).
 //! * **Write transactions** are `BEGIN IMMEDIATE` on SQLite (writers queue
 //!   on the busy timeout instead of failing a lock upgrade).
 
@@ -74,7 +77,7 @@ mod transaction;
 mod usage_log;
 mod work_queue;
 
-pub use budget_store::{MARKER_CLEANUP_BATCH, SqlBudgetStore};
+pub use budget_store::{MARKER_CLEANUP_BATCH, REAP_BATCH, SqlBudgetStore, StoreTimeouts};
 pub use config_repo::SqlConfigRepo;
 pub use connection::{SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate, redact};
 pub use lease::SqlLease;

@@ -352,8 +352,9 @@ pub fn admit(
     })
 }
 
-/// A period's scalar sums: the part of its counters a settlement changes
-/// besides the user's.
+/// A period's counters without the per-user sums: what a store keeps in
+/// one row (or hash) per community and period, and what a settlement
+/// changes besides the user's sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PeriodSums {
     /// Actual cost of finished calls.
@@ -362,6 +363,9 @@ pub struct PeriodSums {
     pub reserved: Micros,
     /// How many holds are not yet settled.
     pub holds: u64,
+    /// Whether the warning already fired this period (a settlement leaves
+    /// it as it is).
+    pub warned: bool,
 }
 
 impl PeriodSums {
@@ -371,6 +375,7 @@ impl PeriodSums {
             committed: counters.committed,
             reserved: counters.reserved,
             holds: counters.holds,
+            warned: counters.warned,
         }
     }
 
@@ -422,6 +427,7 @@ pub fn apply_settlement(
             committed: sums.committed.checked_add(actual)?,
             reserved: sums.reserved.checked_sub(released)?,
             holds,
+            warned: sums.warned,
         },
         UserSpend {
             committed: user.committed.checked_add(actual)?,

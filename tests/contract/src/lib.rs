@@ -10,7 +10,10 @@
 //!   extend, finalize, commit_unheld, cancel, reap, limit changes and clock
 //!   advances against the store and the domain model side by side, checking
 //!   laws 1–4 after every step;
-//! * [`concurrency`]: 1,000 racing reserves that must never overspend.
+//! * [`concurrency`]: 1,000 racing reserves that must never overspend;
+//! * [`race`]: same-key races (N callers of one (community, user, key) at
+//!   once, optionally behind the store's own community lock), each round
+//!   checked for exactly one effect and against the model.
 //!
 //! Notes for adapter authors: money ([`spendgate_domain::Micros`]) and time
 //! ([`spendgate_domain::Timestamp`]) are bounded below 2^53 so Lua's doubles
@@ -26,6 +29,7 @@ pub mod concurrency;
 pub mod fixture;
 pub mod load;
 pub mod model;
+pub mod race;
 pub mod scenarios;
 
 use std::future::Future;
@@ -65,9 +69,34 @@ where
 /// }
 /// spendgate_contract::budget_store_contract!(store);
 /// ```
+///
+/// A store that can hold a community's lock for the race section passes a
+/// second factory, an `async fn() -> race::RaceTarget`:
+/// `budget_store_contract!(store, races = race_target)`.
 #[macro_export]
 macro_rules! budget_store_contract {
     ($factory:path) => {
+        $crate::budget_store_contract!(@all $factory, || async {
+            $crate::race::RaceTarget::plain($factory().await)
+        });
+    };
+    ($factory:path, races = $races:path) => {
+        $crate::budget_store_contract!(@all $factory, $races);
+    };
+    (@all $factory:path, $races:expr) => {
+        $crate::__race_tests!(
+            $races;
+            race_reserve_of_one_key_holds_once,
+            race_finalize_with_one_actual_commits_once,
+            race_finalize_with_different_actuals_commits_one,
+            race_cancel_against_finalize_settles_once,
+            race_finalize_against_reap_at_expiry_commits_once,
+            race_extend_against_reap_releases_at_most_once,
+            race_finalize_against_set_limits_commits_once,
+            race_reserve_against_reap_of_an_expired_hold_holds_nothing_new,
+            race_commit_unheld_against_finalize_on_a_live_hold_commits_once,
+        );
+
         $crate::__scenario_tests!(
             $factory;
             reserve_within_the_limit_is_reserved,
@@ -145,6 +174,19 @@ macro_rules! __scenario_tests {
             #[test]
             fn $name() {
                 $crate::run($factory, $crate::scenarios::$name);
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __race_tests {
+    ($races:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::race::run($races, $crate::race::$name);
             }
         )*
     };

@@ -20,6 +20,7 @@ mod m20261127_000005_create_budget_store;
 mod m20261128_000006_finalize_outbox_estimate;
 mod m20261128_000007_create_worker_lease;
 mod m20261128_000008_create_reconciliation_queue;
+mod m20261128_000009_budget_lookup_function;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000006_finalize_outbox_estimate::Migration),
             Box::new(m20261128_000007_create_worker_lease::Migration),
             Box::new(m20261128_000008_create_reconciliation_queue::Migration),
+            Box::new(m20261128_000009_budget_lookup_function::Migration),
         ]
     }
 }

@@ -82,11 +82,59 @@ async fn owned(backend: Backend) -> Arc<dyn BudgetStore> {
     })
 }
 
+/// Holds a community's row lock in a transaction of its own, as any other
+/// writer of the community does for a moment.
+struct RowLock {
+    db: sea_orm::DatabaseConnection,
+}
+
+impl spendgate_contract::race::CommunityLock for RowLock {
+    // Resolves, once the row is locked, to the future that releases it.
+    #[allow(clippy::async_yields_async)]
+    fn hold<'a>(
+        &'a self,
+        community: &'a CommunityId,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = spendgate_contract::race::Release> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            use sea_orm::{ConnectionTrait, TransactionTrait};
+            let txn = self.db.begin().await.unwrap();
+            let locked = txn
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT community_id FROM budget_community WHERE community_id = $1 FOR UPDATE",
+                    [community.as_str().into()],
+                ))
+                .await
+                .unwrap();
+            assert!(locked.is_some(), "blocker found no community row");
+            let release: spendgate_contract::race::Release = Box::pin(async move {
+                txn.commit().await.unwrap();
+            });
+            release
+        })
+    }
+}
+
+async fn postgres_race_target() -> spendgate_contract::race::RaceTarget {
+    let db = TestDb::fresh(Backend::Postgres).await;
+    let lock = RowLock { db: db.db.clone() };
+    let store = Arc::new(Owned {
+        store: SqlBudgetStore::new(db.db.clone(), BudgetPolicy::default()),
+        _db: db,
+    });
+    spendgate_contract::race::RaceTarget {
+        store,
+        lock: Some(Arc::new(lock)),
+    }
+}
+
 mod postgres_contract {
     async fn store() -> std::sync::Arc<dyn spendgate_ports::BudgetStore> {
         super::owned(crate::support::Backend::Postgres).await
     }
-    spendgate_contract::budget_store_contract!(store);
+    spendgate_contract::budget_store_contract!(store, races = super::postgres_race_target);
 }
 
 mod sqlite_contract {
@@ -255,8 +303,145 @@ async fn a_closed_pool_is_unavailable_and_reserve_denies(t: &TestDb) {
     );
 }
 
+/// A blocker holds one community's row: that community's reserves give up
+/// with `Unavailable` within the lock timeout (reserve denies), while
+/// another community's reserves keep succeeding meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_community_times_out_while_others_keep_reserving() {
+    use std::time::{Duration, Instant};
+
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    use spendgate_adapter_postgres::StoreTimeouts;
+
+    let t = TestDb::fresh(Backend::Postgres).await;
+    let lock = Duration::from_millis(300);
+    let store = Arc::new(
+        SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default()).with_timeouts(StoreTimeouts {
+            lock,
+            statement: Duration::from_secs(5),
+        }),
+    );
+    let hot = CommunityId::parse("hot").unwrap();
+    let other = CommunityId::parse("other").unwrap();
+    for c in [&hot, &other] {
+        store
+            .set_limits(c, Limits::new(Micros::new(1_000_000).unwrap()))
+            .await
+            .unwrap();
+    }
+    let blocker = t.db.begin().await.unwrap();
+    blocker
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT community_id FROM budget_community WHERE community_id = $1 FOR UPDATE",
+            ["hot".into()],
+        ))
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let waiters: Vec<_> = (0..4)
+        .map(|i| {
+            let (store, hot) = (Arc::clone(&store), hot.clone());
+            tokio::spawn(async move {
+                let r = reservation("u", &format!("hot-{i}"), 1, 60_000);
+                let result = store.reserve(&hot, &r, ts(NOV)).await;
+                (result, started.elapsed())
+            })
+        })
+        .collect();
+    // Meanwhile the other community is served.
+    let mut served = 0;
+    while started.elapsed() < lock {
+        let r = reservation("u", &format!("other-{served}"), 1, 60_000);
+        let outcome = store.reserve(&other, &r, ts(NOV)).await.unwrap();
+        assert!(
+            matches!(outcome, ReserveOutcome::Reserved { .. }),
+            "{outcome:?}"
+        );
+        served += 1;
+    }
+    assert!(served > 0);
+    for waiter in waiters {
+        let (result, elapsed) = waiter.await.unwrap();
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert!(
+            elapsed >= lock,
+            "gave up after {elapsed:?}, before the timeout"
+        );
+        assert!(
+            elapsed < lock + Duration::from_secs(2),
+            "waited {elapsed:?}"
+        );
+    }
+    blocker.rollback().await.unwrap();
+    // Released: the community is served again, and the refused reserves
+    // held nothing.
+    let outcome = store
+        .reserve(&hot, &reservation("u", "hot-0", 1, 60_000), ts(NOV))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, ReserveOutcome::Reserved { .. }),
+        "{outcome:?}"
+    );
+    let status = store
+        .status(&hot, Period::containing(ts(NOV)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.holds, 1);
+}
+
+/// Every pooled SQLite connection commits with `synchronous = FULL` (2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_connections_commit_with_synchronous_full() {
+    let t = TestDb::fresh(Backend::Sqlite).await;
+    for _ in 0..4 {
+        assert_eq!(t.count("PRAGMA synchronous").await, 2);
+    }
+}
+
+/// More expired holds than one reap batch: one `reap` releases them all,
+/// a batch of [`spendgate_adapter_postgres::REAP_BATCH`] at a time.
+async fn reap_releases_more_than_one_batch(t: &TestDb) {
+    let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
+    let c = CommunityId::parse("many").unwrap();
+    store
+        .set_limits(&c, Limits::new(Micros::new(1_000_000).unwrap()))
+        .await
+        .unwrap();
+    let batch = spendgate_adapter_postgres::REAP_BATCH;
+    let n = i64::from(batch) * 2 + 5;
+    for i in 0..n {
+        store
+            .reserve(
+                &c,
+                &reservation("u", &format!("k{i}"), 2, 1_000 + i),
+                ts(NOV),
+            )
+            .await
+            .unwrap();
+    }
+    let reaped = store.reap(&c, ts(NOV + 1_000 + n)).await.unwrap();
+    assert_eq!(
+        (reaped.count, reaped.reclaimed.get()),
+        (u64::try_from(n).unwrap(), 2 * n)
+    );
+    let status = store
+        .status(&c, Period::containing(ts(NOV)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((status.reserved.get(), status.holds), (0, 0));
+    assert_eq!(t.count("SELECT COUNT(*) FROM budget_hold").await, 0);
+    assert_eq!(t.count("SELECT COUNT(*) FROM budget_marker").await, n);
+}
+
 crate::on_both_backends!(
     expired_markers_are_cleaned_in_bounded_batches,
     corrupt_rows_are_reported_not_trusted,
     a_closed_pool_is_unavailable_and_reserve_denies,
+    reap_releases_more_than_one_batch,
 );

@@ -1,0 +1,189 @@
+//! [`SqlBudgetStore`]: the budget laws on PostgreSQL and SQLite, so a
+//! deployment can run without Redis.
+//!
+//! # Locking
+//!
+//! Every write is one short transaction that first locks the community's
+//! row in `budget_community` and only then reads the hold and marker of
+//! the (user, key) it concerns. On PostgreSQL that is one call of the
+//! PL/pgSQL function `spendgate_budget_lookup` (migration
+//! `m20261128_000007`): `SELECT … FOR UPDATE` on the community row, then,
+//! in a later statement with a snapshot taken under the lock, the hold and
+//! its live marker. (Reading them in the locking statement itself is the
+//! bug of issue 8: under READ COMMITTED a statement that waited for the
+//! lock re-checks only the locked row, so it would see the hold and
+//! marker as they were before the previous holder committed.) On SQLite
+//! the transaction is `BEGIN IMMEDIATE`, which takes the database's write
+//! lock before the first read; writers of one store also take turns on an
+//! in-process mutex, so they do not spin on the busy handler.
+//!
+//! The transaction then reads the period's counters and the user's sums,
+//! applies the same rules as [`spendgate_domain::CommunityBudget`] in Rust
+//! with checked arithmetic and writes the results back (on PostgreSQL as
+//! one statement of data-modifying CTEs) before committing. Writes of one
+//! community are therefore serialized (no overspend under any race, law 1;
+//! exactly one effect per key, law 3), while different communities lock
+//! different rows and never wait for each other on PostgreSQL. No table
+//! locks, no SERIALIZABLE retry loops. Any error rolls the transaction
+//! back: nothing is half-written.
+//!
+//! # Bounded waits
+//!
+//! Every PostgreSQL transaction of the store runs with `lock_timeout` and
+//! `statement_timeout` set for the transaction ([`StoreTimeouts`], 2 s and
+//! 5 s by default; set by the look-up function itself, or by one
+//! `set_config` statement for reap and `set_limits`). A wait that expires
+//! is [`StoreError::Unavailable`]: `reserve` denies. `reap` releases at
+//! most [`REAP_BATCH`] holds per transaction, so one community with many
+//! expired holds never keeps its lock for long.
+//!
+//! # Expiry
+//!
+//! Holds and markers carry their expiry in milliseconds and are compared
+//! with the caller's `now`, never the database clock. A marker past its
+//! expiry counts as absent whether or not its row is still there; `reap`
+//! deletes expired markers in batches of at most [`MARKER_CLEANUP_BATCH`].
+//! Expired holds are found through the `(community_id, expires_at)` index,
+//! so reaping costs O(expired holds).
+//!
+//! # Files
+//!
+//! `rows` (rows read and their checked decoding), `txn` (the transaction
+//! and the rules every write shares), `writes` (write statements),
+//! `reap` (batched reaping), `port` (the [`spendgate_ports::BudgetStore`]
+//! impl).
+
+mod port;
+mod reap;
+mod rows;
+mod txn;
+mod writes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{DatabaseConnection, DbBackend};
+use spendgate_domain::{BudgetError, BudgetPolicy, CommunityId, HoldRef, MoneyError};
+use spendgate_ports::StoreError;
+use tokio::sync::Mutex;
+
+use crate::connection::SQLITE_BUSY_TIMEOUT;
+use crate::error::store_error;
+use crate::transaction::begin_write;
+use txn::Txn;
+
+/// Most expired markers one `reap` deletes; the rest go on later passes
+/// (they already count as absent).
+pub const MARKER_CLEANUP_BATCH: u32 = 1_000;
+
+/// Most expired holds one reap transaction releases; a `reap` call runs
+/// as many such transactions as it needs, so one community with many
+/// expired holds never keeps its lock for long.
+pub const REAP_BATCH: u32 = 1_000;
+
+/// How long a store transaction may wait and run before it gives up with
+/// [`StoreError::Unavailable`] (for `reserve`: deny).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTimeouts {
+    /// Longest wait for the community's lock (PostgreSQL `lock_timeout`).
+    /// SQLite has one write lock for the whole file, not one per
+    /// community: its writers queue for the store's in-process write turn
+    /// and the file lock up to [`SQLITE_BUSY_TIMEOUT`] instead, so a burst
+    /// of writers to many communities is served in turn rather than
+    /// refused.
+    pub lock: Duration,
+    /// Longest run of one statement (PostgreSQL `statement_timeout`).
+    pub statement: Duration,
+}
+
+impl Default for StoreTimeouts {
+    /// 2 s to get the lock, 5 s per statement.
+    fn default() -> Self {
+        Self {
+            lock: Duration::from_secs(2),
+            statement: Duration::from_secs(5),
+        }
+    }
+}
+
+impl StoreTimeouts {
+    fn setting(d: Duration) -> String {
+        // At least 1 ms: PostgreSQL reads 0 as "no timeout".
+        format!("{}ms", d.as_millis().max(1))
+    }
+}
+
+/// [`BudgetStore`] on the tables of migration `m20261127_000005` (and the
+/// look-up function of `m20261128_000007` on PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct SqlBudgetStore {
+    db: DatabaseConnection,
+    policy: BudgetPolicy,
+    timeouts: StoreTimeouts,
+    /// On SQLite, writers of this store take turns here instead of spinning
+    /// on the file lock's busy timeout (which still guards against other
+    /// processes and other stores on the same file).
+    writer: Option<Arc<Mutex<()>>>,
+}
+
+impl SqlBudgetStore {
+    /// A store on `db` (migrated) with `policy`, which must be the policy
+    /// every other store of the deployment uses.
+    pub fn new(db: DatabaseConnection, policy: BudgetPolicy) -> Self {
+        let writer =
+            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        Self {
+            db,
+            policy,
+            timeouts: StoreTimeouts::default(),
+            writer,
+        }
+    }
+
+    /// The same store with other [`StoreTimeouts`].
+    #[must_use]
+    pub fn with_timeouts(mut self, timeouts: StoreTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    async fn begin<'a>(&self, community: &'a CommunityId) -> Result<Txn<'a>, StoreError> {
+        let turn = match &self.writer {
+            Some(writer) => Some(
+                tokio::time::timeout(SQLITE_BUSY_TIMEOUT, Arc::clone(writer).lock_owned())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable(format!(
+                            "no write turn within {SQLITE_BUSY_TIMEOUT:?}"
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(Txn {
+            txn: begin_write(&self.db).await.map_err(store_error)?,
+            community,
+            timeouts: self.timeouts,
+            _turn: turn,
+        })
+    }
+}
+
+fn money(error: MoneyError) -> BudgetError {
+    BudgetError::Money(error)
+}
+
+fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+fn unknown(hold_ref: &HoldRef) -> StoreError {
+    StoreError::UnknownHold {
+        user: hold_ref.user.to_string(),
+        key: hold_ref.key.to_string(),
+    }
+}
+
+fn domain(community: &CommunityId) -> impl Fn(BudgetError) -> StoreError + '_ {
+    move |e| StoreError::from_domain(community, e)
+}

@@ -1,0 +1,327 @@
+//! The [`BudgetStore`] port on [`SqlBudgetStore`].
+
+use async_trait::async_trait;
+use sea_orm::{FromQueryResult, Statement};
+use spendgate_domain::{
+    Admission, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Micros, Period,
+    Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, admit,
+};
+use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+
+use super::rows::{CountersRow, StatusRow, UserRow, counters_from, limits_from, user_from};
+use super::writes::{Write, counters_write, settle_write, user_write};
+use super::{REAP_BATCH, SqlBudgetStore, domain, money, unknown};
+use crate::error::store_error;
+
+#[async_trait]
+impl BudgetStore for SqlBudgetStore {
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn reserve(
+        &self,
+        community: &CommunityId,
+        reservation: &Reservation,
+        now: Timestamp,
+    ) -> Result<ReserveOutcome, StoreError> {
+        let txn = self.begin(community).await?;
+        let hold_ref = HoldRef {
+            user: reservation.user.clone(),
+            key: reservation.key.clone(),
+        };
+        let Some(found) = txn.lookup(&hold_ref, now, false).await? else {
+            return Err(StoreError::NotConfigured(community.clone()));
+        };
+        if let Some(hold) = found.hold {
+            return Ok(ReserveOutcome::AlreadyReserved { hold });
+        }
+        if found.marker.is_some() {
+            return Ok(ReserveOutcome::AlreadySettled);
+        }
+        let limits = found
+            .limits
+            .ok_or_else(|| StoreError::NotConfigured(community.clone()))?;
+        let period = Period::containing(now).map_err(|e| domain(community)(e.into()))?;
+        let expires_at = now
+            .plus(reservation.ttl)
+            .map_err(|e| domain(community)(e.into()))?;
+        let (mut counters, spend) = txn.sums(period, &reservation.user).await?;
+        let estimate = reservation.estimate;
+        let admission = admit(
+            limits,
+            counters.committed,
+            counters.reserved,
+            counters.warned,
+            spend,
+            estimate,
+            self.policy,
+        )
+        .map_err(|e| domain(community)(money(e)))?;
+        let (used_after, spend, warning) = match admission {
+            Admission::Denied(outcome) => return Ok(outcome),
+            Admission::Accepted {
+                used_after,
+                reserved,
+                user,
+                warning,
+            } => {
+                counters.reserved = reserved;
+                (used_after, user, warning)
+            }
+        };
+        counters.holds = counters
+            .holds
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Overflow("hold count".into()))?;
+        counters.warned |= warning;
+        txn.apply(vec![
+            counters_write(period, counters)?,
+            user_write(period, &reservation.user, spend),
+            Write {
+                sql: "INSERT INTO budget_hold (community_id, user_id, idempotency_key, estimate_micros, \
+                      model_alias, period, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                values: vec![
+                    reservation.user.as_str().into(),
+                    reservation.key.as_str().into(),
+                    estimate.get().into(),
+                    reservation.model.as_str().into(),
+                    period.to_string().into(),
+                    now.as_millis().into(),
+                    expires_at.as_millis().into(),
+                ],
+            },
+        ])
+        .await?;
+        txn.commit().await?;
+        Ok(ReserveOutcome::Reserved {
+            remaining: limits.limit.headroom_after(used_after),
+            limit: limits.limit,
+            warning,
+            expires_at,
+        })
+    }
+
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn extend(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        ttl: Ttl,
+        now: Timestamp,
+    ) -> Result<ExtendOutcome, StoreError> {
+        let wanted = now.plus(ttl).map_err(|e| domain(community)(e.into()))?;
+        let txn = self.begin(community).await?;
+        let Some(found) = txn.lookup(hold, now, false).await? else {
+            return Err(unknown(hold));
+        };
+        match found.hold {
+            Some(found) if found.is_live_at(now) => {
+                let expires_at = found.expires_at.max(wanted);
+                txn.exec(
+                    "UPDATE budget_hold SET expires_at = $4 \
+                     WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3",
+                    vec![
+                        hold.user.as_str().into(),
+                        hold.key.as_str().into(),
+                        expires_at.as_millis().into(),
+                    ],
+                )
+                .await?;
+                txn.commit().await?;
+                Ok(ExtendOutcome::Extended { expires_at })
+            }
+            Some(_) => Ok(ExtendOutcome::NotLive),
+            None if found.marker.is_some() => Ok(ExtendOutcome::NotLive),
+            None => Err(unknown(hold)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn finalize(
+        &self,
+        community: &CommunityId,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let hold_ref = HoldRef {
+            user: settlement.user.clone(),
+            key: settlement.key.clone(),
+        };
+        let marker_expires = now
+            .plus(self.policy.marker_ttl())
+            .map_err(|e| domain(community)(e.into()))?;
+        let txn = self.begin(community).await?;
+        let Some(found) = txn.lookup(&hold_ref, now, false).await? else {
+            return Err(unknown(&hold_ref));
+        };
+        txn.settle_found(found, &hold_ref, settlement.actual, marker_expires)
+            .await?
+            .ok_or_else(|| unknown(&hold_ref))
+    }
+
+    /// Locks the community row first (creating it, without limits, when
+    /// the community has none), then reads the hold and marker after the
+    /// lock: see [`Txn::lookup`].
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn commit_unheld(
+        &self,
+        community: &CommunityId,
+        commit: &UnheldCommit,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let hold_ref = HoldRef {
+            user: commit.user.clone(),
+            key: commit.key.clone(),
+        };
+        let marker_expires = now
+            .plus(self.policy.marker_ttl())
+            .map_err(|e| domain(community)(e.into()))?;
+        let txn = self.begin(community).await?;
+        let found = txn
+            .lookup(&hold_ref, now, true)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("community row vanished under its lock".into()))?;
+        let limits = found.limits;
+        // Where a hold or marker exists it is exactly a finalize (the
+        // hold's period wins); `settle_found` consumes the transaction, so
+        // the check comes first.
+        if found.hold.is_some() || found.marker.is_some() {
+            return txn
+                .settle_found(found, &hold_ref, commit.actual, marker_expires)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("found hold or marker vanished".into()));
+        }
+        // Nothing held: commit to the given period, releasing nothing.
+        let unheld = commit.as_hold(now);
+        let mut writes = Vec::new();
+        let receipt = txn
+            .commit_cost(&unheld, commit.actual, false, limits, &mut writes)
+            .await?;
+        writes.push(settle_write(&hold_ref, commit.actual, marker_expires));
+        txn.apply(writes).await?;
+        txn.commit().await?;
+        Ok(FinalizeOutcome::CommittedWithoutHold(receipt))
+    }
+
+    async fn cancel(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let settlement = Settlement {
+            user: hold.user.clone(),
+            key: hold.key.clone(),
+            actual: Micros::ZERO,
+        };
+        self.finalize(community, &settlement, now).await
+    }
+
+    /// Runs [`SqlBudgetStore::reap_batch`] until a batch comes back short;
+    /// each batch is a transaction of its own, so batches already
+    /// committed stay when a later one fails (a later reap finishes the
+    /// work).
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
+        let mut total = Reaped::default();
+        let mut first = true;
+        loop {
+            let batch = self.reap_batch(community, now, first).await?;
+            first = false;
+            total.count = total
+                .count
+                .checked_add(batch.count)
+                .ok_or_else(|| StoreError::Overflow("reaped count".into()))?;
+            total.reclaimed = total
+                .reclaimed
+                .checked_add(batch.reclaimed)
+                .map_err(|e| domain(community)(money(e)))?;
+            if batch.count < u64::from(REAP_BATCH) {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One round trip: the limits, the period's counters and its users' sums
+    /// as rows of one `UNION ALL`.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn status(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<BudgetStatus, StoreError> {
+        let stmt = Statement::from_sql_and_values(
+            self.db.get_database_backend(),
+            "SELECT 'l' AS kind, CAST(NULL AS TEXT) AS user_id, CAST(limit_micros AS BIGINT) AS a, \
+               CAST(per_user_cap_micros AS BIGINT) AS b, CAST(NULL AS BIGINT) AS c, CAST(NULL AS BIGINT) AS d \
+               FROM budget_community WHERE community_id = $1 \
+             UNION ALL SELECT 'p', CAST(NULL AS TEXT), CAST(committed_micros AS BIGINT), \
+               CAST(reserved_micros AS BIGINT), CAST(holds AS BIGINT), \
+               CAST(CASE WHEN warned THEN 1 ELSE 0 END AS BIGINT) \
+               FROM budget_period WHERE community_id = $1 AND period = $2 \
+             UNION ALL SELECT 'u', CAST(user_id AS TEXT), CAST(committed_micros AS BIGINT), \
+               CAST(reserved_micros AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) \
+               FROM budget_user_period WHERE community_id = $1 AND period = $2 \
+               AND (committed_micros > 0 OR reserved_micros > 0)",
+            [community.as_str().into(), period.to_string().into()],
+        );
+        let rows = StatusRow::find_by_statement(stmt)
+            .all(&self.db)
+            .await
+            .map_err(store_error)?;
+        let mut status = BudgetStatus {
+            period,
+            limits: None,
+            committed: Micros::ZERO,
+            reserved: Micros::ZERO,
+            holds: 0,
+            warned: false,
+            users: Default::default(),
+        };
+        for row in rows {
+            match row.kind.as_str() {
+                "l" => status.limits = limits_from(row.a, row.b)?,
+                "p" => {
+                    let c = counters_from(CountersRow {
+                        committed_micros: row.a.unwrap_or_default(),
+                        reserved_micros: row.b.unwrap_or_default(),
+                        holds: row.c.unwrap_or_default(),
+                        warned: row.d.unwrap_or_default() != 0,
+                    })?;
+                    (
+                        status.committed,
+                        status.reserved,
+                        status.holds,
+                        status.warned,
+                    ) = (c.committed, c.reserved, c.holds, c.warned);
+                }
+                _ => {
+                    let (user, spend) = user_from(&UserRow {
+                        user_id: row.user_id.unwrap_or_default(),
+                        committed_micros: row.a.unwrap_or_default(),
+                        reserved_micros: row.b.unwrap_or_default(),
+                    })?;
+                    status.users.insert(user, spend);
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    /// One upsert of the community's row, in a bounded transaction (it
+    /// waits for the row's lock like any other write).
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+        let txn = self.begin(community).await?;
+        txn.bound().await?;
+        txn.exec(
+            "INSERT INTO budget_community (community_id, limit_micros, per_user_cap_micros) VALUES ($1, $2, $3) \
+             ON CONFLICT (community_id) DO UPDATE SET limit_micros = excluded.limit_micros, \
+             per_user_cap_micros = excluded.per_user_cap_micros",
+            vec![
+                limits.limit.get().into(),
+                limits.per_user_cap.map(Micros::get).into(),
+            ],
+        )
+        .await?;
+        txn.commit().await
+    }
+}
