@@ -7,10 +7,6 @@ use async_trait::async_trait;
 use spendgate_domain::{Timestamp, Ttl};
 use spendgate_ports::{Lease, RepoError};
 
-/// The longest lease name or holder token accepted, in bytes (the same
-/// bound as the Redis and SQL leases).
-const MAX_LEN: usize = 128;
-
 /// Lease name → (holder, expires at).
 type Leases = HashMap<String, (String, Timestamp)>;
 
@@ -48,28 +44,6 @@ impl MemoryLease {
     }
 }
 
-/// Refuses an empty, overlong or oddly spelled lease name or holder.
-fn check(field: &str, value: &str) -> Result<(), RepoError> {
-    if value.is_empty() {
-        return Err(RepoError::InvalidInput(format!("lease {field} is empty")));
-    }
-    if value.len() > MAX_LEN {
-        return Err(RepoError::InvalidInput(format!(
-            "lease {field} is {} bytes long; at most {MAX_LEN} are allowed",
-            value.len()
-        )));
-    }
-    if let Some(position) = value
-        .bytes()
-        .position(|b| !b.is_ascii_graphic() || b == b'{' || b == b'}')
-    {
-        return Err(RepoError::InvalidInput(format!(
-            "lease {field} contains a forbidden character at byte {position}"
-        )));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Lease for MemoryLease {
     async fn acquire(
@@ -79,8 +53,7 @@ impl Lease for MemoryLease {
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<bool, RepoError> {
-        check("name", name)?;
-        check("holder", holder)?;
+        spendgate_ports::check_lease_args(name, holder)?;
         let expires = now
             .plus(ttl)
             .map_err(|e| RepoError::InvalidInput(e.to_string()))?;
@@ -96,8 +69,7 @@ impl Lease for MemoryLease {
     }
 
     async fn release(&self, name: &str, holder: &str) -> Result<bool, RepoError> {
-        check("name", name)?;
-        check("holder", holder)?;
+        spendgate_ports::check_lease_args(name, holder)?;
         let mut leases = self.lock()?;
         if leases
             .get(name)
@@ -216,8 +188,8 @@ mod tests {
     #[tokio::test]
     async fn bad_names_and_holders_are_invalid_input() {
         let lease = MemoryLease::new();
-        let long = "x".repeat(MAX_LEN + 1);
-        let max = "x".repeat(MAX_LEN);
+        let long = "x".repeat(spendgate_ports::MAX_LEASE_ARG_LEN + 1);
+        let max = "x".repeat(spendgate_ports::MAX_LEASE_ARG_LEN);
         for bad in ["", "a b", "a{b", "b}", "tab\t", "é", long.as_str()] {
             assert!(
                 matches!(

@@ -24,9 +24,6 @@ use spendgate_ports::{Lease, RepoError};
 
 use crate::error::repo_error;
 
-/// The longest lease name or holder token accepted, in bytes.
-const MAX_LEN: usize = 128;
-
 const ACQUIRE: &str = "INSERT INTO worker_lease (name, holder, expires_at) VALUES ($1, $2, $3) \
      ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
      WHERE worker_lease.holder = excluded.holder OR worker_lease.expires_at <= $4 \
@@ -68,28 +65,6 @@ impl SqlLease {
     }
 }
 
-/// Refuses an empty, overlong or oddly spelled lease name or holder.
-fn check(field: &str, value: &str) -> Result<(), RepoError> {
-    if value.is_empty() {
-        return Err(RepoError::InvalidInput(format!("lease {field} is empty")));
-    }
-    if value.len() > MAX_LEN {
-        return Err(RepoError::InvalidInput(format!(
-            "lease {field} is {} bytes long; at most {MAX_LEN} are allowed",
-            value.len()
-        )));
-    }
-    if let Some(position) = value
-        .bytes()
-        .position(|b| !b.is_ascii_graphic() || b == b'{' || b == b'}')
-    {
-        return Err(RepoError::InvalidInput(format!(
-            "lease {field} contains a forbidden character at byte {position}"
-        )));
-    }
-    Ok(())
-}
-
 #[async_trait]
 impl Lease for SqlLease {
     /// One `INSERT … ON CONFLICT (name) DO UPDATE … WHERE holder = $2 OR
@@ -104,8 +79,7 @@ impl Lease for SqlLease {
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<bool, RepoError> {
-        check("name", name)?;
-        check("holder", holder)?;
+        spendgate_ports::check_lease_args(name, holder)?;
         let expires = now
             .plus(ttl)
             .map_err(|e| RepoError::InvalidInput(e.to_string()))?;
@@ -125,8 +99,7 @@ impl Lease for SqlLease {
     /// `DELETE … WHERE name = $1 AND holder = $2`.
     #[tracing::instrument(skip_all, err, fields(name = %name, holder = %holder))]
     async fn release(&self, name: &str, holder: &str) -> Result<bool, RepoError> {
-        check("name", name)?;
-        check("holder", holder)?;
+        spendgate_ports::check_lease_args(name, holder)?;
         let stmt = self.statement(RELEASE, vec![name.into(), holder.into()]);
         let result = self.db.execute_raw(stmt).await.map_err(repo_error)?;
         Ok(result.rows_affected() > 0)

@@ -30,9 +30,6 @@ use crate::error::CallError;
 use crate::keys::lease_key;
 use crate::store::DEFAULT_TIMEOUT;
 
-/// The longest lease name or holder token accepted, in bytes.
-const MAX_LEN: usize = 128;
-
 /// Attempts per call when the script cache was flushed between loading a
 /// script and running it (`redis::Script` already loads once on NOSCRIPT).
 const NOSCRIPT_ATTEMPTS: usize = 3;
@@ -167,28 +164,6 @@ where
     }
 }
 
-/// Refuses an empty, overlong or oddly spelled lease name or holder.
-fn check(field: &str, value: &str) -> Result<(), RepoError> {
-    if value.is_empty() {
-        return Err(RepoError::InvalidInput(format!("lease {field} is empty")));
-    }
-    if value.len() > MAX_LEN {
-        return Err(RepoError::InvalidInput(format!(
-            "lease {field} is {} bytes long; at most {MAX_LEN} are allowed",
-            value.len()
-        )));
-    }
-    if let Some(position) = value
-        .bytes()
-        .position(|b| !b.is_ascii_graphic() || b == b'{' || b == b'}')
-    {
-        return Err(RepoError::InvalidInput(format!(
-            "lease {field} contains a forbidden character at byte {position}"
-        )));
-    }
-    Ok(())
-}
-
 /// No answer in time, a dropped or refused connection, a cluster that is
 /// down, a server error (including another type under the key): the lease
 /// could not be decided.
@@ -209,8 +184,7 @@ where
         ttl: Ttl,
         _now: Timestamp,
     ) -> Result<bool, RepoError> {
-        check("name", name)?;
-        check("holder", holder)?;
+        spendgate_ports::check_lease_args(name, holder)?;
         let ttl_ms = ttl.as_millis().to_string();
         let granted = self
             .call(
@@ -225,30 +199,11 @@ where
 
     #[tracing::instrument(skip_all, err, fields(name = %name, holder = %holder))]
     async fn release(&self, name: &str, holder: &str) -> Result<bool, RepoError> {
-        check("name", name)?;
-        check("holder", holder)?;
+        spendgate_ports::check_lease_args(name, holder)?;
         let released = self
             .call(&RELEASE_SCRIPT, name, &[holder.as_bytes()])
             .await
             .map_err(|e| unavailable("release", name, &e))?;
         Ok(released == 1)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_and_holders_are_checked() {
-        let long = "x".repeat(MAX_LEN + 1);
-        for bad in ["", "a b", "a{b", "b}", "nl\n", "é", long.as_str()] {
-            assert!(
-                matches!(check("name", bad), Err(RepoError::InvalidInput(_))),
-                "{bad:?}"
-            );
-        }
-        assert_eq!(check("name", &"x".repeat(MAX_LEN)), Ok(()));
-        assert_eq!(check("name", "reaper:v1/pod-7"), Ok(()));
     }
 }

@@ -21,7 +21,7 @@ pub use budget_store::{BudgetStatus, BudgetStore, StoreError};
 pub use cache::TierCache;
 pub use clock::{Clock, SystemClock};
 pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
-pub use lease::Lease;
+pub use lease::{Lease, MAX_LEASE_ARG_LEN, check_lease_args};
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
     Claimed, FinalizeQueue, Handover, PendingSettlement, QueueItem, ReconciliationQueue, WorkQueue,
