@@ -8,7 +8,7 @@ use spendgate_domain::{Timestamp, Ttl};
 use spendgate_ports::{Handover, ReconciliationQueue, UsageSource};
 
 use super::job::{Job, TickOutcome};
-use crate::services::budget::{Backoff, BudgetService, HoldTicket, Settled};
+use crate::services::budget::{Backoff, BudgetService, HoldTicket};
 
 /// How reconciliation retries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +84,7 @@ impl ReconciliationJob {
             .reconcile(&ticket, usage.cost, usage.tokens)
             .await
         {
-            Ok(Settled::Committed { .. }) => Ok(true),
-            // Kept in the finalize queue: the replay applies it.
+            // Committed, or kept in the finalize queue for the replay.
             Ok(_) => Ok(true),
             Err(error) => Err(error.to_string()),
         }
