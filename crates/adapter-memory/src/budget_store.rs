@@ -1,12 +1,13 @@
 //! The reference budget model behind a mutex.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use spendgate_domain::{
-    BudgetPolicy, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
-    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    BudgetPolicy, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
+    Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -98,6 +99,51 @@ impl BudgetStore for MemoryBudgetStore {
 
     async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
         self.with_budget(community, |b| b.reap(now, self.policy))
+    }
+
+    async fn due_communities(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<CommunityId>, StoreError> {
+        let communities = self.lock()?;
+        let mut due: Vec<(Timestamp, &CommunityId)> = communities
+            .iter()
+            .filter_map(|(c, b)| {
+                b.holds()
+                    .map(|h| h.expires_at)
+                    .filter(|at| *at <= now)
+                    .min()
+                    .map(|at| (at, c))
+            })
+            .collect();
+        due.sort();
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    async fn lookup(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<HoldState, StoreError> {
+        let communities = self.lock()?;
+        Ok(communities
+            .get(community)
+            .map_or(HoldState::Unknown, |b| b.lookup(hold, now)))
+    }
+
+    async fn restore_committed(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        committed: &BTreeMap<UserId, Micros>,
+    ) -> Result<(), StoreError> {
+        self.with_budget(community, |b| b.restore_committed(period, committed))
     }
 
     async fn status(

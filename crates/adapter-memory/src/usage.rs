@@ -77,4 +77,27 @@ impl UsageLog for MemoryUsageLog {
                 reason: e.to_string(),
             })
     }
+
+    async fn committed_by_user(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<BTreeMap<UserId, Micros>, RepoError> {
+        let records = self.records.lock().map_err(|_| poisoned())?;
+        let mut sums: BTreeMap<UserId, Micros> = BTreeMap::new();
+        for record in records
+            .values()
+            .filter(|r| &r.community == community && r.period == period)
+        {
+            let sum = sums.entry(record.user.clone()).or_default();
+            *sum = sum
+                .checked_add(record.cost)
+                .map_err(|e| RepoError::BadData {
+                    community: community.to_string(),
+                    field: "cost_micros".into(),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(sums)
+    }
 }

@@ -1,5 +1,7 @@
 //! The idempotent usage log: [`UsageLog`] on `agent_usage_log`.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
@@ -279,4 +281,55 @@ impl UsageLog for SqlUsageLog {
         })?;
         Micros::new(micros).map_err(|e| out_of_range(e.to_string()))
     }
+
+    async fn committed_by_user(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<BTreeMap<UserId, Micros>, RepoError> {
+        let backend = self.db.get_database_backend();
+        let sql = "SELECT user_id, CAST(SUM(cost_micros) AS TEXT) AS total \
+                   FROM agent_usage_log WHERE community_id = $1 AND period = $2 \
+                   GROUP BY user_id";
+        let stmt = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [community.as_str().into(), period.to_string().into()],
+        );
+        let bad = |field: &str, reason: String| RepoError::BadData {
+            community: community.to_string(),
+            field: format!("agent_usage_log.{field}"),
+            reason,
+        };
+        let rows = match UserTotal::find_by_statement(stmt).all(&self.db).await {
+            Ok(rows) => rows,
+            Err(e)
+                if backend == DbBackend::Sqlite && e.to_string().contains("integer overflow") =>
+            {
+                return Err(bad(
+                    "cost_micros",
+                    format!("sum for {period} overflows: {e}"),
+                ));
+            }
+            Err(e) => return Err(repo_error(e)),
+        };
+        let mut sums = BTreeMap::new();
+        for row in rows {
+            let user = UserId::parse(&row.user_id).map_err(|e| bad("user_id", e.to_string()))?;
+            let micros = row
+                .total
+                .parse::<i64>()
+                .map_err(|_| bad("cost_micros", format!("sum {} is out of range", row.total)))
+                .and_then(|m| Micros::new(m).map_err(|e| bad("cost_micros", e.to_string())))?;
+            sums.insert(user, micros);
+        }
+        Ok(sums)
+    }
+}
+
+/// One user's summed cost in a period.
+#[derive(Debug, FromQueryResult)]
+struct UserTotal {
+    user_id: String,
+    total: String,
 }

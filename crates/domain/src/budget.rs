@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement, UnheldCommit};
+use crate::hold::{
+    Hold, HoldRef, HoldState, Marker, Reservation, SettledAs, Settlement, UnheldCommit,
+};
 use crate::id::UserId;
 use crate::money::{Micros, MoneyError};
 use crate::period::{Period, PeriodError};
@@ -673,6 +675,48 @@ impl CommunityBudget {
         let receipt = self.commit(&unheld, commit.actual, false)?;
         self.mark_finalized(hold_ref, commit.actual, marker_expires);
         Ok(FinalizeOutcome::CommittedWithoutHold(receipt))
+    }
+
+    /// What is kept for (user, key) at `now`: the hold, its unexpired
+    /// marker, or nothing.
+    pub fn lookup(&self, hold_ref: &HoldRef, now: Timestamp) -> HoldState {
+        if let Some(hold) = self.holds.get(hold_ref) {
+            return HoldState::Held { hold: hold.clone() };
+        }
+        match self.marker(hold_ref, now) {
+            Some(marker) => HoldState::Settled {
+                settled: marker.settled.clone(),
+            },
+            None => HoldState::Unknown,
+        }
+    }
+
+    /// Sets `period`'s committed sums to `committed`, user by user (users
+    /// absent from it get 0), and the community's to their total, keeping
+    /// reserved, holds, the warning flag, limits and markers. For
+    /// rebuilding a period from the usage log after a store lost its data.
+    ///
+    /// # Errors
+    /// [`BudgetError::Money`] when the total leaves the micro-USD range;
+    /// nothing changes.
+    pub fn restore_committed(
+        &mut self,
+        period: Period,
+        committed: &BTreeMap<UserId, Micros>,
+    ) -> Result<(), BudgetError> {
+        let mut counters = self.counters(period);
+        counters.committed = committed
+            .values()
+            .try_fold(Micros::ZERO, |sum, c| sum.checked_add(*c))?;
+        for spend in counters.users.values_mut() {
+            spend.committed = Micros::ZERO;
+        }
+        for (user, cost) in committed {
+            counters.users.entry(user.clone()).or_default().committed = *cost;
+        }
+        counters.users.retain(|_, spend| !spend.is_zero());
+        self.periods.insert(period, counters);
+        Ok(())
     }
 
     /// Releases every hold whose expiry is at or before `now`, leaving a

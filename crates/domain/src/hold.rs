@@ -139,6 +139,27 @@ pub enum SettledAs {
     },
 }
 
+/// What a store knows of one (user, key) at an instant: what a caller
+/// holding only the call's ids (an HTTP client, a recovering process) needs
+/// to settle it or to answer "what happened to this call?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum HoldState {
+    /// An unsettled hold (possibly past its expiry, not yet reaped).
+    Held {
+        /// The hold as the store keeps it.
+        hold: Hold,
+    },
+    /// Settled; the marker says how.
+    Settled {
+        /// How the call ended.
+        settled: SettledAs,
+    },
+    /// Nothing kept: never reserved, or settled longer ago than markers
+    /// are kept.
+    Unknown,
+}
+
 /// A settled call's marker, kept until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {

@@ -22,7 +22,9 @@ pub use budget::{
     LimitScope, Limits, PeriodCounters, PeriodSums, PolicyError, Reaped, Receipt, ReserveOutcome,
     UserSpend, admit, apply_settlement,
 };
-pub use hold::{Hold, HoldRef, Marker, Reservation, SettledAs, Settlement, UnheldCommit};
+pub use hold::{
+    Hold, HoldRef, HoldState, Marker, Reservation, SettledAs, Settlement, UnheldCommit,
+};
 pub use id::{CommunityId, IdError, IdempotencyKey, ModelAlias, UserId};
 pub use money::{Micros, MoneyError};
 pub use period::{Period, PeriodError};

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    BudgetError, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
-    Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
-    UserId, UserSpend,
+    BudgetError, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
+    Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    UnheldCommit, UserId, UserSpend,
 };
 
 /// Why a [`BudgetStore`] call failed. Every failure leaves the store as it
@@ -200,6 +200,59 @@ pub trait BudgetStore: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`]; [`StoreError::Overflow`] on drift.
     async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError>;
+
+    /// Communities that may have a hold expired at `now`, so a reaper pass
+    /// costs O(due), not O(configured): at most `limit`, earliest due
+    /// first.
+    ///
+    /// The answer MUST name every community with an unreaped hold whose
+    /// expiry is `<= now` (up to `limit`), except where an adapter documents
+    /// a narrower promise (the Redis index can miss a community when its
+    /// index write after a successful reserve failed; the reaper's periodic
+    /// full sweep covers that). It MAY name communities with nothing due
+    /// (holds settled or extended since it was indexed); a [`reap`] of such
+    /// a community releases nothing and refreshes any index the store
+    /// keeps, so a community reaped at `now` is not named again at `now`.
+    ///
+    /// [`reap`]: BudgetStore::reap
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn due_communities(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<CommunityId>, StoreError>;
+
+    /// What the store keeps for (user, key) at `now`: the unsettled hold,
+    /// the marker of its settlement (until marker retention ends), or
+    /// nothing. Read-only; exactly [`CommunityBudget::lookup`].
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn lookup(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<HoldState, StoreError>;
+
+    /// Sets `period`'s committed sums from an outside record, user by user
+    /// (users left out get 0; the community's sum is their total),
+    /// atomically, keeping reserved, holds, limits and markers: exactly
+    /// [`CommunityBudget::restore_committed`]. Rebuilds a period from the
+    /// usage log after the store lost data; works without limits (reserves
+    /// stay `NotConfigured` until limits are set again).
+    ///
+    /// # Errors
+    /// [`StoreError::Overflow`] (the total leaves the range; nothing
+    /// changed); [`StoreError::Unavailable`].
+    async fn restore_committed(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        committed: &BTreeMap<UserId, Micros>,
+    ) -> Result<(), StoreError>;
 
     /// The community's counters for `period`.
     ///

@@ -1,5 +1,7 @@
 //! The durable usage log: one row per committed cost.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
@@ -93,4 +95,17 @@ pub trait UsageLog: Send + Sync {
         community: &CommunityId,
         period: Period,
     ) -> Result<Micros, RepoError>;
+
+    /// Sum of logged costs of a community in a period, per user (users
+    /// with nothing logged are absent): what a rebuild of the store's
+    /// committed sums starts from.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for a row that
+    /// cannot be read back or a sum out of range.
+    async fn committed_by_user(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<BTreeMap<UserId, Micros>, RepoError>;
 }

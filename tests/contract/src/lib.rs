@@ -30,6 +30,7 @@ pub mod fixture;
 pub mod load;
 pub mod model;
 pub mod race;
+pub mod recovery;
 pub mod scenarios;
 
 use std::future::Future;
@@ -98,7 +99,24 @@ macro_rules! budget_store_contract {
         );
 
         $crate::__scenario_tests!(
-            $factory;
+            $factory, recovery;
+            due_communities_names_each_community_with_an_expired_hold,
+            due_communities_skips_a_hold_not_yet_expired,
+            due_communities_returns_at_most_the_limit_earliest_first,
+            reaped_community_is_not_due_until_another_hold_expires,
+            settled_community_leaves_the_due_list_after_one_reap,
+            lookup_follows_a_call_from_reserve_to_marker_expiry,
+            lookup_after_reap_shows_the_reaped_hold,
+            lookup_is_scoped_to_the_community,
+            restore_committed_replaces_committed_sums_and_keeps_holds,
+            restore_committed_changes_only_its_period,
+            restore_committed_without_limits_keeps_reserves_refused,
+            restore_committed_that_would_overflow_is_refused_whole,
+            restore_committed_with_no_costs_clears_the_period,
+        );
+
+        $crate::__scenario_tests!(
+            $factory, scenarios;
             reserve_within_the_limit_is_reserved,
             reserve_replay_returns_the_original_hold,
             reserve_past_the_limit_is_denied_and_changes_nothing,
@@ -169,11 +187,11 @@ macro_rules! budget_store_contract {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __scenario_tests {
-    ($factory:path; $($name:ident),* $(,)?) => {
+    ($factory:path, $module:ident; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
-                $crate::run($factory, $crate::scenarios::$name);
+                $crate::run($factory, $crate::$module::$name);
             }
         )*
     };

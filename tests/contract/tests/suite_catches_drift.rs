@@ -65,6 +65,29 @@ impl BudgetStore for LeakyReaper {
     async fn status(&self, c: &CommunityId, p: Period) -> Result<BudgetStatus, StoreError> {
         self.0.status(c, p).await
     }
+    async fn due_communities(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<CommunityId>, StoreError> {
+        self.0.due_communities(now, limit).await
+    }
+    async fn lookup(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        now: Timestamp,
+    ) -> Result<spendgate_domain::HoldState, StoreError> {
+        self.0.lookup(c, h, now).await
+    }
+    async fn restore_committed(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        committed: &std::collections::BTreeMap<spendgate_domain::UserId, spendgate_domain::Micros>,
+    ) -> Result<(), StoreError> {
+        self.0.restore_committed(c, p, committed).await
+    }
     async fn set_limits(&self, c: &CommunityId, l: Limits) -> Result<(), StoreError> {
         self.0.set_limits(c, l).await
     }

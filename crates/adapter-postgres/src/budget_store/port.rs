@@ -308,6 +308,38 @@ impl BudgetStore for SqlBudgetStore {
 
     /// One upsert of the community's row, in a bounded transaction (it
     /// waits for the row's lock like any other write).
+    async fn due_communities(
+        &self,
+        _now: Timestamp,
+        _limit: usize,
+    ) -> Result<Vec<CommunityId>, StoreError> {
+        Err(StoreError::Unavailable(
+            "due_communities: not yet implemented".into(),
+        ))
+    }
+
+    async fn lookup(
+        &self,
+        _community: &CommunityId,
+        _hold: &HoldRef,
+        _now: Timestamp,
+    ) -> Result<spendgate_domain::HoldState, StoreError> {
+        Err(StoreError::Unavailable(
+            "lookup: not yet implemented".into(),
+        ))
+    }
+
+    async fn restore_committed(
+        &self,
+        _community: &CommunityId,
+        _period: Period,
+        _committed: &std::collections::BTreeMap<spendgate_domain::UserId, Micros>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable(
+            "restore_committed: not yet implemented".into(),
+        ))
+    }
+
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
         let txn = self.begin(community).await?;

@@ -69,6 +69,29 @@ impl BudgetStore for Owned {
     async fn status(&self, c: &CommunityId, period: Period) -> Result<BudgetStatus, StoreError> {
         self.store.status(c, period).await
     }
+    async fn due_communities(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<CommunityId>, StoreError> {
+        self.store.due_communities(now, limit).await
+    }
+    async fn lookup(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        now: Timestamp,
+    ) -> Result<spendgate_domain::HoldState, StoreError> {
+        self.store.lookup(c, h, now).await
+    }
+    async fn restore_committed(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        committed: &std::collections::BTreeMap<spendgate_domain::UserId, spendgate_domain::Micros>,
+    ) -> Result<(), StoreError> {
+        self.store.restore_committed(c, p, committed).await
+    }
     async fn set_limits(&self, c: &CommunityId, limits: Limits) -> Result<(), StoreError> {
         self.store.set_limits(c, limits).await
     }

@@ -155,6 +155,16 @@ impl HoldGuard {
         self.heartbeat = Some(token.drop_guard());
     }
 
+    /// Gives up the guard and keeps the hold: nothing is handed over on
+    /// drop, no heartbeat runs. For a caller that settles later by
+    /// [`HoldTicket`] (an HTTP client finalizing in a later request); the
+    /// hold is then the caller's to settle, or the reaper's.
+    pub fn into_ticket(mut self) -> HoldTicket {
+        self.stop_heartbeat();
+        self.settled = true;
+        self.ticket.clone()
+    }
+
     /// Hands the hold to reconciliation now, rather than on drop.
     ///
     /// # Errors

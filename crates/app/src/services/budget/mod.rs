@@ -20,8 +20,8 @@ mod settle;
 use std::sync::Arc;
 
 use spendgate_domain::{
-    CommunityId, HoldRef, Limits, Micros, ModelAlias, Period, PriceTable, Reservation,
-    ReserveOutcome, Tier, TokenCounts, Ttl,
+    CommunityId, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable, Reservation,
+    ReserveOutcome, SettledAs, Tier, TokenCounts, Ttl,
 };
 use spendgate_ports::{
     BudgetStore, Clock, CommunityConfig, FinalizeQueue, Handover, ReconciliationQueue, RepoError,
@@ -434,6 +434,55 @@ impl BudgetService {
             if result.is_ok() { "queued" } else { "failed" },
         );
         result
+    }
+
+    /// What the store keeps for (user, key) now: the unsettled hold, how it
+    /// was settled (until marker retention ends), or nothing. A caller that
+    /// kept only the call's ids settles with
+    /// [`BudgetService::ticket`].
+    ///
+    /// # Errors
+    /// [`StatusError::Store`].
+    #[tracing::instrument(skip_all, err, fields(community = %community, user = %hold.user, key = %hold.key))]
+    pub async fn lookup(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+    ) -> Result<HoldState, StatusError> {
+        let now = self.core.clock.now();
+        let _timer = StoreTimer::start("lookup");
+        self.core
+            .store
+            .lookup(community, hold, now)
+            .await
+            .map_err(StatusError::Store)
+    }
+
+    /// The ticket of a hold still to be paid for, to finalize, cancel or
+    /// hand over by ids alone: an unsettled hold, or a reaped one (whose
+    /// finalize is a late finalize that still commits). `None` when it was
+    /// finalized or cancelled, or is unknown (see [`BudgetService::lookup`]
+    /// for which).
+    ///
+    /// # Errors
+    /// [`StatusError::Store`].
+    pub async fn ticket(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        trace_id: Option<String>,
+    ) -> Result<Option<HoldTicket>, StatusError> {
+        Ok(match self.lookup(community, hold).await? {
+            HoldState::Held { hold }
+            | HoldState::Settled {
+                settled: SettledAs::Reaped { hold },
+            } => Some(HoldTicket {
+                community: community.clone(),
+                hold,
+                trace_id,
+            }),
+            _ => None,
+        })
     }
 
     /// The community's budget for `period` (the current one when `None`).

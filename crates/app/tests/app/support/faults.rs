@@ -199,6 +199,35 @@ impl BudgetStore for FaultyStore {
         self.inner().status(community, period).await
     }
 
+    async fn due_communities(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<CommunityId>, StoreError> {
+        self.faults.store()?;
+        self.inner().due_communities(now, limit).await
+    }
+    async fn lookup(
+        &self,
+        c: &CommunityId,
+        h: &HoldRef,
+        now: Timestamp,
+    ) -> Result<spendgate::domain::HoldState, StoreError> {
+        self.faults.store()?;
+        self.inner().lookup(c, h, now).await
+    }
+    async fn restore_committed(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        committed: &std::collections::BTreeMap<
+            spendgate::domain::UserId,
+            spendgate::domain::Micros,
+        >,
+    ) -> Result<(), StoreError> {
+        self.faults.store()?;
+        self.inner().restore_committed(c, p, committed).await
+    }
     async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
         self.faults.store()?;
         self.inner().set_limits(community, limits).await
@@ -235,6 +264,18 @@ impl UsageLog for FaultyLog {
     ) -> Result<spendgate::domain::Micros, RepoError> {
         self.faults.repo(&self.faults.log_down, "usage log")?;
         self.inner.total_cost(community, period).await
+    }
+
+    async fn committed_by_user(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<
+        std::collections::BTreeMap<spendgate::domain::UserId, spendgate::domain::Micros>,
+        RepoError,
+    > {
+        self.faults.repo(&self.faults.log_down, "usage log")?;
+        self.inner.committed_by_user(community, period).await
     }
 }
 
