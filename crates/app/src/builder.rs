@@ -19,8 +19,8 @@ use crate::services::community_config::{ConfigCache, ConfigFreshness};
 use crate::services::tiers::{TierAccess, TierTimings};
 use crate::workers::runner::holder_token;
 use crate::workers::{
-    ConfigSyncJob, DriftJob, FinalizeReplayJob, Job, LeaseConfig, ReaperJob, ReconciliationJob,
-    ReconciliationSettings, Schedule, WorkerHandle,
+    ConfigSyncJob, DriftJob, FinalizeReplayJob, Job, LeaseConfig, ReaperJob, ReaperSettings,
+    ReconciliationJob, ReconciliationSettings, Schedule, WorkerHandle,
 };
 
 /// Why a [`SpendgateBuilder`] could not build.
@@ -138,7 +138,11 @@ impl Spendgate {
         let ports = &self.ports;
         let mut jobs: Vec<(Arc<dyn Job>, Schedule)> = vec![
             (
-                Arc::new(ReaperJob::new(ports.store.clone(), ports.config.clone())),
+                Arc::new(ReaperJob::with_settings(
+                    ports.store.clone(),
+                    ports.config.clone(),
+                    settings.reaper_settings,
+                )),
                 settings.reaper,
             ),
             (
@@ -190,6 +194,9 @@ impl Spendgate {
 pub struct WorkerSettings {
     /// Reaper: every 60 s.
     pub reaper: Schedule,
+    /// How the reaper finds communities: index batches of 1,000, a full
+    /// sweep every 60th pass.
+    pub reaper_settings: ReaperSettings,
     /// Config sync: every 5 min (and at start).
     pub config_sync: Schedule,
     /// Finalize replay: every second.
@@ -214,6 +221,7 @@ impl Default for WorkerSettings {
         let every = |secs| Schedule::every(std::time::Duration::from_secs(secs));
         Self {
             reaper: every(60),
+            reaper_settings: ReaperSettings::default(),
             config_sync: every(300),
             finalize_replay: every(1),
             replay_batch: 1_000,

@@ -15,8 +15,9 @@ pub const DRIFT: &str = "spendgate_drift_micros";
 /// Compares, for every enabled community and the current period, the
 /// store's `committed` with the usage log's sum, and reports differences
 /// (a warning and the [`DRIFT`] gauge). A difference is expected briefly
-/// while settlements wait in the finalize queue; one that persists is a
-/// bug report.
+/// while settlements wait in the finalize queue; one that persists is
+/// repaired with [`crate::BudgetService::rebuild`] (or `spendgate rebuild`),
+/// which sets the store's sums to the log's.
 pub struct DriftJob {
     store: Arc<dyn BudgetStore>,
     log: Arc<dyn UsageLog>,

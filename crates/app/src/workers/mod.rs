@@ -18,6 +18,6 @@ pub use config_sync::ConfigSyncJob;
 pub use drift::DriftJob;
 pub use finalize_replay::FinalizeReplayJob;
 pub use job::{Job, TickOutcome};
-pub use reaper::ReaperJob;
+pub use reaper::{ReaperJob, ReaperSettings};
 pub use reconciliation::{ReconciliationJob, ReconciliationSettings};
 pub use runner::{LeaseConfig, Schedule, ShutdownReport, WorkerHandle, run_once};

@@ -7,6 +7,7 @@
 mod crash;
 mod facade;
 mod memory;
+mod redis_lost;
 mod redis_postgres;
 mod scenarios;
 mod sqlite;

@@ -233,6 +233,34 @@ pub async fn finalize_after_the_store_lost_its_data_commits_once_and_logs_once(e
     assert_eq!(row.source, CostSource::LateFinalize);
 }
 
+pub async fn rebuild_after_the_store_lost_its_data_restores_committed_from_the_log(env: Env) {
+    let c = env.community("rebuild", 10).await;
+    let budget = env.sg.budget();
+    for (k, cost) in [("k1", 300), ("k2", 200)] {
+        let hold = env.reserve(env.request(&c, k)).await;
+        hold.finalize(Usage::cost(m(cost))).await.unwrap();
+    }
+    let live = env.reserve(env.request(&c, "k3")).await;
+    crate::support::lose_store_data(&env, &c).await;
+    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(0));
+
+    let report = budget.rebuild(&c, None).await.unwrap();
+    assert_eq!((report.before, report.after), (m(0), m(500)));
+    assert_eq!(report.users.get(&user("alice")), Some(&m(500)));
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.limits), (m(500), None));
+    let refused = budget.reserve(env.request(&c, "k4")).await.unwrap_err();
+    assert!(
+        matches!(refused, ReserveError::NotConfigured(_)),
+        "never accepted without a limit: {refused:?}"
+    );
+    let again = budget.rebuild(&c, None).await.unwrap();
+    assert_eq!((again.before, again.after), (m(500), m(500)), "idempotent");
+    // The hold the store forgot still pays once, on top of the rebuilt sum.
+    live.finalize(Usage::cost(m(100))).await.unwrap();
+    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(600));
+}
+
 pub async fn dropped_guard_is_handed_to_reconciliation_not_cancelled(env: Env) {
     let c = env.community("dropped", 10).await;
     let hold = env.reserve(env.request(&c, "k1")).await;
@@ -338,6 +366,7 @@ macro_rules! service_scenarios {
             finalize_while_the_store_is_unreachable_is_queued_and_replayed_once,
             usage_log_outage_after_the_commit_is_written_by_the_replay,
             finalize_after_the_store_lost_its_data_commits_once_and_logs_once,
+            rebuild_after_the_store_lost_its_data_restores_committed_from_the_log,
             dropped_guard_is_handed_to_reconciliation_not_cancelled,
             heartbeat_keeps_a_long_stream_past_its_ttl,
             replayed_reserve_returns_the_first_hold,

@@ -142,3 +142,18 @@ pub enum HandoverError {
     #[error("reconciliation queue unavailable: {0}")]
     Queue(#[source] RepoError),
 }
+
+/// Why a period could not be rebuilt from the usage log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RebuildError {
+    /// The period is outside the supported range.
+    #[error("invalid period: {0}")]
+    Period(String),
+    /// The usage log could not be read; nothing changed.
+    #[error("usage log unavailable: {0}")]
+    UsageLog(#[source] RepoError),
+    /// The store refused or could not take the sums; nothing changed.
+    #[error("budget store: {0}")]
+    Store(#[source] StoreError),
+}

@@ -14,6 +14,7 @@ mod error;
 mod fallback_queue;
 mod guard;
 mod outcome;
+mod rebuild;
 mod request;
 mod settle;
 
@@ -29,11 +30,12 @@ use spendgate_ports::{
 };
 
 pub use error::{
-    BudgetChangeError, EstimateError, ExtendError, FinalizeError, HandoverError, ReserveError,
-    StatusError,
+    BudgetChangeError, EstimateError, ExtendError, FinalizeError, HandoverError, RebuildError,
+    ReserveError, StatusError,
 };
 pub use guard::HoldGuard;
 pub use outcome::{BudgetReport, ReserveDecision, Settled};
+pub use rebuild::RebuildReport;
 pub use request::{CostBasis, HoldTicket, MAX_TRACE_ID_LEN, ReserveRequest, Usage};
 pub use settle::{Backoff, ReplayReport};
 
