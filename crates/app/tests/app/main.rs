@@ -7,6 +7,7 @@
 mod crash;
 mod facade;
 mod memory;
+mod pg_outage;
 mod redis_lost;
 mod redis_postgres;
 mod scenarios;

@@ -11,7 +11,7 @@ use spendgate::{ReserveError, Settled, Spendgate, Usage};
 use crate::support::proxy::Proxy;
 use crate::support::{Env, Parts, Wipe, m};
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("SPENDGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -21,12 +21,12 @@ fn pg_admin_url() -> String {
 }
 
 /// A fresh PostgreSQL database, dropped with this value.
-struct PgDb {
+pub(crate) struct PgDb {
     name: String,
 }
 
 impl PgDb {
-    async fn create() -> (Self, String) {
+    pub(crate) async fn create() -> (Self, String) {
         let admin = pg_admin_url();
         let name = format!("sg_app_{}_{}", std::process::id(), rand_suffix());
         let conn = Database::connect(admin.as_str()).await.unwrap_or_else(|e| {
