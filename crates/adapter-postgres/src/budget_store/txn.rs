@@ -97,7 +97,7 @@ impl Txn<'_> {
     /// locked row after waiting, and would hand back the hold and marker
     /// as they were before the previous holder of the lock committed. On
     /// PostgreSQL this is one round trip to `spendgate_budget_lookup`
-    /// (migration `m20261128_000007`), which also bounds the transaction's
+    /// (migration `m20261128_000009`), which also bounds the transaction's
     /// waits; on SQLite, `BEGIN IMMEDIATE` already holds the write lock.
     pub(super) async fn lookup(
         &self,
