@@ -116,20 +116,7 @@ impl SqlBudgetStore {
             .try_fold(Micros::ZERO, |sum, c| sum.checked_add(*c))
             .map_err(|e| domain(community)(money(e)))?;
         let txn = self.begin(community).await?;
-        txn.bound().await?;
-        txn.exec(
-            "INSERT INTO budget_community (community_id) VALUES ($1) \
-             ON CONFLICT (community_id) DO NOTHING",
-            vec![],
-        )
-        .await?;
-        // A statement of its own after the lock: later reads see whatever
-        // the previous holder committed (see `Txn::lookup`).
-        if txn.lock().await?.is_none() {
-            return Err(StoreError::Corrupt(
-                "community row vanished under its lock".into(),
-            ));
-        }
+        txn.lock_creating().await?;
         let mut counters = txn.counters(period).await?;
         counters.committed = total;
         txn.apply(vec![counters_write(period, counters)?]).await?;

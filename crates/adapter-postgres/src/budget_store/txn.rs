@@ -67,6 +67,38 @@ impl Txn<'_> {
             .transpose()
     }
 
+    /// Creates the community's row (no limits) when missing and locks it,
+    /// bounding the transaction's waits on PostgreSQL: the lock every
+    /// write takes, for writes that concern no single (user, key). On
+    /// PostgreSQL one call of `spendgate_budget_lookup` with an empty user
+    /// and key (ids are never empty, so it finds no hold or marker); on
+    /// SQLite an insert, then a read under `BEGIN IMMEDIATE`'s write lock.
+    /// Returns the community's limits.
+    pub(super) async fn lock_creating(&self) -> Result<Option<Limits>, StoreError> {
+        if self.backend() != DbBackend::Postgres {
+            self.exec(
+                "INSERT INTO budget_community (community_id) VALUES ($1) \
+                 ON CONFLICT (community_id) DO NOTHING",
+                vec![],
+            )
+            .await?;
+            return self.lock().await?.ok_or_else(vanished);
+        }
+        let row = LimitsRow::find_by_statement(self.stmt(
+            "SELECT limit_micros, per_user_cap_micros \
+             FROM spendgate_budget_lookup($1, '', '', 0, true, $2, $3)",
+            vec![
+                StoreTimeouts::setting(self.timeouts.lock).into(),
+                StoreTimeouts::setting(self.timeouts.statement).into(),
+            ],
+        ))
+        .one(&self.txn)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(vanished)?;
+        limits_from(row.limit_micros, row.per_user_cap_micros)
+    }
+
     /// Bounds this transaction's waits (`SET LOCAL lock_timeout` and
     /// `statement_timeout` on PostgreSQL; SQLite's turn is bounded in
     /// [`SqlBudgetStore::begin`]). [`Txn::lookup`] does it itself.
@@ -321,4 +353,8 @@ impl Txn<'_> {
             None => Ok(None),
         }
     }
+}
+
+fn vanished() -> StoreError {
+    StoreError::Corrupt("community row vanished under its lock".into())
 }
