@@ -116,7 +116,11 @@ impl SqlBudgetStore {
             .try_fold(Micros::ZERO, |sum, c| sum.checked_add(*c))
             .map_err(|e| domain(community)(money(e)))?;
         let txn = self.begin(community).await?;
-        txn.lock_creating().await?;
+        if txn.lock_community(true).await?.is_none() {
+            return Err(StoreError::Corrupt(
+                "community row vanished under its lock".into(),
+            ));
+        }
         let mut counters = txn.counters(period).await?;
         counters.committed = total;
         txn.apply(vec![counters_write(period, counters)?]).await?;
