@@ -493,6 +493,10 @@ async fn restore_committed_racing_finalize_leaves_one_serial_outcome() {
     let restored: BTreeMap<UserId, Micros> = [(user("alice"), m(50)), (user("carol"), m(70))]
         .into_iter()
         .collect();
+    // Three restores and three finalizes a round: the last of them waits
+    // for the other five under the lock timeout (2 s), even on a loaded
+    // test machine.
+    const RACERS: usize = 6;
     let rounds = spendgate_contract::race::rounds().min(50);
     let (mut finalize_last, mut restore_last) = (0, 0);
     for n in 0..rounds {
@@ -530,8 +534,8 @@ async fn restore_committed_racing_finalize_leaves_one_serial_outcome() {
             .unwrap();
 
         let release = lock.hold(&c).await;
-        let start = Arc::new(tokio::sync::Barrier::new(10));
-        let tasks: Vec<_> = (0..10)
+        let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
             .map(|i| {
                 let (store, c, start, restored) = (
                     Arc::clone(&store),
