@@ -31,11 +31,18 @@
 //!
 //! Every PostgreSQL transaction of the store runs with `lock_timeout` and
 //! `statement_timeout` set for the transaction ([`StoreTimeouts`], 2 s and
-//! 5 s by default; set by the look-up function itself, or by one
-//! `set_config` statement for reap and `set_limits`). A wait that expires
-//! is [`StoreError::Unavailable`]: `reserve` denies. `reap` releases at
-//! most [`REAP_BATCH`] holds per transaction, so one community with many
-//! expired holds never keeps its lock for long.
+//! 5 s by default; set by the look-up function itself, which every write
+//! calls to take the community's lock, or by one `set_config` statement
+//! for `set_limits`). A wait that expires is [`StoreError::Unavailable`]:
+//! `reserve` denies. `reap` releases at most [`REAP_BATCH`] holds per
+//! transaction, so one community with many expired holds never keeps its
+//! lock for long. Waiting for a pooled connection is bounded by the pool's
+//! acquire timeout ([`crate::ConnectSettings`], 5 s by default), so during
+//! a database outage that refuses or closes connections every call fails
+//! with [`StoreError::Unavailable`] within it instead of hanging. (A
+//! statement already sent on a connection that then goes silent, without
+//! being closed, waits on the TCP stack: the driver has no client-side
+//! statement timeout.)
 //!
 //! # Expiry
 //!
