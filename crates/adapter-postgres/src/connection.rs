@@ -11,7 +11,49 @@ use crate::Migrator;
 /// How long a SQLite writer waits for the file lock before giving up.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Connects to `url`: `postgres://…` or `sqlite://path?mode=rwc`.
+/// How a pool is opened: its size and how long a caller waits for a
+/// connection.
+///
+/// The defaults keep a call during a database outage short: it fails with
+/// [`RepoError::Unavailable`] / [`spendgate_ports::StoreError::Unavailable`]
+/// after [`ConnectSettings::acquire_timeout`] instead of hanging (for
+/// `reserve`, that means deny).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// Longest a call waits for a pooled connection, including opening a
+    /// new one (with the pool's retries) when none is idle; past it the
+    /// call fails as unavailable.
+    pub acquire_timeout: Duration,
+    /// Longest [`connect_with_settings`] (and [`connect`],
+    /// [`connect_and_migrate`]) waits for the pool's first connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectSettings {
+    /// 16 connections; 5 s to acquire one, 5 s to connect.
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Connects to `url` (`postgres://…` or `sqlite://path?mode=rwc`) with
+/// [`ConnectSettings::default`]: see [`connect_with_settings`].
+///
+/// # Errors
+/// [`RepoError::Unavailable`] naming the URL (without its password) when no
+/// connection can be made.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, RepoError> {
+    connect_with_settings(url, ConnectSettings::default()).await
+}
+
+/// Connects to `url`: `postgres://…` or `sqlite://path?mode=rwc`, with the
+/// pool size and timeouts of `settings`.
 ///
 /// SQLite files are opened in WAL mode with `synchronous = FULL` (a
 /// committed transaction survives power loss: the finalize outbox and the
@@ -21,13 +63,50 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// # Errors
 /// [`RepoError::Unavailable`] naming the URL (without its password) when no
-/// connection can be made.
-pub async fn connect(url: &str) -> Result<DatabaseConnection, RepoError> {
-    connect_with(url, 16).await
+/// connection can be made within `settings.connect_timeout`.
+pub async fn connect_with_settings(
+    url: &str,
+    settings: ConnectSettings,
+) -> Result<DatabaseConnection, RepoError> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    // SeaORM hands both of its timeouts to the pool's acquire timeout (the
+    // later one wins), so only `acquire_timeout` goes there; the first
+    // connection is bounded here instead.
+    options
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+                .create_if_missing(true)
+        });
+    match tokio::time::timeout(settings.connect_timeout, Database::connect(options)).await {
+        Ok(connected) => connected
+            .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))),
+        Err(elapsed) => Err(RepoError::Unavailable(format!(
+            "cannot connect to {} within {:?}: {elapsed}",
+            redact(url),
+            settings.connect_timeout
+        ))),
+    }
 }
 
 /// Runs every pending migration on a connection of its own, then
-/// [`connect`]s.
+/// [`connect`]s, with [`ConnectSettings::default`]: see
+/// [`connect_and_migrate_with_settings`].
+///
+/// # Errors
+/// [`RepoError::Unavailable`] when no connection can be made or a
+/// migration fails.
+pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, RepoError> {
+    connect_and_migrate_with_settings(url, ConnectSettings::default()).await
+}
+
+/// Runs every pending migration on a connection of its own, then connects
+/// with `settings` ([`connect_with_settings`]).
 ///
 /// Migrating through a dedicated connection matters on SQLite: a pooled
 /// connection opened before a migration may keep the old schema cached and
@@ -37,8 +116,18 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, RepoError> {
 /// # Errors
 /// [`RepoError::Unavailable`] when no connection can be made or a
 /// migration fails.
-pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, RepoError> {
-    let migrating = connect_with(url, 1).await?;
+pub async fn connect_and_migrate_with_settings(
+    url: &str,
+    settings: ConnectSettings,
+) -> Result<DatabaseConnection, RepoError> {
+    let migrating = connect_with_settings(
+        url,
+        ConnectSettings {
+            max_connections: 1,
+            ..settings
+        },
+    )
+    .await?;
     Migrator::up(&migrating, None)
         .await
         .map_err(|e| RepoError::Unavailable(format!("migrating {} failed: {e}", redact(url))))?;
@@ -46,26 +135,7 @@ pub async fn connect_and_migrate(url: &str) -> Result<DatabaseConnection, RepoEr
         .close()
         .await
         .map_err(|e| RepoError::Unavailable(e.to_string()))?;
-    connect(url).await
-}
-
-async fn connect_with(url: &str, max_connections: u32) -> Result<DatabaseConnection, RepoError> {
-    let mut options = ConnectOptions::new(url.to_owned());
-    options
-        .max_connections(max_connections)
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30))
-        .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Full)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
-                .create_if_missing(true)
-        });
-    Database::connect(options)
-        .await
-        .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact(url))))
+    connect_with_settings(url, settings).await
 }
 
 /// The URL with any password replaced by `***`.

@@ -79,7 +79,10 @@ mod work_queue;
 
 pub use budget_store::{MARKER_CLEANUP_BATCH, REAP_BATCH, SqlBudgetStore, StoreTimeouts};
 pub use config_repo::SqlConfigRepo;
-pub use connection::{SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate, redact};
+pub use connection::{
+    ConnectSettings, SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate,
+    connect_and_migrate_with_settings, connect_with_settings, redact,
+};
 pub use lease::SqlLease;
 pub use migration::Migrator;
 pub use outbox::FinalizeOutbox;

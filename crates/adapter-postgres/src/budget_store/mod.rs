@@ -7,7 +7,7 @@
 //! row in `budget_community` and only then reads the hold and marker of
 //! the (user, key) it concerns. On PostgreSQL that is one call of the
 //! PL/pgSQL function `spendgate_budget_lookup` (migration
-//! `m20261128_000007`): `SELECT … FOR UPDATE` on the community row, then,
+//! `m20261128_000009`): `SELECT … FOR UPDATE` on the community row, then,
 //! in a later statement with a snapshot taken under the lock, the hold and
 //! its live marker. (Reading them in the locking statement itself is the
 //! bug of issue 8: under READ COMMITTED a statement that waited for the
@@ -31,11 +31,18 @@
 //!
 //! Every PostgreSQL transaction of the store runs with `lock_timeout` and
 //! `statement_timeout` set for the transaction ([`StoreTimeouts`], 2 s and
-//! 5 s by default; set by the look-up function itself, or by one
-//! `set_config` statement for reap and `set_limits`). A wait that expires
-//! is [`StoreError::Unavailable`]: `reserve` denies. `reap` releases at
-//! most [`REAP_BATCH`] holds per transaction, so one community with many
-//! expired holds never keeps its lock for long.
+//! 5 s by default; set by the look-up function itself, which every write
+//! calls to take the community's lock, or by one `set_config` statement
+//! for `set_limits`). A wait that expires is [`StoreError::Unavailable`]:
+//! `reserve` denies. `reap` releases at most [`REAP_BATCH`] holds per
+//! transaction, so one community with many expired holds never keeps its
+//! lock for long. Waiting for a pooled connection is bounded by the pool's
+//! acquire timeout ([`crate::ConnectSettings`], 5 s by default), so during
+//! a database outage that refuses or closes connections every call fails
+//! with [`StoreError::Unavailable`] within it instead of hanging. (A
+//! statement already sent on a connection that then goes silent, without
+//! being closed, waits on the TCP stack: the driver has no client-side
+//! statement timeout.)
 //!
 //! # Expiry
 //!
@@ -44,17 +51,26 @@
 //! expiry counts as absent whether or not its row is still there; `reap`
 //! deletes expired markers in batches of at most [`MARKER_CLEANUP_BATCH`].
 //! Expired holds are found through the `(community_id, expires_at)` index,
-//! so reaping costs O(expired holds).
+//! so reaping costs O(expired holds); `due_communities` answers from the
+//! `(expires_at, community_id)` index (migration `m20261128_000010`), so a
+//! reaper pass costs O(expired holds), not O(configured communities).
+//!
+//! # Reads
+//!
+//! `status`, `lookup` and `due_communities` are single statements outside
+//! any write transaction: one snapshot each, no lock taken.
 //!
 //! # Files
 //!
 //! `rows` (rows read and their checked decoding), `txn` (the transaction
 //! and the rules every write shares), `writes` (write statements),
-//! `reap` (batched reaping), `port` (the [`spendgate_ports::BudgetStore`]
+//! `reap` (batched reaping), `recovery` (the due list, `lookup` and
+//! `restore_committed`), `port` (the [`spendgate_ports::BudgetStore`]
 //! impl).
 
 mod port;
 mod reap;
+mod recovery;
 mod rows;
 mod txn;
 mod writes;
@@ -114,7 +130,7 @@ impl StoreTimeouts {
 }
 
 /// [`BudgetStore`] on the tables of migration `m20261127_000005` (and the
-/// look-up function of `m20261128_000007` on PostgreSQL).
+/// look-up function of `m20261128_000009` on PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct SqlBudgetStore {
     db: DatabaseConnection,

@@ -1,10 +1,13 @@
 //! The [`BudgetStore`] port on [`SqlBudgetStore`].
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use sea_orm::{FromQueryResult, Statement};
 use spendgate_domain::{
-    Admission, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Micros, Period,
-    Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, admit,
+    Admission, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Limits, Micros,
+    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
+    admit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -306,40 +309,42 @@ impl BudgetStore for SqlBudgetStore {
         Ok(status)
     }
 
-    /// One upsert of the community's row, in a bounded transaction (it
-    /// waits for the row's lock like any other write).
+    /// One range scan of the holds expired at `now` (see
+    /// [`SqlBudgetStore::due`]); exact: it names every community with an
+    /// unreaped expired hold and no other.
+    #[tracing::instrument(skip_all, err)]
     async fn due_communities(
         &self,
-        _now: Timestamp,
-        _limit: usize,
+        now: Timestamp,
+        limit: usize,
     ) -> Result<Vec<CommunityId>, StoreError> {
-        Err(StoreError::Unavailable(
-            "due_communities: not yet implemented".into(),
-        ))
+        self.due(now, limit).await
     }
 
+    /// One read-only statement, without the community's lock.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn lookup(
         &self,
-        _community: &CommunityId,
-        _hold: &HoldRef,
-        _now: Timestamp,
-    ) -> Result<spendgate_domain::HoldState, StoreError> {
-        Err(StoreError::Unavailable(
-            "lookup: not yet implemented".into(),
-        ))
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<HoldState, StoreError> {
+        self.lookup_state(community, hold, now).await
     }
 
+    /// One transaction under the community's lock, like every write.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn restore_committed(
         &self,
-        _community: &CommunityId,
-        _period: Period,
-        _committed: &std::collections::BTreeMap<spendgate_domain::UserId, Micros>,
+        community: &CommunityId,
+        period: Period,
+        committed: &BTreeMap<UserId, Micros>,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "restore_committed: not yet implemented".into(),
-        ))
+        self.restore(community, period, committed).await
     }
 
+    /// One upsert of the community's row, in a bounded transaction (it
+    /// waits for the row's lock like any other write).
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
         let txn = self.begin(community).await?;

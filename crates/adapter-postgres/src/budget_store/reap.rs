@@ -2,6 +2,9 @@
 //! releases at most [`REAP_BATCH`] expired holds under the community's
 //! lock.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
 use sea_orm::{FromQueryResult, Value};
 use spendgate_domain::{
     CommunityId, Micros, Period, PeriodSums, Reaped, Timestamp, UserId, UserSpend, apply_settlement,
@@ -9,8 +12,13 @@ use spendgate_domain::{
 use spendgate_ports::StoreError;
 
 use super::rows::HoldRow;
+use super::writes::{Write, counters_write, user_write};
 use super::{MARKER_CLEANUP_BATCH, REAP_BATCH, SqlBudgetStore, domain, money};
 use crate::error::store_error;
+
+/// Most counter writes one reap statement carries (on PostgreSQL each is
+/// a CTE of one combined statement).
+const WRITES_PER_STATEMENT: usize = 32;
 
 impl SqlBudgetStore {
     /// One reap transaction: releases at most [`REAP_BATCH`] of the
@@ -26,15 +34,11 @@ impl SqlBudgetStore {
             .plus(self.policy.marker_ttl())
             .map_err(|e| domain(community)(e.into()))?;
         let txn = self.begin(community).await?;
-        txn.bound().await?;
-        if txn.lock().await?.is_none() {
+        if txn.lock_community(false).await?.is_none() {
             return Ok(Reaped::default());
         }
         // Every write to the community's holds takes its lock, which this
         // transaction holds: the batch is the same set in every statement.
-        const BATCH: &str = "SELECT user_id, idempotency_key FROM budget_hold \
-             WHERE community_id = $1 AND expires_at <= $2 \
-             ORDER BY expires_at, user_id, idempotency_key LIMIT $3";
         let batch_values =
             || -> Vec<Value> { vec![now.as_millis().into(), i64::from(REAP_BATCH).into()] };
         let expired = HoldRow::find_by_statement(txn.stmt(
@@ -50,17 +54,18 @@ impl SqlBudgetStore {
         .map(HoldRow::into_hold)
         .collect::<Result<Vec<_>, _>>()?;
 
-        // Stage every touched period and user, checked, before any write.
-        let mut periods: std::collections::BTreeMap<Period, PeriodSums> = Default::default();
-        let mut users: std::collections::BTreeMap<(Period, UserId), UserSpend> = Default::default();
+        // Stage every touched period and user, checked, before any write:
+        // a period and its first user in one read, further users alone.
+        let mut periods: BTreeMap<Period, PeriodSums> = BTreeMap::new();
+        let mut users: BTreeMap<(Period, UserId), UserSpend> = BTreeMap::new();
         let mut reaped = Reaped::default();
         for hold in &expired {
-            if let std::collections::btree_map::Entry::Vacant(slot) = periods.entry(hold.period) {
-                slot.insert(txn.counters(hold.period).await?);
-            }
             let user_key = (hold.period, hold.user.clone());
-            if let std::collections::btree_map::Entry::Vacant(slot) = users.entry(user_key.clone())
-            {
+            if let Entry::Vacant(slot) = periods.entry(hold.period) {
+                let (counters, spend) = txn.sums(hold.period, &hold.user).await?;
+                slot.insert(counters);
+                users.insert(user_key.clone(), spend);
+            } else if let Entry::Vacant(slot) = users.entry(user_key.clone()) {
                 slot.insert(txn.user_spend(hold.period, &hold.user).await?);
             }
             let (Some(c), Some(u)) = (periods.get_mut(&hold.period), users.get_mut(&user_key))
@@ -77,15 +82,11 @@ impl SqlBudgetStore {
                 .checked_add(hold.estimate)
                 .map_err(|e| domain(community)(money(e)))?;
         }
-        for (period, counters) in periods {
-            txn.write_counters(period, counters).await?;
-        }
-        for ((period, user), spend) in users {
-            txn.write_user(period, &user, spend).await?;
-        }
         if clean_markers {
             // Markers expired at `now` count as absent already; delete a
-            // bounded batch of them before the tombstones may replace some.
+            // bounded batch of them before the tombstones may replace some
+            // (in a statement of its own: one statement must not both
+            // delete a marker row and upsert it).
             txn.exec(
                 "DELETE FROM budget_marker WHERE (community_id, user_id, idempotency_key) IN ( \
                    SELECT community_id, user_id, idempotency_key FROM budget_marker \
@@ -98,33 +99,53 @@ impl SqlBudgetStore {
             .await?;
         }
         if !expired.is_empty() {
-            let mut values = batch_values();
-            values.push(tombstone_expires.as_millis().into());
-            txn.exec(
-                &format!(
-                    "INSERT INTO budget_marker (community_id, user_id, idempotency_key, kind, actual_micros, \
+            let mut writes = Vec::with_capacity(periods.len() + users.len() + 2);
+            for (period, counters) in periods {
+                writes.push(counters_write(period, counters)?);
+            }
+            for ((period, user), spend) in users {
+                writes.push(user_write(period, &user, spend));
+            }
+            // Counters first, in statements of at most
+            // `WRITES_PER_STATEMENT` writes; then the tombstones and the
+            // deletion of the holds as one more, whose count is checked.
+            while writes.len() > WRITES_PER_STATEMENT {
+                let rest = writes.split_off(WRITES_PER_STATEMENT);
+                txn.apply(std::mem::replace(&mut writes, rest)).await?;
+            }
+            if writes.len() + 2 > WRITES_PER_STATEMENT {
+                txn.apply(std::mem::take(&mut writes)).await?;
+            }
+            let mut last = writes;
+            let mut tombstones = batch_values();
+            tombstones.push(tombstone_expires.as_millis().into());
+            // On PostgreSQL the tombstones and the deletion share one
+            // snapshot, so both read the holds as they were before it.
+            last.push(Write {
+                sql: "INSERT INTO budget_marker (community_id, user_id, idempotency_key, kind, actual_micros, \
                        estimate_micros, model_alias, period, created_at, hold_expires_at, expires_at) \
                      SELECT community_id, user_id, idempotency_key, 'reaped', NULL, estimate_micros, \
                        model_alias, period, created_at, expires_at, $4 \
-                     FROM budget_hold WHERE community_id = $1 AND (user_id, idempotency_key) IN ({BATCH}) \
+                     FROM budget_hold WHERE community_id = $1 AND (user_id, idempotency_key) IN ( \
+                       SELECT user_id, idempotency_key FROM budget_hold \
+                       WHERE community_id = $1 AND expires_at <= $2 \
+                       ORDER BY expires_at, user_id, idempotency_key LIMIT $3) \
                      ON CONFLICT (community_id, user_id, idempotency_key) DO UPDATE SET kind = excluded.kind, \
                        actual_micros = NULL, estimate_micros = excluded.estimate_micros, \
                        model_alias = excluded.model_alias, period = excluded.period, \
                        created_at = excluded.created_at, hold_expires_at = excluded.hold_expires_at, \
-                       expires_at = excluded.expires_at"
-                ),
-                values,
-            )
-            .await?;
-            let deleted = txn
-                .exec(
-                    &format!(
-                        "DELETE FROM budget_hold WHERE community_id = $1 \
-                         AND (user_id, idempotency_key) IN ({BATCH})"
-                    ),
-                    batch_values(),
-                )
-                .await?;
+                       expires_at = excluded.expires_at",
+                values: tombstones,
+            });
+            last.push(Write {
+                sql: "DELETE FROM budget_hold WHERE community_id = $1 \
+                     AND (user_id, idempotency_key) IN ( \
+                       SELECT user_id, idempotency_key FROM budget_hold \
+                       WHERE community_id = $1 AND expires_at <= $2 \
+                       ORDER BY expires_at, user_id, idempotency_key LIMIT $3)",
+                values: batch_values(),
+            });
+            let deleted = txn.apply(last).await?;
             if deleted != reaped.count {
                 return Err(StoreError::Corrupt(format!(
                     "reaped {} holds but deleted {deleted}",

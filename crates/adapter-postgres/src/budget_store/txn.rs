@@ -67,6 +67,45 @@ impl Txn<'_> {
             .transpose()
     }
 
+    /// Locks the community's row and bounds the transaction's waits on
+    /// PostgreSQL, for writes that concern no single (user, key); with
+    /// `create`, a missing row is created first (no limits). `None` when
+    /// the community has no row. On PostgreSQL one call of
+    /// `spendgate_budget_lookup` with an empty user and key (ids are never
+    /// empty, so it finds no hold or marker): the same lock, in the same
+    /// way, as every other write. On SQLite an insert when creating, then
+    /// a read under `BEGIN IMMEDIATE`'s write lock.
+    pub(super) async fn lock_community(
+        &self,
+        create: bool,
+    ) -> Result<Option<Option<Limits>>, StoreError> {
+        if self.backend() != DbBackend::Postgres {
+            if create {
+                self.exec(
+                    "INSERT INTO budget_community (community_id) VALUES ($1) \
+                     ON CONFLICT (community_id) DO NOTHING",
+                    vec![],
+                )
+                .await?;
+            }
+            return self.lock().await;
+        }
+        let row = LimitsRow::find_by_statement(self.stmt(
+            "SELECT limit_micros, per_user_cap_micros \
+             FROM spendgate_budget_lookup($1, '', '', 0, $2, $3, $4)",
+            vec![
+                create.into(),
+                StoreTimeouts::setting(self.timeouts.lock).into(),
+                StoreTimeouts::setting(self.timeouts.statement).into(),
+            ],
+        ))
+        .one(&self.txn)
+        .await
+        .map_err(store_error)?;
+        row.map(|r| limits_from(r.limit_micros, r.per_user_cap_micros))
+            .transpose()
+    }
+
     /// Bounds this transaction's waits (`SET LOCAL lock_timeout` and
     /// `statement_timeout` on PostgreSQL; SQLite's turn is bounded in
     /// [`SqlBudgetStore::begin`]). [`Txn::lookup`] does it itself.
@@ -97,7 +136,7 @@ impl Txn<'_> {
     /// locked row after waiting, and would hand back the hold and marker
     /// as they were before the previous holder of the lock committed. On
     /// PostgreSQL this is one round trip to `spendgate_budget_lookup`
-    /// (migration `m20261128_000007`), which also bounds the transaction's
+    /// (migration `m20261128_000009`), which also bounds the transaction's
     /// waits; on SQLite, `BEGIN IMMEDIATE` already holds the write lock.
     pub(super) async fn lookup(
         &self,
@@ -229,33 +268,21 @@ impl Txn<'_> {
 
     /// Applies `writes` in order: as one statement of data-modifying CTEs on
     /// PostgreSQL (one round trip; the writes touch different rows), one by
-    /// one on SQLite.
-    pub(super) async fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+    /// one on SQLite. Returns how many rows the last write affected (0
+    /// when there are none).
+    pub(super) async fn apply(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
+        if writes.is_empty() {
+            return Ok(0);
+        }
         if self.backend() == DbBackend::Postgres {
             let (sql, values) = combine(writes);
-            return self.exec(&sql, values).await.map(drop);
+            return self.exec(&sql, values).await;
         }
+        let mut affected = 0;
         for write in writes {
-            self.exec(write.sql, write.values).await?;
+            affected = self.exec(write.sql, write.values).await?;
         }
-        Ok(())
-    }
-
-    pub(super) async fn write_counters(
-        &self,
-        period: Period,
-        c: PeriodSums,
-    ) -> Result<(), StoreError> {
-        self.apply(vec![counters_write(period, c)?]).await
-    }
-
-    pub(super) async fn write_user(
-        &self,
-        period: Period,
-        user: &UserId,
-        s: UserSpend,
-    ) -> Result<(), StoreError> {
-        self.apply(vec![user_write(period, user, s)]).await
+        Ok(affected)
     }
 
     /// Commits `actual` to the hold's period, releasing its estimate when

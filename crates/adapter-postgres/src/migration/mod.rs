@@ -21,6 +21,7 @@ mod m20261128_000006_finalize_outbox_estimate;
 mod m20261128_000007_create_worker_lease;
 mod m20261128_000008_create_reconciliation_queue;
 mod m20261128_000009_budget_lookup_function;
+mod m20261128_000010_budget_hold_due_index;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000007_create_worker_lease::Migration),
             Box::new(m20261128_000008_create_reconciliation_queue::Migration),
             Box::new(m20261128_000009_budget_lookup_function::Migration),
+            Box::new(m20261128_000010_budget_hold_due_index::Migration),
         ]
     }
 }

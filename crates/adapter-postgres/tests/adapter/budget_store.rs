@@ -468,3 +468,141 @@ crate::on_both_backends!(
     a_closed_pool_is_unavailable_and_reserve_denies,
     reap_releases_more_than_one_batch,
 );
+
+/// `restore_committed` racing `finalize` of a live hold of the same
+/// community on PostgreSQL, all queued behind the community's row lock
+/// and released together: every restore succeeds, exactly one finalize
+/// takes effect, and the period ends as one of the two serial orders
+/// leaves it in the model (finalize last: its cost on top of the restored
+/// sums; a restore last: the restored sums alone, the hold released
+/// either way), never a mix of the two. Rounds alternate which kind
+/// queues first, so both orders are exercised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_committed_racing_finalize_leaves_one_serial_outcome() {
+    use std::collections::BTreeMap;
+
+    use spendgate_contract::fixture::{at, key, m, mid_november, november, unique_community, user};
+    use spendgate_contract::race::CommunityLock;
+    use spendgate_domain::CommunityBudget;
+
+    let t = TestDb::fresh(Backend::Postgres).await;
+    let lock = RowLock { db: t.db.clone() };
+    let store = Arc::new(SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default()));
+    let policy = BudgetPolicy::default();
+    let t0 = mid_november(0);
+    let restored: BTreeMap<UserId, Micros> = [(user("alice"), m(50)), (user("carol"), m(70))]
+        .into_iter()
+        .collect();
+    // Three restores and three finalizes a round: the last of them waits
+    // for the other five under the lock timeout (2 s), even on a loaded
+    // test machine.
+    const RACERS: usize = 6;
+    let rounds = spendgate_contract::race::rounds().min(50);
+    let (mut finalize_last, mut restore_last) = (0, 0);
+    for n in 0..rounds {
+        let c = unique_community("race-restore");
+        let reservation = Reservation {
+            user: user("alice"),
+            key: key("k"),
+            estimate: m(300),
+            model: ModelAlias::parse("cheap").unwrap(),
+            ttl: Ttl::from_millis(60_000).unwrap(),
+        };
+        let bob = Reservation {
+            user: user("bob"),
+            key: key("b"),
+            ..reservation.clone()
+        };
+        let settle = |u: &str, k: &str, actual| Settlement {
+            user: user(u),
+            key: key(k),
+            actual: m(actual),
+        };
+        let mut model = CommunityBudget::default();
+        model.set_limits(Limits::new(m(10_000)));
+        store.set_limits(&c, Limits::new(m(10_000))).await.unwrap();
+        for r in [&reservation, &bob] {
+            model.reserve(r, t0, policy).unwrap();
+            store.reserve(&c, r, t0).await.unwrap();
+        }
+        model
+            .finalize(&settle("bob", "b", 200), t0, policy)
+            .unwrap();
+        store
+            .finalize(&c, &settle("bob", "b", 200), t0)
+            .await
+            .unwrap();
+
+        let release = lock.hold(&c).await;
+        let start = Arc::new(tokio::sync::Barrier::new(RACERS));
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|i| {
+                let (store, c, start, restored) = (
+                    Arc::clone(&store),
+                    c.clone(),
+                    Arc::clone(&start),
+                    restored.clone(),
+                );
+                let settlement = settle("alice", "k", 250);
+                // Every racer queues behind the lock; the later kind of
+                // the round starts a little after the other, so that both
+                // serial orders come up (the lock is held far longer).
+                let restores_first = n % 2 == 0;
+                tokio::spawn(async move {
+                    start.wait().await;
+                    let restore = i % 2 == 0;
+                    if restore != restores_first {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    if restore {
+                        Err(store.restore_committed(&c, november(), &restored).await)
+                    } else {
+                        Ok(store.finalize(&c, &settlement, at(t0, 1)).await)
+                    }
+                })
+            })
+            .collect();
+        tokio::time::sleep(spendgate_contract::race::LOCK_HOLD).await;
+        release.await;
+        let mut finalized = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Err(restore) => assert_eq!(restore, Ok(()), "round {n}"),
+                Ok(Ok(FinalizeOutcome::Finalized(_))) => finalized += 1,
+                Ok(Ok(FinalizeOutcome::AlreadyFinalized { actual })) => {
+                    assert_eq!(actual, m(250), "round {n}");
+                }
+                Ok(other) => panic!("round {n}: finalize saw {other:?}"),
+            }
+        }
+        assert_eq!(finalized, 1, "round {n}: exactly one finalize takes effect");
+
+        let mut then_finalize = model.clone();
+        then_finalize
+            .restore_committed(november(), &restored)
+            .unwrap();
+        then_finalize
+            .finalize(&settle("alice", "k", 250), at(t0, 1), policy)
+            .unwrap();
+        let mut then_restore = model;
+        then_restore
+            .finalize(&settle("alice", "k", 250), at(t0, 1), policy)
+            .unwrap();
+        then_restore
+            .restore_committed(november(), &restored)
+            .unwrap();
+        let status = store.status(&c, november()).await.unwrap();
+        if status == BudgetStatus::from_model(&then_finalize, november()) {
+            finalize_last += 1;
+        } else if status == BudgetStatus::from_model(&then_restore, november()) {
+            restore_last += 1;
+        } else {
+            panic!("round {n}: no serial order explains {status:#?}");
+        }
+    }
+    eprintln!("{finalize_last} rounds ended with the finalize last, {restore_last} with a restore");
+    assert!(
+        rounds < 10 || (finalize_last > 0 && restore_last > 0),
+        "both serial orders should come up: {finalize_last} / {restore_last}"
+    );
+}
