@@ -523,3 +523,54 @@ async fn commit_unheld_is_one_round_trip_and_writes_what_finalize_writes() {
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
     assert_eq!((left, queued), (3, 0));
 }
+
+/// restore_committed writes a period's sums for thousands of users in one
+/// script: listed users join the period's user set, an unlisted user with
+/// a live hold keeps the hold (committed 0, reserved kept), and sums that
+/// end "0 0" are deleted while their user stays in the set (a late
+/// finalize writes sums without joining it again).
+#[tokio::test]
+async fn restore_committed_writes_thousands_of_users_in_one_script() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = configured(&store, "layout-restore", 1_000_000).await;
+    let p = period("2026-11");
+    store
+        .reserve(&c, &reservation("holder", "k1", 300, 60_000), at(NOV_15))
+        .await
+        .unwrap();
+    store
+        .reserve(&c, &reservation("gone", "k1", 100, 60_000), at(NOV_15))
+        .await
+        .unwrap();
+    store
+        .finalize(&c, &settlement("gone", "k1", 70), at(NOV_15 + 1))
+        .await
+        .unwrap();
+    let restored: std::collections::BTreeMap<_, _> = (0..5_000)
+        .map(|i| (user(&format!("u{i}")), m(i + 1)))
+        .collect();
+    store.restore_committed(&c, p, &restored).await.unwrap();
+
+    let status = store.status(&c, p).await.unwrap();
+    assert_eq!(status.committed, m((1..=5_000).sum()));
+    assert_eq!(status.reserved, m(300));
+    assert_eq!(status.holds, 1);
+    assert_eq!(status.users.len(), 5_001, "5,000 restored and the holder");
+    assert_eq!(status.users[&user("u4999")].committed, m(5_000));
+    assert_eq!(status.users[&user("holder")].reserved, m(300));
+    assert!(!status.users.contains_key(&user("gone")));
+    let gone: Option<String> = conn.hget(records_key(&c), "2026-11:gone").await.unwrap();
+    assert_eq!(gone, None, "\"0 0\" sums are deleted");
+    let members: i64 = conn.scard(user_sums_key(&c, p)).await.unwrap();
+    assert_eq!(members, 5_002, "every user stays in the set");
+
+    // The hold settles on top of the restored sums.
+    store
+        .finalize(&c, &settlement("holder", "k1", 20), at(NOV_15 + 2))
+        .await
+        .unwrap();
+    let status = store.status(&c, p).await.unwrap();
+    assert_eq!(status.committed, m((1..=5_000).sum::<i64>() + 20));
+    assert_eq!(status.users[&user("holder")].committed, m(20));
+}
