@@ -4,7 +4,9 @@
 -- these closures on every call costs more than their Redis commands on the
 -- measured machine): a rule changed here must be changed there too.
 --
--- Keys. KEYS[1] is the community's key prefix `sg:{<community>}:`, built in
+-- Keys. The due index's scripts (due_touch, due_update) name their three
+-- `sg:{due}:…` keys in KEYS (checked by `due_keys`). For every other
+-- script, KEYS[1] is the community's key prefix `sg:{<community>}:`, built in
 -- Rust from a validated CommunityId (printable ASCII, no whitespace, no
 -- braces). The prelude re-checks its shape; every key a script touches is
 -- that prefix plus a fixed suffix (`r`, `x`, `q`), `u:` plus a period
@@ -86,6 +88,26 @@ local function prefix(v)
     fail("invalid", "key prefix")
   end
   return v
+end
+
+-- A community id as a member of the due index (never part of a key
+-- name there): printable ASCII without braces, 1..128 bytes, the
+-- CommunityId rules.
+local function community(v)
+  if type(v) ~= "string" or #v == 0 or #v > 128 or string.find(v, "^[!-z|~]+$") == nil then
+    fail("invalid", "community id")
+  end
+  return v
+end
+
+-- The due index's keys, all on the `{due}` hash tag: KEYS[1] the zset of
+-- due bounds, KEYS[2] the hash of generations, KEYS[3] the generation
+-- sequence. Scripts on them touch nothing else.
+local function due_keys()
+  if KEYS[1] ~= "sg:{due}:at" or KEYS[2] ~= "sg:{due}:gen" or KEYS[3] ~= "sg:{due}:seq" then
+    fail("invalid", "due index keys")
+  end
+  return KEYS[1], KEYS[2], KEYS[3]
 end
 
 -- Stored numbers were written by these scripts; anything else is drift.

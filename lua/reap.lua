@@ -19,9 +19,14 @@
 -- ARGV[3] entry batch (1..10000)  ARGV[4] marker batch (0..10000)
 -- ARGV[5] offset into the bucket of now (0 on the first call)
 --
--- Reply: {count, reclaimed, more (0/1), markers dropped, next offset};
--- `more` says a batch was full, so the adapter calls again with the same
--- now and the offset returned.
+-- Reply: {count, reclaimed, more (0/1), markers dropped, next offset,
+-- next due}; `more` says a batch was full, so the adapter calls again with
+-- the same now and the offset returned. `next due` (ms, or "" when `x` is
+-- empty) is a lower bound of the expiry of every hold left unreaped, for
+-- the due index: the start of the lowest bucket left, or now + 1 when that
+-- is the bucket of now (kept because part of it may not be due, but every
+-- due hold of it was just released), so a community reaped at `now` is
+-- not due again at `now`. Meaningful on the last call (`more` = 0).
 local P = prefix(KEYS[1])
 local now = instant(ARGV[1], "now")
 local texp = instant(ARGV[2], "tombstone expires_at")
@@ -164,4 +169,16 @@ if head and #head == 18 and struct.unpack(">I6", head, 13) <= nowms then
   if popped > 0 then redis.call("LTRIM", Q, popped, -1) end
 end
 if marker_batch > 0 and popped == marker_batch then more = 1 end
-return { #due, reclaimed, more, dropped, next_offset }
+
+local next_due = ""
+local lowest = redis.call("ZRANGE", X, 0, 0)[1]
+if lowest then
+  local lb = tonumber(lowest)
+  if lb == nil then fail("corrupt", "expiry bucket") end
+  if lb == nb then
+    next_due = fmt(nowms + 1)
+  else
+    next_due = fmt(lb * BUCKET_MS)
+  end
+end
+return { #due, reclaimed, more, dropped, next_offset, next_due }

@@ -2,7 +2,8 @@
 -- atomically with the check. One round trip; three commands: HMGET of
 -- record + limits + period totals + the user's sums, HSET of the same
 -- fields, RPUSH to the expiry index (plus SADD for the user's first hold
--- of the period and ZADD for the first hold of a 100 ms expiry bucket).
+-- of the period, and ZADD + ZRANGE for the first hold of a 100 ms expiry
+-- bucket).
 --
 -- KEYS[1] community prefix
 -- ARGV[1] hold digest (12 bytes)  ARGV[2] user      ARGV[3] estimate
@@ -10,7 +11,10 @@
 -- ARGV[7] period of now or ""    ARGV[8] warning percent (1..100)
 -- ("" = out of range; refused only where the model would refuse it.)
 --
--- Reply: {0} not configured | {1, remaining, limit, warning, expires_at}
+-- Reply: {0} not configured | {1, remaining, limit, warning, expires_at,
+-- first} (first = 1 when the hold's bucket is new and now the lowest of
+-- `x`: the community's earliest expiry moved down, and the adapter lowers
+-- its entry in the due index)
 -- | {2, hold record} already reserved | {3} already settled
 -- | {4, remaining, limit, scope (0 community, 1 user)} exceeded
 -- | {5} time out of range
@@ -163,9 +167,15 @@ if got[4] == false then redis.call("SADD", P .. "u:" .. per, user) end
 -- The expiry index: the hold under the 100 ms bucket of its expiry (the
 -- decimal expiry without its last two digits), as digest ‖ expiry (6
 -- packed bytes); the zset names the buckets that have a list.
+-- A bucket that already had a list is not below the lowest bucket, so
+-- only a new one can be a new earliest expiry (one ZRANGE, once per
+-- bucket).
+local first = 0
 if redis.call("RPUSH", P .. "e:" .. b, d .. struct.pack(">I6", tonumber(expires))) == 1 then
-  redis.call("ZADD", P .. "x", b, b)
+  local X = P .. "x"
+  redis.call("ZADD", X, b, b)
+  if redis.call("ZRANGE", X, 0, 0)[1] == b then first = 1 end
 end
 local left = limit - after
 if left < 0 then left = 0 end
-return { 1, left, limit, warning, expires }
+return { 1, left, limit, warning, expires, first }

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use redis::Value;
 use spendgate_domain::{
-    Hold, IdempotencyKey, Limits, Micros, ModelAlias, Period, Timestamp, UserId, UserSpend,
+    Hold, HoldRef, HoldState, IdempotencyKey, Limits, Micros, ModelAlias, Period, SettledAs,
+    Timestamp, UserId, UserSpend,
 };
 use spendgate_ports::{BudgetStatus, StoreError};
 
@@ -108,6 +109,64 @@ pub(crate) fn hold(record: &str, key: &IdempotencyKey) -> Result<Hold, StoreErro
         created_at,
         expires_at,
     })
+}
+
+/// The record of (user, key) read as [`HoldState`] at `now`: a live hold
+/// (`H…`), a finalize marker (`F` ‖ 6-byte big-endian expiry ‖ actual) or
+/// a reap tombstone (`R<expiry> ` ‖ the hold's fields). Markers expire
+/// logically: one whose expiry is at or before `now` is `Unknown`, as if
+/// reap had already dropped it.
+pub(crate) fn hold_state(
+    record: &[u8],
+    hold_ref: &HoldRef,
+    now: Timestamp,
+) -> Result<HoldState, StoreError> {
+    let live = |expires: i64| now.as_millis() < expires;
+    let text = |bytes: &[u8]| {
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| stored_corrupt("record"))
+    };
+    let ours = |hold: Hold| {
+        if hold.user == hold_ref.user {
+            Ok(hold)
+        } else {
+            Err(stored_corrupt("record of another user under this digest"))
+        }
+    };
+    match record.first() {
+        Some(b'H') => Ok(HoldState::Held {
+            hold: ours(hold(&text(record)?, &hold_ref.key)?)?,
+        }),
+        Some(b'F') if record.len() > 7 => {
+            let mut packed = [0u8; 8];
+            packed[2..].copy_from_slice(&record[1..7]);
+            let expires = i64::from_be_bytes(packed);
+            if !live(expires) {
+                return Ok(HoldState::Unknown);
+            }
+            let actual = parse_micros(&text(&record[7..])?, "marker actual")?;
+            Ok(HoldState::Settled {
+                settled: SettledAs::Finalized { actual },
+            })
+        }
+        Some(b'R') => {
+            let body = text(&record[1..])?;
+            let (expires, fields) = body
+                .split_once(' ')
+                .ok_or_else(|| stored_corrupt("tombstone"))?;
+            let expires = parse_timestamp(expires, "tombstone expires_at")?;
+            if !live(expires.as_millis()) {
+                return Ok(HoldState::Unknown);
+            }
+            Ok(HoldState::Settled {
+                settled: SettledAs::Reaped {
+                    hold: ours(hold(&format!("H{fields}"), &hold_ref.key)?)?,
+                },
+            })
+        }
+        _ => Err(stored_corrupt("record")),
+    }
 }
 
 fn parse_timestamp(text: &str, what: &str) -> Result<Timestamp, StoreError> {
@@ -228,6 +287,70 @@ mod tests {
             assert!(
                 matches!(super::hold(bad, &key), Err(StoreError::Corrupt(_))),
                 "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn records_read_back_as_hold_states_and_markers_expire_logically() {
+        let hold_ref = HoldRef {
+            user: UserId::parse("alice").unwrap(),
+            key: IdempotencyKey::parse("k1").unwrap(),
+        };
+        let at = |ms| Timestamp::from_millis(ms).unwrap();
+        let fields = "300 1000 61000 2026-11 alice cheap";
+        let held = hold_state(format!("H{fields}").as_bytes(), &hold_ref, at(5)).unwrap();
+        let HoldState::Held { hold } = held else {
+            panic!("expected Held, got {held:?}");
+        };
+        assert_eq!(
+            (hold.estimate, hold.expires_at, hold.key.as_str()),
+            (Micros::new(300).unwrap(), at(61_000), "k1")
+        );
+
+        let mut marker = b"F".to_vec();
+        marker.extend_from_slice(&90_000u64.to_be_bytes()[2..]);
+        marker.extend_from_slice(b"250");
+        assert_eq!(
+            hold_state(&marker, &hold_ref, at(89_999)).unwrap(),
+            HoldState::Settled {
+                settled: SettledAs::Finalized {
+                    actual: Micros::new(250).unwrap()
+                }
+            }
+        );
+        assert_eq!(
+            hold_state(&marker, &hold_ref, at(90_000)).unwrap(),
+            HoldState::Unknown
+        );
+
+        let tombstone = format!("R90000 {fields}");
+        assert_eq!(
+            hold_state(tombstone.as_bytes(), &hold_ref, at(89_999)).unwrap(),
+            HoldState::Settled {
+                settled: SettledAs::Reaped { hold }
+            }
+        );
+        assert_eq!(
+            hold_state(tombstone.as_bytes(), &hold_ref, at(90_000)).unwrap(),
+            HoldState::Unknown
+        );
+
+        let bob = "H300 1000 61000 2026-11 bob cheap";
+        for bad in [
+            &b"X1"[..],
+            b"F12",
+            b"R90000",
+            b"Rx 1",
+            bob.as_bytes(),
+            b"\xff",
+        ] {
+            assert!(
+                matches!(
+                    hold_state(bad, &hold_ref, at(1)),
+                    Err(StoreError::Corrupt(_))
+                ),
+                "{bad:?}"
             );
         }
     }

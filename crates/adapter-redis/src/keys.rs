@@ -14,7 +14,22 @@
 //! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
 //! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status): added by a user's first reserve of the period, or by a commit_unheld that found no hold |
 //! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only community key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
+//! | `sg:{due}:at` | zset | the due index, not a community key: member = community id, score = a lower bound (ms) of the expiry of the community's earliest unreaped hold; read by `due_communities` (`ZRANGEBYSCORE -inf now`) |
+//! | `sg:{due}:gen` | hash | community id → the generation of its last index touch by a reserve (a number from `sg:{due}:seq`); compared by the reap's index update |
+//! | `sg:{due}:seq` | string | the generation sequence (`INCR`), shared by every community so that a generation value never repeats |
 //! | `sg:{lease:<name>}` | string | a worker lease (`RedisLease`), not a community key: the holder token, expiring by its Redis TTL (`PX`); tagged on the lease name, one slot per lease (lease names follow the id rules, so no community key, which always goes on after the tag, equals one) |
+//!
+//! The three `{due}` keys share one hash tag of their own: a Cluster script
+//! touches one slot, so the index is written by its own small scripts
+//! (`due_touch` after a reserve, `due_update` after a reap), never inside
+//! a community's script. A community id cannot contain braces, so none
+//! can change the index's tag or end a community's tag early; but `due` is
+//! itself a valid community id. That community's keys would share the
+//! index's slot (a busier slot, nothing worse) and never one of its keys:
+//! community keys end in `r`, `x`, `q`, `tiers`, `e:<bucket>` or
+//! `u:<period>`, the index's in `at`, `gen` and `seq` (a suffix added to
+//! either family must keep them apart). The community ids stored in the
+//! index are members and fields, never key names.
 //!
 //! Fields of `sg:{c}:r` never collide: a digest's first byte is at least
 //! `0x80`, every other field starts with an ASCII character (`L`, or the
@@ -100,6 +115,17 @@ pub fn user_sums_key(community: &CommunityId, period: Period) -> String {
 pub fn tier_cache_key(community: &CommunityId) -> String {
     format!("{}tiers", community_prefix(community))
 }
+
+/// The due index (zset): community id → lower bound (ms) of its earliest
+/// unreaped hold expiry.
+pub const DUE_AT_KEY: &str = "sg:{due}:at";
+
+/// The due index's generations (hash): community id → the generation of
+/// the last index touch by a reserve.
+pub const DUE_GEN_KEY: &str = "sg:{due}:gen";
+
+/// The due index's generation sequence (string, `INCR`).
+pub const DUE_SEQ_KEY: &str = "sg:{due}:seq";
 
 /// The string holding the worker lease `name` (`RedisLease`): hash-tagged
 /// on the name, so each lease is one key on one slot. `name` must not hold

@@ -56,17 +56,29 @@ pub enum Op {
     Status,
     /// Replace the limits (`lua/set_limits.lua`).
     SetLimits,
+    /// Set a period's committed sums from an outside record
+    /// (`lua/restore_committed.lua`).
+    RestoreCommitted,
+    /// Lower a community's bound in the due index after a reserve made a
+    /// new earliest expiry (`lua/due_touch.lua`, on the `{due}` keys).
+    DueTouch,
+    /// Record a community's next due bound after a reap
+    /// (`lua/due_update.lua`, on the `{due}` keys).
+    DueUpdate,
 }
 
 impl Op {
     /// Every operation, in a fixed order.
-    pub const ALL: [Op; 6] = [
+    pub const ALL: [Op; 9] = [
         Op::Reserve,
         Op::Extend,
         Op::Finalize,
         Op::Reap,
         Op::Status,
         Op::SetLimits,
+        Op::RestoreCommitted,
+        Op::DueTouch,
+        Op::DueUpdate,
     ];
 
     /// The full script text (the prelude included, for the scripts that use it).
@@ -78,6 +90,9 @@ impl Op {
             Op::Reap => lua!("reap"),
             Op::Status => lua!("status"),
             Op::SetLimits => lua!("set_limits"),
+            Op::RestoreCommitted => lua!("restore_committed"),
+            Op::DueTouch => lua!("due_touch"),
+            Op::DueUpdate => lua!("due_update"),
         }
     }
 
@@ -90,6 +105,9 @@ impl Op {
             Op::Reap => "reap",
             Op::Status => "status",
             Op::SetLimits => "set_limits",
+            Op::RestoreCommitted => "restore_committed",
+            Op::DueTouch => "due_touch",
+            Op::DueUpdate => "due_update",
         }
     }
 
@@ -107,9 +125,12 @@ impl Op {
             Op::Reap => &scripts[3],
             Op::Status => &scripts[4],
             Op::SetLimits => &scripts[5],
+            Op::RestoreCommitted => &scripts[6],
+            Op::DueTouch => &scripts[7],
+            Op::DueUpdate => &scripts[8],
         }
     }
 }
 
-static SCRIPTS: LazyLock<[Script; 6]> =
+static SCRIPTS: LazyLock<[Script; 9]> =
     LazyLock::new(|| Op::ALL.map(|op| Script::new(op.source())));

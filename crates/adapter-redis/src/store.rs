@@ -1,23 +1,26 @@
 //! [`RedisBudgetStore`]: the port implemented by calling one script per
 //! operation.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{ErrorKind, ServerErrorKind, Value};
+use redis::{ErrorKind, FromRedisValue, ServerErrorKind, Value};
 use spendgate_domain::{
-    BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope,
-    Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement,
-    Timestamp, Ttl, UnheldCommit,
+    BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
+    LimitScope, Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation, ReserveOutcome,
+    Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
 use crate::codec::{self, Reply};
 use crate::connection;
 use crate::error::CallError;
-use crate::keys::{community_prefix, hold_digest};
+use crate::keys::{
+    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key,
+};
 use crate::script::Op;
 
 /// The default operation timeout: a reserve that gets no answer within it
@@ -34,7 +37,57 @@ const REAP_BATCH: u32 = 1000;
 /// Expired markers dropped per reap script call.
 const MARKER_BATCH: u32 = 1000;
 
+/// The due index keys, in the order the index scripts declare them.
+const DUE_KEYS: [&str; 3] = [DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY];
+
 /// A [`BudgetStore`] on Redis (standalone or Cluster) via Lua scripts.
+///
+/// # The due index
+///
+/// [`BudgetStore::due_communities`] reads a zset of its own,
+/// `sg:{due}:at` (see [`crate::keys`]): community → a lower bound (ms) of
+/// the expiry of its earliest unreaped hold. A Cluster script touches one
+/// slot, so the index cannot be written inside a community's scripts; two
+/// small scripts on the `{due}` keys keep it, each run right after a
+/// community script:
+///
+/// * after a reserve whose hold made a new lowest expiry bucket of the
+///   community (the reserve script says so), `due_touch` lowers the
+///   community's bound to the bucket's start (`ZADD LT`) and gives it a
+///   new generation (`sg:{due}:gen`, from one global sequence, so a value
+///   never repeats). A reserve into an existing bucket, or into a bucket
+///   above the lowest, cannot lower the earliest expiry below a bound the
+///   index already has, and costs nothing more. Nor can `extend`: it
+///   lists the hold again under a later bucket while its current bucket
+///   stays listed until a reap has passed it.
+/// * a reap reads the community's generation first, then runs the reap,
+///   which returns a lower bound of every hold it left (or none), then
+///   `due_update`: if the generation is unchanged, no reserve touched the
+///   index since the reap began, and the bound replaces the entry (which
+///   may rise, or leave the index); if it changed, a reserve may have
+///   added a hold the reap did not see, and the bound may only lower the
+///   entry. Either way every unreaped hold keeps a bound at or below its
+///   expiry, and a community reaped at `now` gets a bound above `now`.
+///
+/// The narrower promise: if `due_touch` fails after its reserve succeeded
+/// (the `{due}` slot unreachable, a timeout), the reserve still succeeds
+/// (the hold exists and is counted) and the failure is logged; the
+/// community may then be missing from the index, or listed too late,
+/// until its next reap (a reap repairs the entry, whatever the index said)
+/// or its next new lowest bucket. The application's reaper therefore also
+/// sweeps every configured community now and then. A failed `due_update`
+/// after a successful reap is logged and the reap's result returned: the
+/// entry stays at its older, lower bound, which costs one wasted visit.
+/// (`ZADD LT` needs Redis 6.2 or later.)
+///
+/// Cost: a reserve pays a second round trip only when it makes the
+/// community's lowest bucket. Finalize leaves a hold's bucket listed until
+/// a reap passes it, so with steady traffic that is about the first
+/// reserve after each reap of the community, not one reserve in two. A
+/// reap is two round trips (a community never indexed and left with
+/// nothing) or three. An active community is named at every reaper pass
+/// while a passed bucket of it is listed, even if all its holds were
+/// finalized: O(active communities) visits, never O(configured).
 ///
 /// `C` is any multiplexed async connection: [`ConnectionManager`]
 /// (reconnects by itself) or the Cluster connection. It is cloned per call;
@@ -118,8 +171,16 @@ where
         community: &CommunityId,
         args: &[&[u8]],
     ) -> Result<Reply, StoreError> {
+        self.invoke(op, &[&community_prefix(community)], args).await
+    }
+
+    /// Runs one script with `keys` (every key it touches, all on one slot)
+    /// and `args`, reloading it on `NOSCRIPT`, within the timeout.
+    async fn invoke(&self, op: Op, keys: &[&str], args: &[&[u8]]) -> Result<Reply, StoreError> {
         let mut invocation = op.script().prepare_invoke();
-        invocation.key(community_prefix(community));
+        for key in keys {
+            invocation.key(*key);
+        }
         for arg in args {
             invocation.arg(*arg);
         }
@@ -143,6 +204,17 @@ where
             .map_err(|_| CallError::Timeout(self.timeout))?
             .map_err(CallError::from)?;
         Reply::new(value)
+    }
+
+    /// Runs one plain (read-only) command within the timeout.
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn.clone();
+        let value = tokio::time::timeout(self.timeout, cmd.query_async::<Value>(&mut conn))
+            .await
+            .map_err(|_| CallError::Timeout(self.timeout))?
+            .map_err(CallError::from)?;
+        T::from_redis_value(value)
+            .map_err(|e| StoreError::Corrupt(format!("unreadable reply: {e}")))
     }
 }
 
@@ -176,6 +248,57 @@ impl<C> RedisBudgetStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
+    /// Lowers the community's due bound to the start of the 100 ms bucket
+    /// of `expires_at` (a reserve made it the community's lowest bucket).
+    /// A failure is logged, never returned: the reserve it follows
+    /// succeeded.
+    async fn touch_due(&self, community: &CommunityId, expires_at: Timestamp) {
+        let ms = expires_at.as_millis();
+        let bound = (ms - ms.rem_euclid(100)).to_string();
+        let args: [&[u8]; 2] = [community.as_str().as_bytes(), bound.as_bytes()];
+        if let Err(error) = self.invoke(Op::DueTouch, &DUE_KEYS, &args).await {
+            tracing::warn!(
+                %community,
+                %error,
+                "hold reserved, but the due index was not updated; the reaper's full sweep will find it"
+            );
+        }
+    }
+
+    /// The community's generation in the due index (`None`: not indexed).
+    async fn due_generation(&self, community: &CommunityId) -> Result<Option<String>, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(DUE_GEN_KEY).arg(community.as_str());
+        self.query(&cmd).await
+    }
+
+    /// Records the bound a reap returned, given the generation read before
+    /// the reap. A failure is logged, never returned: the reap succeeded.
+    async fn update_due(
+        &self,
+        community: &CommunityId,
+        seen: Option<&str>,
+        next_due: Option<&str>,
+    ) {
+        if seen.is_none() && next_due.is_none() {
+            // Not indexed before the reap and nothing left: nothing to do
+            // (a touch since then carries its own bound).
+            return;
+        }
+        let args: [&[u8]; 3] = [
+            community.as_str().as_bytes(),
+            seen.unwrap_or_default().as_bytes(),
+            next_due.unwrap_or_default().as_bytes(),
+        ];
+        if let Err(error) = self.invoke(Op::DueUpdate, &DUE_KEYS, &args).await {
+            tracing::warn!(
+                %community,
+                %error,
+                "holds reaped, but the due index was not updated; its older bound only costs a wasted visit"
+            );
+        }
+    }
+
     /// Runs `lua/finalize.lua`: a finalize (or cancel) when `unheld` is
     /// `None`; a commit_unheld when it names the period to commit to and
     /// the call's model (the script then commits without a hold where
@@ -272,12 +395,19 @@ where
             .await?;
         match reply.code()? {
             0 => Err(StoreError::NotConfigured(community.clone())),
-            1 => Ok(ReserveOutcome::Reserved {
-                remaining: reply.micros(1, "remaining")?,
-                limit: reply.micros(2, "limit")?,
-                warning: reply.int(3, "warning")? == 1,
-                expires_at: reply.timestamp(4, "expires_at")?,
-            }),
+            1 => {
+                let expires_at = reply.timestamp(4, "expires_at")?;
+                let outcome = ReserveOutcome::Reserved {
+                    remaining: reply.micros(1, "remaining")?,
+                    limit: reply.micros(2, "limit")?,
+                    warning: reply.int(3, "warning")? == 1,
+                    expires_at,
+                };
+                if reply.int(5, "first bucket")? == 1 {
+                    self.touch_due(community, expires_at).await;
+                }
+                Ok(outcome)
+            }
             2 => {
                 let record = reply.text(1, "hold record")?;
                 Ok(ReserveOutcome::AlreadyReserved {
@@ -388,6 +518,18 @@ where
         let tombstone_text = tombstone_expires.as_millis().to_string();
         let hold_batch = REAP_BATCH.to_string();
         let marker_batch = MARKER_BATCH.to_string();
+        // Read before the reap: `update_due` compares it afterwards.
+        let seen = match self.due_generation(community).await {
+            Ok(seen) => Some(seen),
+            Err(error) => {
+                tracing::warn!(
+                    %community,
+                    %error,
+                    "due index unreadable; reaping without updating it"
+                );
+                None
+            }
+        };
         let mut reaped = Reaped::default();
         let mut offset = String::from("0");
         loop {
@@ -412,6 +554,11 @@ where
                 .checked_add(reply.micros(1, "reclaimed")?)
                 .map_err(|e| StoreError::Overflow(e.to_string()))?;
             if reply.int(2, "more")? == 0 {
+                if let Some(seen) = seen {
+                    let next_due = reply.text(5, "next due")?;
+                    let next_due = Some(next_due.as_str()).filter(|t| !t.is_empty());
+                    self.update_due(community, seen.as_deref(), next_due).await;
+                }
                 return Ok(reaped);
             }
             offset = reply.int(4, "next offset")?.to_string();
@@ -438,36 +585,75 @@ where
         codec::status(period, limits, &totals, users)
     }
 
+    #[tracing::instrument(skip_all, err)]
     async fn due_communities(
         &self,
-        _now: Timestamp,
-        _limit: usize,
+        now: Timestamp,
+        limit: usize,
     ) -> Result<Vec<CommunityId>, StoreError> {
-        Err(StoreError::Unavailable(
-            "due_communities: not yet implemented".into(),
-        ))
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(DUE_AT_KEY)
+            .arg("-inf")
+            .arg(now.as_millis())
+            .arg("LIMIT")
+            .arg(0)
+            .arg(i64::try_from(limit).unwrap_or(i64::MAX));
+        let members: Vec<Vec<u8>> = self.query(&cmd).await?;
+        members
+            .into_iter()
+            .map(|member| {
+                String::from_utf8(member)
+                    .ok()
+                    .and_then(|text| CommunityId::parse(text).ok())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt("due index member is not a community id".into())
+                    })
+            })
+            .collect()
     }
 
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn lookup(
         &self,
-        _community: &CommunityId,
-        _hold: &HoldRef,
-        _now: Timestamp,
-    ) -> Result<spendgate_domain::HoldState, StoreError> {
-        Err(StoreError::Unavailable(
-            "lookup: not yet implemented".into(),
-        ))
+        community: &CommunityId,
+        hold: &HoldRef,
+        now: Timestamp,
+    ) -> Result<HoldState, StoreError> {
+        let mut cmd = redis::cmd("HGET");
+        cmd.arg(records_key(community))
+            .arg(&hold_digest(&hold.user, &hold.key)[..]);
+        let record: Option<Vec<u8>> = self.query(&cmd).await?;
+        match record {
+            None => Ok(HoldState::Unknown),
+            Some(record) => codec::hold_state(&record, hold, now),
+        }
     }
 
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn restore_committed(
         &self,
-        _community: &CommunityId,
-        _period: Period,
-        _committed: &std::collections::BTreeMap<spendgate_domain::UserId, Micros>,
+        community: &CommunityId,
+        period: Period,
+        committed: &BTreeMap<UserId, Micros>,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable(
-            "restore_committed: not yet implemented".into(),
-        ))
+        // The script checks again; refusing here sends nothing.
+        committed
+            .values()
+            .try_fold(Micros::ZERO, |sum, c| sum.checked_add(*c))
+            .map_err(|e| StoreError::Overflow(format!("restored committed total: {e}")))?;
+        let period_text = period.to_string();
+        let amounts: Vec<String> = committed.values().map(|c| c.get().to_string()).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(1 + 2 * committed.len());
+        args.push(period_text.as_bytes());
+        for (user, amount) in committed.keys().zip(&amounts) {
+            args.push(user.as_str().as_bytes());
+            args.push(amount.as_bytes());
+        }
+        self.call(Op::RestoreCommitted, community, &args).await?;
+        Ok(())
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %community))]

@@ -4,10 +4,14 @@
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script, Value};
-use spendgate_adapter_redis::keys::{community_prefix, records_key};
+use std::collections::BTreeMap;
+
+use spendgate_adapter_redis::keys::{
+    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key, user_sums_key,
+};
 use spendgate_adapter_redis::script::Op;
-use spendgate_contract::fixture::{key, m, unique_community, user};
-use spendgate_domain::{ModelAlias, Reservation, Timestamp, Ttl};
+use spendgate_contract::fixture::{hold, key, m, period, unique_community, user};
+use spendgate_domain::{Limits, Micros, ModelAlias, Reservation, Timestamp, Ttl};
 use spendgate_ports::{BudgetStore, StoreError};
 
 use crate::support::{raw_standalone, standalone_redis};
@@ -165,6 +169,23 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
         refused(&mut conn, Op::SetLimits, &p, &args, what).await;
     }
 
+    // restore_committed: period, then user / committed pairs
+    for (args, what) in [
+        (&["2026-13"][..], "restore period"),
+        (&["2026-11", "alice"][..], "user without an amount"),
+        (&["2026-11", "a b", "1"][..], "user with a space"),
+        (&["2026-11", "", "1"][..], "empty user"),
+        (&["2026-11", "alice", "-1"][..], "negative committed"),
+        (&["2026-11", "alice", "1e3"][..], "exponent committed"),
+        (&["2026-11", "alice", "1", "alice", "2"][..], "user twice"),
+        (
+            &["2026-11", "alice", "1", "bob", "x"][..],
+            "bad last amount",
+        ),
+    ] {
+        refused(&mut conn, Op::RestoreCommitted, &p, args, what).await;
+    }
+
     // Nothing but the limits was ever written for this community.
     let limits: String = conn.hget(records_key(&c), "L").await.unwrap();
     assert_eq!(limits, "1000");
@@ -174,6 +195,160 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
         let exists: bool = conn.exists(format!("{p}{suffix}")).await.unwrap();
         assert!(!exists, "{p}{suffix} was written");
     }
+}
+
+async fn call_due(
+    conn: &mut ConnectionManager,
+    op: Op,
+    keys: [&str; 3],
+    args: &[&str],
+) -> Result<Value, String> {
+    let script = Script::new(op.source());
+    let mut invocation = script.prepare_invoke();
+    for k in keys {
+        invocation.key(k);
+    }
+    for a in args {
+        invocation.arg(*a);
+    }
+    invocation
+        .invoke_async::<Value>(conn)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The due index's scripts take exactly their three `{due}` keys, a
+/// community id by the id rules and canonical numbers.
+#[tokio::test]
+async fn due_index_scripts_refuse_other_keys_and_bad_ids() {
+    let mut conn = raw_standalone().await;
+    let c = unique_community("bad-due");
+    let keys = [DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY];
+    let long = "c".repeat(129);
+    let cases: Vec<(Op, [&str; 3], Vec<&str>, &str)> = vec![
+        (
+            Op::DueTouch,
+            ["sg:{x}:at", DUE_GEN_KEY, DUE_SEQ_KEY],
+            vec![c.as_str(), "100"],
+            "foreign keys",
+        ),
+        (
+            Op::DueTouch,
+            [DUE_AT_KEY, DUE_SEQ_KEY, DUE_GEN_KEY],
+            vec![c.as_str(), "100"],
+            "keys out of order",
+        ),
+        (Op::DueTouch, keys, vec!["a{b", "100"], "brace in the id"),
+        (Op::DueTouch, keys, vec!["a b", "100"], "space in the id"),
+        (Op::DueTouch, keys, vec!["", "100"], "empty id"),
+        (
+            Op::DueTouch,
+            keys,
+            vec![long.as_str(), "100"],
+            "id too long",
+        ),
+        (Op::DueTouch, keys, vec![c.as_str(), "-1"], "negative bound"),
+        (
+            Op::DueTouch,
+            keys,
+            vec![c.as_str(), "1e3"],
+            "exponent bound",
+        ),
+        (
+            Op::DueUpdate,
+            keys,
+            vec![c.as_str(), "x", "100"],
+            "generation",
+        ),
+        (
+            Op::DueUpdate,
+            keys,
+            vec![c.as_str(), "", "1.5"],
+            "fractional bound",
+        ),
+        (
+            Op::DueUpdate,
+            keys,
+            vec!["a}b", "", "100"],
+            "brace in the id",
+        ),
+        (
+            Op::DueUpdate,
+            [DUE_AT_KEY, DUE_GEN_KEY, "sg:{due}:other"],
+            vec![c.as_str(), "", "100"],
+            "foreign key",
+        ),
+    ];
+    for (op, keys, args, what) in cases {
+        match call_due(&mut conn, op, keys, &args).await {
+            Err(e) => assert!(
+                e.contains("spendgate:invalid"),
+                "{} ({what}): {e}",
+                op.name()
+            ),
+            Ok(v) => panic!("{} ({what}) was accepted: {v:?}", op.name()),
+        }
+    }
+    let score: Option<i64> = conn.zscore(DUE_AT_KEY, c.as_str()).await.unwrap();
+    assert_eq!(score, None);
+    let generation: Option<String> = conn.hget(DUE_GEN_KEY, c.as_str()).await.unwrap();
+    assert_eq!(generation, None);
+}
+
+/// restore_committed checks every stored user's sums before its first
+/// write: one unreadable entry refuses the whole restore.
+#[tokio::test]
+async fn restore_over_unreadable_sums_changes_nothing() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = unique_community("restore-corrupt");
+    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    let now = Timestamp::from_millis(1_794_700_800_000).unwrap();
+    let r = Reservation {
+        user: user("alice"),
+        key: key("k"),
+        estimate: m(5),
+        model: ModelAlias::parse("cheap").unwrap(),
+        ttl: Ttl::from_millis(1_000).unwrap(),
+    };
+    store.reserve(&c, &r, now).await.unwrap();
+    let p = period("2026-11");
+    let _: () = conn.sadd(user_sums_key(&c, p), "mallory").await.unwrap();
+    let _: () = conn
+        .hset(records_key(&c), "2026-11:mallory", "garbage")
+        .await
+        .unwrap();
+    let before: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(records_key(&c)).await.unwrap();
+    let restored: BTreeMap<_, _> = [(user("alice"), m(40))].into_iter().collect();
+    let result = store.restore_committed(&c, p, &restored).await;
+    assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
+    let after: Vec<(Vec<u8>, Vec<u8>)> = conn.hgetall(records_key(&c)).await.unwrap();
+    assert_eq!(before, after);
+
+    // An amount past the range is refused before anything is sent.
+    let huge: BTreeMap<_, _> = [(user("alice"), Micros::MAX), (user("bob"), m(1))]
+        .into_iter()
+        .collect();
+    assert!(matches!(
+        store.restore_committed(&c, p, &huge).await,
+        Err(StoreError::Overflow(_))
+    ));
+}
+
+/// A record lookup cannot read is corrupt, not a panic and not "unknown".
+#[tokio::test]
+async fn lookup_of_an_unreadable_record_is_corrupt() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = unique_community("lookup-corrupt");
+    let digest = hold_digest(&user("alice"), &key("k"));
+    let _: () = conn
+        .hset(records_key(&c), &digest[..], "H1 2 3")
+        .await
+        .unwrap();
+    let now = Timestamp::from_millis(1_794_700_800_000).unwrap();
+    let result = store.lookup(&c, &hold("alice", "k"), now).await;
+    assert!(matches!(result, Err(StoreError::Corrupt(_))), "{result:?}");
 }
 
 #[tokio::test]

@@ -346,7 +346,9 @@ async fn one_round_trip_per_reserve_and_per_finalize() {
 
 /// Reap touches the expired holds only: with 2,000 live holds and 10
 /// expired ones, the script reads 10 records (one `HGET` each), the sums
-/// of the users concerned and one range of the expiry zset.
+/// of the users concerned and one range of the expiry zset. Every reap
+/// also reads the community's generation in the due index twice (one
+/// `HGET` before the reap, one in the index update after it): `INDEX`.
 #[tokio::test]
 async fn reap_costs_o_expired_not_o_live() {
     let server = OwnRedis::start();
@@ -374,6 +376,7 @@ async fn reap_costs_o_expired_not_o_live() {
             .await
             .unwrap();
     }
+    const INDEX: u64 = 2;
     let mut admin = server.admin();
     // Nothing due: no record is read at all.
     redis::cmd("CONFIG")
@@ -381,7 +384,7 @@ async fn reap_costs_o_expired_not_o_live() {
         .exec(&mut admin)
         .unwrap();
     assert_eq!(store.reap(&c, at(NOV_15 + 999)).await.unwrap().count, 0);
-    assert_eq!(command_calls(&mut admin, "hget"), 0);
+    assert_eq!(command_calls(&mut admin, "hget"), INDEX);
     assert_eq!(command_calls(&mut admin, "zrangebyscore"), 1);
 
     redis::cmd("CONFIG")
@@ -397,7 +400,7 @@ async fn reap_costs_o_expired_not_o_live() {
         }
     );
     // Ten records, plus the period's totals and the sums of their one user.
-    assert_eq!(command_calls(&mut admin, "hget"), 12);
+    assert_eq!(command_calls(&mut admin, "hget"), 12 + INDEX);
     assert_eq!(command_calls(&mut admin, "zrangebyscore"), 1);
     // One bucket of the index (the marker queue is empty: one LINDEX).
     assert_eq!(command_calls(&mut admin, "lrange"), 1);
@@ -414,7 +417,7 @@ async fn reap_costs_o_expired_not_o_live() {
         .exec(&mut admin)
         .unwrap();
     assert_eq!(store.reap(&c, at(NOV_15 + 1_100)).await.unwrap().count, 0);
-    assert_eq!(command_calls(&mut admin, "hget"), 10);
+    assert_eq!(command_calls(&mut admin, "hget"), 10 + INDEX);
     let exists: bool = conn
         .exists(expiry_bucket_key(&c, short_bucket))
         .await
@@ -519,4 +522,55 @@ async fn commit_unheld_is_one_round_trip_and_writes_what_finalize_writes() {
     let left: i64 = conn.hlen(records_key(&c)).await.unwrap();
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
     assert_eq!((left, queued), (3, 0));
+}
+
+/// restore_committed writes a period's sums for thousands of users in one
+/// script: listed users join the period's user set, an unlisted user with
+/// a live hold keeps the hold (committed 0, reserved kept), and sums that
+/// end "0 0" are deleted while their user stays in the set (a late
+/// finalize writes sums without joining it again).
+#[tokio::test]
+async fn restore_committed_writes_thousands_of_users_in_one_script() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = configured(&store, "layout-restore", 1_000_000).await;
+    let p = period("2026-11");
+    store
+        .reserve(&c, &reservation("holder", "k1", 300, 60_000), at(NOV_15))
+        .await
+        .unwrap();
+    store
+        .reserve(&c, &reservation("gone", "k1", 100, 60_000), at(NOV_15))
+        .await
+        .unwrap();
+    store
+        .finalize(&c, &settlement("gone", "k1", 70), at(NOV_15 + 1))
+        .await
+        .unwrap();
+    let restored: std::collections::BTreeMap<_, _> = (0..5_000)
+        .map(|i| (user(&format!("u{i}")), m(i + 1)))
+        .collect();
+    store.restore_committed(&c, p, &restored).await.unwrap();
+
+    let status = store.status(&c, p).await.unwrap();
+    assert_eq!(status.committed, m((1..=5_000).sum()));
+    assert_eq!(status.reserved, m(300));
+    assert_eq!(status.holds, 1);
+    assert_eq!(status.users.len(), 5_001, "5,000 restored and the holder");
+    assert_eq!(status.users[&user("u4999")].committed, m(5_000));
+    assert_eq!(status.users[&user("holder")].reserved, m(300));
+    assert!(!status.users.contains_key(&user("gone")));
+    let gone: Option<String> = conn.hget(records_key(&c), "2026-11:gone").await.unwrap();
+    assert_eq!(gone, None, "\"0 0\" sums are deleted");
+    let members: i64 = conn.scard(user_sums_key(&c, p)).await.unwrap();
+    assert_eq!(members, 5_002, "every user stays in the set");
+
+    // The hold settles on top of the restored sums.
+    store
+        .finalize(&c, &settlement("holder", "k1", 20), at(NOV_15 + 2))
+        .await
+        .unwrap();
+    let status = store.status(&c, p).await.unwrap();
+    assert_eq!(status.committed, m((1..=5_000).sum::<i64>() + 20));
+    assert_eq!(status.users[&user("holder")].committed, m(20));
 }

@@ -15,6 +15,7 @@
 
 mod bad_input;
 mod contract;
+mod due_index;
 mod layout;
 mod lease;
 mod own_redis;

@@ -1,0 +1,93 @@
+-- restore_committed: set one period's committed sums from an outside
+-- record (the usage log), user by user, keeping reserved, holds, the
+-- warning flag, limits and records.
+--
+-- KEYS[1] community prefix
+-- ARGV[1] period (YYYY-MM)
+-- ARGV[2], ARGV[3], ... pairs: user, committed (the record; no user twice)
+--
+-- The period's total committed becomes the sum of the record; each listed
+-- user's committed becomes theirs (their reserved kept; the user joins the
+-- period's user set); every other user of the set gets committed 0. A
+-- user's sums that end "0 0" are deleted (reported as absent either way),
+-- but the user stays in the set: a late finalize of one of their reaped
+-- holds writes their sums without adding them again.
+--
+-- Every argument and every stored value read is checked before the first
+-- write (Redis does not undo a script that fails after writing).
+--
+-- Reply: {1}
+local P = prefix(KEYS[1])
+local per = period(ARGV[1], "period")
+if (#ARGV - 1) % 2 ~= 0 then fail("invalid", "user list") end
+
+local listed = {}
+local order = {}
+local sum = 0
+for i = 2, #ARGV, 2 do
+  local u = id(ARGV[i], "user", 128)
+  if listed[u] ~= nil then fail("invalid", "user listed twice") end
+  local c = money(ARGV[i + 1], "committed")
+  listed[u] = c
+  order[#order + 1] = u
+  sum = sum + c
+  if sum > MAX then fail("overflow", "committed total") end
+end
+
+local R = P .. "r"
+local U = P .. "u:" .. per
+local _, reserved, holds, warned = totals(redis.call("HGET", R, per))
+
+-- Every user concerned: the listed ones, then the set's others.
+local users = {}
+for _, u in ipairs(order) do users[#users + 1] = u end
+for _, u in ipairs(redis.call("SMEMBERS", U)) do
+  if listed[u] == nil then users[#users + 1] = u end
+end
+
+-- Read (and check) every user's sums before writing anything.
+local chunk = 500
+local current = {}
+for i = 1, #users, chunk do
+  local fields = {}
+  for j = i, math.min(i + chunk - 1, #users) do
+    fields[#fields + 1] = per .. ":" .. users[j]
+  end
+  local got = redis.call("HMGET", R, unpack(fields))
+  for j, v in ipairs(got) do
+    local _, ur = user_sums(v)
+    current[i + j - 1] = { present = v ~= false, r = ur }
+  end
+end
+
+redis.call("HSET", R, per, pack_totals(sum, reserved, holds, warned))
+local sets, dels, joins = {}, {}, {}
+local function flush(force)
+  if #sets >= 2 * chunk or (force and #sets > 0) then
+    redis.call("HSET", R, unpack(sets))
+    sets = {}
+  end
+  if #dels >= chunk or (force and #dels > 0) then
+    redis.call("HDEL", R, unpack(dels))
+    dels = {}
+  end
+  if #joins >= chunk or (force and #joins > 0) then
+    redis.call("SADD", U, unpack(joins))
+    joins = {}
+  end
+end
+for i, u in ipairs(users) do
+  local c = listed[u] or 0
+  local cur = current[i]
+  local field = per .. ":" .. u
+  if c == 0 and cur.r == 0 then
+    if cur.present then dels[#dels + 1] = field end
+  else
+    sets[#sets + 1] = field
+    sets[#sets + 1] = fmt(c) .. " " .. fmt(cur.r)
+    if listed[u] ~= nil then joins[#joins + 1] = u end
+  end
+  flush(false)
+end
+flush(true)
+return { 1 }
