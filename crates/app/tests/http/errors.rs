@@ -13,6 +13,7 @@ on_both!(
     a_reserve_over_the_user_cap_is_402_with_scope_user,
     a_model_the_tier_does_not_allow_is_403_with_its_own_type,
     a_community_without_budget_is_409_not_configured,
+    a_community_with_ai_disabled_is_403_ai_disabled,
     malformed_json_is_400,
     a_missing_idempotency_key_is_400,
     an_idempotency_key_other_than_the_path_key_is_422,
@@ -101,6 +102,19 @@ async fn a_community_without_budget_is_409_not_configured(s: Server) {
     s.reserve(&c, "k")
         .await
         .assert_problem(409, "community-not-configured");
+}
+
+async fn a_community_with_ai_disabled_is_403_ai_disabled(s: Server) {
+    let c = crate::support::community("aioff");
+    let config = spendgate::ports::CommunityConfig {
+        community: spendgate::domain::CommunityId::parse(c.as_str()).unwrap(),
+        ai_enabled: false,
+        limits: spendgate::domain::Limits::new(spendgate::domain::Micros::from_usd(10)),
+        pricing_overrides: Default::default(),
+    };
+    s.sg.budget().configure(&config).await.unwrap();
+    s.reserve(&c, "k").await.assert_problem(403, "ai-disabled");
+    assert_eq!(s.budget(&c).await["holds"], 0);
 }
 
 async fn an_unknown_hold_is_404_on_every_hold_route(s: Server) {

@@ -8,7 +8,8 @@ use crate::support::{Backend, Server};
 async fn in_flight_requests_finish(backend: Backend) {
     let mut s = Server::start(backend).await;
     let c = s.community("drain", 100).await;
-    s.store.delay_ms.store(400, Ordering::SeqCst);
+    s.store.delay_ms.store(1_000, Ordering::SeqCst);
+    let before = s.store.calls.load(Ordering::SeqCst);
     let calls = (0..8).map(|i| {
         let client = reqwest::Client::new();
         let url = format!("{}/api/v1/communities/{c}/reservations", s.base);
@@ -24,7 +25,15 @@ async fn in_flight_requests_finish(backend: Backend) {
         })
     });
     let calls: Vec<_> = calls.collect();
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Every request is inside the server, waiting on the store.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while s.store.calls.load(Ordering::SeqCst) < before + 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     s.shutdown.cancel();
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap(), 201);

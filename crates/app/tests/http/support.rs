@@ -48,10 +48,13 @@ pub struct SwitchStore {
     inner: Arc<dyn BudgetStore>,
     pub down: AtomicBool,
     pub delay_ms: AtomicU64,
+    /// Calls that reached the store so far.
+    pub calls: AtomicU64,
 }
 
 impl SwitchStore {
     async fn gate(&self) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
         let delay = self.delay_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -293,6 +296,7 @@ impl Server {
             inner,
             down: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
         });
         let sg = Spendgate::builder()
             .store(store.clone())

@@ -373,13 +373,7 @@ impl From<StatusError> for ApiError {
 impl From<ExtendError> for ApiError {
     fn from(error: ExtendError) -> Self {
         match error {
-            ExtendError::UnknownHold(StoreError::UnknownHold { user, key }) => {
-                ApiError::UnknownHold { user, key }
-            }
-            ExtendError::UnknownHold(other) => ApiError::UnknownHold {
-                user: String::new(),
-                key: other.to_string(),
-            },
+            ExtendError::UnknownHold(e) => store_error(e),
             ExtendError::Unavailable(e) => ApiError::Unavailable(e.into()),
             ExtendError::Store(e) => store_error(e),
         }

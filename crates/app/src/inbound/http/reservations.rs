@@ -23,8 +23,8 @@ use super::wire::{
     ReservationView, ReserveBody, SettleBody, SettlementView, micros_i64, usd,
 };
 use crate::services::budget::{
-    BudgetService, CostBasis, EstimateError, HoldTicket, ReserveDecision, ReserveRequest, Settled,
-    Usage,
+    BudgetService, CostBasis, EstimateError, ExtendError, HoldTicket, ReserveDecision,
+    ReserveRequest, Settled, Usage,
 };
 
 /// A reserve's answer and its status (201 new, 200 replay).
@@ -342,7 +342,16 @@ pub(crate) async fn extend(
 ) -> Result<Json<ExtendView>, ApiError> {
     check_key(&key, &hold)?;
     let ttl = wire::ttl("ttl_ms", wire::required("ttl_ms", body.ttl_ms)?)?;
-    match state.app.budget().extend(&community, &hold, ttl).await? {
+    let outcome = state
+        .app
+        .budget()
+        .extend(&community, &hold, ttl)
+        .await
+        .map_err(|error| match error {
+            ExtendError::UnknownHold(_) => unknown(&hold),
+            other => other.into(),
+        })?;
+    match outcome {
         ExtendOutcome::Extended { expires_at } => Ok(Json(ExtendView {
             community: community.to_string(),
             user: hold.user.to_string(),
