@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use spendgate_domain::{CommunityId, Period};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::ApiState;
@@ -50,7 +51,7 @@ const PROBE_COMMUNITY: &str = "spendgate-readiness-probe";
         HoldView, ReservationView, SettlementView, HoldStateView, ExtendView, HandoverView,
         UserSpendView, BudgetView, BudgetChangeView, TiersView, ReadyView,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonProblems),
     tags(
         (name = "reservations", description = "One call's hold: reserve, settle, extend, hand over"),
         (name = "budget", description = "A community's limits and spend"),
@@ -70,6 +71,55 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Adds the problems every `/api/v1` route may answer (bad header or
+/// JSON, missing token, token outside its communities, body too large,
+/// timeout) so each path need not list them.
+struct CommonProblems;
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    super::PROBLEM_JSON,
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/v1/") {
+                continue;
+            }
+            let writes = [&mut item.post, &mut item.put];
+            let operations = writes
+                .into_iter()
+                .map(|op| (true, op))
+                .chain(std::iter::once((false, &mut item.get)));
+            for (write, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(description).into());
+                };
+                add("401", "Missing or unknown bearer token");
+                add("403", "Token not allowed for this community");
+                add("422", "Invalid value (an id, a period, money)");
+                add("503", "Timed out or a backend is unavailable; retry");
+                if write {
+                    add(
+                        "400",
+                        "Malformed JSON, or a missing or unreadable Idempotency-Key",
+                    );
+                    add("413", "Body larger than the configured limit");
+                }
+            }
+        }
     }
 }
 
