@@ -49,6 +49,13 @@ async fn metrics_render_the_reserve_counter_in_prometheus_text(s: Server) {
         r.content_type()
     );
     assert!(r.text.contains("spendgate_reserves_total"), "{}", r.text);
+    let route = "route=\"/api/v1/communities/{community}/reservations\"";
+    let counted = r.text.lines().any(|l| {
+        l.starts_with("spendgate_http_requests_total")
+            && l.contains(route)
+            && l.contains("status=\"201\"")
+    });
+    assert!(counted, "{}", r.text);
 }
 
 #[tokio::test]

@@ -40,7 +40,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -62,6 +62,10 @@ pub use wire::{
     HoldStateView, HoldView, ReadyView, ReservationView, ReserveBody, SettleBody, SettlementView,
     TiersBody, TiersView, UserSpendView,
 };
+
+/// Counter of answered API requests, labelled `method`, `route` (the
+/// route's template, not the ids in it) and `status`.
+pub const HTTP_REQUESTS: &str = "spendgate_http_requests_total";
 
 /// A bearer token the API accepts, and the communities it may act on.
 #[derive(Clone, PartialEq, Eq)]
@@ -266,13 +270,28 @@ async fn authenticate(State(state): State<ApiState>, mut request: Request, next:
     }
 }
 
-/// The request timeout, and the body limit for the 413 message.
+/// The request timeout, the body limit for the 413 message, and the
+/// request counter.
 async fn limit_time(State(state): State<ApiState>, mut request: Request, next: Next) -> Response {
     request.extensions_mut().insert(BodyLimit(state.body_limit));
-    match tokio::time::timeout(state.timeout, next.run(request)).await {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let response = match tokio::time::timeout(state.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout.into_response(),
-    }
+    };
+    metrics::counter!(
+        HTTP_REQUESTS,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
+    response
 }
 
 async fn no_route(request: Request) -> ApiError {
