@@ -8,6 +8,19 @@
 //! /openapi.json` describes it (the document is generated from this code
 //! and checked in as `crates/app/openapi.json`).
 //!
+//! # Routes
+//! | Route | Answer |
+//! |---|---|
+//! | `POST /api/v1/communities/{community}/reservations` | 201 hold, 200 replay |
+//! | `GET …/reservations/{user}/{key}` | held, finalized or reaped |
+//! | `POST …/reservations/{user}/{key}/finalize` | 200 committed or replay, 202 queued |
+//! | `POST …/reservations/{user}/{key}/cancel` | as finalize, with a cost of 0 |
+//! | `POST …/reservations/{user}/{key}/extend` | 200 new expiry |
+//! | `POST …/reservations/{user}/{key}/hand-over` | 202 |
+//! | `GET`, `PUT /api/v1/communities/{community}/budget` | report; 200 applied, 202 saved only |
+//! | `GET`, `PUT /api/v1/communities/{community}/tiers` | overrides and levels |
+//! | `GET /healthz`, `/readyz`, `/metrics`, `/openapi.json` | no token needed |
+//!
 //! # Wire rules
 //! * Money is a decimal USD string exact to the micro-dollar
 //!   (`"0.012345"`; a seventh decimal is a 422, never rounded) or integer
