@@ -35,9 +35,11 @@
 //! or Redis Cluster), `postgres` and `sqlite` (the durable record), `http`
 //! (the provider's usage endpoint for reconciliation). All are on by
 //! default; with none, spendgate runs on memory alone and compiles neither
-//! the Redis client, nor SeaORM, nor an HTTP client.
+//! the Redis client, nor SeaORM, nor an HTTP client. The `server` feature
+//! (on by default) adds [`inbound::http`], the sidecar's HTTP API.
 
 pub mod builder;
+pub mod inbound;
 pub mod services;
 pub mod workers;
 

@@ -1,0 +1,147 @@
+//! Extractors that turn every malformed part of a request into an
+//! [`ApiError`] (never axum's plain-text rejections), and that enforce the
+//! token's community scope where the community is read.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use spendgate_domain::{CommunityId, HoldRef, IdempotencyKey, UserId};
+
+use super::problem::ApiError;
+
+/// The header carrying a write's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The communities the request's token may act on; `None` is every one.
+/// Put in the request's extensions by the auth middleware.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Scope(pub(crate) Option<Arc<BTreeSet<CommunityId>>>);
+
+/// A JSON body of type `T`. Any content type is read as JSON; an empty
+/// body reads as `{}`, so routes whose fields are all optional accept it.
+#[derive(Debug)]
+pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = request.extensions().get::<BodyLimit>().map_or(0, |l| l.0);
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| body_rejection(rejection, limit))?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        // Syntax first (400), then shape and values (422).
+        let value: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| ApiError::MalformedJson(e.into()))?;
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| ApiError::invalid("body", e))
+    }
+}
+
+/// The configured body limit, for the 413 message.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub(crate) usize);
+
+fn body_rejection(rejection: BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::MalformedJson(rejection.into())
+    }
+}
+
+/// The `Idempotency-Key` header, required on every write and validated as
+/// an [`IdempotencyKey`].
+#[derive(Debug, Clone)]
+pub(crate) struct KeyHeader(pub(crate) IdempotencyKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(IDEMPOTENCY_KEY).iter();
+        let value = values.next().ok_or_else(|| ApiError::BadHeader {
+            header: "Idempotency-Key",
+            reason: "required on every write".to_owned(),
+        })?;
+        if values.next().is_some() {
+            return Err(ApiError::BadHeader {
+                header: "Idempotency-Key",
+                reason: "given more than once".to_owned(),
+            });
+        }
+        let text = value.to_str().map_err(|_| ApiError::BadHeader {
+            header: "Idempotency-Key",
+            reason: "not visible ASCII".to_owned(),
+        })?;
+        IdempotencyKey::parse(text)
+            .map(KeyHeader)
+            .map_err(|e| ApiError::invalid("Idempotency-Key", e))
+    }
+}
+
+/// The `{community}` of the path, parsed and checked against the token's
+/// scope (403 outside it).
+#[derive(Debug, Clone)]
+pub(crate) struct Tenant(pub(crate) CommunityId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Tenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = path_param(parts, state, "community").await?;
+        let community =
+            CommunityId::parse(raw.as_str()).map_err(|e| ApiError::invalid("community", e))?;
+        let scope = parts.extensions.get::<Scope>().cloned().unwrap_or_default();
+        match scope.0 {
+            Some(allowed) if !allowed.contains(&community) => {
+                Err(ApiError::CommunityForbidden(community.to_string()))
+            }
+            _ => Ok(Tenant(community)),
+        }
+    }
+}
+
+/// The `{user}` and `{key}` of a hold's path.
+#[derive(Debug, Clone)]
+pub(crate) struct HoldPath(pub(crate) HoldRef);
+
+impl<S: Send + Sync> FromRequestParts<S> for HoldPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let user = path_param(parts, state, "user").await?;
+        let key = path_param(parts, state, "key").await?;
+        Ok(HoldPath(HoldRef {
+            user: UserId::parse(user).map_err(|e| ApiError::invalid("user", e))?,
+            key: IdempotencyKey::parse(key).map_err(|e| ApiError::invalid("key", e))?,
+        }))
+    }
+}
+
+async fn path_param<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    name: &'static str,
+) -> Result<String, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::invalid(name, e))?;
+    params
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+        .ok_or_else(|| ApiError::NoRoute(parts.uri.path().to_owned()))
+}

@@ -1,0 +1,14 @@
+//! The HTTP API end to end: `serve` on 127.0.0.1:0, called with reqwest,
+//! on the memory store and on SQLite, one scenario per test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod auth;
+mod errors;
+mod lifecycle;
+mod openapi;
+mod ops;
+mod properties;
+mod settings;
+mod shutdown;
+mod support;
