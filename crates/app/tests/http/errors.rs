@@ -26,8 +26,7 @@ on_both!(
     a_bad_ttl_is_422,
     a_body_over_the_limit_is_413,
     a_reserve_while_the_store_is_down_is_503_with_retry_after,
-    an_unknown_route_is_404_and_a_wrong_method_405;
-    settling_by_ids:
+    an_unknown_route_is_404_and_a_wrong_method_405,
     an_unknown_hold_is_404_on_every_hold_route,
     a_settle_while_the_store_is_down_is_503_and_a_budget_change_is_202_not_applied,
     extend_of_a_settled_hold_is_409_not_live,

@@ -14,8 +14,7 @@ on_both!(
     reserve_answers_201_with_the_hold_in_both_money_forms,
     reserve_with_an_own_estimate_holds_exactly_that_amount,
     reserve_replayed_with_the_same_body_answers_the_first_hold_with_200,
-    reserve_replayed_with_another_estimate_or_model_is_409;
-    settling_by_ids:
+    reserve_replayed_with_another_estimate_or_model_is_409,
     finalize_with_an_actual_commits_it_and_releases_the_estimate,
     finalize_with_token_counts_prices_them_with_the_hold_model,
     cancel_releases_the_estimate_and_commits_nothing,

@@ -418,27 +418,9 @@ pub fn options(tokens: Vec<ApiToken>) -> HttpOptions {
 }
 
 /// Runs each named scenario on memory and on SQLite, as `name::memory`
-/// and `name::sqlite`. Scenarios listed after `settling_by_ids:` settle a
-/// hold by its ids, which needs the store's `lookup`: the SQL store does
-/// not implement it yet, so their SQLite runs are ignored until it does.
+/// and `name::sqlite`.
 #[macro_export]
 macro_rules! on_both {
-    ($($name:ident),* $(,)? ; settling_by_ids: $($later:ident),* $(,)?) => {
-        $crate::on_both!($($name),*);
-        $(
-            mod $later {
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn memory() {
-                    super::$later($crate::support::Server::start($crate::support::Backend::Memory).await).await;
-                }
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = "the SQL store's lookup is not implemented yet"]
-                async fn sqlite() {
-                    super::$later($crate::support::Server::start($crate::support::Backend::Sqlite).await).await;
-                }
-            }
-        )*
-    };
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
