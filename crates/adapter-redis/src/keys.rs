@@ -15,7 +15,7 @@
 //! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status): added by a user's first reserve of the period, or by a commit_unheld that found no hold |
 //! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only community key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
 //! | `sg:{due}:at` | zset | the due index, not a community key: member = community id, score = a lower bound (ms) of the expiry of the community's earliest unreaped hold; read by `due_communities` (`ZRANGEBYSCORE -inf now`) |
-//! | `sg:{due}:gen` | hash | community id → the generation of its last index touch by a reserve (a number from `sg:{due}:seq`); compared by the reap's index update |
+//! | `sg:{due}:gen` | hash | community id → the generation of its entry (a number from `sg:{due}:seq`, renewed by every touch after a reserve, and given by a reap's update to an entry it creates); present exactly when the community is in `sg:{due}:at`; compared by the reap's index update |
 //! | `sg:{due}:seq` | string | the generation sequence (`INCR`), shared by every community so that a generation value never repeats |
 //! | `sg:{lease:<name>}` | string | a worker lease (`RedisLease`), not a community key: the holder token, expiring by its Redis TTL (`PX`); tagged on the lease name, one slot per lease (lease names follow the id rules, so no community key, which always goes on after the tag, equals one) |
 //!
@@ -121,7 +121,7 @@ pub fn tier_cache_key(community: &CommunityId) -> String {
 pub const DUE_AT_KEY: &str = "sg:{due}:at";
 
 /// The due index's generations (hash): community id → the generation of
-/// the last index touch by a reserve.
+/// its entry, renewed by every index touch after a reserve.
 pub const DUE_GEN_KEY: &str = "sg:{due}:gen";
 
 /// The due index's generation sequence (string, `INCR`).
