@@ -5,11 +5,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement};
-use spendgate_adapter_postgres::{connect, connect_and_migrate};
+use std::time::Duration;
+
+use spendgate_adapter_postgres::{
+    ConnectSettings, connect_and_migrate_with_settings, connect_with_settings,
+};
 use spendgate_domain::Timestamp;
 use spendgate_ports::Clock;
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The pools of the tests wait up to 30 s for a connection, not the
+/// default 5 s: the contract's 1,000 simultaneous reserves on a pool of 16
+/// queue for connections longer than 5 s on a loaded test machine, and
+/// those tests are about overspend, not about the pool's fail-fast (which
+/// `outage.rs` covers with short timeouts of its own).
+pub fn test_settings() -> ConnectSettings {
+    ConnectSettings {
+        acquire_timeout: Duration::from_secs(30),
+        ..ConnectSettings::default()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -103,7 +119,7 @@ impl TestDb {
                     });
                 let _ = admin.close().await;
                 let url = pg_url_with(&pg_admin_url(), None, &database);
-                let db = connect_and_migrate(&url)
+                let db = connect_and_migrate_with_settings(&url, test_settings())
                     .await
                     .unwrap_or_else(|e| panic!("{url}: {e}"));
                 Self {
@@ -120,7 +136,7 @@ impl TestDb {
                     "sqlite://{}?mode=rwc",
                     dir.path().join("spendgate.db").display()
                 );
-                let db = connect_and_migrate(&url)
+                let db = connect_and_migrate_with_settings(&url, test_settings())
                     .await
                     .unwrap_or_else(|e| panic!("{url}: {e}"));
                 Self {
@@ -137,7 +153,9 @@ impl TestDb {
     /// Another pool on the same database (a second process, as far as the
     /// database can tell).
     pub async fn reconnect(&self) -> DatabaseConnection {
-        connect(&self.url).await.expect("reconnect")
+        connect_with_settings(&self.url, test_settings())
+            .await
+            .expect("reconnect")
     }
 
     /// A pool of one connection, for schema changes.
