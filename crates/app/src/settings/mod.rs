@@ -24,7 +24,7 @@
 //! | `redis_url` | `SPENDGATE_REDIS_URL` | `--redis-url` | none |
 //! | `redis_cluster_urls` | `SPENDGATE_REDIS_CLUSTER_URLS` | `--redis-cluster-urls` | none |
 //! | `provider_usage_url` | `SPENDGATE_PROVIDER_USAGE_URL` | `--provider-usage-url` | none |
-//! | `log_level` | `SPENDGATE_LOG_LEVEL` | `--log-level` | `info` |
+//! | `log_level` | `SPENDGATE_LOG_LEVEL` | `--log-level` | `info` for `serve`, else `warn` |
 //! | `http.bind` | `SPENDGATE_HTTP_BIND` | `--bind` | `127.0.0.1:8080` |
 //! | `http.tokens` | `SPENDGATE_API_TOKENS` | `--api-token` | none |
 //! | `http.allow_unauthenticated_loopback` | `SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK` | `--allow-unauthenticated-loopback` | `false` |
@@ -324,8 +324,9 @@ pub struct Settings {
     pub redis_cluster_urls: Vec<String>,
     /// The provider's usage endpoint, for reconciliation.
     pub provider_usage_url: Option<String>,
-    /// How much to log.
-    pub log_level: LogLevel,
+    /// How much to log; `None` (unset) means `info` for `serve` and `warn`
+    /// for one-shot commands, whose output should not drown in log lines.
+    pub log_level: Option<LogLevel>,
     /// The HTTP API.
     pub http: HttpSettings,
     /// The background jobs' intervals.
@@ -398,7 +399,7 @@ impl Settings {
         }
         let provider_usage_url = optional(layers, Key::ProviderUsageUrl, parse_http_url)?;
         let log_level = match layers.get(Key::LogLevel) {
-            Some((raw, origin)) => LogLevel::parse(&raw.text()).ok_or_else(|| {
+            Some((raw, origin)) => Some(LogLevel::parse(&raw.text()).ok_or_else(|| {
                 invalid(
                     Key::LogLevel,
                     origin,
@@ -407,8 +408,8 @@ impl Settings {
                         raw.text()
                     ),
                 )
-            })?,
-            None => LogLevel::Info,
+            })?),
+            None => None,
         };
         let bind = match layers.get(Key::HttpBind) {
             Some((raw, origin)) => parse_bind(&raw.text(), origin)?,
@@ -547,7 +548,8 @@ pub struct RedactedSettings {
     pub redis_cluster_urls: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_usage_url: Option<String>,
-    pub log_level: LogLevel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
     pub http: RedactedHttp,
     pub workers: RedactedWorkers,
 }

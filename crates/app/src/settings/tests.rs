@@ -44,7 +44,7 @@ fn defaults_are_the_embedded_sqlite_file_on_loopback() {
     assert_eq!(s.http.request_timeout, Duration::from_secs(10));
     assert_eq!(s.workers.reaper, Duration::from_secs(60));
     assert_eq!(s.workers.finalize_replay, Duration::from_secs(1));
-    assert_eq!(s.log_level, LogLevel::Info);
+    assert_eq!(s.log_level, None);
     assert!(s.redis_url.is_none() && s.redis_cluster_urls.is_empty());
     assert!(s.http.tokens.is_empty() && !s.http.allow_unauthenticated_loopback);
 }
@@ -76,7 +76,7 @@ fn the_config_file_may_be_named_by_the_environment() {
     let path = file.path().to_string_lossy().into_owned();
     let env = env_of(&[("SPENDGATE_CONFIG", &path)]);
     let s = Settings::load(&FlagValues::default(), &env).unwrap();
-    assert_eq!(s.log_level, LogLevel::Debug);
+    assert_eq!(s.log_level, Some(LogLevel::Debug));
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn the_config_flag_beats_the_config_variable() {
     let chosen = file_with("log_level = \"trace\"\n");
     let env = env_of(&[("SPENDGATE_CONFIG", "/nonexistent/spendgate.toml")]);
     let s = Settings::load(&flags_with_file(&chosen), &env).unwrap();
-    assert_eq!(s.log_level, LogLevel::Trace);
+    assert_eq!(s.log_level, Some(LogLevel::Trace));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use output::{CliError, EXIT_CODES_HELP, Exit, Report};
 
-use crate::settings::{FlagValues, Settings};
+use crate::settings::{FlagValues, LogLevel, Settings};
 
 /// `spendgate`: budget enforcement for LLM agent calls.
 #[derive(Debug, Parser)]
@@ -60,7 +60,8 @@ pub struct SettingsArgs {
     /// The provider's usage endpoint, for reconciliation [env: SPENDGATE_PROVIDER_USAGE_URL].
     #[arg(long, global = true, value_name = "URL")]
     pub provider_usage_url: Option<String>,
-    /// off, error, warn, info, debug or trace [env: SPENDGATE_LOG_LEVEL] [default: info].
+    /// off, error, warn, info, debug or trace [env: SPENDGATE_LOG_LEVEL]
+    /// [default: info for serve, warn otherwise].
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
     /// HTTP listen address [env: SPENDGATE_HTTP_BIND] [default: 127.0.0.1:8080].
@@ -383,7 +384,12 @@ pub async fn run_until(cli: Cli, console: &mut Console<'_>, shutdown: Cancellati
     let result = match Settings::load(&cli.settings.flag_values(), console.env) {
         Ok(settings) => {
             if console.install_logging {
-                install_logging(&settings);
+                let default = if matches!(cli.command, Command::Serve) {
+                    LogLevel::Info
+                } else {
+                    LogLevel::Warn
+                };
+                install_logging(settings.log_level.unwrap_or(default));
             }
             commands::dispatch(cli.command, &settings, console, shutdown).await
         }
@@ -406,10 +412,9 @@ pub async fn run_until(cli: Cli, console: &mut Console<'_>, shutdown: Cancellati
     }
 }
 
-fn install_logging(settings: &Settings) {
-    use crate::settings::LogLevel;
+fn install_logging(level: LogLevel) {
     use tracing_subscriber::filter::LevelFilter;
-    let level = match settings.log_level {
+    let level = match level {
         LogLevel::Off => LevelFilter::OFF,
         LogLevel::Error => LevelFilter::ERROR,
         LogLevel::Warn => LevelFilter::WARN,

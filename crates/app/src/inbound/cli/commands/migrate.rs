@@ -2,39 +2,9 @@
 //! other commands also apply pending migrations as they open the
 //! database, so `up` is for deployments that migrate before rolling out).
 
-use serde_json::json;
-
 use crate::inbound::cli::output::{CliError, Report};
 use crate::inbound::cli::{Console, MigrateAction};
 use crate::settings::Settings;
-
-/// One migration and whether it is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Row {
-    name: String,
-    applied: bool,
-}
-
-fn report(rows: &[Row], headline: String, extra: serde_json::Value) -> Report {
-    let list: Vec<_> = rows
-        .iter()
-        .map(|r| json!({ "name": r.name, "applied": r.applied }))
-        .collect();
-    let pending = rows.iter().filter(|r| !r.applied).count();
-    let mut doc = json!({ "migrations": list, "pending": pending });
-    if let (serde_json::Value::Object(doc), serde_json::Value::Object(extra)) = (&mut doc, extra) {
-        doc.extend(extra);
-    }
-    let mut text = headline;
-    for row in rows {
-        text.push_str(&format!(
-            "\n  {} {}",
-            if row.applied { "applied" } else { "pending" },
-            row.name
-        ));
-    }
-    Report::ok(doc, text)
-}
 
 /// Runs a `migrate` action against the configured database.
 ///
@@ -54,10 +24,41 @@ mod sql {
     use spendgate_adapter_postgres::{Migrator, MigratorTrait, connect};
     use spendgate_ports::RepoError;
 
-    use super::{Row, report};
+    use serde_json::json;
+
     use crate::inbound::cli::output::{CliError, Report};
     use crate::inbound::cli::{Console, MigrateAction};
     use crate::settings::{Settings, redact_url};
+
+    /// One migration and whether it is applied.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Row {
+        name: String,
+        applied: bool,
+    }
+
+    fn report(rows: &[Row], headline: String, extra: serde_json::Value) -> Report {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|r| json!({ "name": r.name, "applied": r.applied }))
+            .collect();
+        let pending = rows.iter().filter(|r| !r.applied).count();
+        let mut doc = json!({ "migrations": list, "pending": pending });
+        if let (serde_json::Value::Object(doc), serde_json::Value::Object(extra)) =
+            (&mut doc, extra)
+        {
+            doc.extend(extra);
+        }
+        let mut text = headline;
+        for row in rows {
+            text.push_str(&format!(
+                "\n  {} {}",
+                if row.applied { "applied" } else { "pending" },
+                row.name
+            ));
+        }
+        Report::ok(doc, text)
+    }
 
     fn failed(url: &str, what: &str, e: impl std::fmt::Display) -> CliError {
         CliError::Migration(RepoError::Unavailable(format!(
