@@ -311,7 +311,8 @@ pub struct WorkerIntervals {
 }
 
 /// The program's effective configuration, after precedence and checks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` output is the redacted one: settings end up in logs.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The database: `postgres://…` or `sqlite:…`.
     pub database_url: String,
@@ -331,6 +332,12 @@ pub struct Settings {
     pub http: HttpSettings,
     /// The background jobs' intervals.
     pub workers: WorkerIntervals,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
 }
 
 impl Settings {
