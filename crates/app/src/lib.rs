@@ -5,7 +5,9 @@
 //! only crate that picks concrete adapters, all of them in [`builder`].
 //! Inside, the layers stay visible: [`services`] holds the budget service
 //! and tier access, and [`workers`] the background jobs, all written
-//! against the ports alone.
+//! against the ports alone. [`inbound`] holds the ways in (the `spendgate`
+//! command line) and [`settings`] the program's configuration, both behind
+//! the `cli` feature.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,14 +35,18 @@
 //!
 //! Cargo features choose what is compiled: `redis` (the hot path on Redis
 //! or Redis Cluster), `postgres` and `sqlite` (the durable record), `http`
-//! (the provider's usage endpoint for reconciliation). All are on by
+//! (the provider's usage endpoint for reconciliation), `server` (the
+//! sidecar's HTTP API, [`inbound::http`]: axum, Prometheus rendering, the
+//! OpenAPI document) and `cli` (the `spendgate` program: clap, TOML
+//! configuration, signal handling; it needs `server`). All are on by
 //! default; with none, spendgate runs on memory alone and compiles neither
-//! the Redis client, nor SeaORM, nor an HTTP client. The `server` feature
-//! (on by default) adds [`inbound::http`], the sidecar's HTTP API.
+//! the Redis client, nor SeaORM, nor an HTTP client, nor clap.
 
 pub mod builder;
 pub mod inbound;
 pub mod services;
+#[cfg(feature = "cli")]
+pub mod settings;
 pub mod workers;
 
 pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder, WorkerSettings};

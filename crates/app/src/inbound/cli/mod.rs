@@ -1,0 +1,430 @@
+//! The `spendgate` command line: the clap types, and [`run`], the entry
+//! point `main` calls and tests call in-process (no binary to spawn, so
+//! tests see the same code paths and stay fast).
+//!
+//! Commands are in [`commands`], one module per concern; printing and exit
+//! codes in [`output`].
+
+pub mod commands;
+pub mod output;
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use spendgate_domain::{CommunityId, IdempotencyKey, Micros, ModelAlias, Period, UserId};
+use tokio_util::sync::CancellationToken;
+
+pub use output::{CliError, EXIT_CODES_HELP, Exit, Report};
+
+use crate::settings::{FlagValues, LogLevel, Settings};
+
+/// `spendgate`: budget enforcement for LLM agent calls.
+#[derive(Debug, Parser)]
+#[command(name = "spendgate", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Configuration flags, which beat environment variables and the file.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The flags of the settings table (see [`crate::settings`]); every one is
+/// global, so it may follow the subcommand.
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    next_help_heading = "Configuration (flags > SPENDGATE_* variables > config file > defaults)"
+)]
+pub struct SettingsArgs {
+    /// TOML configuration file [env: SPENDGATE_CONFIG].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// postgres://… or sqlite:… [env: SPENDGATE_DATABASE_URL] [default: sqlite://<data-file>?mode=rwc].
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The embedded SQLite file [env: SPENDGATE_DATA_FILE] [default: ./spendgate.db].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub data_file: Option<String>,
+    /// Standalone Redis for the hot path [env: SPENDGATE_REDIS_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Redis Cluster nodes, comma-separated or repeated [env: SPENDGATE_REDIS_CLUSTER_URLS].
+    #[arg(long, global = true, value_name = "URLS")]
+    pub redis_cluster_urls: Vec<String>,
+    /// The provider's usage endpoint, for reconciliation [env: SPENDGATE_PROVIDER_USAGE_URL].
+    #[arg(long, global = true, value_name = "URL")]
+    pub provider_usage_url: Option<String>,
+    /// off, error, warn, info, debug or trace [env: SPENDGATE_LOG_LEVEL]
+    /// [default: info for serve, warn otherwise].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// HTTP listen address [env: SPENDGATE_HTTP_BIND] [default: 127.0.0.1:8080].
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// API token, `secret` or `secret=community1|community2`; repeatable
+    /// [env: SPENDGATE_API_TOKENS, comma-separated].
+    #[arg(long = "api-token", global = true, value_name = "TOKEN")]
+    pub api_tokens: Vec<String>,
+    /// Serve without API tokens, on a loopback address only
+    /// [env: SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK].
+    #[arg(long, global = true)]
+    pub allow_unauthenticated_loopback: bool,
+    /// Largest HTTP request body [env: SPENDGATE_HTTP_BODY_LIMIT_BYTES] [default: 65536].
+    #[arg(long, global = true, value_name = "BYTES")]
+    pub body_limit_bytes: Option<String>,
+    /// HTTP request timeout [env: SPENDGATE_HTTP_REQUEST_TIMEOUT_MS] [default: 10000].
+    #[arg(long, global = true, value_name = "MS")]
+    pub request_timeout_ms: Option<String>,
+    /// Reaper interval [env: SPENDGATE_WORKERS_REAPER_SECS] [default: 60].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub reaper_secs: Option<String>,
+    /// Config sync interval [env: SPENDGATE_WORKERS_CONFIG_SYNC_SECS] [default: 300].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub config_sync_secs: Option<String>,
+    /// Finalize replay interval [env: SPENDGATE_WORKERS_FINALIZE_REPLAY_SECS] [default: 1].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub finalize_replay_secs: Option<String>,
+    /// Reconciliation interval [env: SPENDGATE_WORKERS_RECONCILIATION_SECS] [default: 5].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub reconciliation_secs: Option<String>,
+    /// Drift monitor interval [env: SPENDGATE_WORKERS_DRIFT_SECS] [default: 300].
+    #[arg(long, global = true, value_name = "SECS")]
+    pub drift_secs: Option<String>,
+}
+
+impl SettingsArgs {
+    /// The flag layer of [`Settings::load`].
+    pub fn flag_values(&self) -> FlagValues {
+        FlagValues {
+            config: self.config.clone(),
+            database_url: self.database_url.clone(),
+            data_file: self.data_file.clone(),
+            redis_url: self.redis_url.clone(),
+            redis_cluster_urls: self.redis_cluster_urls.clone(),
+            provider_usage_url: self.provider_usage_url.clone(),
+            log_level: self.log_level.clone(),
+            bind: self.bind.clone(),
+            api_tokens: self.api_tokens.clone(),
+            allow_unauthenticated_loopback: self.allow_unauthenticated_loopback,
+            body_limit_bytes: self.body_limit_bytes.clone(),
+            request_timeout_ms: self.request_timeout_ms.clone(),
+            reaper_secs: self.reaper_secs.clone(),
+            config_sync_secs: self.config_sync_secs.clone(),
+            finalize_replay_secs: self.finalize_replay_secs.clone(),
+            reconciliation_secs: self.reconciliation_secs.clone(),
+            drift_secs: self.drift_secs.clone(),
+        }
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the background workers (and, once merged, the HTTP API) until
+    /// SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply, undo or list database migrations.
+    Migrate {
+        /// Which migration action.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print the effective configuration (TOML, or JSON with --json),
+    /// secrets shown as ***.
+    Config,
+    /// Show a community's budget for a period.
+    Status {
+        /// The community.
+        #[arg(value_parser = parse_community)]
+        community: CommunityId,
+        /// The period, YYYY-MM (the current one by default).
+        #[arg(long, value_parser = parse_period)]
+        period: Option<Period>,
+    },
+    /// Set a community's monthly limit (creates its configuration, AI
+    /// enabled, when it has none).
+    SetBudget {
+        /// The community.
+        #[arg(value_parser = parse_community)]
+        community: CommunityId,
+        /// The limit in USD, e.g. 10 or 12.50.
+        #[arg(value_name = "USD", value_parser = parse_usd)]
+        limit: Micros,
+        /// The most one user may spend in the period, in USD.
+        #[arg(long, value_name = "USD", value_parser = parse_usd)]
+        per_user_cap: Option<Micros>,
+    },
+    /// Hold an estimate for one call; settle it with finalize or cancel.
+    Reserve(ReserveArgs),
+    /// Commit what a reserved call cost and release its estimate.
+    Finalize(FinalizeArgs),
+    /// Release a hold without cost: the call never ran.
+    Cancel {
+        /// The call's ids.
+        #[command(flatten)]
+        ids: HoldIds,
+    },
+    /// Push a live hold's expiry to now + TTL.
+    Extend {
+        /// The call's ids.
+        #[command(flatten)]
+        ids: HoldIds,
+        /// New lifetime from now, in milliseconds.
+        #[arg(long, value_name = "MS")]
+        ttl_ms: u32,
+    },
+    /// Release expired holds: of one community, or one reaper pass over all.
+    Reap {
+        /// Only this community.
+        #[arg(value_parser = parse_community)]
+        community: Option<CommunityId>,
+    },
+    /// One drift monitor pass: store counters against the usage log.
+    Drift,
+    /// Rebuild a community's counters from the usage log.
+    Rebuild {
+        /// The community.
+        #[arg(value_parser = parse_community)]
+        community: CommunityId,
+        /// The period, YYYY-MM (the current one by default).
+        #[arg(long, value_parser = parse_period)]
+        period: Option<Period>,
+    },
+}
+
+/// `migrate` actions.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Undo the most recent migrations.
+    Down {
+        /// How many to undo.
+        #[arg(long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// List migrations, applied or pending.
+    Status,
+}
+
+/// The ids of one call: community, user, idempotency key.
+#[derive(Debug, Clone, Args)]
+pub struct HoldIds {
+    /// The community.
+    #[arg(value_parser = parse_community)]
+    pub community: CommunityId,
+    /// The user.
+    #[arg(value_parser = parse_user)]
+    pub user: UserId,
+    /// The call's idempotency key.
+    #[arg(value_parser = parse_key)]
+    pub key: IdempotencyKey,
+}
+
+/// `reserve` arguments.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("cost").required(true).args(["prompt_tokens", "estimate_usd"])))]
+pub struct ReserveArgs {
+    /// The call's ids.
+    #[command(flatten)]
+    pub ids: HoldIds,
+    /// The model alias.
+    #[arg(long, value_parser = parse_model)]
+    pub model: ModelAlias,
+    /// The community's tier, 1–9.
+    #[arg(long)]
+    pub tier: i64,
+    /// Prompt tokens (priced with --max-completion-tokens).
+    #[arg(long, requires = "max_completion_tokens")]
+    pub prompt_tokens: Option<u64>,
+    /// The most completion tokens the call may produce.
+    #[arg(long, requires = "prompt_tokens")]
+    pub max_completion_tokens: Option<u64>,
+    /// The caller's own estimate in USD, instead of token counts.
+    #[arg(long, value_name = "USD", value_parser = parse_usd, conflicts_with_all = ["prompt_tokens", "max_completion_tokens", "tool_use"])]
+    pub estimate_usd: Option<Micros>,
+    /// The call uses tools (the tool-use multiplier applies).
+    #[arg(long)]
+    pub tool_use: bool,
+    /// Hold lifetime in milliseconds (the service default otherwise).
+    #[arg(long, value_name = "MS")]
+    pub ttl_ms: Option<u32>,
+    /// A trace id carried into the usage log.
+    #[arg(long)]
+    pub trace_id: Option<String>,
+}
+
+/// `finalize` arguments.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("usage").required(true).args(["actual_usd", "prompt_tokens"])))]
+pub struct FinalizeArgs {
+    /// The call's ids.
+    #[command(flatten)]
+    pub ids: HoldIds,
+    /// What the call cost, in USD.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub actual_usd: Option<Micros>,
+    /// Prompt tokens used (priced with --completion-tokens).
+    #[arg(long, requires = "completion_tokens", conflicts_with = "actual_usd")]
+    pub prompt_tokens: Option<u64>,
+    /// Completion tokens used.
+    #[arg(long, requires = "prompt_tokens")]
+    pub completion_tokens: Option<u64>,
+    /// A trace id carried into the usage log.
+    #[arg(long)]
+    pub trace_id: Option<String>,
+}
+
+fn parse_usd(text: &str) -> Result<Micros, String> {
+    Micros::parse_usd(text).map_err(|e| e.to_string())
+}
+
+fn parse_period(text: &str) -> Result<Period, String> {
+    Period::parse(text).map_err(|e| format!("{e} (expected YYYY-MM)"))
+}
+
+fn parse_community(text: &str) -> Result<CommunityId, String> {
+    CommunityId::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_user(text: &str) -> Result<UserId, String> {
+    UserId::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_key(text: &str) -> Result<IdempotencyKey, String> {
+    IdempotencyKey::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_model(text: &str) -> Result<ModelAlias, String> {
+    ModelAlias::parse(text).map_err(|e| e.to_string())
+}
+
+/// Where a command writes, and what it may ask of its surroundings:
+/// injected so tests run commands in-process with buffers and a fake
+/// environment.
+pub struct Console<'a> {
+    /// Results (text or JSON).
+    pub out: &'a mut dyn Write,
+    /// Errors and progress.
+    pub err: &'a mut dyn Write,
+    /// Whether to print progress lines on `err` (a terminal; not when
+    /// piped).
+    pub progress: bool,
+    /// Environment look-up for the `SPENDGATE_*` layer.
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+    /// Whether to install a log subscriber at the configured level (the
+    /// program does; tests and embedders keep their own).
+    pub install_logging: bool,
+}
+
+impl std::fmt::Debug for Console<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Console")
+            .field("progress", &self.progress)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console<'_> {
+    /// A progress line, only on a terminal.
+    pub(crate) fn progress(&mut self, message: &str) {
+        if self.progress {
+            // Progress is best effort: a closed stderr must not fail a command.
+            let _ = writeln!(self.err, "{message}");
+        }
+    }
+}
+
+/// The process environment, for [`Console::env`].
+pub fn process_env(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Parses `args` (the program name first) and runs the command. A parse
+/// error or `--help` prints clap's text and returns [`Exit::Usage`] (or
+/// [`Exit::Ok`] for help and version).
+pub async fn run_args<I, T>(args: I, console: &mut Console<'_>) -> Exit
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => run(cli, console).await,
+        Err(error) => {
+            let text = error.render();
+            let ok = !error.use_stderr();
+            let target: &mut dyn Write = if ok { console.out } else { console.err };
+            // Best effort, as above.
+            let _ = write!(target, "{text}");
+            if ok { Exit::Ok } else { Exit::Usage }
+        }
+    }
+}
+
+/// Runs one parsed command: loads the settings, runs, prints the result
+/// and returns the exit code. `serve` stops on SIGTERM or Ctrl-C.
+pub async fn run(cli: Cli, console: &mut Console<'_>) -> Exit {
+    let shutdown = CancellationToken::new();
+    if matches!(cli.command, Command::Serve) {
+        commands::serve::cancel_on_signal(shutdown.clone());
+    }
+    run_until(cli, console, shutdown).await
+}
+
+/// [`run`] with the shutdown of `serve` in the caller's hands (tests
+/// cancel `shutdown` instead of sending a signal).
+pub async fn run_until(cli: Cli, console: &mut Console<'_>, shutdown: CancellationToken) -> Exit {
+    let as_json = cli.json;
+    let result = match Settings::load(&cli.settings.flag_values(), console.env) {
+        Ok(settings) => {
+            if console.install_logging {
+                let default = if matches!(cli.command, Command::Serve) {
+                    LogLevel::Info
+                } else {
+                    LogLevel::Warn
+                };
+                install_logging(settings.log_level.unwrap_or(default));
+            }
+            commands::dispatch(cli.command, &settings, console, shutdown).await
+        }
+        Err(error) => Err(CliError::Settings(error)),
+    };
+    match result {
+        Ok(report) => match output::print_report(console.out, &report, as_json) {
+            Ok(()) => report.exit,
+            Err(source) => output::print_error(
+                &mut std::io::sink(),
+                console.err,
+                &CliError::Io {
+                    what: "writing the output".into(),
+                    source,
+                },
+                false,
+            ),
+        },
+        Err(error) => output::print_error(console.out, console.err, &error, as_json),
+    }
+}
+
+fn install_logging(level: LogLevel) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match level {
+        LogLevel::Off => LevelFilter::OFF,
+        LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
+        LogLevel::Trace => LevelFilter::TRACE,
+    };
+    // A subscriber installed earlier (by an embedder) wins.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

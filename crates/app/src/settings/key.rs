@@ -1,0 +1,153 @@
+//! The one table of setting keys: each key's TOML name, environment
+//! variable and flag, so the three layers cannot drift apart.
+
+/// A setting the program reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Key {
+    DatabaseUrl,
+    DataFile,
+    RedisUrl,
+    RedisClusterUrls,
+    ProviderUsageUrl,
+    LogLevel,
+    HttpBind,
+    HttpTokens,
+    HttpAllowUnauthenticatedLoopback,
+    HttpBodyLimitBytes,
+    HttpRequestTimeoutMs,
+    WorkersReaperSecs,
+    WorkersConfigSyncSecs,
+    WorkersFinalizeReplaySecs,
+    WorkersReconciliationSecs,
+    WorkersDriftSecs,
+}
+
+impl Key {
+    /// Every key, in the order `spendgate config` prints them.
+    pub(super) const ALL: [Key; 16] = [
+        Key::DatabaseUrl,
+        Key::DataFile,
+        Key::RedisUrl,
+        Key::RedisClusterUrls,
+        Key::ProviderUsageUrl,
+        Key::LogLevel,
+        Key::HttpBind,
+        Key::HttpTokens,
+        Key::HttpAllowUnauthenticatedLoopback,
+        Key::HttpBodyLimitBytes,
+        Key::HttpRequestTimeoutMs,
+        Key::WorkersReaperSecs,
+        Key::WorkersConfigSyncSecs,
+        Key::WorkersFinalizeReplaySecs,
+        Key::WorkersReconciliationSecs,
+        Key::WorkersDriftSecs,
+    ];
+
+    /// The TOML key (dotted inside a section).
+    pub(super) fn name(self) -> &'static str {
+        self.row().0
+    }
+
+    /// The environment variable.
+    pub(super) fn env(self) -> &'static str {
+        self.row().1
+    }
+
+    /// The command-line flag.
+    pub(super) fn flag(self) -> &'static str {
+        self.row().2
+    }
+
+    fn row(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Key::DatabaseUrl => ("database_url", "SPENDGATE_DATABASE_URL", "--database-url"),
+            Key::DataFile => ("data_file", "SPENDGATE_DATA_FILE", "--data-file"),
+            Key::RedisUrl => ("redis_url", "SPENDGATE_REDIS_URL", "--redis-url"),
+            Key::RedisClusterUrls => (
+                "redis_cluster_urls",
+                "SPENDGATE_REDIS_CLUSTER_URLS",
+                "--redis-cluster-urls",
+            ),
+            Key::ProviderUsageUrl => (
+                "provider_usage_url",
+                "SPENDGATE_PROVIDER_USAGE_URL",
+                "--provider-usage-url",
+            ),
+            Key::LogLevel => ("log_level", "SPENDGATE_LOG_LEVEL", "--log-level"),
+            Key::HttpBind => ("http.bind", "SPENDGATE_HTTP_BIND", "--bind"),
+            Key::HttpTokens => ("http.tokens", "SPENDGATE_API_TOKENS", "--api-token"),
+            Key::HttpAllowUnauthenticatedLoopback => (
+                "http.allow_unauthenticated_loopback",
+                "SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK",
+                "--allow-unauthenticated-loopback",
+            ),
+            Key::HttpBodyLimitBytes => (
+                "http.body_limit_bytes",
+                "SPENDGATE_HTTP_BODY_LIMIT_BYTES",
+                "--body-limit-bytes",
+            ),
+            Key::HttpRequestTimeoutMs => (
+                "http.request_timeout_ms",
+                "SPENDGATE_HTTP_REQUEST_TIMEOUT_MS",
+                "--request-timeout-ms",
+            ),
+            Key::WorkersReaperSecs => (
+                "workers.reaper_secs",
+                "SPENDGATE_WORKERS_REAPER_SECS",
+                "--reaper-secs",
+            ),
+            Key::WorkersConfigSyncSecs => (
+                "workers.config_sync_secs",
+                "SPENDGATE_WORKERS_CONFIG_SYNC_SECS",
+                "--config-sync-secs",
+            ),
+            Key::WorkersFinalizeReplaySecs => (
+                "workers.finalize_replay_secs",
+                "SPENDGATE_WORKERS_FINALIZE_REPLAY_SECS",
+                "--finalize-replay-secs",
+            ),
+            Key::WorkersReconciliationSecs => (
+                "workers.reconciliation_secs",
+                "SPENDGATE_WORKERS_RECONCILIATION_SECS",
+                "--reconciliation-secs",
+            ),
+            Key::WorkersDriftSecs => (
+                "workers.drift_secs",
+                "SPENDGATE_WORKERS_DRIFT_SECS",
+                "--drift-secs",
+            ),
+        }
+    }
+
+    /// Whether the value is a list (TOML array, comma-separated variable,
+    /// repeated or comma-separated flag).
+    pub(super) fn is_list(self) -> bool {
+        matches!(self, Key::RedisClusterUrls | Key::HttpTokens)
+    }
+
+    /// What a TOML value of this key must be, for errors.
+    pub(super) fn expected(self) -> &'static str {
+        match self {
+            Key::RedisClusterUrls | Key::HttpTokens => "an array of strings",
+            Key::HttpAllowUnauthenticatedLoopback => "a boolean",
+            Key::HttpBodyLimitBytes
+            | Key::HttpRequestTimeoutMs
+            | Key::WorkersReaperSecs
+            | Key::WorkersConfigSyncSecs
+            | Key::WorkersFinalizeReplaySecs
+            | Key::WorkersReconciliationSecs
+            | Key::WorkersDriftSecs => "an integer",
+            _ => "a string",
+        }
+    }
+
+    /// The key named `name` in the TOML file.
+    pub(super) fn from_name(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether `name` is a TOML section (`[http]`, `[workers]`).
+    pub(super) fn is_section(name: &str) -> bool {
+        matches!(name, "http" | "workers")
+    }
+}

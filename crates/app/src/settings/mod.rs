@@ -1,0 +1,800 @@
+//! The `spendgate` program's configuration: one [`Settings`] from four
+//! layers, so every deployment style (flags in a unit file, variables in a
+//! container, a checked-in TOML file) works and the winner is predictable.
+//!
+//! Precedence, highest first:
+//!
+//! 1. command-line flags (`--bind 0.0.0.0:8080`);
+//! 2. environment variables (`SPENDGATE_HTTP_BIND`; empty ones count as
+//!    unset);
+//! 3. the TOML file named by `--config` or `SPENDGATE_CONFIG` (no file is
+//!    read unless one is named; a named file that cannot be read is an
+//!    error);
+//! 4. the defaults.
+//!
+//! A bad value stops start-up with a [`SettingsError`] naming the setting
+//! and where it came from. `database_url` and `data_file` both choose the
+//! database: the one from the higher layer wins, and `database_url` on a
+//! tie.
+//!
+//! | key | variable | flag | default |
+//! |---|---|---|---|
+//! | `database_url` | `SPENDGATE_DATABASE_URL` | `--database-url` | `sqlite://<data_file>?mode=rwc` |
+//! | `data_file` | `SPENDGATE_DATA_FILE` | `--data-file` | `./spendgate.db` |
+//! | `redis_url` | `SPENDGATE_REDIS_URL` | `--redis-url` | none |
+//! | `redis_cluster_urls` | `SPENDGATE_REDIS_CLUSTER_URLS` | `--redis-cluster-urls` | none |
+//! | `provider_usage_url` | `SPENDGATE_PROVIDER_USAGE_URL` | `--provider-usage-url` | none |
+//! | `log_level` | `SPENDGATE_LOG_LEVEL` | `--log-level` | `info` for `serve`, else `warn` |
+//! | `http.bind` | `SPENDGATE_HTTP_BIND` | `--bind` | `127.0.0.1:8080` |
+//! | `http.tokens` | `SPENDGATE_API_TOKENS` | `--api-token` | none |
+//! | `http.allow_unauthenticated_loopback` | `SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK` | `--allow-unauthenticated-loopback` | `false` |
+//! | `http.body_limit_bytes` | `SPENDGATE_HTTP_BODY_LIMIT_BYTES` | `--body-limit-bytes` | `65536` |
+//! | `http.request_timeout_ms` | `SPENDGATE_HTTP_REQUEST_TIMEOUT_MS` | `--request-timeout-ms` | `10000` |
+//! | `workers.reaper_secs` | `SPENDGATE_WORKERS_REAPER_SECS` | `--reaper-secs` | `60` |
+//! | `workers.config_sync_secs` | `SPENDGATE_WORKERS_CONFIG_SYNC_SECS` | `--config-sync-secs` | `300` |
+//! | `workers.finalize_replay_secs` | `SPENDGATE_WORKERS_FINALIZE_REPLAY_SECS` | `--finalize-replay-secs` | `1` |
+//! | `workers.reconciliation_secs` | `SPENDGATE_WORKERS_RECONCILIATION_SECS` | `--reconciliation-secs` | `5` |
+//! | `workers.drift_secs` | `SPENDGATE_WORKERS_DRIFT_SECS` | `--drift-secs` | `300` |
+//!
+//! A token is `secret` (every community) or `secret=community1|community2`;
+//! the variable takes them comma-separated, the flag repeated.
+
+mod key;
+mod source;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use spendgate_domain::CommunityId;
+
+use crate::builder::WorkerSettings;
+use crate::workers::Schedule;
+
+use key::Key;
+pub use source::Origin;
+use source::{Layer, Layers, Raw};
+
+/// The environment variable naming the TOML file.
+pub const CONFIG_ENV: &str = "SPENDGATE_CONFIG";
+/// The embedded database file when nothing else is configured.
+pub const DEFAULT_DATA_FILE: &str = "./spendgate.db";
+/// Where the HTTP API listens by default: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// The largest request body accepted by default (64 KiB).
+pub const DEFAULT_BODY_LIMIT_BYTES: u64 = 64 * 1024;
+/// How long one request may take by default (10 s).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// The shortest API token secret accepted: short secrets are guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Why the configuration could not be loaded or used. Every variant names
+/// the setting and, where there is one, the flag, variable or file it came
+/// from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// A value does not parse or breaks its setting's rule.
+    #[error("invalid {key} from {origin}: {message}")]
+    Invalid {
+        /// The setting (its TOML key).
+        key: &'static str,
+        /// Where the value came from.
+        origin: Origin,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Two settings that exclude each other are both set.
+    #[error(
+        "{first} (from {first_origin}) and {second} (from {second_origin}) are both set: {message}"
+    )]
+    Conflict {
+        /// One setting.
+        first: &'static str,
+        /// Where it came from.
+        first_origin: Box<Origin>,
+        /// The other.
+        second: &'static str,
+        /// Where it came from.
+        second_origin: Box<Origin>,
+        /// What to do about it.
+        message: &'static str,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    FileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML.
+    #[error("config file {} is not valid TOML: {source}", path.display())]
+    FileSyntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// The configuration file has a key spendgate does not know (a typo
+    /// would otherwise be silently ignored).
+    #[error("config file {} has unknown key {key:?}", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+    },
+    /// `serve` without API tokens is only allowed on loopback, and only
+    /// when asked for.
+    #[error("{0}")]
+    Unauthenticated(String),
+}
+
+/// The values given on the command line, before precedence is applied:
+/// what the CLI's flags fill in (`None` or empty when a flag is absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(missing_docs)] // one field per row of the module's key table
+pub struct FlagValues {
+    pub config: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub data_file: Option<String>,
+    pub redis_url: Option<String>,
+    pub redis_cluster_urls: Vec<String>,
+    pub provider_usage_url: Option<String>,
+    pub log_level: Option<String>,
+    pub bind: Option<String>,
+    pub api_tokens: Vec<String>,
+    /// Presence flag: `true` when given, else not set by flag.
+    pub allow_unauthenticated_loopback: bool,
+    pub body_limit_bytes: Option<String>,
+    pub request_timeout_ms: Option<String>,
+    pub reaper_secs: Option<String>,
+    pub config_sync_secs: Option<String>,
+    pub finalize_replay_secs: Option<String>,
+    pub reconciliation_secs: Option<String>,
+    pub drift_secs: Option<String>,
+}
+
+impl FlagValues {
+    fn layer(&self) -> Layer {
+        let mut layer = Layer::default();
+        let mut one = |key: Key, value: &Option<String>| {
+            if let Some(value) = value {
+                layer.0.insert(key, Raw::One(value.clone()));
+            }
+        };
+        one(Key::DatabaseUrl, &self.database_url);
+        one(Key::DataFile, &self.data_file);
+        one(Key::RedisUrl, &self.redis_url);
+        one(Key::ProviderUsageUrl, &self.provider_usage_url);
+        one(Key::LogLevel, &self.log_level);
+        one(Key::HttpBind, &self.bind);
+        one(Key::HttpBodyLimitBytes, &self.body_limit_bytes);
+        one(Key::HttpRequestTimeoutMs, &self.request_timeout_ms);
+        one(Key::WorkersReaperSecs, &self.reaper_secs);
+        one(Key::WorkersConfigSyncSecs, &self.config_sync_secs);
+        one(Key::WorkersFinalizeReplaySecs, &self.finalize_replay_secs);
+        one(Key::WorkersReconciliationSecs, &self.reconciliation_secs);
+        one(Key::WorkersDriftSecs, &self.drift_secs);
+        if !self.redis_cluster_urls.is_empty() {
+            // Each flag may itself be comma-separated.
+            let items = self
+                .redis_cluster_urls
+                .iter()
+                .flat_map(|v| Raw::One(v.clone()).items())
+                .collect();
+            layer.0.insert(Key::RedisClusterUrls, Raw::List(items));
+        }
+        if !self.api_tokens.is_empty() {
+            layer
+                .0
+                .insert(Key::HttpTokens, Raw::List(self.api_tokens.clone()));
+        }
+        if self.allow_unauthenticated_loopback {
+            layer
+                .0
+                .insert(Key::HttpAllowUnauthenticatedLoopback, Raw::Bool(true));
+        }
+        layer
+    }
+}
+
+/// How much the program logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)] // the usual levels
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "off" => LogLevel::Off,
+            "error" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            "trace" => LogLevel::Trace,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        })
+    }
+}
+
+/// An API token of the HTTP API: the secret a client sends, and the
+/// communities it may act for (all when `None`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenSetting {
+    /// The bearer secret. Never printed: [`fmt::Debug`] and
+    /// `spendgate config` show `***`.
+    pub secret: String,
+    /// The communities the token is limited to; `None` means every one.
+    pub communities: Option<Vec<CommunityId>>,
+}
+
+impl fmt::Debug for TokenSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenSetting")
+            .field("secret", &"***")
+            .field("communities", &self.communities)
+            .finish()
+    }
+}
+
+impl TokenSetting {
+    /// `***` or `***=c1|c2`: what the token looks like in printed
+    /// configuration.
+    pub fn redacted(&self) -> String {
+        match &self.communities {
+            None => "***".to_owned(),
+            Some(list) => {
+                let names: Vec<&str> = list.iter().map(CommunityId::as_str).collect();
+                format!("***={}", names.join("|"))
+            }
+        }
+    }
+}
+
+/// The HTTP API's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Where the API listens.
+    pub bind: SocketAddr,
+    /// Accepted API tokens; none means unauthenticated (loopback only).
+    pub tokens: Vec<TokenSetting>,
+    /// Whether `serve` may run without tokens (only on a loopback bind).
+    pub allow_unauthenticated_loopback: bool,
+    /// The largest request body accepted.
+    pub body_limit_bytes: u64,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
+
+/// How often each background job runs (see [`WorkerSettings`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerIntervals {
+    /// Reaper.
+    pub reaper: Duration,
+    /// Config sync.
+    pub config_sync: Duration,
+    /// Finalize replay.
+    pub finalize_replay: Duration,
+    /// Reconciliation.
+    pub reconciliation: Duration,
+    /// Drift monitor.
+    pub drift: Duration,
+}
+
+/// The program's effective configuration, after precedence and checks.
+/// Its `Debug` output is the redacted one: settings end up in logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The database: `postgres://…` or `sqlite:…`.
+    pub database_url: String,
+    /// The SQLite file behind the default database URL (informational when
+    /// `database_url` was given).
+    pub data_file: String,
+    /// A standalone Redis for the hot path.
+    pub redis_url: Option<String>,
+    /// Nodes of a Redis Cluster for the hot path.
+    pub redis_cluster_urls: Vec<String>,
+    /// The provider's usage endpoint, for reconciliation.
+    pub provider_usage_url: Option<String>,
+    /// How much to log; `None` (unset) means `info` for `serve` and `warn`
+    /// for one-shot commands, whose output should not drown in log lines.
+    pub log_level: Option<LogLevel>,
+    /// The HTTP API.
+    pub http: HttpSettings,
+    /// The background jobs' intervals.
+    pub workers: WorkerIntervals,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.redacted(), f)
+    }
+}
+
+impl Settings {
+    /// Loads the configuration from `flags`, the environment read through
+    /// `env` (a closure, so tests need not touch the process environment),
+    /// and the file named by `flags.config` or [`CONFIG_ENV`].
+    ///
+    /// # Errors
+    /// [`SettingsError`] for the first bad value, naming where it came
+    /// from.
+    pub fn load(
+        flags: &FlagValues,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, SettingsError> {
+        let config_path = flags.config.clone().or_else(|| {
+            env(CONFIG_ENV)
+                .filter(|v| !v.trim().is_empty())
+                .map(PathBuf::from)
+        });
+        let file = match config_path {
+            Some(path) => {
+                let layer = source::file_layer(&path)?;
+                Some((path, layer))
+            }
+            None => None,
+        };
+        let layers = Layers {
+            flags: flags.layer(),
+            env: source::env_layer(env),
+            file,
+        };
+        Self::from_layers(&layers)
+    }
+
+    fn from_layers(layers: &Layers) -> Result<Self, SettingsError> {
+        let data_file = match layers.get(Key::DataFile) {
+            Some((raw, origin)) => parse_data_file(&raw.text(), origin)?,
+            None => DEFAULT_DATA_FILE.to_owned(),
+        };
+        let data_file_origin = layers.get(Key::DataFile).map(|(_, o)| o);
+        let database_url = match layers.get(Key::DatabaseUrl) {
+            Some((raw, origin))
+                if data_file_origin
+                    .as_ref()
+                    .is_none_or(|d| origin.rank() >= d.rank()) =>
+            {
+                parse_database_url(&raw.text(), origin)?
+            }
+            _ => sqlite_url(&data_file),
+        };
+        let redis_url = optional(layers, Key::RedisUrl, parse_redis_url)?;
+        let redis_cluster_urls = match layers.get(Key::RedisClusterUrls) {
+            Some((raw, origin)) => parse_cluster_urls(&raw.items(), origin)?,
+            None => Vec::new(),
+        };
+        if let (Some((_, first_origin)), Some((_, second_origin))) =
+            (layers.get(Key::RedisUrl), layers.get(Key::RedisClusterUrls))
+        {
+            return Err(SettingsError::Conflict {
+                first: Key::RedisUrl.name(),
+                first_origin: Box::new(first_origin),
+                second: Key::RedisClusterUrls.name(),
+                second_origin: Box::new(second_origin),
+                message: "the hot path is on one Redis or on one cluster: set only one",
+            });
+        }
+        let provider_usage_url = optional(layers, Key::ProviderUsageUrl, parse_http_url)?;
+        let log_level = match layers.get(Key::LogLevel) {
+            Some((raw, origin)) => Some(LogLevel::parse(&raw.text()).ok_or_else(|| {
+                invalid(
+                    Key::LogLevel,
+                    origin,
+                    format!(
+                        "{:?} is not one of off, error, warn, info, debug, trace",
+                        raw.text()
+                    ),
+                )
+            })?),
+            None => None,
+        };
+        let bind = match layers.get(Key::HttpBind) {
+            Some((raw, origin)) => parse_bind(&raw.text(), origin)?,
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        };
+        let tokens = match layers.get(Key::HttpTokens) {
+            Some((raw, origin)) => parse_tokens(&raw.items(), origin)?,
+            None => Vec::new(),
+        };
+        let allow_unauthenticated_loopback = match layers.get(Key::HttpAllowUnauthenticatedLoopback)
+        {
+            Some((raw, origin)) => parse_bool(Key::HttpAllowUnauthenticatedLoopback, raw, origin)?,
+            None => false,
+        };
+        let body_limit_bytes = positive(layers, Key::HttpBodyLimitBytes, DEFAULT_BODY_LIMIT_BYTES)?;
+        let request_timeout_ms = positive(
+            layers,
+            Key::HttpRequestTimeoutMs,
+            DEFAULT_REQUEST_TIMEOUT_MS,
+        )?;
+        let secs = |key, default| positive(layers, key, default).map(Duration::from_secs);
+        Ok(Self {
+            database_url,
+            data_file,
+            redis_url,
+            redis_cluster_urls,
+            provider_usage_url,
+            log_level,
+            http: HttpSettings {
+                bind,
+                tokens,
+                allow_unauthenticated_loopback,
+                body_limit_bytes,
+                request_timeout: Duration::from_millis(request_timeout_ms),
+            },
+            workers: WorkerIntervals {
+                reaper: secs(Key::WorkersReaperSecs, 60)?,
+                config_sync: secs(Key::WorkersConfigSyncSecs, 300)?,
+                finalize_replay: secs(Key::WorkersFinalizeReplaySecs, 1)?,
+                reconciliation: secs(Key::WorkersReconciliationSecs, 5)?,
+                drift: secs(Key::WorkersDriftSecs, 300)?,
+            },
+        })
+    }
+
+    /// The rules `serve` enforces before it listens: without API tokens it
+    /// refuses to start unless `allow_unauthenticated_loopback` is set and
+    /// the bind address is a loopback address.
+    ///
+    /// # Errors
+    /// [`SettingsError::Unauthenticated`] saying which rule failed.
+    pub fn check_serve(&self) -> Result<(), SettingsError> {
+        let http = &self.http;
+        if !http.tokens.is_empty() {
+            return Ok(());
+        }
+        if !http.allow_unauthenticated_loopback {
+            return Err(SettingsError::Unauthenticated(format!(
+                "no API tokens are configured (http.tokens, {}, {}); set some, or pass \
+                 --allow-unauthenticated-loopback to serve without authentication on a loopback address",
+                Key::HttpTokens.env(),
+                Key::HttpTokens.flag()
+            )));
+        }
+        if !http.bind.ip().is_loopback() {
+            return Err(SettingsError::Unauthenticated(format!(
+                "allow_unauthenticated_loopback only allows a loopback bind address, and http.bind is {}; \
+                 configure API tokens to listen there",
+                http.bind
+            )));
+        }
+        Ok(())
+    }
+
+    /// The library's worker settings with these intervals (jitter a tenth
+    /// of each, as [`Schedule::every`]).
+    pub fn worker_settings(&self) -> WorkerSettings {
+        let w = self.workers;
+        WorkerSettings {
+            reaper: Schedule::every(w.reaper),
+            config_sync: Schedule::every(w.config_sync),
+            finalize_replay: Schedule::every(w.finalize_replay),
+            reconciliation: Schedule::every(w.reconciliation),
+            drift: Schedule::every(w.drift),
+            ..WorkerSettings::default()
+        }
+    }
+
+    /// The configuration as `spendgate config` prints it, in the TOML
+    /// file's shape, with token secrets and URL passwords replaced by
+    /// `***`.
+    pub fn redacted(&self) -> RedactedSettings {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        RedactedSettings {
+            database_url: redact_url(&self.database_url),
+            data_file: self.data_file.clone(),
+            redis_url: self.redis_url.as_deref().map(redact_url),
+            redis_cluster_urls: self
+                .redis_cluster_urls
+                .iter()
+                .map(|u| redact_url(u))
+                .collect(),
+            provider_usage_url: self.provider_usage_url.as_deref().map(redact_url),
+            log_level: self.log_level,
+            http: RedactedHttp {
+                bind: self.http.bind.to_string(),
+                tokens: self
+                    .http
+                    .tokens
+                    .iter()
+                    .map(TokenSetting::redacted)
+                    .collect(),
+                allow_unauthenticated_loopback: self.http.allow_unauthenticated_loopback,
+                body_limit_bytes: self.http.body_limit_bytes,
+                request_timeout_ms: ms(self.http.request_timeout),
+            },
+            workers: RedactedWorkers {
+                reaper_secs: self.workers.reaper.as_secs(),
+                config_sync_secs: self.workers.config_sync.as_secs(),
+                finalize_replay_secs: self.workers.finalize_replay.as_secs(),
+                reconciliation_secs: self.workers.reconciliation.as_secs(),
+                drift_secs: self.workers.drift.as_secs(),
+            },
+        }
+    }
+}
+
+/// [`Settings`] safe to print: the TOML file's shape, secrets as `***`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)] // the keys of the module's table
+pub struct RedactedSettings {
+    pub database_url: String,
+    pub data_file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    pub redis_cluster_urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_usage_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<LogLevel>,
+    pub http: RedactedHttp,
+    pub workers: RedactedWorkers,
+}
+
+/// The `[http]` section of [`RedactedSettings`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)] // the keys of the module's table
+pub struct RedactedHttp {
+    pub bind: String,
+    pub tokens: Vec<String>,
+    pub allow_unauthenticated_loopback: bool,
+    pub body_limit_bytes: u64,
+    pub request_timeout_ms: u64,
+}
+
+/// The `[workers]` section of [`RedactedSettings`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[allow(missing_docs)] // the keys of the module's table
+pub struct RedactedWorkers {
+    pub reaper_secs: u64,
+    pub config_sync_secs: u64,
+    pub finalize_replay_secs: u64,
+    pub reconciliation_secs: u64,
+    pub drift_secs: u64,
+}
+
+/// `url` with any password replaced by `***` (`scheme://user:***@host`,
+/// `redis://:***@host`), so printed configuration and errors never carry
+/// one.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    // The credentials end at the last `@` before the path.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let (credentials, host_and_rest) = (&rest[..at], &rest[at..]);
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{host_and_rest}"),
+        None => url.to_owned(),
+    }
+}
+
+fn invalid(key: Key, origin: Origin, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.name(),
+        origin,
+        message: message.into(),
+    }
+}
+
+fn optional(
+    layers: &Layers,
+    key: Key,
+    parse: fn(Key, &str, Origin) -> Result<String, SettingsError>,
+) -> Result<Option<String>, SettingsError> {
+    layers
+        .get(key)
+        .map(|(raw, origin)| parse(key, raw.text().trim(), origin))
+        .transpose()
+}
+
+fn positive(layers: &Layers, key: Key, default: u64) -> Result<u64, SettingsError> {
+    let Some((raw, origin)) = layers.get(key) else {
+        return Ok(default);
+    };
+    let text = raw.text();
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err(invalid(key, origin, "must be greater than 0")),
+        Ok(n) if n > MAX_NUMBER => Err(invalid(
+            key,
+            origin,
+            format!("{n} is larger than the supported {MAX_NUMBER}"),
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(invalid(
+            key,
+            origin,
+            format!("{text:?} is not a positive whole number"),
+        )),
+    }
+}
+
+/// The largest number a size or interval setting takes (about 31 years in
+/// seconds, 4 GiB in bytes): far past any sane value, far inside `u64`.
+const MAX_NUMBER: u64 = 1 << 32;
+
+fn parse_bool(key: Key, raw: &Raw, origin: Origin) -> Result<bool, SettingsError> {
+    if let Raw::Bool(b) = raw {
+        return Ok(*b);
+    }
+    let text = raw.text();
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(
+            key,
+            origin,
+            format!("{text:?} is not a boolean (true/false, 1/0, yes/no, on/off)"),
+        )),
+    }
+}
+
+fn parse_data_file(text: &str, origin: Origin) -> Result<String, SettingsError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(invalid(Key::DataFile, origin, "is empty"));
+    }
+    if text.contains(['?', '#']) {
+        return Err(invalid(
+            Key::DataFile,
+            origin,
+            "a file path must not contain '?' or '#' (use database_url for URL options)",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn sqlite_url(data_file: &str) -> String {
+    format!("sqlite://{data_file}?mode=rwc")
+}
+
+fn parse_database_url(text: &str, origin: Origin) -> Result<String, SettingsError> {
+    let text = text.trim();
+    let known = ["postgres://", "postgresql://", "sqlite:"];
+    if known.iter().any(|p| text.starts_with(p)) && text.len() > "sqlite:".len() {
+        Ok(text.to_owned())
+    } else {
+        Err(invalid(
+            Key::DatabaseUrl,
+            origin,
+            format!(
+                "{:?} is not a postgres://, postgresql:// or sqlite: URL",
+                redact_url(text)
+            ),
+        ))
+    }
+}
+
+fn parse_redis_url(key: Key, text: &str, origin: Origin) -> Result<String, SettingsError> {
+    let known = ["redis://", "rediss://", "redis+unix://", "unix://"];
+    match known.iter().find(|p| text.starts_with(*p)) {
+        Some(prefix) if text.len() > prefix.len() => Ok(text.to_owned()),
+        _ => Err(invalid(
+            key,
+            origin,
+            format!("{:?} is not a redis:// or rediss:// URL", redact_url(text)),
+        )),
+    }
+}
+
+fn parse_cluster_urls(items: &[String], origin: Origin) -> Result<Vec<String>, SettingsError> {
+    if items.is_empty() {
+        return Err(invalid(Key::RedisClusterUrls, origin, "lists no node"));
+    }
+    items
+        .iter()
+        .map(|item| parse_redis_url(Key::RedisClusterUrls, item.trim(), origin.clone()))
+        .collect()
+}
+
+fn parse_http_url(key: Key, text: &str, origin: Origin) -> Result<String, SettingsError> {
+    let ok = ["http://", "https://"]
+        .iter()
+        .any(|p| text.len() > p.len() && text.starts_with(p));
+    if !ok {
+        return Err(invalid(
+            key,
+            origin,
+            format!("{:?} is not an http:// or https:// URL", redact_url(text)),
+        ));
+    }
+    if text.contains(['?', '#']) {
+        return Err(invalid(
+            key,
+            origin,
+            "must be a base URL without query or fragment",
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_bind(text: &str, origin: Origin) -> Result<SocketAddr, SettingsError> {
+    text.trim().parse::<SocketAddr>().map_err(|_| {
+        invalid(
+            Key::HttpBind,
+            origin,
+            format!("{text:?} is not an IP address and port, such as 127.0.0.1:8080 or [::1]:8080"),
+        )
+    })
+}
+
+fn parse_tokens(items: &[String], origin: Origin) -> Result<Vec<TokenSetting>, SettingsError> {
+    let mut tokens: Vec<TokenSetting> = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let position = index + 1;
+        let bad = |message: String| invalid(Key::HttpTokens, origin.clone(), message);
+        let (secret, communities) = match item.trim().split_once('=') {
+            Some((secret, list)) => (secret, Some(list)),
+            None => (item.trim(), None),
+        };
+        if secret.len() < MIN_TOKEN_LEN {
+            return Err(bad(format!(
+                "token #{position}: the secret is shorter than {MIN_TOKEN_LEN} characters"
+            )));
+        }
+        if !secret
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'=' | b'|'))
+        {
+            return Err(bad(format!(
+                "token #{position}: the secret must be printable ASCII without spaces, ',', '=' or '|'"
+            )));
+        }
+        let communities = match communities {
+            None => None,
+            Some(list) => {
+                let mut ids = Vec::new();
+                for name in list.split('|') {
+                    let id = CommunityId::parse(name.trim())
+                        .map_err(|e| bad(format!("token #{position}: community list: {e}")))?;
+                    ids.push(id);
+                }
+                Some(ids)
+            }
+        };
+        if tokens.iter().any(|t| t.secret == secret) {
+            return Err(bad(format!(
+                "token #{position}: the same secret is configured twice"
+            )));
+        }
+        tokens.push(TokenSetting {
+            secret: secret.to_owned(),
+            communities,
+        });
+    }
+    Ok(tokens)
+}
