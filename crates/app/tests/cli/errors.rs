@@ -5,7 +5,6 @@ use crate::support::Sandbox;
 use spendgate::inbound::cli::Exit;
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn finalize_of_an_unknown_hold_exits_5() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;

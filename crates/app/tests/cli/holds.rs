@@ -5,7 +5,6 @@ use crate::support::Sandbox;
 use spendgate::inbound::cli::Exit;
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn reserve_then_finalize_commits_the_actual_cost_and_releases_the_estimate() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
@@ -58,7 +57,6 @@ async fn reserve_then_finalize_commits_the_actual_cost_and_releases_the_estimate
 }
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn finalize_by_token_counts_prices_them_with_the_model() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
@@ -82,7 +80,6 @@ async fn finalize_by_token_counts_prices_them_with_the_model() {
 }
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn finalize_twice_reports_the_first_cost_and_changes_nothing() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
@@ -116,7 +113,6 @@ async fn finalize_twice_reports_the_first_cost_and_changes_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn cancel_releases_the_estimate_without_cost() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
@@ -168,7 +164,6 @@ async fn extend_pushes_the_expiry_of_a_live_hold() {
 }
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn extend_of_a_settled_hold_exits_5() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;

@@ -6,7 +6,6 @@ use crate::support::Sandbox;
 use spendgate::inbound::cli::Exit;
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn reap_of_a_community_releases_its_expired_holds_and_a_late_finalize_still_commits() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
@@ -77,7 +76,6 @@ async fn reap_without_a_community_runs_one_reaper_pass_over_all() {
 }
 
 #[tokio::test]
-#[ignore = "needs BudgetStore::lookup in the SQL store (not yet in this tree); un-ignore once it lands"]
 async fn drift_finds_no_difference_after_a_finalize() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
@@ -100,15 +98,28 @@ async fn drift_finds_no_difference_after_a_finalize() {
 }
 
 #[tokio::test]
-async fn rebuild_parses_its_arguments_and_says_it_is_not_available_in_this_build() {
+async fn rebuild_sets_committed_to_the_usage_log_and_refuses_a_bad_period() {
     let s = Sandbox::new();
-    let run = s.run(&["rebuild", "guild-1", "--period", "2026-11"]).await;
-    assert_eq!(run.exit, Exit::Other);
-    assert!(
-        run.err.contains("not available in this build"),
-        "{}",
-        run.err
-    );
+    s.budget("guild-1", "10").await;
+    s.run(&[
+        "reserve",
+        "guild-1",
+        "alice",
+        "k1",
+        "--model",
+        "cheap",
+        "--tier",
+        "1",
+        "--estimate-usd",
+        "2",
+    ])
+    .await;
+    s.run(&["finalize", "guild-1", "alice", "k1", "--actual-usd", "1.5"])
+        .await;
+    let rebuilt = s.run(&["rebuild", "guild-1", "--json"]).await.ok_json();
+    assert_eq!(rebuilt["before_usd"], "1.5");
+    assert_eq!(rebuilt["after_usd"], "1.5");
+    assert_eq!(rebuilt["users"]["alice"], "1.5");
     let bad = s.run(&["rebuild", "guild-1", "--period", "11-2026"]).await;
     assert_eq!(bad.exit, Exit::Usage);
 }

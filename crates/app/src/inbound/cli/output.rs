@@ -10,7 +10,7 @@ use spendgate_ports::{RepoError, StoreError};
 
 use crate::builder::BuildError;
 use crate::services::budget::{
-    BudgetChangeError, ExtendError, FinalizeError, ReserveError, StatusError,
+    BudgetChangeError, ExtendError, FinalizeError, RebuildError, ReserveError, StatusError,
 };
 use crate::settings::SettingsError;
 
@@ -117,6 +117,9 @@ pub enum CliError {
         /// Why, and what to do instead.
         reason: &'static str,
     },
+    /// A rebuild from the usage log failed; nothing changed.
+    #[error(transparent)]
+    Rebuild(#[from] RebuildError),
     /// Writing the output or listening failed.
     #[error("{what}: {source}")]
     Io {
@@ -185,6 +188,11 @@ impl CliError {
             CliError::BudgetChange(e) => match e {
                 BudgetChangeError::Database(e) => repo_exit(e),
                 BudgetChangeError::StoreNotUpdated(e) => store_exit(e),
+            },
+            CliError::Rebuild(e) => match e {
+                RebuildError::Period(_) => Exit::Usage,
+                RebuildError::UsageLog(e) => repo_exit(e),
+                RebuildError::Store(e) => store_exit(e),
             },
             CliError::Store(e) => store_exit(e),
             CliError::Migration(e) => repo_exit(e),

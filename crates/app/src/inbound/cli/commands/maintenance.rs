@@ -88,33 +88,40 @@ fn pass_report(job: &str, what: &str, items: u64, failures: u64) -> Result<Repor
     Ok(report)
 }
 
-/// `rebuild <community> [--period]`: rebuilding counters from the usage
-/// log is being added to the library; until then the command parses its
-/// arguments and answers [`rebuild_counters`]'s error.
+/// `rebuild <community> [--period]`: sets the store's committed sums of
+/// the period (the current one by default) to the usage log's, user by
+/// user; the repair for drift or a store that lost its data.
 ///
 /// # Errors
-/// [`CliError::NotAvailable`].
+/// [`CliError::Rebuild`].
 pub async fn rebuild(
     app: &Spendgate,
     community: &CommunityId,
     period: Option<Period>,
+    console: &mut Console<'_>,
 ) -> Result<Report, CliError> {
-    rebuild_counters(app, community, period).await
-}
-
-/// Rebuilds a community's counters for a period from the usage log: not
-/// in this build, whose budget service has no rebuild operation yet.
-///
-/// # Errors
-/// Always [`CliError::NotAvailable`].
-pub async fn rebuild_counters(
-    _app: &Spendgate,
-    _community: &CommunityId,
-    _period: Option<Period>,
-) -> Result<Report, CliError> {
-    Err(CliError::NotAvailable {
-        command: "rebuild",
-        reason: "the budget service has no rebuild operation in this build; \
-                 `spendgate drift` reports differences meanwhile",
-    })
+    console.progress(&format!("rebuilding {community} from the usage log"));
+    let report = app.budget().rebuild(community, period).await?;
+    let users: serde_json::Map<String, serde_json::Value> = report
+        .users
+        .iter()
+        .map(|(user, cost)| (user.to_string(), json!(usd(*cost))))
+        .collect();
+    Ok(Report::ok(
+        json!({
+            "community": report.community.as_str(),
+            "period": report.period.to_string(),
+            "before_usd": usd(report.before),
+            "after_usd": usd(report.after),
+            "users": users,
+        }),
+        format!(
+            "rebuilt {} {}: committed ${} -> ${} over {} user(s)",
+            report.community,
+            report.period,
+            report.before,
+            report.after,
+            report.users.len()
+        ),
+    ))
 }

@@ -66,7 +66,7 @@ pub(super) async fn dispatch(
         }
         Command::Rebuild { community, period } => {
             let app = open(settings, console).await?;
-            maintenance::rebuild(&app, &community, period).await
+            maintenance::rebuild(&app, &community, period, console).await
         }
     }
 }
