@@ -423,8 +423,10 @@ fn install_logging(level: LogLevel) {
         LogLevel::Trace => LevelFilter::TRACE,
     };
     // A subscriber installed earlier (by an embedder) wins.
+    // Colours only on a terminal: a log file or collector gets plain text.
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
