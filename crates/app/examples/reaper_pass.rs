@@ -177,8 +177,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         store.clone(),
         config.clone(),
         ReaperSettings {
-            batch: 1_000,
             full_sweep_every: 0,
+            ..ReaperSettings::default()
         },
     );
     let started = Instant::now();
@@ -203,8 +203,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             store,
             config,
             ReaperSettings {
-                batch: 1_000,
                 full_sweep_every: 1,
+                ..ReaperSettings::default()
             },
         );
         let started = Instant::now();

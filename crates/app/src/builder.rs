@@ -194,8 +194,8 @@ impl Spendgate {
 pub struct WorkerSettings {
     /// Reaper: every 60 s.
     pub reaper: Schedule,
-    /// How the reaper finds communities: index batches of 1,000, a full
-    /// sweep every 60th pass.
+    /// How the reaper finds and reaps communities: index batches of 1,000,
+    /// 4 reaps at once, a full sweep every 60th pass.
     pub reaper_settings: ReaperSettings,
     /// Config sync: every 5 min (and at start).
     pub config_sync: Schedule,

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use spendgate_domain::{CommunityId, Timestamp};
 use spendgate_ports::{BudgetStore, ConfigProvider};
+use tokio::task::JoinSet;
 
 use super::job::{Job, TickOutcome};
 
-/// How the reaper finds communities.
+/// How the reaper finds and reaps communities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaperSettings {
     /// Communities asked of the store's due index at a time: 1,000.
@@ -20,6 +21,10 @@ pub struct ReaperSettings {
     /// A safety net for an index that missed a community (the Redis index
     /// write after a reserve can fail alone); 0 never sweeps.
     pub full_sweep_every: u64,
+    /// Communities reaped at once: 4. A reap is a few round trips on the
+    /// store; overlapping them keeps a pass over 1,000 due communities on
+    /// PostgreSQL within seconds.
+    pub concurrency: usize,
 }
 
 impl Default for ReaperSettings {
@@ -27,6 +32,7 @@ impl Default for ReaperSettings {
         Self {
             batch: 1_000,
             full_sweep_every: 60,
+            concurrency: 4,
         }
     }
 }
@@ -67,12 +73,40 @@ impl ReaperJob {
         }
     }
 
-    async fn reap_one(&self, community: &CommunityId, now: Timestamp, outcome: &mut TickOutcome) {
-        match self.store.reap(community, now).await {
-            Ok(reaped) => outcome.items = outcome.items.saturating_add(reaped.count),
-            Err(error) => {
-                tracing::warn!(%community, %error, "reaper: community failed");
-                outcome.failures += 1;
+    /// Reaps `communities`, [`ReaperSettings::concurrency`] at a time,
+    /// counting each one's holds or failure.
+    async fn reap_all(
+        &self,
+        communities: Vec<CommunityId>,
+        now: Timestamp,
+        outcome: &mut TickOutcome,
+    ) {
+        let mut pending = communities.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < self.settings.concurrency.max(1) {
+                let Some(community) = pending.next() else {
+                    break;
+                };
+                let store = self.store.clone();
+                running.spawn(async move {
+                    let result = store.reap(&community, now).await;
+                    (community, result)
+                });
+            }
+            let Some(joined) = running.join_next().await else {
+                return;
+            };
+            match joined {
+                Ok((_, Ok(reaped))) => outcome.items = outcome.items.saturating_add(reaped.count),
+                Ok((community, Err(error))) => {
+                    tracing::warn!(%community, %error, "reaper: community failed");
+                    outcome.failures += 1;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "reaper: a reap task panicked or was cancelled");
+                    outcome.failures += 1;
+                }
             }
         }
     }
@@ -103,9 +137,7 @@ impl ReaperJob {
             if fresh.is_empty() {
                 return;
             }
-            for community in &fresh {
-                self.reap_one(community, now, outcome).await;
-            }
+            self.reap_all(fresh, now, outcome).await;
             if !full {
                 return;
             }
@@ -127,11 +159,12 @@ impl ReaperJob {
                 return;
             }
         };
-        for config in communities {
-            if !visited.contains(&config.community) {
-                self.reap_one(&config.community, now, outcome).await;
-            }
-        }
+        let unvisited = communities
+            .into_iter()
+            .map(|config| config.community)
+            .filter(|c| !visited.contains(c))
+            .collect();
+        self.reap_all(unvisited, now, outcome).await;
     }
 }
 
@@ -188,6 +221,7 @@ mod tests {
         ReaperSettings {
             batch,
             full_sweep_every,
+            concurrency: 2,
         }
     }
 
