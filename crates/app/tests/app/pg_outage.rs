@@ -12,8 +12,8 @@ use spendgate::domain::{Limits, Micros, Ttl};
 use spendgate::workers::Schedule;
 use spendgate::{Backoff, BudgetSettings, ReserveDecision, Spendgate, Usage, WorkerSettings};
 
-use crate::redis_postgres::{PgDb, redis_url};
 use crate::support::proxy::Proxy;
+use crate::support::servers::{PgDb, redis_url};
 use crate::support::{community, key, m, model, user};
 
 /// How long the database stays cut: `SPENDGATE_TEST_PG_OUTAGE_SECS`, 60 by

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use crate::on_both;
+use crate::on_every_backend;
 use crate::support::{Backend, Server, admin, options, tokens_body};
 
-on_both!(
+on_every_backend!(
     a_reserve_over_the_budget_is_402_with_remaining_limit_and_scope,
     a_reserve_over_the_user_cap_is_402_with_scope_user,
     a_model_the_tier_does_not_allow_is_403_with_its_own_type,

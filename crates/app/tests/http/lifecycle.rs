@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
-use crate::on_both;
+use crate::on_every_backend;
 use crate::support::Server;
 
 /// `cheap` prices: 0.15 USD in and 0.60 USD out per million tokens.
 const ESTIMATE_1200_800: i64 = 660;
 const ACTUAL_1180_412: i64 = 425;
 
-on_both!(
+on_every_backend!(
     reserve_answers_201_with_the_hold_in_both_money_forms,
     reserve_with_an_own_estimate_holds_exactly_that_amount,
     reserve_replayed_with_the_same_body_answers_the_first_hold_with_200,

@@ -1,5 +1,6 @@
 //! The HTTP API end to end: `serve` on 127.0.0.1:0, called with reqwest,
-//! on the memory store and on SQLite, one scenario per test.
+//! on the memory store, on SQLite and on Redis + PostgreSQL, one scenario
+//! per test.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -9,6 +10,8 @@ mod lifecycle;
 mod openapi;
 mod ops;
 mod properties;
+#[path = "../app/support/servers.rs"]
+mod servers;
 mod settings;
 mod shutdown;
 mod support;

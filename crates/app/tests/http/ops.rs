@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use spendgate::Spendgate;
 use spendgate::inbound::http::{HttpOptions, router};
 
-use crate::on_both;
+use crate::on_every_backend;
 use crate::support::Server;
 
-on_both!(
+on_every_backend!(
     healthz_answers_ok_without_touching_a_backend,
     readyz_is_200_when_store_and_database_answer_and_503_when_the_store_does_not,
     metrics_render_the_reserve_counter_in_prometheus_text,

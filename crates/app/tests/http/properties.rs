@@ -171,11 +171,11 @@ async fn snapshot(s: &Server) -> String {
     format!("{status:?} {tiers:?}")
 }
 
-#[test]
-fn random_requests_never_get_a_500_and_refused_ones_write_nothing() {
+/// Throws `cases` random requests at a server on `backend`.
+fn random_requests_on(backend: Backend, cases: u32) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let s = runtime.block_on(async {
-        let s = Server::start(Backend::Memory).await;
+        let s = Server::start(backend).await;
         s.sg.budget()
             .set_budget(
                 &CommunityId::parse(COMMUNITY).unwrap(),
@@ -188,7 +188,7 @@ fn random_requests_never_get_a_500_and_refused_ones_write_nothing() {
         s
     });
     let config = ProptestConfig {
-        cases: 400,
+        cases,
         ..ProptestConfig::default()
     };
     proptest!(config, |(request in junk())| {
@@ -209,4 +209,19 @@ fn random_requests_never_get_a_500_and_refused_ones_write_nothing() {
             }
         });
     });
+}
+
+#[test]
+fn random_requests_never_get_a_500_and_refused_ones_write_nothing() {
+    random_requests_on(Backend::Memory, 400);
+}
+
+#[test]
+fn random_requests_on_sqlite_never_get_a_500_and_refused_ones_write_nothing() {
+    random_requests_on(Backend::Sqlite, 150);
+}
+
+#[test]
+fn random_requests_on_redis_postgres_never_get_a_500_and_refused_ones_write_nothing() {
+    random_requests_on(Backend::RedisPostgres, 150);
 }

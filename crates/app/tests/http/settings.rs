@@ -2,10 +2,10 @@
 
 use serde_json::json;
 
-use crate::on_both;
+use crate::on_every_backend;
 use crate::support::{Server, community, tokens_body};
 
-on_both!(
+on_every_backend!(
     put_budget_creates_the_configuration_and_get_reports_it,
     put_budget_accepts_micros_and_a_per_user_cap,
     get_budget_of_another_period_reports_that_period,

@@ -1,5 +1,6 @@
-//! A spendgate served over real HTTP on 127.0.0.1:0, on memory or on a
-//! SQLite file, with a budget store that can be switched off or slowed.
+//! A spendgate served over real HTTP on 127.0.0.1:0, on memory, on a
+//! SQLite file or on Redis + PostgreSQL, with a budget store that can be
+//! switched off or slowed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use spendgate::domain::{
 use spendgate::inbound::http::{ApiToken, HttpOptions, serve};
 use spendgate::ports::{BudgetStatus, BudgetStore, StoreError};
 use spendgate_adapter_memory::MemoryBudgetStore;
+
+use crate::servers::{PgDb, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +31,8 @@ pub const ADMIN: &str = "admin-token-0123456789";
 pub enum Backend {
     Memory,
     Sqlite,
+    /// Redis for the hot path, a fresh PostgreSQL database for the rest.
+    RedisPostgres,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -268,7 +273,9 @@ pub struct Server {
     pub client: reqwest::Client,
     pub shutdown: CancellationToken,
     pub handle: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: Option<tempfile::TempDir>,
+    /// What must live as long as the server: a temporary directory or a
+    /// PostgreSQL database.
+    _keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Server {
@@ -278,19 +285,29 @@ impl Server {
     }
 
     pub async fn start_with(backend: Backend, options: HttpOptions) -> Self {
-        let (base, dir) = match backend {
-            Backend::Memory => (Spendgate::builder().build().await.unwrap(), None),
+        let (base, keep): (Spendgate, Box<dyn std::any::Any + Send + Sync>) = match backend {
+            Backend::Memory => (Spendgate::builder().build().await.unwrap(), Box::new(())),
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite:{}/spendgate.db?mode=rwc", dir.path().display());
                 let sg = Spendgate::builder().database(url).build().await.unwrap();
-                (sg, Some(dir))
+                (sg, Box::new(dir))
+            }
+            Backend::RedisPostgres => {
+                let (db, url) = PgDb::create().await;
+                let sg = Spendgate::builder()
+                    .redis(redis_url())
+                    .database(url)
+                    .build()
+                    .await
+                    .unwrap();
+                (sg, Box::new(db))
             }
         };
         let ports = base.ports().clone();
         let inner: Arc<dyn BudgetStore> = match backend {
             Backend::Memory => Arc::new(MemoryBudgetStore::new(Default::default())),
-            Backend::Sqlite => ports.store.clone(),
+            Backend::Sqlite | Backend::RedisPostgres => ports.store.clone(),
         };
         let store = Arc::new(SwitchStore {
             inner,
@@ -321,7 +338,7 @@ impl Server {
             client: reqwest::Client::new(),
             shutdown,
             handle: Some(handle),
-            _dir: dir,
+            _keep: keep,
         }
     }
 
@@ -417,10 +434,10 @@ pub fn options(tokens: Vec<ApiToken>) -> HttpOptions {
     }
 }
 
-/// Runs each named scenario on memory and on SQLite, as `name::memory`
-/// and `name::sqlite`.
+/// Runs each named scenario on every backend, as `name::memory`,
+/// `name::sqlite` and `name::redis_postgres`.
 #[macro_export]
-macro_rules! on_both {
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -431,6 +448,10 @@ macro_rules! on_both {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
                     super::$name($crate::support::Server::start($crate::support::Backend::Sqlite).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_postgres() {
+                    super::$name($crate::support::Server::start($crate::support::Backend::RedisPostgres).await).await;
                 }
             }
         )*

@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod proxy;
+pub mod servers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
