@@ -6,6 +6,7 @@
 
 mod support;
 
+mod bench;
 mod budget;
 mod config;
 mod errors;

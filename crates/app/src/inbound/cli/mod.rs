@@ -196,6 +196,31 @@ pub enum Command {
         #[arg(long, value_parser = parse_period)]
         period: Option<Period>,
     },
+    /// Load generator: reserve → finalize lifecycles at a concurrency for
+    /// a duration, directly on the configured stores or against a server
+    /// (--url); prints lifecycles/s and p50/p99/p999 latency.
+    Bench(BenchArgs),
+}
+
+/// `bench` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Lifecycles in flight at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Communities spread over (bench-0 …); the concurrency by default.
+    #[arg(long)]
+    pub communities: Option<usize>,
+    /// A running server's base URL, e.g. http://127.0.0.1:8080 (the
+    /// configured stores, in-process, otherwise).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The API token for --url, sent as a bearer token.
+    #[arg(long, requires = "url")]
+    pub token: Option<String>,
 }
 
 /// `migrate` actions.

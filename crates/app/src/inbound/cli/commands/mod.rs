@@ -1,6 +1,7 @@
 //! The commands, one module per concern, each a function from parsed
 //! arguments and [`Settings`] to a [`Report`].
 
+pub mod bench;
 pub mod budget;
 pub mod config;
 pub mod holds;
@@ -68,6 +69,7 @@ pub(super) async fn dispatch(
             let app = open(settings, console).await?;
             maintenance::rebuild(&app, &community, period, console).await
         }
+        Command::Bench(args) => bench::bench(settings, args, console).await,
     }
 }
 

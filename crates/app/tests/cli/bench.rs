@@ -1,0 +1,72 @@
+//! `bench`: a short run directly on the SQLite file, and one against an
+//! in-process HTTP server. Counts are checked, never wall-clock times.
+
+use spendgate::Spendgate;
+use spendgate::inbound::http::{HttpOptions, serve};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::Sandbox;
+
+fn check(doc: &serde_json::Value) {
+    assert!(doc["lifecycles"].as_u64().unwrap() > 0, "{doc}");
+    assert_eq!(doc["error_count"], 0, "{doc}");
+    let latency = &doc["latency_us"];
+    assert!(
+        latency["p50"].as_u64().unwrap() <= latency["p99"].as_u64().unwrap(),
+        "{doc}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_lifecycles_directly_on_the_sqlite_file() {
+    let s = Sandbox::new();
+    let run = s
+        .run(&[
+            "bench",
+            "--concurrency",
+            "4",
+            "--duration-secs",
+            "1",
+            "--json",
+        ])
+        .await;
+    let doc = run.ok_json();
+    assert_eq!(doc["mode"], "direct");
+    assert_eq!(doc["communities"], 4);
+    check(&doc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_lifecycles_against_a_server() {
+    let app = Spendgate::builder().build().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        HttpOptions::default(),
+        shutdown.clone(),
+    ));
+    let s = Sandbox::new();
+    let run = s
+        .run(&[
+            "bench",
+            "--url",
+            &url,
+            "--concurrency",
+            "4",
+            "--communities",
+            "2",
+            "--duration-secs",
+            "1",
+            "--json",
+        ])
+        .await;
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let doc = run.ok_json();
+    assert_eq!(doc["mode"], "http");
+    assert_eq!(doc["communities"], 2);
+    check(&doc);
+}
