@@ -8,7 +8,10 @@ use spendgate::domain::CommunityId;
 
 use crate::support::{ADMIN, Backend, Server};
 
-const COMMUNITY: &str = "prop-community";
+/// The community the requests aim at, new in every run: the Redis +
+/// PostgreSQL run shares its Redis with earlier runs.
+static COMMUNITY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::support::community("prop"));
 
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/communities/{c}/reservations"),
@@ -64,7 +67,7 @@ const FIELDS: &[&str] = &[
 /// junk.
 fn segment() -> impl Strategy<Value = String> {
     prop_oneof![
-        Just(COMMUNITY.to_owned()),
+        Just(COMMUNITY.clone()),
         Just("alice".to_owned()),
         Just("k1".to_owned()),
         "[a-z0-9-]{1,12}",
@@ -165,7 +168,7 @@ fn junk() -> impl Strategy<Value = Junk> {
 /// What a refused request must leave alone: the community's counters and
 /// tier overrides.
 async fn snapshot(s: &Server) -> String {
-    let c = CommunityId::parse(COMMUNITY).unwrap();
+    let c = CommunityId::parse(COMMUNITY.as_str()).unwrap();
     let status = s.sg.budget().status(&c, None).await.unwrap();
     let (tiers, _) = s.sg.tiers().overrides(&c).await;
     format!("{status:?} {tiers:?}")
@@ -178,12 +181,12 @@ fn random_requests_on(backend: Backend, cases: u32) {
         let s = Server::start(backend).await;
         s.sg.budget()
             .set_budget(
-                &CommunityId::parse(COMMUNITY).unwrap(),
+                &CommunityId::parse(COMMUNITY.as_str()).unwrap(),
                 spendgate::domain::Limits::new(spendgate::domain::Micros::from_usd(10)),
             )
             .await
             .unwrap();
-        let mut ok = s.reserve(COMMUNITY, "k1").await;
+        let mut ok = s.reserve(COMMUNITY.as_str(), "k1").await;
         assert_eq!(ok.status, 201, "{}", std::mem::take(&mut ok.text));
         s
     });
