@@ -160,6 +160,23 @@ pub enum HoldState {
     Unknown,
 }
 
+impl HoldState {
+    /// The hold a cost can still be committed against: an unsettled one,
+    /// or a reaped one (its finalize is a late finalize that commits).
+    ///
+    /// # Errors
+    /// `self` back when the call was finalized or is unknown.
+    pub fn into_payable(self) -> Result<Hold, HoldState> {
+        match self {
+            HoldState::Held { hold }
+            | HoldState::Settled {
+                settled: SettledAs::Reaped { hold },
+            } => Ok(hold),
+            other => Err(other),
+        }
+    }
+}
+
 /// A settled call's marker, kept until `expires_at`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {

@@ -396,19 +396,14 @@ pub(crate) async fn hand_over(
 ) -> Answer<HandoverView> {
     check_key(&key, &hold)?;
     let budget = state.app.budget();
-    let ticket = match budget.lookup(&community, &hold).await? {
-        HoldState::Held { hold: held }
-        | HoldState::Settled {
-            settled: SettledAs::Reaped { hold: held },
-        } => HoldTicket {
+    let ticket = match budget.lookup(&community, &hold).await?.into_payable() {
+        Ok(held) => HoldTicket {
             community: community.clone(),
             hold: held,
             trace_id: body.trace_id,
         },
-        HoldState::Settled {
-            settled: SettledAs::Finalized { .. },
-        } => return Err(ApiError::AlreadySettled),
-        HoldState::Unknown => return Err(unknown(&hold)),
+        Err(HoldState::Unknown) => return Err(unknown(&hold)),
+        Err(_) => return Err(ApiError::AlreadySettled),
     };
     budget.hand_over(&ticket).await?;
     Ok((
@@ -446,18 +441,15 @@ async fn settle(
         period: None,
         replay: false,
     };
-    let ticket = match budget.lookup(community, hold).await? {
-        HoldState::Held { hold: held }
-        | HoldState::Settled {
-            settled: SettledAs::Reaped { hold: held },
-        } => HoldTicket {
+    let ticket = match budget.lookup(community, hold).await?.into_payable() {
+        Ok(held) => HoldTicket {
             community: community.clone(),
             hold: held,
             trace_id,
         },
-        HoldState::Settled {
+        Err(HoldState::Settled {
             settled: SettledAs::Finalized { actual },
-        } => {
+        }) => {
             // The marker keeps no model, so token usage cannot be priced
             // here: it is answered as a replay of the first actual.
             if let Usage::Cost { actual: asked, .. } = usage
@@ -470,7 +462,7 @@ async fn settle(
             set_actual(&mut view, actual);
             return Ok((StatusCode::OK, Json(view)));
         }
-        HoldState::Unknown => return Err(unknown(hold)),
+        Err(_) => return Err(unknown(hold)),
     };
     let settled = budget.finalize(&ticket, usage).await?;
     let (status, outcome) = match settled {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use spendgate_domain::{
     CommunityId, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable, Reservation,
-    ReserveOutcome, SettledAs, Tier, TokenCounts, Ttl,
+    ReserveOutcome, Tier, TokenCounts, Ttl,
 };
 use spendgate_ports::{
     BudgetStore, Clock, CommunityConfig, FinalizeQueue, Handover, ReconciliationQueue, RepoError,
@@ -474,17 +474,16 @@ impl BudgetService {
         hold: &HoldRef,
         trace_id: Option<String>,
     ) -> Result<Option<HoldTicket>, StatusError> {
-        Ok(match self.lookup(community, hold).await? {
-            HoldState::Held { hold }
-            | HoldState::Settled {
-                settled: SettledAs::Reaped { hold },
-            } => Some(HoldTicket {
+        Ok(self
+            .lookup(community, hold)
+            .await?
+            .into_payable()
+            .ok()
+            .map(|hold| HoldTicket {
                 community: community.clone(),
                 hold,
                 trace_id,
-            }),
-            _ => None,
-        })
+            }))
     }
 
     /// The community's budget for `period` (the current one when `None`).
