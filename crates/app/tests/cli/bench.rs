@@ -2,6 +2,7 @@
 //! in-process HTTP server. Counts are checked, never wall-clock times.
 
 use spendgate::Spendgate;
+use spendgate::inbound::cli::Exit;
 use spendgate::inbound::http::{HttpOptions, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -69,4 +70,17 @@ async fn bench_runs_lifecycles_against_a_server() {
     assert_eq!(doc["mode"], "http");
     assert_eq!(doc["communities"], 2);
     check(&doc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_a_server_nobody_listens_on_exits_unavailable() {
+    // Bind, note the port, close: nothing listens there any more.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let run = Sandbox::new()
+        .run(&["bench", "--url", &url, "--duration-secs", "1", "--json"])
+        .await;
+    assert_eq!(run.exit, Exit::Unavailable, "stderr: {}", run.err);
+    assert_eq!(run.json()["error"]["code"], 4);
 }

@@ -126,8 +126,7 @@ impl SettingsArgs {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the background workers (and, once merged, the HTTP API) until
-    /// SIGTERM or Ctrl-C.
+    /// Run the HTTP API and the background workers until SIGTERM or Ctrl-C.
     Serve,
     /// Apply, undo or list database migrations.
     Migrate {

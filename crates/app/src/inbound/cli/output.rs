@@ -109,14 +109,20 @@ pub enum CliError {
     /// An argument is valid on its own but not for this command.
     #[error("{0}")]
     Usage(String),
-    /// The command exists but this build cannot run it yet.
-    #[error("`{command}` is not available in this build: {reason}")]
-    NotAvailable {
-        /// The command.
-        command: &'static str,
-        /// Why, and what to do instead.
-        reason: &'static str,
+    /// A server named with `--url` could not be reached, or answered that
+    /// it cannot serve (503): the same as a store being unavailable.
+    #[error("{what}: {source}")]
+    ServerUnreachable {
+        /// The request that failed.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: reqwest::Error,
     },
+    /// A server named with `--url` answered 503: its store or database is
+    /// unavailable.
+    #[error("{0}")]
+    ServerUnavailable(String),
     /// A rebuild from the usage log failed; nothing changed.
     #[error(transparent)]
     Rebuild(#[from] RebuildError),
@@ -197,9 +203,10 @@ impl CliError {
             CliError::Store(e) => store_exit(e),
             CliError::Migration(e) => repo_exit(e),
             CliError::NotFound(_) => Exit::NotFound,
-            CliError::NotAvailable { .. } | CliError::Io { .. } | CliError::Failed(_) => {
-                Exit::Other
+            CliError::ServerUnreachable { .. } | CliError::ServerUnavailable(_) => {
+                Exit::Unavailable
             }
+            CliError::Io { .. } | CliError::Failed(_) => Exit::Other,
         }
     }
 }

@@ -264,14 +264,21 @@ async fn set_budget(target: &Target, index: usize, run_id: u128) -> Result<(), C
             let response = request
                 .send()
                 .await
-                .map_err(|e| CliError::Failed(format!("PUT {url}: {e}")))?;
+                .map_err(|source| CliError::ServerUnreachable {
+                    what: format!("PUT {url}"),
+                    source,
+                })?;
             let status = response.status();
             if status.is_success() {
-                Ok(())
-            } else {
-                let body = response.text().await.unwrap_or_default();
-                Err(CliError::Failed(format!("PUT {url}: {status}: {body}")))
+                return Ok(());
             }
+            let body = response.text().await.unwrap_or_default();
+            let message = format!("PUT {url}: {status}: {body}");
+            Err(if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                CliError::ServerUnavailable(message)
+            } else {
+                CliError::Failed(message)
+            })
         }
     }
 }
