@@ -20,7 +20,7 @@
 -- ARGV[5] offset into the bucket of now (0 on the first call)
 --
 -- Reply: {count, reclaimed, more (0/1), markers dropped, next offset,
--- next due}; `more` says a batch was full, so the adapter calls again with
+-- next due, damaged marker entries}; `more` says a batch was full, so the adapter calls again with
 -- the same now and the offset returned. `next due` (ms, or "" when `x` is
 -- empty) is a lower bound of the expiry of every hold left unreaped, for
 -- the due index: the start of the lowest bucket left, or now + 1 when that
@@ -125,53 +125,52 @@ for i, h in ipairs(due) do
   records[i] = "R" .. texp .. " " .. string.sub(h.v, 2)
 end
 
-for _, per in ipairs(order) do
-  local s = periods[per]
-  redis.call("HSET", R, per, pack_totals(s.c, s.r, s.n, s.w))
-  for user, u in pairs(s.users) do
-    redis.call("HSET", R, per .. ":" .. user, string.format("%d %d", u.c, u.r))
-  end
-end
-local Q = P .. "q"
-for i, h in ipairs(due) do
-  redis.call("HSET", R, h.d, records[i])
-  redis.call("RPUSH", Q, h.d .. texp_packed)
-end
-for _, t in ipairs(trims) do
-  if t.n > 0 then redis.call("LTRIM", t.key, t.n, -1) end
-  if redis.call("EXISTS", t.key) == 0 then redis.call("ZREM", X, t.b) end
-end
-
 -- Markers expire in (about) the order they were made: drop from the head
 -- while the head is due. An entry names a digest and the expiry it was
--- queued with (6 packed bytes); the record is deleted only if it is still a marker that has
--- expired (a later hold or marker for the same digest is left alone).
-local dropped = 0
+-- queued with (6 packed bytes); the record is deleted only if it is still
+-- a marker that has expired (a later hold or marker for the same digest is
+-- left alone). A damaged entry, or one naming an unreadable record, is
+-- popped and counted, not deleted and not fatal: it can never become due,
+-- and failing on it would stop marker clean-up for good.
+local Q = P .. "q"
+local drops = {}
 local popped = 0
+local damaged = 0
 local head = nil
 if marker_batch > 0 then head = redis.call("LINDEX", Q, 0) end
-if head and #head == 18 and struct.unpack(">I6", head, 13) <= nowms then
+if head and (#head ~= 18 or struct.unpack(">I6", head, 13) <= nowms) then
   local entries = redis.call("LRANGE", Q, 0, marker_batch - 1)
   for _, e in ipairs(entries) do
-    if #e ~= 18 then fail("corrupt", "marker queue entry") end
-    if nowms < struct.unpack(">I6", e, 13) then break end
-    local d = string.sub(e, 1, 12)
-    local v = redis.call("HGET", R, d)
-    if v then
-      local mexp = marker_expiry(v)
-      if mexp ~= nil and mexp <= nowms then
-        redis.call("HDEL", R, d)
-        dropped = dropped + 1
+    if #e ~= 18 then
+      damaged = damaged + 1
+    else
+      if nowms < struct.unpack(">I6", e, 13) then break end
+      local d = string.sub(e, 1, 12)
+      local v = redis.call("HGET", R, d)
+      if v then
+        local ok, mexp = pcall(marker_expiry, v)
+        if not ok then
+          damaged = damaged + 1
+        elseif mexp ~= nil and mexp <= nowms then
+          drops[#drops + 1] = d
+        end
       end
     end
     popped = popped + 1
   end
-  if popped > 0 then redis.call("LTRIM", Q, popped, -1) end
 end
 if marker_batch > 0 and popped == marker_batch then more = 1 end
 
+-- The expiry buckets this call empties are the lowest ones (whole buckets
+-- are trimmed in order, and the loop stops at the first it cannot
+-- finish), so the lowest bucket left is known before any write.
+local emptied = 0
+for _, t in ipairs(trims) do
+  t.empties = redis.call("LLEN", t.key) <= t.n
+  if t.empties then emptied = emptied + 1 end
+end
 local next_due = ""
-local lowest = redis.call("ZRANGE", X, 0, 0)[1]
+local lowest = redis.call("ZRANGE", X, emptied, emptied)[1]
 if lowest then
   local lb = tonumber(lowest)
   if lb == nil then fail("corrupt", "expiry bucket") end
@@ -181,4 +180,31 @@ if lowest then
     next_due = fmt(lb * BUCKET_MS)
   end
 end
-return { #due, reclaimed, more, dropped, next_offset, next_due }
+
+-- Every read and check is done: from here on nothing can fail, so a
+-- refused call has changed nothing.
+for _, per in ipairs(order) do
+  local s = periods[per]
+  redis.call("HSET", R, per, pack_totals(s.c, s.r, s.n, s.w))
+  for user, u in pairs(s.users) do
+    redis.call("HSET", R, per .. ":" .. user, string.format("%d %d", u.c, u.r))
+  end
+end
+for i, h in ipairs(due) do
+  redis.call("HSET", R, h.d, records[i])
+  redis.call("RPUSH", Q, h.d .. texp_packed)
+end
+for _, t in ipairs(trims) do
+  if t.empties then
+    redis.call("DEL", t.key)
+    redis.call("ZREM", X, t.b)
+  elseif t.n > 0 then
+    redis.call("LTRIM", t.key, t.n, -1)
+  end
+end
+for _, d in ipairs(drops) do
+  redis.call("HDEL", R, d)
+end
+if popped > 0 then redis.call("LTRIM", Q, popped, -1) end
+
+return { #due, reclaimed, more, #drops, next_offset, next_due, damaged }

@@ -553,6 +553,14 @@ where
                 .reclaimed
                 .checked_add(reply.micros(1, "reclaimed")?)
                 .map_err(|e| StoreError::Overflow(e.to_string()))?;
+            let damaged = reply.int(6, "damaged marker entries")?;
+            if damaged > 0 {
+                tracing::warn!(
+                    %community,
+                    damaged,
+                    "damaged marker queue entries skipped; their markers (if any) stay until a later record replaces them"
+                );
+            }
             if reply.int(2, "more")? == 0 {
                 if let Some(seen) = seen {
                     let next_due = reply.text(5, "next due")?;

@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
+mod all_or_nothing;
 mod bad_input;
 mod contract;
 mod due_index;
