@@ -19,7 +19,9 @@
 local AT, GEN, SEQ = due_keys()
 local c = community(ARGV[1])
 local bound = instant(ARGV[2], "due bound")
-redis.call("ZADD", AT, "LT", bound, c)
+-- INCR first: it is the one write that can fail (an unreadable sequence),
+-- and a refused call must change nothing.
 local g = redis.call("INCR", SEQ)
+redis.call("ZADD", AT, "LT", bound, c)
 redis.call("HSET", GEN, c, g)
 return g

@@ -29,8 +29,12 @@ if current == seen then
     redis.call("HDEL", GEN, c)
     return { 0 }
   end
+  -- INCR before any write: it can fail (an unreadable sequence), and a
+  -- refused call must change nothing.
+  local g = nil
+  if current == "" then g = redis.call("INCR", SEQ) end
   redis.call("ZADD", AT, bound, c)
-  if current == "" then redis.call("HSET", GEN, c, redis.call("INCR", SEQ)) end
+  if g ~= nil then redis.call("HSET", GEN, c, g) end
   return { 1 }
 end
 if bound == "" then return { 3 } end

@@ -5,15 +5,19 @@
 
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
+use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::keys::{
-    community_prefix, expiry_key, hold_digest, marker_queue_key, records_key,
+    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, expiry_key, hold_digest,
+    marker_queue_key, records_key,
 };
 use spendgate_contract::fixture::{key, m, unique_community, user};
 use spendgate_domain::{
-    CommunityId, FinalizeOutcome, Limits, ModelAlias, Reservation, Settlement, Timestamp, Ttl,
+    BudgetPolicy, CommunityId, FinalizeOutcome, Limits, ModelAlias, Reservation, Settlement,
+    Timestamp, Ttl,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
+use crate::own_redis::OwnRedis;
 use crate::support::{raw_standalone, standalone_redis};
 
 const NOW_MS: i64 = 1_794_700_800_000;
@@ -131,4 +135,34 @@ async fn a_damaged_marker_queue_head_is_skipped_and_clean_up_goes_on() {
     );
     let queue: Vec<Vec<u8>> = conn.lrange(marker_queue_key(&c), 0, -1).await.unwrap();
     assert!(queue.is_empty(), "{queue:?}");
+}
+
+/// The due index's scripts take their generation (the one write that can
+/// fail) before writing anything, so an unreadable sequence leaves the
+/// index as it was: a community is listed exactly when it has a generation.
+/// On a server of its own, since the sequence is shared by every community.
+#[tokio::test]
+async fn due_index_scripts_refused_by_an_unreadable_sequence_change_nothing() {
+    let own = OwnRedis::start();
+    let store = RedisBudgetStore::connect(&own.url(), BudgetPolicy::default())
+        .await
+        .unwrap();
+    let mut conn = store.connection();
+    let _: () = conn.set(DUE_SEQ_KEY, "garbage").await.unwrap();
+    let c = unique_community("due-all-or-nothing");
+    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+
+    // The reserve succeeds; its index touch is refused whole.
+    store
+        .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+        .await
+        .unwrap();
+    let listed: Option<i64> = conn.zscore(DUE_AT_KEY, c.as_str()).await.unwrap();
+    assert_eq!(listed, None);
+    // The reap leaves the live hold; entering it in the index is refused
+    // whole too.
+    store.reap(&c, at(NOW_MS + 1)).await.unwrap();
+    let listed: Option<i64> = conn.zscore(DUE_AT_KEY, c.as_str()).await.unwrap();
+    let generation: Option<String> = conn.hget(DUE_GEN_KEY, c.as_str()).await.unwrap();
+    assert_eq!((listed, generation), (None, None));
 }
