@@ -18,7 +18,7 @@ const CLIENT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long connecting may take in all (the client's own connection
 /// timeout applies per attempt).
-const CONNECT_DEADLINE: Duration = DEFAULT_TIMEOUT.saturating_mul(4);
+pub(crate) const CONNECT_DEADLINE: Duration = DEFAULT_TIMEOUT.saturating_mul(4);
 
 /// Why a connection could not be opened; each adapter turns it into its
 /// port's error.

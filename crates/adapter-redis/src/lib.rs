@@ -12,7 +12,9 @@
 //!
 //! * [`RedisBudgetStore`] is generic over the connection: use
 //!   [`RedisBudgetStore::connect`] (standalone, reconnecting
-//!   `ConnectionManager`) or [`RedisBudgetStore::connect_cluster`].
+//!   `ConnectionManager`) or [`RedisBudgetStore::connect_cluster`]. Both
+//!   refuse a server whose `maxmemory-policy` may evict a key without a
+//!   TTL (`allkeys-*`), and load the scripts on every master.
 //! * [`RedisTierCache`] implements the
 //!   [`TierCache`](spendgate_ports::TierCache) port on one string per
 //!   community (`SET … PX`, `GET`, `DEL`), over the same connections; its
@@ -29,6 +31,7 @@ mod error;
 pub mod keys;
 mod lease;
 pub mod script;
+mod server_check;
 mod store;
 mod tier_cache;
 

@@ -22,6 +22,7 @@ use crate::keys::{
     DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key,
 };
 use crate::script::Op;
+use crate::server_check;
 
 /// The default operation timeout: a reserve that gets no answer within it
 /// is `Unavailable`, which the caller treats as deny.
@@ -110,27 +111,49 @@ impl<C> std::fmt::Debug for RedisBudgetStore<C> {
 
 impl RedisBudgetStore<ConnectionManager> {
     /// Connects to a standalone Redis at `url` (`redis://host:port/db`)
-    /// through a reconnecting [`ConnectionManager`].
+    /// through a reconnecting [`ConnectionManager`], checks that its
+    /// `maxmemory-policy` cannot evict a budget record, and loads the
+    /// scripts.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] for a malformed URL,
+    /// [`StoreError::InvalidInput`] for a malformed URL or an evicting
+    /// `maxmemory-policy` (`allkeys-*`; the message names the setting),
     /// [`StoreError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str, policy: BudgetPolicy) -> Result<Self, StoreError> {
-        Ok(Self::new(connection::standalone(url).await?, policy))
+        let mut conn = connection::standalone(url).await?;
+        tokio::time::timeout(
+            connection::CONNECT_DEADLINE,
+            server_check::prepare_standalone(&mut conn),
+        )
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("checking {url} timed out")))??;
+        Ok(Self::new(conn, policy))
     }
 }
 
 impl RedisBudgetStore<ClusterConnection> {
-    /// Connects to a Redis Cluster through any of `urls`.
+    /// Connects to a Redis Cluster through any of `urls`, checks every
+    /// master's `maxmemory-policy` as [`Self::connect`] does, and loads the
+    /// scripts on every master.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] for malformed URLs,
+    /// [`StoreError::InvalidInput`] for malformed URLs or a master with an
+    /// evicting `maxmemory-policy` (the message names it),
     /// [`StoreError::Unavailable`] when no node can be reached.
     pub async fn connect_cluster<S: AsRef<str>>(
         urls: &[S],
         policy: BudgetPolicy,
     ) -> Result<Self, StoreError> {
-        Ok(Self::new(connection::cluster(urls).await?, policy))
+        let mut conn = connection::cluster(urls).await?;
+        tokio::time::timeout(
+            connection::CONNECT_DEADLINE,
+            server_check::prepare_cluster(&mut conn),
+        )
+        .await
+        .map_err(|_| {
+            StoreError::Unavailable("checking the cluster's masters timed out".into())
+        })??;
+        Ok(Self::new(conn, policy))
     }
 }
 

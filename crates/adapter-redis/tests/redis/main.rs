@@ -21,6 +21,7 @@ mod layout;
 mod lease;
 mod own_redis;
 mod recovery;
+mod server_check;
 mod stress;
 mod support;
 mod tier_cache;
