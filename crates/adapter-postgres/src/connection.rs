@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use sea_orm_migration::MigratorTrait;
-use spendgate_ports::RepoError;
+use spendgate_ports::{RepoError, redact_url};
 
 use crate::Migrator;
 
@@ -84,11 +84,12 @@ pub async fn connect_with_settings(
                 .create_if_missing(true)
         });
     match tokio::time::timeout(settings.connect_timeout, Database::connect(options)).await {
-        Ok(connected) => connected
-            .map_err(|e| RepoError::Unavailable(format!("cannot connect to {}: {e}", redact(url)))),
+        Ok(connected) => connected.map_err(|e| {
+            RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
+        }),
         Err(elapsed) => Err(RepoError::Unavailable(format!(
             "cannot connect to {} within {:?}: {elapsed}",
-            redact(url),
+            redact_url(url),
             settings.connect_timeout
         ))),
     }
@@ -128,26 +129,12 @@ pub async fn connect_and_migrate_with_settings(
         },
     )
     .await?;
-    Migrator::up(&migrating, None)
-        .await
-        .map_err(|e| RepoError::Unavailable(format!("migrating {} failed: {e}", redact(url))))?;
+    Migrator::up(&migrating, None).await.map_err(|e| {
+        RepoError::Unavailable(format!("migrating {} failed: {e}", redact_url(url)))
+    })?;
     migrating
         .close()
         .await
         .map_err(|e| RepoError::Unavailable(e.to_string()))?;
     connect_with_settings(url, settings).await
-}
-
-/// The URL with any password replaced by `***`.
-pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((credentials, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
 }

@@ -81,7 +81,7 @@ pub use budget_store::{MARKER_CLEANUP_BATCH, REAP_BATCH, SqlBudgetStore, StoreTi
 pub use config_repo::SqlConfigRepo;
 pub use connection::{
     ConnectSettings, SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate,
-    connect_and_migrate_with_settings, connect_with_settings, redact,
+    connect_and_migrate_with_settings, connect_with_settings,
 };
 pub use lease::SqlLease;
 pub use migration::Migrator;

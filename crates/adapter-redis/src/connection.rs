@@ -8,7 +8,7 @@ use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use spendgate_ports::{RepoError, StoreError};
+use spendgate_ports::{RepoError, StoreError, redact_url};
 
 use crate::store::DEFAULT_TIMEOUT;
 
@@ -58,7 +58,7 @@ fn unavailable(what: &str, error: &RedisError) -> ConnectError {
 /// (`redis://host:port/db`).
 pub(crate) async fn standalone(url: &str) -> Result<ConnectionManager, ConnectError> {
     let client = redis::Client::open(url)
-        .map_err(|e| ConnectError::InvalidInput(format!("redis url {url}: {e}")))?;
+        .map_err(|e| ConnectError::InvalidInput(format!("redis url {}: {e}", redact_url(url))))?;
     // Responses are bounded by each adapter's own operation timeout
     // (`with_timeout`), not by the client's.
     let config = ConnectionManagerConfig::new()
@@ -71,13 +71,14 @@ pub(crate) async fn standalone(url: &str) -> Result<ConnectionManager, ConnectEr
         ConnectionManager::new_with_config(client, config),
     )
     .await
-    .map_err(|_| ConnectError::Unavailable(format!("connecting to {url} timed out")))?
-    .map_err(|e| unavailable(&format!("connecting to {url}"), &e))
+    .map_err(|_| ConnectError::Unavailable(format!("connecting to {} timed out", redact_url(url))))?
+    .map_err(|e| unavailable(&format!("connecting to {}", redact_url(url)), &e))
 }
 
 /// A connection to the Redis Cluster reached through any of `urls`.
 pub(crate) async fn cluster<S: AsRef<str>>(urls: &[S]) -> Result<ClusterConnection, ConnectError> {
     let nodes: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
+    let shown: Vec<String> = nodes.iter().map(|url| redact_url(url)).collect();
     // Responses are bounded by each adapter's own operation timeout
     // (`with_timeout`), not by the client's.
     let client = ClusterClient::builder(nodes.clone())
@@ -85,11 +86,11 @@ pub(crate) async fn cluster<S: AsRef<str>>(urls: &[S]) -> Result<ClusterConnecti
         .response_timeout(CLIENT_RESPONSE_TIMEOUT)
         .retries(2)
         .build()
-        .map_err(|e| ConnectError::InvalidInput(format!("cluster urls {nodes:?}: {e}")))?;
+        .map_err(|e| ConnectError::InvalidInput(format!("cluster urls {shown:?}: {e}")))?;
     tokio::time::timeout(CONNECT_DEADLINE, client.get_async_connection())
         .await
-        .map_err(|_| ConnectError::Unavailable(format!("connecting to {nodes:?} timed out")))?
-        .map_err(|e| unavailable(&format!("connecting to {nodes:?}"), &e))
+        .map_err(|_| ConnectError::Unavailable(format!("connecting to {shown:?} timed out")))?
+        .map_err(|e| unavailable(&format!("connecting to {shown:?}"), &e))
 }
 
 #[cfg(test)]

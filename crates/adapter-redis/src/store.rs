@@ -126,7 +126,12 @@ impl RedisBudgetStore<ConnectionManager> {
             server_check::prepare_standalone(&mut conn),
         )
         .await
-        .map_err(|_| StoreError::Unavailable(format!("checking {url} timed out")))??;
+        .map_err(|_| {
+            StoreError::Unavailable(format!(
+                "checking {} timed out",
+                spendgate_ports::redact_url(url)
+            ))
+        })??;
         Ok(Self::new(conn, policy))
     }
 }

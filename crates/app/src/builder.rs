@@ -608,9 +608,7 @@ mod sql {
             });
         }
         if !postgres && !sqlite {
-            return Err(BuildError::UnsupportedUrl(
-                spendgate_adapter_postgres::redact(url),
-            ));
+            return Err(BuildError::UnsupportedUrl(spendgate_ports::redact_url(url)));
         }
         let db = connect_and_migrate(url)
             .await

@@ -15,6 +15,7 @@ mod config;
 mod lease;
 mod provider;
 mod queue;
+mod redact;
 mod usage;
 
 pub use budget_store::{BudgetStatus, BudgetStore, StoreError};
@@ -26,6 +27,7 @@ pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
     Claimed, FinalizeQueue, Handover, PendingSettlement, QueueItem, ReconciliationQueue, WorkQueue,
 };
+pub use redact::redact_url;
 pub use usage::{CostSource, UsageLog, UsageRecord};
 
 #[cfg(any(test, feature = "mocks"))]

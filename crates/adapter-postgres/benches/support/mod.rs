@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use sea_orm::{ConnectionTrait, Database};
-use spendgate_adapter_postgres::redact;
+use spendgate_ports::redact_url;
 
 /// `SPENDGATE_BENCH_SECS`, or `default_secs`.
 pub fn level_duration(default_secs: u64) -> Duration {
@@ -28,7 +28,7 @@ where
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let admin = Database::connect(admin_url.as_str())
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&admin_url)))?;
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact_url(&admin_url)))?;
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() % 1_000_000_000;
     let name = format!("sg_bench_{}_{nanos}", std::process::id());
     admin

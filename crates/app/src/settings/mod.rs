@@ -58,6 +58,7 @@ use crate::workers::Schedule;
 use key::Key;
 pub use source::Origin;
 use source::{Layer, Layers, Raw};
+pub use spendgate_ports::redact_url;
 
 /// The environment variable naming the TOML file.
 pub const CONFIG_ENV: &str = "SPENDGATE_CONFIG";
@@ -581,26 +582,6 @@ pub struct RedactedWorkers {
     pub finalize_replay_secs: u64,
     pub reconciliation_secs: u64,
     pub drift_secs: u64,
-}
-
-/// `url` with any password replaced by `***` (`scheme://user:***@host`,
-/// `redis://:***@host`), so printed configuration and errors never carry
-/// one.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // The credentials end at the last `@` before the path.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let (credentials, host_and_rest) = (&rest[..at], &rest[at..]);
-    match credentials.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{host_and_rest}"),
-        None => url.to_owned(),
-    }
 }
 
 fn invalid(key: Key, origin: Origin, message: impl Into<String>) -> SettingsError {
