@@ -64,6 +64,22 @@ impl RequestId {
     }
 }
 
+/// The rule every [`IdempotencyStore`] applies to a request fingerprint
+/// before anything else: 1..=[`MAX_RECORD_BYTES`] bytes. An empty
+/// fingerprint would make every body the same request.
+///
+/// # Errors
+/// [`RepoError::InvalidInput`] saying how long it is.
+pub fn check_fingerprint(fingerprint: &[u8]) -> Result<(), RepoError> {
+    if fingerprint.is_empty() || fingerprint.len() > MAX_RECORD_BYTES {
+        return Err(RepoError::InvalidInput(format!(
+            "request fingerprint is {} bytes long; 1..={MAX_RECORD_BYTES} are allowed",
+            fingerprint.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A first answer, as it went out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -71,6 +87,31 @@ pub struct StoredResponse {
     pub status: u16,
     /// The body, as sent (JSON), at most [`MAX_RECORD_BYTES`].
     pub body: Vec<u8>,
+}
+
+impl StoredResponse {
+    /// The rule every [`IdempotencyStore`] applies before keeping an
+    /// answer: an HTTP status (100..=599, so every backend stores it
+    /// as it is) and a body of at most [`MAX_RECORD_BYTES`] (an empty body
+    /// is an answer too).
+    ///
+    /// # Errors
+    /// [`RepoError::InvalidInput`] naming the field at fault.
+    pub fn check(&self) -> Result<(), RepoError> {
+        if !(100..=599).contains(&self.status) {
+            return Err(RepoError::InvalidInput(format!(
+                "response status {} is not an HTTP status (100..=599)",
+                self.status
+            )));
+        }
+        if self.body.len() > MAX_RECORD_BYTES {
+            return Err(RepoError::InvalidInput(format!(
+                "response body is {} bytes long; at most {MAX_RECORD_BYTES} are allowed",
+                self.body.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What [`IdempotencyStore::claim`] found.
@@ -111,8 +152,8 @@ pub trait IdempotencyStore: Send + Sync {
     ///
     /// # Errors
     /// - [`RepoError::InvalidInput`]: the id fails [`RequestId::check`],
-    ///   or the fingerprint is empty or over [`MAX_RECORD_BYTES`]; nothing
-    ///   was written.
+    ///   or the fingerprint fails [`check_fingerprint`] (empty or over
+    ///   [`MAX_RECORD_BYTES`]); nothing was written.
     /// - [`RepoError::Unavailable`]: nothing is known; the caller MUST NOT
     ///   do the work (it cannot tell a replay from a new request).
     async fn claim(
@@ -129,8 +170,9 @@ pub trait IdempotencyStore: Send + Sync {
     /// earlier answer (`false`: no such record, or another fingerprint).
     ///
     /// # Errors
-    /// - [`RepoError::InvalidInput`]: as for `claim`, or a body over
-    ///   [`MAX_RECORD_BYTES`].
+    /// - [`RepoError::InvalidInput`]: as for `claim`, or the response
+    ///   fails [`StoredResponse::check`] (a body over [`MAX_RECORD_BYTES`],
+    ///   a status outside 100..=599); nothing was written.
     /// - [`RepoError::Unavailable`]: the record stays pending; a replay
     ///   does the (idempotent) work again.
     async fn complete(
@@ -179,6 +221,34 @@ mod tests {
             assert!(
                 matches!(bad.check(), Err(RepoError::InvalidInput(_))),
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fingerprints_and_responses_are_bounded() {
+        assert!(check_fingerprint(b"f").is_ok());
+        assert!(check_fingerprint(&[0; MAX_RECORD_BYTES]).is_ok());
+        assert!(check_fingerprint(b"").is_err());
+        assert!(check_fingerprint(&[0; MAX_RECORD_BYTES + 1]).is_err());
+        let response = |status, len| StoredResponse {
+            status,
+            body: vec![b'x'; len],
+        };
+        for ok in [response(100, 0), response(599, MAX_RECORD_BYTES)] {
+            assert!(ok.check().is_ok(), "{}", ok.status);
+        }
+        for bad in [
+            response(99, 0),
+            response(600, 0),
+            response(u16::MAX, 0),
+            response(200, MAX_RECORD_BYTES + 1),
+        ] {
+            assert!(
+                matches!(bad.check(), Err(RepoError::InvalidInput(_))),
+                "{} {}",
+                bad.status,
+                bad.body.len()
             );
         }
     }

@@ -24,7 +24,7 @@ pub use clock::{Clock, SystemClock};
 pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
 pub use idempotency::{
     Claim, IdempotencyStore, MAX_OPERATION_LEN, MAX_RECORD_BYTES, MAX_REQUEST_KEY_LEN, RequestId,
-    StoredResponse,
+    StoredResponse, check_fingerprint,
 };
 pub use lease::{Lease, MAX_LEASE_ARG_LEN, check_lease_args};
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
