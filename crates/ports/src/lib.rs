@@ -12,6 +12,7 @@ mod budget_store;
 mod cache;
 mod clock;
 mod config;
+mod idempotency;
 mod lease;
 mod provider;
 mod queue;
@@ -22,6 +23,10 @@ pub use budget_store::{BudgetStatus, BudgetStore, StoreError};
 pub use cache::TierCache;
 pub use clock::{Clock, SystemClock};
 pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
+pub use idempotency::{
+    Claim, IdempotencyStore, MAX_OPERATION_LEN, MAX_RECORD_BYTES, MAX_REQUEST_KEY_LEN, RequestId,
+    StoredResponse, check_fingerprint,
+};
 pub use lease::{Lease, MAX_LEASE_ARG_LEN, check_lease_args};
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
@@ -38,6 +43,8 @@ pub use cache::MockTierCache;
 pub use clock::MockClock;
 #[cfg(any(test, feature = "mocks"))]
 pub use config::{MockConfigProvider, MockTierOverrideRepo};
+#[cfg(any(test, feature = "mocks"))]
+pub use idempotency::MockIdempotencyStore;
 #[cfg(any(test, feature = "mocks"))]
 pub use lease::MockLease;
 #[cfg(any(test, feature = "mocks"))]
@@ -63,6 +70,7 @@ mod tests {
         let _: Arc<dyn Clock> = Arc::new(MockClock::new());
         let _: Arc<dyn TierCache> = Arc::new(MockTierCache::new());
         let _: Arc<dyn Lease> = Arc::new(MockLease::new());
+        let _: Arc<dyn IdempotencyStore> = Arc::new(MockIdempotencyStore::new());
         let _: Arc<FinalizeQueue> = Arc::new(MockWorkQueue::<PendingSettlement>::new());
         let _: Arc<ReconciliationQueue> = Arc::new(MockWorkQueue::<Handover>::new());
     }
