@@ -431,6 +431,7 @@ pub fn options(tokens: Vec<ApiToken>) -> HttpOptions {
         body_limit_bytes: 64 * 1024,
         request_timeout: Duration::from_secs(10),
         metrics: None,
+        cycles: Default::default(),
     }
 }
 
