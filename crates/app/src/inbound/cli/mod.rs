@@ -71,6 +71,15 @@ pub struct SettingsArgs {
     /// [env: SPENDGATE_API_TOKENS, comma-separated].
     #[arg(long = "api-token", global = true, value_name = "TOKEN")]
     pub api_tokens: Vec<String>,
+    /// Cycles protocol API key, `secret=tenant`; repeatable
+    /// [env: SPENDGATE_CYCLES_KEYS, comma-separated].
+    #[arg(long = "cycles-key", global = true, value_name = "KEY")]
+    pub cycles_keys: Vec<String>,
+    /// The Cycles subject level charged as spendgate's user: workspace,
+    /// app, workflow, agent or toolset [env: SPENDGATE_CYCLES_USER_LEVEL]
+    /// [default: agent].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub cycles_user_level: Option<String>,
     /// Serve without API tokens, on a loopback address only
     /// [env: SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK].
     #[arg(long, global = true)]
@@ -111,6 +120,8 @@ impl SettingsArgs {
             log_level: self.log_level.clone(),
             bind: self.bind.clone(),
             api_tokens: self.api_tokens.clone(),
+            cycles_keys: self.cycles_keys.clone(),
+            cycles_user_level: self.cycles_user_level.clone(),
             allow_unauthenticated_loopback: self.allow_unauthenticated_loopback,
             body_limit_bytes: self.body_limit_bytes.clone(),
             request_timeout_ms: self.request_timeout_ms.clone(),
