@@ -1,4 +1,4 @@
-//! The contract suite on the in-memory store.
+//! The contract suites on the in-memory stores.
 
 use std::sync::Arc;
 
@@ -11,3 +11,17 @@ async fn store() -> Arc<dyn BudgetStore> {
 }
 
 spendgate_contract::budget_store_contract!(store);
+
+/// The idempotency scenarios and races on the in-memory records.
+mod idempotency {
+    use std::sync::Arc;
+
+    use spendgate_adapter_memory::MemoryIdempotency;
+    use spendgate_ports::IdempotencyStore;
+
+    async fn store() -> Arc<dyn IdempotencyStore> {
+        Arc::new(MemoryIdempotency::new())
+    }
+
+    spendgate_contract::idempotency_store_contract!(store);
+}

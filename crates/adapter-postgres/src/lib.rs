@@ -13,8 +13,10 @@
 //!
 //! * [`Migrator`], the schema, one migration set for both backends
 //!   (`community_agent_config`, `agent_usage_log`, `finalize_outbox`,
-//!   row-level security on PostgreSQL, and the budget store's `budget_*`
-//!   tables). Run it with [`connect_and_migrate`] or `Migrator::up`.
+//!   row-level security on PostgreSQL, the budget store's `budget_*`
+//!   tables, `worker_lease`, `reconciliation_queue` and
+//!   `idempotency_record`). Run it with [`connect_and_migrate`] or
+//!   `Migrator::up`.
 //! * [`entity`], SeaORM entities of the first three tables and of
 //!   `reconciliation_queue` (the budget store reads and writes its tables
 //!   with hand-written SQL that runs on both backends).
@@ -38,6 +40,10 @@
 //! * [`SqlLease`], the [`Lease`](spendgate_ports::Lease) of the singleton
 //!   background jobs on `worker_lease`: one upsert takes or renews a lease,
 //!   a compare-and-delete gives it up.
+//! * [`SqlIdempotency`], the
+//!   [`IdempotencyStore`](spendgate_ports::IdempotencyStore) on
+//!   `idempotency_record`: one upsert claims a request (a second statement
+//!   reads a live record), one update completes it, one delete purges.
 //!
 //! # Backends
 //!
@@ -68,6 +74,7 @@ mod config_repo;
 mod connection;
 pub mod entity;
 mod error;
+mod idempotency;
 mod lease;
 pub mod migration;
 mod outbox;
@@ -83,6 +90,7 @@ pub use connection::{
     ConnectSettings, SQLITE_BUSY_TIMEOUT, connect, connect_and_migrate,
     connect_and_migrate_with_settings, connect_with_settings, redact,
 };
+pub use idempotency::{CLAIM_ATTEMPTS, SqlIdempotency};
 pub use lease::SqlLease;
 pub use migration::Migrator;
 pub use outbox::FinalizeOutbox;

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use spendgate_adapter_memory::{
-    MemoryBudgetStore, MemoryConfig, MemoryLease, MemoryTierCache, MemoryTierOverrides,
-    MemoryUsageLog, MemoryWorkQueue,
+    MemoryBudgetStore, MemoryConfig, MemoryIdempotency, MemoryLease, MemoryTierCache,
+    MemoryTierOverrides, MemoryUsageLog, MemoryWorkQueue,
 };
 use spendgate_domain::{BudgetPolicy, PriceTable};
 use spendgate_ports::{
-    BudgetStore, Clock, ConfigProvider, FinalizeQueue, Lease, ReconciliationQueue, RepoError,
-    StoreError, SystemClock, TierCache, TierOverrideRepo, UsageLog, UsageSource,
+    BudgetStore, Clock, ConfigProvider, FinalizeQueue, IdempotencyStore, Lease,
+    ReconciliationQueue, RepoError, StoreError, SystemClock, TierCache, TierOverrideRepo, UsageLog,
+    UsageSource,
 };
 
 use crate::services::budget::{BudgetService, BudgetSettings, Core};
@@ -19,8 +20,9 @@ use crate::services::community_config::{ConfigCache, ConfigFreshness};
 use crate::services::tiers::{TierAccess, TierTimings};
 use crate::workers::runner::holder_token;
 use crate::workers::{
-    ConfigSyncJob, DriftJob, FinalizeReplayJob, Job, LeaseConfig, ReaperJob, ReaperSettings,
-    ReconciliationJob, ReconciliationSettings, Schedule, WorkerHandle,
+    ConfigSyncJob, DriftJob, FinalizeReplayJob, IdempotencyPurgeJob, IdempotencyPurgeSettings, Job,
+    LeaseConfig, ReaperJob, ReaperSettings, ReconciliationJob, ReconciliationSettings, Schedule,
+    WorkerHandle,
 };
 
 /// Why a [`SpendgateBuilder`] could not build.
@@ -79,6 +81,10 @@ pub struct Ports {
     pub clock: Arc<dyn Clock>,
     /// Leases of singleton jobs (Redis, SQL or memory, like the store).
     pub lease: Arc<dyn Lease>,
+    /// Request idempotency records (the Cycles protocol's same key, same
+    /// body, same answer): on the database when one is configured, so
+    /// replicas share them; in memory otherwise.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// The provider's usage look-up, for reconciliation; none configured
     /// means dropped holds are left to the reaper.
     pub usage_source: Option<Arc<dyn UsageSource>>,
@@ -128,8 +134,8 @@ impl Spendgate {
     }
 
     /// Starts the background jobs on the current tokio runtime: reaper,
-    /// config sync, finalize replay, drift monitor, and reconciliation when
-    /// a usage source is configured. Stop them with
+    /// config sync, finalize replay, drift monitor, idempotency purge, and
+    /// reconciliation when a usage source is configured. Stop them with
     /// [`WorkerHandle::shutdown`].
     ///
     /// # Panics
@@ -167,6 +173,13 @@ impl Spendgate {
                     ports.config.clone(),
                 )),
                 settings.drift,
+            ),
+            (
+                Arc::new(IdempotencyPurgeJob::new(
+                    ports.idempotency.clone(),
+                    settings.idempotency_purge_settings,
+                )),
+                settings.idempotency_purge,
             ),
         ];
         if let Some(source) = &ports.usage_source {
@@ -209,6 +222,10 @@ pub struct WorkerSettings {
     pub reconciliation_settings: ReconciliationSettings,
     /// Drift monitor: every 5 min.
     pub drift: Schedule,
+    /// Idempotency purge: every 60 s.
+    pub idempotency_purge: Schedule,
+    /// Batch and per-pass cap of the idempotency purge.
+    pub idempotency_purge_settings: IdempotencyPurgeSettings,
     /// This process's lease holder token.
     pub holder: String,
     /// How long a singleton job's lease lives without renewal: 150 s, over
@@ -228,6 +245,8 @@ impl Default for WorkerSettings {
             reconciliation: every(5),
             reconciliation_settings: ReconciliationSettings::default(),
             drift: every(300),
+            idempotency_purge: every(60),
+            idempotency_purge_settings: IdempotencyPurgeSettings::default(),
             holder: holder_token(),
             lease_ttl: spendgate_domain::Ttl::from_secs(150).unwrap_or(spendgate_domain::Ttl::DAY),
         }
@@ -242,8 +261,8 @@ impl Default for WorkerSettings {
 ///   database is set, else memory.
 /// * Database ([`SpendgateBuilder::database`], `postgres://…` or
 ///   `sqlite:…`): configuration, tier overrides, usage log, the finalize
-///   and reconciliation queues and worker leases, migrated at build.
-///   Without one, all of them are in memory.
+///   and reconciliation queues, worker leases and idempotency records,
+///   migrated at build. Without one, all of them are in memory.
 /// * Any port may be given directly; a port given wins over a URL.
 #[must_use]
 #[derive(Default)]
@@ -257,6 +276,7 @@ pub struct SpendgateBuilder {
     finalize_queue: Option<Arc<FinalizeQueue>>,
     reconciliation: Option<Arc<ReconciliationQueue>>,
     lease: Option<Arc<dyn Lease>>,
+    idempotency: Option<Arc<dyn IdempotencyStore>>,
     usage_source: Option<Arc<dyn UsageSource>>,
     clock: Option<Arc<dyn Clock>>,
     policy: BudgetPolicy,
@@ -358,6 +378,12 @@ impl SpendgateBuilder {
         self
     }
 
+    /// Uses this store of request idempotency records.
+    pub fn idempotency(mut self, store: Arc<dyn IdempotencyStore>) -> Self {
+        self.idempotency = Some(store);
+        self
+    }
+
     /// Asks this provider usage look-up when reconciling dropped calls.
     pub fn usage_source(mut self, source: Arc<dyn UsageSource>) -> Self {
         self.usage_source = Some(source);
@@ -442,6 +468,12 @@ impl SpendgateBuilder {
             .or(redis_lease)
             .or_else(|| sql.as_ref().map(sql::Parts::lease))
             .unwrap_or_else(|| Arc::new(MemoryLease::default()));
+        // On the database whenever there is one, whatever holds the budget
+        // counters (Redis included): replicas must share the records.
+        let idempotency: Arc<dyn IdempotencyStore> = self
+            .idempotency
+            .or_else(|| sql.as_ref().map(sql::Parts::idempotency))
+            .unwrap_or_else(|| Arc::new(MemoryIdempotency::new()));
         let ports = Ports {
             store,
             config,
@@ -452,6 +484,7 @@ impl SpendgateBuilder {
             reconciliation,
             clock,
             lease,
+            idempotency,
             usage_source: self.usage_source,
         };
         let tiers = Arc::new(TierAccess::new(
@@ -570,13 +603,13 @@ mod sql {
     use std::sync::Arc;
 
     use spendgate_adapter_postgres::{
-        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlLease, SqlReconciliationQueue,
-        SqlUsageLog, connect_and_migrate,
+        FinalizeOutbox, SqlBudgetStore, SqlConfigRepo, SqlIdempotency, SqlLease,
+        SqlReconciliationQueue, SqlUsageLog, connect_and_migrate,
     };
     use spendgate_domain::BudgetPolicy;
     use spendgate_ports::{
-        BudgetStore, ConfigProvider, FinalizeQueue, Lease, ReconciliationQueue, TierOverrideRepo,
-        UsageLog,
+        BudgetStore, ConfigProvider, FinalizeQueue, IdempotencyStore, Lease, ReconciliationQueue,
+        TierOverrideRepo, UsageLog,
     };
 
     use super::BuildError;
@@ -589,6 +622,7 @@ mod sql {
         finalize_queue: Arc<FinalizeOutbox>,
         lease: Arc<SqlLease>,
         reconciliation: Arc<SqlReconciliationQueue>,
+        idempotency: Arc<SqlIdempotency>,
         store: Box<dyn Fn(BudgetPolicy) -> SqlBudgetStore + Send + Sync>,
     }
 
@@ -621,6 +655,7 @@ mod sql {
             finalize_queue: Arc::new(FinalizeOutbox::new(db.clone())),
             lease: Arc::new(SqlLease::new(db.clone())),
             reconciliation: Arc::new(SqlReconciliationQueue::new(db.clone())),
+            idempotency: Arc::new(SqlIdempotency::new(db.clone())),
             store: Box::new(move |policy| SqlBudgetStore::new(db.clone(), policy)),
         })
     }
@@ -650,6 +685,10 @@ mod sql {
             self.reconciliation.clone()
         }
 
+        pub(super) fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
+            self.idempotency.clone()
+        }
+
         pub(super) fn store(&self, policy: BudgetPolicy) -> Arc<dyn BudgetStore> {
             Arc::new((self.store)(policy))
         }
@@ -662,8 +701,8 @@ mod sql {
 
     use spendgate_domain::BudgetPolicy;
     use spendgate_ports::{
-        BudgetStore, ConfigProvider, FinalizeQueue, Lease, ReconciliationQueue, TierOverrideRepo,
-        UsageLog,
+        BudgetStore, ConfigProvider, FinalizeQueue, IdempotencyStore, Lease, ReconciliationQueue,
+        TierOverrideRepo, UsageLog,
     };
 
     use super::BuildError;
@@ -706,6 +745,10 @@ mod sql {
         }
 
         pub(super) fn reconciliation(&self) -> Arc<ReconciliationQueue> {
+            match *self {}
+        }
+
+        pub(super) fn idempotency(&self) -> Arc<dyn IdempotencyStore> {
             match *self {}
         }
 

@@ -1,4 +1,5 @@
-//! The one contract suite every spendgate `BudgetStore` runs.
+//! The one contract suite every spendgate `BudgetStore` (and every
+//! `IdempotencyStore`) runs.
 //!
 //! A test-support crate: adapters add it as a dev-dependency and invoke
 //! [`budget_store_contract!`] with a factory in their integration tests, so
@@ -15,6 +16,10 @@
 //!   once, optionally behind the store's own community lock), each round
 //!   checked for exactly one effect and against the model.
 //!
+//! [`idempotency_store_contract!`] does the same for every
+//! `IdempotencyStore`: the [`idempotency`] scenarios and the
+//! [`idempotency_race`] races (one start among N racing claims).
+//!
 //! Notes for adapter authors: money ([`spendgate_domain::Micros`]) and time
 //! ([`spendgate_domain::Timestamp`]) are bounded below 2^53 so Lua's doubles
 //! stay exact; stores must use the `now` they are given (never their own
@@ -27,6 +32,8 @@
 
 pub mod concurrency;
 pub mod fixture;
+pub mod idempotency;
+pub mod idempotency_race;
 pub mod load;
 pub mod model;
 pub mod race;
@@ -34,17 +41,15 @@ pub mod recovery;
 pub mod scenarios;
 
 use std::future::Future;
-use std::sync::Arc;
 
-use spendgate_ports::BudgetStore;
-
-/// Runs one async check on a fresh multi-threaded runtime: the store is
-/// built inside it, as connection-based stores must be.
-pub fn run<F, Fut, S, SFut>(factory: F, check: S)
+/// Runs one async check on a fresh multi-threaded runtime: the store (a
+/// `BudgetStore`, an `IdempotencyStore`, …) is built inside it, as
+/// connection-based stores must be.
+pub fn run<F, Fut, T, S, SFut>(factory: F, check: S)
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Arc<dyn BudgetStore>>,
-    S: FnOnce(Arc<dyn BudgetStore>) -> SFut,
+    Fut: Future<Output = T>,
+    S: FnOnce(T) -> SFut,
     SFut: Future<Output = ()>,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -205,6 +210,73 @@ macro_rules! __race_tests {
             #[test]
             fn $name() {
                 $crate::race::run($races, $crate::race::$name);
+            }
+        )*
+    };
+}
+
+/// Expands, in the calling module, to one `#[test]` per idempotency
+/// scenario and race, each building its store with `$factory`: a path to
+/// an `async fn() -> Arc<dyn IdempotencyStore>` returning a fresh, empty
+/// store (scenarios count what a purge of everything deletes).
+///
+/// ```text
+/// async fn store() -> Arc<dyn IdempotencyStore> {
+///     Arc::new(MemoryIdempotency::new())
+/// }
+/// spendgate_contract::idempotency_store_contract!(store);
+/// ```
+///
+/// A store that can hold every claim's write back for the races passes a
+/// second factory, an `async fn() -> idempotency_race::RaceTarget`:
+/// `idempotency_store_contract!(store, races = race_target)`.
+#[macro_export]
+macro_rules! idempotency_store_contract {
+    ($factory:path) => {
+        $crate::idempotency_store_contract!(@all $factory, || async {
+            $crate::idempotency_race::RaceTarget::plain($factory().await)
+        });
+    };
+    ($factory:path, races = $races:path) => {
+        $crate::idempotency_store_contract!(@all $factory, $races);
+    };
+    (@all $factory:path, $races:expr) => {
+        $crate::__scenario_tests!(
+            $factory, idempotency;
+            claim_of_a_new_request_starts,
+            same_fingerprint_while_pending_is_pending,
+            completed_request_replays_the_stored_bytes,
+            other_fingerprint_while_pending_is_a_mismatch,
+            other_fingerprint_once_completed_is_a_mismatch,
+            complete_is_idempotent_and_keeps_the_first_answer,
+            complete_with_another_fingerprint_is_refused,
+            complete_of_an_unknown_request_is_refused,
+            expired_record_is_replaced_by_a_new_claim,
+            purge_removes_only_records_kept_until_now_or_before,
+            purge_respects_its_limit_oldest_first,
+            records_are_separate_per_tenant_operation_resource_and_key,
+            invalid_request_ids_are_invalid_input_and_write_nothing,
+            empty_or_oversized_fingerprints_are_invalid_input_and_write_nothing,
+            oversized_bodies_and_bad_statuses_are_invalid_input_and_change_nothing,
+        );
+
+        $crate::__idempotency_race_tests!(
+            $races;
+            racing_claims_of_a_new_request_start_exactly_once,
+            racing_claims_with_mixed_fingerprints_start_once_and_judge_the_rest,
+            racing_claims_of_an_expired_record_replace_it_exactly_once,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __idempotency_race_tests {
+    ($races:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run($races, $crate::idempotency_race::$name);
             }
         )*
     };

@@ -116,3 +116,52 @@ fn reap_scenario_fails_a_store_whose_reaper_leaks() {
     }));
     assert!(outcome.is_err(), "the scenario passed a leaking reaper");
 }
+
+/// The memory idempotency store, except that it never compares
+/// fingerprints: a key reused for another body replays as the first one.
+struct Blind(spendgate_adapter_memory::MemoryIdempotency);
+
+#[async_trait]
+impl spendgate_ports::IdempotencyStore for Blind {
+    async fn claim(
+        &self,
+        id: &spendgate_ports::RequestId,
+        fingerprint: &[u8],
+        now: Timestamp,
+        keep_until: Timestamp,
+    ) -> Result<spendgate_ports::Claim, spendgate_ports::RepoError> {
+        match self.0.claim(id, fingerprint, now, keep_until).await {
+            Ok(spendgate_ports::Claim::Mismatch) => Ok(spendgate_ports::Claim::Pending),
+            other => other,
+        }
+    }
+    async fn complete(
+        &self,
+        id: &spendgate_ports::RequestId,
+        fingerprint: &[u8],
+        response: &spendgate_ports::StoredResponse,
+    ) -> Result<bool, spendgate_ports::RepoError> {
+        self.0.complete(id, fingerprint, response).await
+    }
+    async fn purge(&self, now: Timestamp, limit: u32) -> Result<u64, spendgate_ports::RepoError> {
+        self.0.purge(now, limit).await
+    }
+}
+
+async fn blind() -> Arc<dyn spendgate_ports::IdempotencyStore> {
+    Arc::new(Blind(spendgate_adapter_memory::MemoryIdempotency::new()))
+}
+
+#[test]
+fn mismatch_scenario_fails_a_store_blind_to_fingerprints() {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        spendgate_contract::run(
+            blind,
+            spendgate_contract::idempotency::other_fingerprint_while_pending_is_a_mismatch,
+        );
+    }));
+    assert!(
+        outcome.is_err(),
+        "the scenario passed a store blind to fingerprints"
+    );
+}

@@ -22,6 +22,7 @@ mod m20261128_000007_create_worker_lease;
 mod m20261128_000008_create_reconciliation_queue;
 mod m20261128_000009_budget_lookup_function;
 mod m20261128_000010_budget_hold_due_index;
+mod m20261129_000011_create_idempotency_record;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000008_create_reconciliation_queue::Migration),
             Box::new(m20261128_000009_budget_lookup_function::Migration),
             Box::new(m20261128_000010_budget_hold_due_index::Migration),
+            Box::new(m20261129_000011_create_idempotency_record::Migration),
         ]
     }
 }

@@ -7,12 +7,13 @@ use spendgate_ports::{CommunityConfig, ConfigProvider, TierOverrideRepo};
 
 use crate::support::{Backend, ManualClock, TestDb};
 
-const TABLES: [&str; 5] = [
+const TABLES: [&str; 6] = [
     "community_agent_config",
     "agent_usage_log",
     "finalize_outbox",
     "worker_lease",
     "reconciliation_queue",
+    "idempotency_record",
 ];
 
 /// The outbox estimate column (000006).
@@ -21,6 +22,8 @@ const ESTIMATE: &str = "m20261128_000006_finalize_outbox_estimate";
 const LEASE: &str = "m20261128_000007_create_worker_lease";
 /// The reconciliation queue table (000008).
 const RECONCILIATION: &str = "m20261128_000008_create_reconciliation_queue";
+/// The idempotency record table (000011).
+const IDEMPOTENCY: &str = "m20261129_000011_create_idempotency_record";
 
 /// How many migrations, from `name` to the last one: `down` by this many
 /// undoes `name` and every migration after it.
@@ -348,8 +351,64 @@ async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
     );
 }
 
+/// `down` to before `idempotency_record` drops it (whatever rows it held)
+/// and nothing older; `up` brings it back empty, with its columns and its
+/// `keep_until` index.
+async fn idempotency_record_up_and_down(t: &TestDb) {
+    for column in [
+        "tenant",
+        "operation",
+        "resource",
+        "request_key",
+        "fingerprint",
+        "response_status",
+        "response_body",
+        "keep_until",
+    ] {
+        assert!(
+            has_column(t, "idempotency_record", column).await,
+            "{column}"
+        );
+    }
+    let index = match t.backend {
+        Backend::Postgres => {
+            "SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'idempotency_record_keep_until'"
+        }
+        Backend::Sqlite => {
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'idempotency_record_keep_until'"
+        }
+    };
+    assert_eq!(t.count(index).await, 1);
+    let insert = match t.backend {
+        Backend::Postgres => {
+            "INSERT INTO idempotency_record (tenant, operation, resource, request_key, fingerprint, keep_until) VALUES ('c', 'create', '', 'k', '\\x01'::bytea, 5)"
+        }
+        Backend::Sqlite => {
+            "INSERT INTO idempotency_record (tenant, operation, resource, request_key, fingerprint, keep_until) VALUES ('c', 'create', '', 'k', X'01', 5)"
+        }
+    };
+    t.db.execute_unprepared(insert).await.unwrap();
+
+    let schema = t.single_connection().await;
+    Migrator::down(&schema, Some(from(IDEMPOTENCY)))
+        .await
+        .expect("down to before the idempotency records");
+    assert!(!has_table(t, "idempotency_record").await);
+    for table in &TABLES[..5] {
+        assert!(
+            has_table(t, table).await,
+            "{table} after dropping the records"
+        );
+    }
+    Migrator::up(&schema, None).await.expect("up again");
+    schema.close().await.unwrap();
+    assert_eq!(t.count("SELECT COUNT(*) FROM idempotency_record").await, 0);
+    assert_eq!(t.count(index).await, 1);
+}
+
 crate::on_both_backends!(
     up_down_up,
+    idempotency_record_up_and_down,
     check_constraints_refuse_bad_rows,
     outbox_estimate_column_up_and_down_over_existing_rows,
     worker_lease_up_and_down,

@@ -4,11 +4,12 @@
 //!
 //! [`crate::Spendgate::start_workers`] starts the standard set: reaper,
 //! config sync, finalize replay, reconciliation (when a usage source is
-//! configured) and the drift monitor.
+//! configured), the drift monitor and the idempotency purge.
 
 pub mod config_sync;
 pub mod drift;
 pub mod finalize_replay;
+pub mod idempotency_purge;
 pub mod job;
 pub mod reaper;
 pub mod reconciliation;
@@ -17,6 +18,7 @@ pub mod runner;
 pub use config_sync::ConfigSyncJob;
 pub use drift::DriftJob;
 pub use finalize_replay::FinalizeReplayJob;
+pub use idempotency_purge::{IdempotencyPurgeJob, IdempotencyPurgeSettings};
 pub use job::{Job, TickOutcome};
 pub use reaper::{ReaperJob, ReaperSettings};
 pub use reconciliation::{ReconciliationJob, ReconciliationSettings};

@@ -6,6 +6,7 @@
 
 mod crash;
 mod facade;
+mod idempotency;
 mod memory;
 mod pg_outage;
 mod redis_lost;

@@ -390,6 +390,7 @@ async fn start_workers_runs_the_standard_jobs_until_shutdown() {
             "config_sync",
             "finalize_replay",
             "drift",
+            "idempotency_purge",
             "reconciliation"
         ]
     );
