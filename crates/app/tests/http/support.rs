@@ -324,6 +324,7 @@ impl Server {
             .finalize_queue(ports.finalize_queue.clone())
             .reconciliation_queue(ports.reconciliation.clone())
             .lease(ports.lease.clone())
+            .idempotency(ports.idempotency.clone())
             .build()
             .await
             .unwrap();

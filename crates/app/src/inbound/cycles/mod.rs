@@ -239,8 +239,6 @@ pub(crate) struct CyclesState {
     tenants: Arc<Vec<CommunityId>>,
     user_level: UserLevel,
     keep_records: Ttl,
-    /// The idempotency and reservation records.
-    records: Arc<dyn IdempotencyStore>,
 }
 
 /// The Cycles routes over `app`, to nest under `/v1`.
@@ -251,10 +249,7 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     let mut tenants: Vec<CommunityId> = options.keys.iter().map(|k| k.tenant.clone()).collect();
     tenants.sort();
     tenants.dedup();
-    let records: Arc<dyn IdempotencyStore> =
-        Arc::new(spendgate_adapter_memory::MemoryIdempotency::new());
     let state = CyclesState {
-        records,
         app,
         keys: Arc::new(
             options
@@ -291,8 +286,9 @@ impl CyclesState {
         self.app.ports().clock.now()
     }
 
+    /// The deployment's idempotency records (its database, or memory).
     fn records(&self) -> &dyn IdempotencyStore {
-        self.records.as_ref()
+        self.app.ports().idempotency.as_ref()
     }
 
     /// The spendgate user of `subject`.
