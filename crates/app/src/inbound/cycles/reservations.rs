@@ -180,7 +180,6 @@ async fn find(
         Begun::Replay(reply) => return Ok(Err(reply)),
         Begun::Fresh(claimed) => claimed,
     };
-    let record = state.load_record(tenant, &id.text).await?;
     let found = state
         .app
         .budget()
@@ -190,6 +189,8 @@ async fn find(
     if found == HoldState::Unknown {
         return Err(CyclesError::NotFound(format!("no reservation {}", id.text)));
     }
+    // Only for a hold that exists: reading a record claims it.
+    let record = state.load_record(tenant, &id.text).await?;
     Ok(Ok(Found {
         id,
         claimed,
