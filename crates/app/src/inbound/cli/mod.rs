@@ -232,6 +232,15 @@ pub struct BenchArgs {
     /// The API token for --url, sent as a bearer token.
     #[arg(long, requires = "url")]
     pub token: Option<String>,
+    /// Run Cycles lifecycles (POST /v1/reservations, then commit) with
+    /// this key, `secret=tenant`; the tenant's budget is set through the
+    /// native API (--token).
+    #[arg(
+        long = "cycles-api-key",
+        requires = "url",
+        value_name = "SECRET=TENANT"
+    )]
+    pub cycles_key: Option<String>,
 }
 
 /// `migrate` actions.
