@@ -53,8 +53,8 @@ pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder, WorkerSettings
 pub use services::budget::{
     Backoff, BudgetChangeError, BudgetReport, BudgetService, BudgetSettings, CostBasis,
     EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket,
-    MAX_TRACE_ID_LEN, RebuildError, RebuildReport, ReplayReport, ReserveDecision, ReserveError,
-    ReserveRequest, Settled, StatusError, Usage,
+    MAX_TRACE_ID_LEN, Preview, RebuildError, RebuildReport, ReplayReport, ReserveDecision,
+    ReserveError, ReserveRequest, Settled, StatusError, Usage,
 };
 pub use services::community_config::ConfigFreshness;
 pub use services::tiers::{

@@ -5,4 +5,6 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 #[cfg(feature = "server")]
+pub mod cycles;
+#[cfg(feature = "server")]
 pub mod http;

@@ -12,6 +12,8 @@ pub(super) enum Key {
     LogLevel,
     HttpBind,
     HttpTokens,
+    HttpCyclesKeys,
+    HttpCyclesUserLevel,
     HttpAllowUnauthenticatedLoopback,
     HttpBodyLimitBytes,
     HttpRequestTimeoutMs,
@@ -24,7 +26,7 @@ pub(super) enum Key {
 
 impl Key {
     /// Every key, in the order `spendgate config` prints them.
-    pub(super) const ALL: [Key; 16] = [
+    pub(super) const ALL: [Key; 18] = [
         Key::DatabaseUrl,
         Key::DataFile,
         Key::RedisUrl,
@@ -33,6 +35,8 @@ impl Key {
         Key::LogLevel,
         Key::HttpBind,
         Key::HttpTokens,
+        Key::HttpCyclesKeys,
+        Key::HttpCyclesUserLevel,
         Key::HttpAllowUnauthenticatedLoopback,
         Key::HttpBodyLimitBytes,
         Key::HttpRequestTimeoutMs,
@@ -76,6 +80,12 @@ impl Key {
             Key::LogLevel => ("log_level", "SPENDGATE_LOG_LEVEL", "--log-level"),
             Key::HttpBind => ("http.bind", "SPENDGATE_HTTP_BIND", "--bind"),
             Key::HttpTokens => ("http.tokens", "SPENDGATE_API_TOKENS", "--api-token"),
+            Key::HttpCyclesKeys => ("http.cycles_keys", "SPENDGATE_CYCLES_KEYS", "--cycles-key"),
+            Key::HttpCyclesUserLevel => (
+                "http.cycles_user_level",
+                "SPENDGATE_CYCLES_USER_LEVEL",
+                "--cycles-user-level",
+            ),
             Key::HttpAllowUnauthenticatedLoopback => (
                 "http.allow_unauthenticated_loopback",
                 "SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK",
@@ -122,13 +132,16 @@ impl Key {
     /// Whether the value is a list (TOML array, comma-separated variable,
     /// repeated or comma-separated flag).
     pub(super) fn is_list(self) -> bool {
-        matches!(self, Key::RedisClusterUrls | Key::HttpTokens)
+        matches!(
+            self,
+            Key::RedisClusterUrls | Key::HttpTokens | Key::HttpCyclesKeys
+        )
     }
 
     /// What a TOML value of this key must be, for errors.
     pub(super) fn expected(self) -> &'static str {
         match self {
-            Key::RedisClusterUrls | Key::HttpTokens => "an array of strings",
+            Key::RedisClusterUrls | Key::HttpTokens | Key::HttpCyclesKeys => "an array of strings",
             Key::HttpAllowUnauthenticatedLoopback => "a boolean",
             Key::HttpBodyLimitBytes
             | Key::HttpRequestTimeoutMs

@@ -27,6 +27,8 @@
 //! | `log_level` | `SPENDGATE_LOG_LEVEL` | `--log-level` | `info` for `serve`, else `warn` |
 //! | `http.bind` | `SPENDGATE_HTTP_BIND` | `--bind` | `127.0.0.1:8080` |
 //! | `http.tokens` | `SPENDGATE_API_TOKENS` | `--api-token` | none |
+//! | `http.cycles_keys` | `SPENDGATE_CYCLES_KEYS` | `--cycles-key` | none |
+//! | `http.cycles_user_level` | `SPENDGATE_CYCLES_USER_LEVEL` | `--cycles-user-level` | `agent` |
 //! | `http.allow_unauthenticated_loopback` | `SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK` | `--allow-unauthenticated-loopback` | `false` |
 //! | `http.body_limit_bytes` | `SPENDGATE_HTTP_BODY_LIMIT_BYTES` | `--body-limit-bytes` | `65536` |
 //! | `http.request_timeout_ms` | `SPENDGATE_HTTP_REQUEST_TIMEOUT_MS` | `--request-timeout-ms` | `10000` |
@@ -37,8 +39,12 @@
 //! | `workers.drift_secs` | `SPENDGATE_WORKERS_DRIFT_SECS` | `--drift-secs` | `300` |
 //!
 //! A token is `secret` (every community) or `secret=community1|community2`;
-//! the variable takes them comma-separated, the flag repeated.
+//! the variable takes them comma-separated, the flag repeated. A Cycles key
+//! is `secret=tenant`: each acts for exactly one tenant (community), the
+//! protocol's rule; the user level is the subject level charged as
+//! spendgate's user (`workspace`, `app`, `workflow`, `agent`, `toolset`).
 
+mod cycles;
 mod key;
 mod source;
 #[cfg(test)]
@@ -53,6 +59,7 @@ use serde::Serialize;
 use spendgate_domain::CommunityId;
 
 use crate::builder::WorkerSettings;
+use crate::inbound::cycles::{CyclesKey, UserLevel};
 use crate::workers::Schedule;
 
 use key::Key;
@@ -152,6 +159,8 @@ pub struct FlagValues {
     pub log_level: Option<String>,
     pub bind: Option<String>,
     pub api_tokens: Vec<String>,
+    pub cycles_keys: Vec<String>,
+    pub cycles_user_level: Option<String>,
     /// Presence flag: `true` when given, else not set by flag.
     pub allow_unauthenticated_loopback: bool,
     pub body_limit_bytes: Option<String>,
@@ -177,6 +186,7 @@ impl FlagValues {
         one(Key::ProviderUsageUrl, &self.provider_usage_url);
         one(Key::LogLevel, &self.log_level);
         one(Key::HttpBind, &self.bind);
+        one(Key::HttpCyclesUserLevel, &self.cycles_user_level);
         one(Key::HttpBodyLimitBytes, &self.body_limit_bytes);
         one(Key::HttpRequestTimeoutMs, &self.request_timeout_ms);
         one(Key::WorkersReaperSecs, &self.reaper_secs);
@@ -197,6 +207,11 @@ impl FlagValues {
             layer
                 .0
                 .insert(Key::HttpTokens, Raw::List(self.api_tokens.clone()));
+        }
+        if !self.cycles_keys.is_empty() {
+            layer
+                .0
+                .insert(Key::HttpCyclesKeys, Raw::List(self.cycles_keys.clone()));
         }
         if self.allow_unauthenticated_loopback {
             layer
@@ -288,6 +303,11 @@ pub struct HttpSettings {
     pub bind: SocketAddr,
     /// Accepted API tokens; none means unauthenticated (loopback only).
     pub tokens: Vec<TokenSetting>,
+    /// The Cycles protocol's keys, each bound to one tenant; none means
+    /// the `/v1` routes answer 401.
+    pub cycles_keys: Vec<CyclesKey>,
+    /// The subject level the Cycles routes charge as spendgate's user.
+    pub cycles_user_level: UserLevel,
     /// Whether `serve` may run without tokens (only on a loopback bind).
     pub allow_unauthenticated_loopback: bool,
     /// The largest request body accepted.
@@ -427,6 +447,14 @@ impl Settings {
             Some((raw, origin)) => parse_tokens(&raw.items(), origin)?,
             None => Vec::new(),
         };
+        let cycles_keys = match layers.get(Key::HttpCyclesKeys) {
+            Some((raw, origin)) => cycles::parse_keys(&raw.items(), origin)?,
+            None => Vec::new(),
+        };
+        let cycles_user_level = match layers.get(Key::HttpCyclesUserLevel) {
+            Some((raw, origin)) => cycles::parse_user_level(&raw.text(), origin)?,
+            None => UserLevel::default(),
+        };
         let allow_unauthenticated_loopback = match layers.get(Key::HttpAllowUnauthenticatedLoopback)
         {
             Some((raw, origin)) => parse_bool(Key::HttpAllowUnauthenticatedLoopback, raw, origin)?,
@@ -449,6 +477,8 @@ impl Settings {
             http: HttpSettings {
                 bind,
                 tokens,
+                cycles_keys,
+                cycles_user_level,
                 allow_unauthenticated_loopback,
                 body_limit_bytes,
                 request_timeout: Duration::from_millis(request_timeout_ms),
@@ -530,6 +560,8 @@ impl Settings {
                     .iter()
                     .map(TokenSetting::redacted)
                     .collect(),
+                cycles_keys: self.http.cycles_keys.iter().map(cycles::redacted).collect(),
+                cycles_user_level: self.http.cycles_user_level.as_str().to_owned(),
                 allow_unauthenticated_loopback: self.http.allow_unauthenticated_loopback,
                 body_limit_bytes: self.http.body_limit_bytes,
                 request_timeout_ms: ms(self.http.request_timeout),
@@ -568,6 +600,8 @@ pub struct RedactedSettings {
 pub struct RedactedHttp {
     pub bind: String,
     pub tokens: Vec<String>,
+    pub cycles_keys: Vec<String>,
+    pub cycles_user_level: String,
     pub allow_unauthenticated_loopback: bool,
     pub body_limit_bytes: u64,
     pub request_timeout_ms: u64,

@@ -2,7 +2,9 @@
 //! in-process HTTP server. Counts are checked, never wall-clock times.
 
 use spendgate::Spendgate;
+use spendgate::domain::CommunityId;
 use spendgate::inbound::cli::Exit;
+use spendgate::inbound::cycles::{CyclesKey, CyclesOptions};
 use spendgate::inbound::http::{HttpOptions, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -83,4 +85,44 @@ async fn bench_against_a_server_nobody_listens_on_exits_unavailable() {
         .await;
     assert_eq!(run.exit, Exit::Unavailable, "stderr: {}", run.err);
     assert_eq!(run.json()["error"]["code"], 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_cycles_lifecycles_against_a_server() {
+    let app = Spendgate::builder().build().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let options = HttpOptions {
+        cycles: CyclesOptions {
+            keys: vec![CyclesKey {
+                secret: "bench-cycles-key-0123".to_owned(),
+                tenant: CommunityId::parse("bench-tenant").unwrap(),
+            }],
+            ..CyclesOptions::default()
+        },
+        ..HttpOptions::default()
+    };
+    let server = tokio::spawn(serve(listener, app, options, shutdown.clone()));
+    let s = Sandbox::new();
+    let run = s
+        .run(&[
+            "bench",
+            "--url",
+            &url,
+            "--cycles-api-key",
+            "bench-cycles-key-0123=bench-tenant",
+            "--concurrency",
+            "4",
+            "--duration-secs",
+            "1",
+            "--json",
+        ])
+        .await;
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let doc = run.ok_json();
+    assert_eq!(doc["communities"], 1);
+    assert!(doc["target"].as_str().unwrap().ends_with("(Cycles /v1)"));
+    check(&doc);
 }

@@ -456,10 +456,18 @@ async fn an_unknown_route_is_404_and_a_wrong_method_405(s: Server) {
         .send()
         .await
         .assert_problem(404, "not-found");
-    s.get("/v1/reservations")
+    s.get("/v1/nothing")
         .send()
         .await
         .assert_problem(404, "not-found");
+    // `/v1` is the Cycles protocol's: its own errors, its own key.
+    let r = s.get("/v1/reservations").send().await;
+    assert_eq!(
+        (r.status, r.json["error"].as_str()),
+        (401, Some("UNAUTHORIZED")),
+        "{}",
+        r.text
+    );
     s.call(reqwest::Method::DELETE, "/healthz")
         .send()
         .await

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod auth;
+mod cycles;
+mod cycles_wire;
 mod errors;
 mod lifecycle;
 mod openapi;

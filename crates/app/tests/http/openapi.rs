@@ -59,3 +59,246 @@ async fn openapi_json_serves_the_generated_document() {
     let generated: serde_json::Value = serde_json::from_str(&generated()).unwrap();
     assert_eq!(r.json, generated);
 }
+
+/// The Cycles schemas as `cycles-protocol-v0` names them: every property
+/// spendgate sends or reads, and the ones the spec requires.
+const CYCLES_SCHEMAS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "ReservationCreateRequest",
+        &[
+            "idempotency_key",
+            "subject",
+            "action",
+            "estimate",
+            "ttl_ms",
+            "grace_period_ms",
+            "overage_policy",
+            "dry_run",
+            "metadata",
+        ],
+        &["idempotency_key", "subject", "action", "estimate"],
+    ),
+    (
+        "CommitRequest",
+        &["idempotency_key", "actual", "metrics", "metadata"],
+        &["idempotency_key", "actual"],
+    ),
+    (
+        "ReleaseRequest",
+        &["idempotency_key", "reason"],
+        &["idempotency_key"],
+    ),
+    (
+        "ReservationExtendRequest",
+        &["idempotency_key", "extend_by_ms", "metadata"],
+        &["idempotency_key", "extend_by_ms"],
+    ),
+    (
+        "DecisionRequest",
+        &[
+            "idempotency_key",
+            "subject",
+            "action",
+            "estimate",
+            "metadata",
+        ],
+        &["idempotency_key", "subject", "action", "estimate"],
+    ),
+    (
+        "EventCreateRequest",
+        &[
+            "idempotency_key",
+            "subject",
+            "action",
+            "actual",
+            "overage_policy",
+            "metrics",
+            "client_time_ms",
+            "metadata",
+        ],
+        &["idempotency_key", "subject", "action", "actual"],
+    ),
+    (
+        "ReservationCreateResponse",
+        &[
+            "decision",
+            "reservation_id",
+            "reserved",
+            "expires_at_ms",
+            "scope_path",
+            "affected_scopes",
+            "caps",
+            "balances",
+            "reason_code",
+            "retry_after_ms",
+            "cycles_evidence",
+        ],
+        &["decision", "affected_scopes"],
+    ),
+    (
+        "DecisionResponse",
+        &[
+            "decision",
+            "caps",
+            "reason_code",
+            "retry_after_ms",
+            "affected_scopes",
+            "cycles_evidence",
+        ],
+        &["decision"],
+    ),
+    (
+        "CommitResponse",
+        &[
+            "status",
+            "charged",
+            "released",
+            "balances",
+            "cycles_evidence",
+        ],
+        &["status", "charged"],
+    ),
+    (
+        "ReleaseResponse",
+        &["status", "released", "balances", "cycles_evidence"],
+        &["status", "released"],
+    ),
+    (
+        "ReservationExtendResponse",
+        &["status", "expires_at_ms", "balances"],
+        &["status", "expires_at_ms"],
+    ),
+    (
+        "EventCreateResponse",
+        &["status", "event_id", "charged", "balances"],
+        &["status", "event_id"],
+    ),
+    (
+        "ReservationDetail",
+        &[
+            "reservation_id",
+            "status",
+            "idempotency_key",
+            "subject",
+            "action",
+            "reserved",
+            "committed",
+            "created_at_ms",
+            "expires_at_ms",
+            "finalized_at_ms",
+            "scope_path",
+            "affected_scopes",
+            "metadata",
+            "committed_metadata",
+            "evidence",
+        ],
+        &[
+            "reservation_id",
+            "status",
+            "subject",
+            "action",
+            "reserved",
+            "created_at_ms",
+            "expires_at_ms",
+            "scope_path",
+            "affected_scopes",
+        ],
+    ),
+    (
+        "ReservationListResponse",
+        &["reservations", "next_cursor", "has_more"],
+        &["reservations"],
+    ),
+    (
+        "Balance",
+        &[
+            "scope",
+            "scope_path",
+            "remaining",
+            "reserved",
+            "spent",
+            "debt",
+            "allocated",
+            "overdraft_limit",
+            "is_over_limit",
+        ],
+        &["scope", "scope_path", "remaining"],
+    ),
+    (
+        "BalanceResponse",
+        &["balances", "next_cursor", "has_more"],
+        &["balances"],
+    ),
+    (
+        "ErrorResponse",
+        &[
+            "error",
+            "message",
+            "request_id",
+            "trace_id",
+            "details",
+            "cycles_evidence",
+        ],
+        &["error", "message", "request_id"],
+    ),
+    (
+        "Subject",
+        &[
+            "tenant",
+            "workspace",
+            "app",
+            "workflow",
+            "agent",
+            "toolset",
+            "dimensions",
+        ],
+        &[],
+    ),
+    ("Action", &["kind", "name", "tags"], &["kind", "name"]),
+    ("Amount", &["unit", "amount"], &["unit", "amount"]),
+];
+
+/// Where spendgate's document and the protocol's overlap they agree: no
+/// property the spec does not define, every property it requires.
+#[test]
+fn the_cycles_routes_match_the_protocol_schemas() {
+    let doc: serde_json::Value = serde_json::from_str(&generated()).unwrap();
+    for path in [
+        "/v1/reservations",
+        "/v1/reservations/{reservation_id}",
+        "/v1/reservations/{reservation_id}/commit",
+        "/v1/reservations/{reservation_id}/release",
+        "/v1/reservations/{reservation_id}/extend",
+        "/v1/balances",
+        "/v1/decide",
+        "/v1/events",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} missing");
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["cycles_api_key"]["name"],
+        "X-Cycles-API-Key"
+    );
+    for (name, allowed, required) in CYCLES_SCHEMAS {
+        let schema = &doc["components"]["schemas"][name];
+        let properties = schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{name} missing"));
+        for property in properties.keys() {
+            assert!(
+                allowed.contains(&property.as_str()),
+                "{name}.{property} is not in the protocol"
+            );
+        }
+        let ours: Vec<&str> = schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        for property in *required {
+            assert!(
+                ours.contains(property),
+                "{name}.{property} is required by the protocol"
+            );
+        }
+    }
+}

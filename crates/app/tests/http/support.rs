@@ -324,6 +324,7 @@ impl Server {
             .finalize_queue(ports.finalize_queue.clone())
             .reconciliation_queue(ports.reconciliation.clone())
             .lease(ports.lease.clone())
+            .idempotency(ports.idempotency.clone())
             .build()
             .await
             .unwrap();
@@ -431,6 +432,7 @@ pub fn options(tokens: Vec<ApiToken>) -> HttpOptions {
         body_limit_bytes: 64 * 1024,
         request_timeout: Duration::from_secs(10),
         metrics: None,
+        cycles: Default::default(),
     }
 }
 

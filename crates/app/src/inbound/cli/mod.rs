@@ -71,6 +71,15 @@ pub struct SettingsArgs {
     /// [env: SPENDGATE_API_TOKENS, comma-separated].
     #[arg(long = "api-token", global = true, value_name = "TOKEN")]
     pub api_tokens: Vec<String>,
+    /// Cycles protocol API key, `secret=tenant`; repeatable
+    /// [env: SPENDGATE_CYCLES_KEYS, comma-separated].
+    #[arg(long = "cycles-key", global = true, value_name = "KEY")]
+    pub cycles_keys: Vec<String>,
+    /// The Cycles subject level charged as spendgate's user: workspace,
+    /// app, workflow, agent or toolset [env: SPENDGATE_CYCLES_USER_LEVEL]
+    /// [default: agent].
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub cycles_user_level: Option<String>,
     /// Serve without API tokens, on a loopback address only
     /// [env: SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK].
     #[arg(long, global = true)]
@@ -111,6 +120,8 @@ impl SettingsArgs {
             log_level: self.log_level.clone(),
             bind: self.bind.clone(),
             api_tokens: self.api_tokens.clone(),
+            cycles_keys: self.cycles_keys.clone(),
+            cycles_user_level: self.cycles_user_level.clone(),
             allow_unauthenticated_loopback: self.allow_unauthenticated_loopback,
             body_limit_bytes: self.body_limit_bytes.clone(),
             request_timeout_ms: self.request_timeout_ms.clone(),
@@ -220,6 +231,15 @@ pub struct BenchArgs {
     /// The API token for --url, sent as a bearer token.
     #[arg(long, requires = "url")]
     pub token: Option<String>,
+    /// Run Cycles lifecycles (POST /v1/reservations, then commit) with
+    /// this key, `secret=tenant`; the tenant's budget is set through the
+    /// native API (--token).
+    #[arg(
+        long = "cycles-api-key",
+        requires = "url",
+        value_name = "SECRET=TENANT"
+    )]
+    pub cycles_key: Option<String>,
 }
 
 /// `migrate` actions.

@@ -4,7 +4,8 @@
 //!
 //! [`router`] builds the axum router over a [`Spendgate`]; [`serve`] runs it
 //! on a listener until a cancellation token fires, then drains. The native
-//! API lives under `/api/v1` (the Cycles protocol will own `/v1`); `GET
+//! API lives under `/api/v1`, the Cycles protocol under `/v1` (see
+//! [`crate::inbound::cycles`]); `GET
 //! /openapi.json` describes it (the document is generated from this code
 //! and checked in as `crates/app/openapi.json`).
 //!
@@ -66,6 +67,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
 use crate::Spendgate;
+use crate::inbound::cycles::{self, CyclesOptions};
 use extract::{BodyLimit, Scope};
 
 pub use ops::ApiDoc;
@@ -115,17 +117,20 @@ pub struct HttpOptions {
     /// recorder as the process's global one the first time a router is
     /// built (if no other recorder is installed) and shares it after.
     pub metrics: Option<PrometheusHandle>,
+    /// The Cycles protocol's keys and mapping, served under `/v1`.
+    pub cycles: CyclesOptions,
 }
 
 impl Default for HttpOptions {
     /// No tokens, bodies up to 64 KiB, 10 s per request, the shared
-    /// recorder.
+    /// recorder, no Cycles keys.
     fn default() -> Self {
         Self {
             tokens: Vec::new(),
             body_limit_bytes: 64 * 1024,
             request_timeout: Duration::from_secs(10),
             metrics: None,
+            cycles: CyclesOptions::default(),
         }
     }
 }
@@ -158,6 +163,7 @@ pub fn router(app: Spendgate, options: HttpOptions) -> Router {
             scope: token.communities.clone().map(Arc::new),
         })
         .collect();
+    let cycles = cycles::router(app.clone(), &options.cycles);
     let state = ApiState {
         app,
         tokens: Arc::new(tokens),
@@ -201,6 +207,7 @@ pub fn router(app: Spendgate, options: HttpOptions) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .nest("/api/v1", api)
+        .nest("/v1", cycles)
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -51,7 +51,7 @@ const PROBE_COMMUNITY: &str = "spendgate-readiness-probe";
         HoldView, ReservationView, SettlementView, HoldStateView, ExtendView, HandoverView,
         UserSpendView, BudgetView, BudgetChangeView, TiersView, ReadyView,
     )),
-    modifiers(&BearerAuth, &CommonProblems),
+    modifiers(&BearerAuth, &CommonProblems, &CyclesRoutes),
     tags(
         (name = "reservations", description = "One call's hold: reserve, settle, extend, hand over"),
         (name = "budget", description = "A community's limits and spend"),
@@ -60,6 +60,15 @@ const PROBE_COMMUNITY: &str = "spendgate-readiness-probe";
     )
 )]
 pub struct ApiDoc;
+
+/// Adds the Cycles protocol's routes, served under `/v1`.
+struct CyclesRoutes;
+
+impl Modify for CyclesRoutes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.merge(crate::inbound::cycles::CyclesDoc::openapi());
+    }
+}
 
 /// Declares the bearer scheme the routes' `security` names.
 struct BearerAuth;

@@ -14,6 +14,7 @@ mod error;
 mod fallback_queue;
 mod guard;
 mod outcome;
+mod priced;
 mod rebuild;
 mod request;
 mod settle;
@@ -35,6 +36,7 @@ pub use error::{
 };
 pub use guard::HoldGuard;
 pub use outcome::{BudgetReport, ReserveDecision, Settled};
+pub use priced::Preview;
 pub use rebuild::RebuildReport;
 pub use request::{CostBasis, HoldTicket, MAX_TRACE_ID_LEN, ReserveRequest, Usage};
 pub use settle::{Backoff, ReplayReport};
@@ -193,16 +195,7 @@ impl BudgetService {
         check_trace_id(request.trace_id.as_ref()).map_err(ReserveError::InvalidInput)?;
         Tier::new(request.tier).map_err(ReserveError::InvalidTier)?;
         let community = &request.community;
-        let config = self
-            .core
-            .config
-            .get(community)
-            .await
-            .map_err(ReserveError::ConfigUnavailable)?
-            .ok_or_else(|| ReserveError::NotConfigured(community.clone()))?;
-        if !config.ai_enabled {
-            return Err(ReserveError::AiDisabled(community.clone()));
-        }
+        let config = self.enabled_config(community).await?;
         self.core
             .tiers
             .check_model(community, request.tier, &request.model)
@@ -234,17 +227,28 @@ impl BudgetService {
                 .map_err(ReserveError::Pricing)?,
             CostBasis::Estimate { amount } => amount,
         };
-        let ttl = request.ttl.unwrap_or(self.core.settings.hold_ttl);
+        let reservation = Reservation {
+            user: request.user,
+            key: request.key,
+            estimate,
+            model: request.model,
+            ttl: request.ttl.unwrap_or(self.core.settings.hold_ttl),
+        };
+        self.hold(community, reservation, request.trace_id).await
+    }
+
+    /// The store's half of a reserve, once every gate has passed: holds
+    /// `reservation` and answers the guard, or why nothing is held.
+    async fn hold(
+        &self,
+        community: &CommunityId,
+        reservation: Reservation,
+        trace_id: Option<String>,
+    ) -> Result<ReserveDecision, ReserveError> {
+        let estimate = reservation.estimate;
         let now = self.core.clock.now();
         let period =
             Period::containing(now).map_err(|e| ReserveError::InvalidInput(e.to_string()))?;
-        let reservation = Reservation {
-            user: request.user.clone(),
-            key: request.key.clone(),
-            estimate,
-            model: request.model.clone(),
-            ttl,
-        };
         let outcome = {
             let _timer = StoreTimer::start("reserve");
             self.core.store.reserve(community, &reservation, now).await
@@ -252,7 +256,7 @@ impl BudgetService {
         let ticket = |hold| HoldTicket {
             community: community.clone(),
             hold,
-            trace_id: request.trace_id.clone(),
+            trace_id: trace_id.clone(),
         };
         match outcome {
             Ok(ReserveOutcome::Reserved {

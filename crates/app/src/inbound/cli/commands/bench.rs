@@ -3,6 +3,9 @@
 //! stores of the current settings) or a running server over HTTP, and
 //! reports lifecycles per second and the latency of one lifecycle, so a
 //! deployment can be measured as it is configured rather than guessed at.
+//! With `--cycles-api-key` the lifecycles over HTTP are the Cycles protocol's
+//! (create, then commit, under `/v1`), so the two APIs compare on one
+//! server.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +42,8 @@ enum Target {
         client: reqwest::Client,
         base: String,
         token: Option<String>,
+        /// The Cycles key's secret, when the lifecycles are Cycles ones.
+        cycles: Option<String>,
     },
 }
 
@@ -77,10 +82,19 @@ pub async fn bench(
             "--concurrency and --duration-secs must be at least 1".into(),
         ));
     }
-    let communities = args.communities.unwrap_or(args.concurrency);
+    let cycles = args.cycles_key.as_deref().map(cycles_key).transpose()?;
+    // A Cycles key acts for one tenant: every lifecycle goes there.
+    let communities = match &cycles {
+        Some(_) => 1,
+        None => args.communities.unwrap_or(args.concurrency),
+    };
     if communities == 0 {
         return Err(CliError::Usage("--communities must be at least 1".into()));
     }
+    let community = |index: usize| match &cycles {
+        Some((_, tenant)) => Ok(tenant.clone()),
+        None => community(index),
+    };
     let run_id = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
@@ -97,12 +111,16 @@ pub async fn bench(
                 .timeout(Duration::from_secs(30))
                 .build()
                 .map_err(|e| CliError::Failed(format!("HTTP client: {e}")))?;
-            let described = base.clone();
+            let described = match &cycles {
+                Some(_) => format!("{base} (Cycles /v1)"),
+                None => base.clone(),
+            };
             (
                 Target::Http {
                     client,
                     base,
                     token: args.token.clone(),
+                    cycles: cycles.as_ref().map(|(secret, _)| secret.clone()),
                 },
                 described,
             )
@@ -115,7 +133,7 @@ pub async fn bench(
     let target = Arc::new(target);
     console.progress(&format!("setting budgets on {communities} communities"));
     for index in 0..communities {
-        set_budget(&target, index, run_id).await?;
+        set_budget(&target, &community(index)?, index, run_id).await?;
     }
     console.progress(&format!(
         "running {} tasks for {} s against {described}",
@@ -242,13 +260,27 @@ fn report(
     }
 }
 
-async fn set_budget(target: &Target, index: usize, run_id: u128) -> Result<(), CliError> {
-    let community = community(index)?;
+/// `secret=tenant` of `--cycles-api-key`.
+fn cycles_key(text: &str) -> Result<(String, CommunityId), CliError> {
+    let (secret, tenant) = text
+        .split_once('=')
+        .ok_or_else(|| CliError::Usage("--cycles-api-key is secret=tenant".into()))?;
+    let tenant = CommunityId::parse(tenant)
+        .map_err(|e| CliError::Usage(format!("--cycles-api-key tenant: {e}")))?;
+    Ok((secret.to_owned(), tenant))
+}
+
+async fn set_budget(
+    target: &Target,
+    community: &CommunityId,
+    index: usize,
+    run_id: u128,
+) -> Result<(), CliError> {
     let limit = Micros::from_usd(BENCH_LIMIT_USD);
     match target {
         Target::Direct(app) => {
             app.budget()
-                .set_budget(&community, Limits::new(limit))
+                .set_budget(community, Limits::new(limit))
                 .await?;
             Ok(())
         }
@@ -256,6 +288,7 @@ async fn set_budget(target: &Target, index: usize, run_id: u128) -> Result<(), C
             client,
             base,
             token,
+            ..
         } => {
             let url = format!("{base}/api/v1/communities/{community}/budget");
             let request = authorize(client.put(&url), token.as_deref())
@@ -329,7 +362,14 @@ async fn lifecycle(
         Target::Http {
             client,
             base,
+            cycles: Some(secret),
+            ..
+        } => cycles_lifecycle(client, base, secret, user, key).await,
+        Target::Http {
+            client,
+            base,
             token,
+            cycles: None,
         } => {
             let reservations = format!("{base}/api/v1/communities/{community}/reservations");
             let reserve = authorize(client.post(&reservations), token.as_deref())
@@ -352,17 +392,70 @@ async fn lifecycle(
     }
 }
 
+/// A Cycles create then commit; the user is the subject's agent.
+async fn cycles_lifecycle(
+    client: &reqwest::Client,
+    base: &str,
+    secret: &str,
+    user: &UserId,
+    key: &str,
+) -> Result<(), String> {
+    let create = client
+        .post(format!("{base}/v1/reservations"))
+        .header("X-Cycles-API-Key", secret)
+        .json(&json!({
+            "idempotency_key": key,
+            "subject": { "agent": user.as_str() },
+            "action": { "kind": "llm.completion", "name": "cheap" },
+            "estimate": { "unit": "USD_MICROCENTS", "amount": ESTIMATE_MICROS * 100 },
+            "ttl_ms": 60_000,
+        }));
+    let created = http_json("reserve", create).await?;
+    let id = created["reservation_id"]
+        .as_str()
+        .ok_or_else(|| "reserve: no reservation_id".to_owned())?;
+    let commit = client
+        .post(format!("{base}/v1/reservations/{id}/commit"))
+        .header("X-Cycles-API-Key", secret)
+        .json(&json!({
+            "idempotency_key": key,
+            "actual": { "unit": "USD_MICROCENTS", "amount": ACTUAL_MICROS * 100 },
+        }));
+    http_step("finalize", commit).await
+}
+
+/// [`http_step`] that keeps the answer's JSON body.
+async fn http_json(step: &str, request: reqwest::RequestBuilder) -> Result<Value, String> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{step}: {}", transport_kind(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        let _ = response.bytes().await;
+        return Err(format!("{step}: HTTP {}", status.as_u16()));
+    }
+    response
+        .json()
+        .await
+        .map_err(|_| format!("{step}: unreadable body"))
+}
+
+fn transport_kind(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    }
+}
+
 async fn http_step(step: &str, request: reqwest::RequestBuilder) -> Result<(), String> {
-    let response = request.send().await.map_err(|e| {
-        let what = if e.is_timeout() {
-            "timeout"
-        } else if e.is_connect() {
-            "connect"
-        } else {
-            "transport"
-        };
-        format!("{step}: {what}")
-    })?;
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("{step}: {}", transport_kind(&e)))?;
     let status = response.status();
     // Read the body so the connection goes back to the pool.
     let _ = response.bytes().await;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::open;
 use crate::inbound::cli::Console;
 use crate::inbound::cli::output::{CliError, Exit, Report};
+use crate::inbound::cycles::CyclesOptions;
 use crate::inbound::http::{self, ApiToken, HttpOptions};
 use crate::settings::{Settings, redact_url};
 
@@ -77,6 +78,11 @@ fn http_options(settings: &Settings) -> Result<HttpOptions, CliError> {
             .collect(),
         body_limit_bytes,
         request_timeout: settings.http.request_timeout,
+        cycles: CyclesOptions {
+            keys: settings.http.cycles_keys.clone(),
+            user_level: settings.http.cycles_user_level,
+            ..CyclesOptions::default()
+        },
         ..HttpOptions::default()
     })
 }
