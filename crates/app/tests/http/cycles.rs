@@ -116,7 +116,9 @@ impl Env {
     }
 }
 
-/// Runs each named scenario on every backend with an [`Env`].
+/// Runs each named scenario on every deployment shape (memory, the
+/// embedded SQLite, Redis + PostgreSQL, Redis Cluster + PostgreSQL) with an
+/// [`Env`].
 #[macro_export]
 macro_rules! cycles_on_every_backend {
     ($($name:ident),* $(,)?) => {
@@ -133,6 +135,10 @@ macro_rules! cycles_on_every_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn redis_postgres() {
                     super::$name($crate::cycles::Env::start($crate::support::Backend::RedisPostgres).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis_cluster_postgres() {
+                    super::$name($crate::cycles::Env::start($crate::support::Backend::RedisClusterPostgres).await).await;
                 }
             }
         )*

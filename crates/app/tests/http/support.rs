@@ -19,7 +19,7 @@ use spendgate::inbound::http::{ApiToken, HttpOptions, serve};
 use spendgate::ports::{BudgetStatus, BudgetStore, StoreError};
 use spendgate_adapter_memory::MemoryBudgetStore;
 
-use crate::servers::{PgDb, redis_url};
+use crate::servers::{PgDb, redis_cluster_urls, redis_url};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,8 @@ pub enum Backend {
     Sqlite,
     /// Redis for the hot path, a fresh PostgreSQL database for the rest.
     RedisPostgres,
+    /// The same on the Redis Cluster.
+    RedisClusterPostgres,
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -303,11 +305,23 @@ impl Server {
                     .unwrap();
                 (sg, Box::new(db))
             }
+            Backend::RedisClusterPostgres => {
+                let (db, url) = PgDb::create().await;
+                let sg = Spendgate::builder()
+                    .redis_cluster(redis_cluster_urls())
+                    .database(url)
+                    .build()
+                    .await
+                    .unwrap();
+                (sg, Box::new(db))
+            }
         };
         let ports = base.ports().clone();
         let inner: Arc<dyn BudgetStore> = match backend {
             Backend::Memory => Arc::new(MemoryBudgetStore::new(Default::default())),
-            Backend::Sqlite | Backend::RedisPostgres => ports.store.clone(),
+            Backend::Sqlite | Backend::RedisPostgres | Backend::RedisClusterPostgres => {
+                ports.store.clone()
+            }
         };
         let store = Arc::new(SwitchStore {
             inner,

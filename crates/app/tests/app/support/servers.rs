@@ -8,6 +8,18 @@ pub fn redis_url() -> String {
     std::env::var("SPENDGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The test Redis Cluster's nodes (`scripts/test` starts one).
+pub fn redis_cluster_urls() -> Vec<String> {
+    std::env::var("SPENDGATE_TEST_REDIS_CLUSTER_URLS")
+        .unwrap_or_else(|_| {
+            "redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103".into()
+        })
+        .split(',')
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
 fn pg_admin_url() -> String {
     std::env::var("SPENDGATE_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
