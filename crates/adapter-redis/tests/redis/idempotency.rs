@@ -1,8 +1,8 @@
 //! `RedisIdempotency` on real servers: the shared idempotency scenarios and
 //! races on standalone Redis and on the Cluster (modules `standalone` and
 //! `cluster`), then what only Redis can show: the key's slot and TTL, the
-//! stored fields, purge leaving the collecting to Redis, and a key of
-//! another type.
+//! stored fields, purge leaving the collecting to Redis, a key of another
+//! type, and a server that does not answer.
 //!
 //! The suite names fixed tenants (`acme`, `globex`) and expects a fresh,
 //! empty store per scenario; every store here is a [`Scoped`] view that
@@ -11,11 +11,12 @@
 //! wrote whose `keep_until` has come, oldest first (the SQL purge's
 //! rule), so the suite's "exactly n records, or none, were written"
 //! checks run against the keys really in Redis; the adapter's own purge
-//! returns 0 (see `purge_leaves_the_collecting_to_the_ttl`).
+//! returns 0 (checked by `checks_on`).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -28,6 +29,7 @@ use spendgate_contract::idempotency_race::{RACERS, RaceTarget};
 use spendgate_domain::{CommunityId, Timestamp};
 use spendgate_ports::{Claim, IdempotencyStore, RepoError, RequestId, StoredResponse};
 
+use crate::own_redis::OwnRedis;
 use crate::support::{TEST_TIMEOUT, cluster_urls, standalone_url};
 
 async fn standalone_records() -> RedisIdempotency<ConnectionManager> {
@@ -320,4 +322,43 @@ async fn unreachable_server_and_bad_input_are_told_apart() {
         records.claim(&create(""), b"f", t0(), kept()).await,
         Err(RepoError::InvalidInput(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_server_is_unavailable_after_the_timeout() {
+    const SHORT: Duration = Duration::from_millis(300);
+    const SLACK: Duration = Duration::from_millis(700);
+    let server = OwnRedis::start();
+    let records = RedisIdempotency::connect(&server.url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", server.url()))
+        .with_timeout(SHORT);
+    let id = create("k1");
+    assert_eq!(
+        records.claim(&id, b"f", t0(), kept()).await,
+        Ok(Claim::Started)
+    );
+    let mut admin = server.admin();
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("ALL")
+        .exec(&mut admin)
+        .unwrap();
+    for op in ["claim", "complete"] {
+        let started = Instant::now();
+        let result = match op {
+            "claim" => records.claim(&id, b"f", t0(), kept()).await.map(|_| ()),
+            _ => records
+                .complete(&id, b"f", &answer(200, b"x"))
+                .await
+                .map(|_| ()),
+        };
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(RepoError::Unavailable(_))),
+            "{op}: {result:?}"
+        );
+        assert!(took >= SHORT && took <= SHORT + SLACK, "{op} took {took:?}");
+    }
 }
