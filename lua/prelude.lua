@@ -4,8 +4,10 @@
 -- these closures on every call costs more than their Redis commands on the
 -- measured machine): a rule changed here must be changed there too.
 --
--- Keys. The due index's scripts (due_touch, due_update) name their three
--- `sg:{due}:…` keys in KEYS (checked by `due_keys`). For every other
+-- Keys. The idempotency scripts (idem_claim, idem_complete) name their one
+-- record key in KEYS[1] (checked by `idem_key`). The due index's scripts
+-- (due_touch, due_update) name their three `sg:{due}:…` keys in KEYS
+-- (checked by `due_keys`). For every other
 -- script, KEYS[1] is the community's key prefix `sg:{<community>}:`, built in
 -- Rust from a validated CommunityId (printable ASCII, no whitespace, no
 -- braces). The prelude re-checks its shape; every key a script touches is
@@ -50,6 +52,23 @@ end
 local function before(a, b)
   if #a ~= #b then return #a < #b end
   return a < b
+end
+
+-- An idempotency record key (idem_claim, idem_complete, their only key):
+-- `sg:{<tenant>}:i:` and a 32-hex-digit digest, built in Rust.
+local function idem_key(v)
+  if type(v) ~= "string" or #v > 200
+    or string.find(v, "^sg:{[!-z|~]+}:i:" .. string.rep("%x", 32) .. "$") == nil then
+    fail("invalid", "idempotency key")
+  end
+  return v
+end
+
+-- A fingerprint or body: any bytes, min..65536 of them
+-- (spendgate_ports::MAX_RECORD_BYTES).
+local function idem_bytes(v, what, min)
+  if type(v) ~= "string" or #v < min or #v > 65536 then fail("invalid", what) end
+  return v
 end
 
 -- Ids go into records and hash fields, never into key names: they only

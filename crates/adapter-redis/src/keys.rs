@@ -17,6 +17,7 @@
 //! | `sg:{due}:at` | zset | the due index, not a community key: member = community id, score = a lower bound (ms) of the expiry of the community's earliest unreaped hold; read by `due_communities` (`ZRANGEBYSCORE -inf now`) |
 //! | `sg:{due}:gen` | hash | community id → the generation of its entry (a number from `sg:{due}:seq`, renewed by every touch after a reserve, and given by a reap's update to an entry it creates); present exactly when the community is in `sg:{due}:at`; compared by the reap's index update |
 //! | `sg:{due}:seq` | string | the generation sequence (`INCR`), shared by every community so that a generation value never repeats |
+//! | `sg:{c}:i:<digest>` | hash | one Cycles request idempotency record (`RedisIdempotency`), digest = 32 hex digits of (operation, resource, key): `f` → the request fingerprint, `s` → `0` while pending or the answer's HTTP status, `b` → the answer's body (once completed), `k` → keep_until (decimal ms); expires by its Redis TTL (keep_until − the claim's now) |
 //! | `sg:{lease:<name>}` | string | a worker lease (`RedisLease`), not a community key: the holder token, expiring by its Redis TTL (`PX`); tagged on the lease name, one slot per lease (lease names follow the id rules, so no community key, which always goes on after the tag, equals one) |
 //!
 //! The three `{due}` keys share one hash tag of their own: a Cluster script
@@ -45,8 +46,11 @@
 //!
 //! Why this shape:
 //!
-//! * No key carries a Redis TTL: expiry is logical, compared with the
-//!   caller's `now`. The expiry index points at the record hash, whose
+//! * No budget key carries a Redis TTL: expiry is logical, compared with
+//!   the caller's `now`. (The tier cache and the idempotency records do:
+//!   they are not budget state, and their TTL only collects them; an
+//!   idempotency record's liveness is still its `k` field against the
+//!   caller's `now`.) The expiry index points at the record hash, whose
 //!   records nothing but a script removes, so the reaper always finds the
 //!   estimate, period and user it must release, however late it runs.
 //! * The expiry index is a list per 100 ms bucket of expiry rather than a
@@ -75,6 +79,7 @@
 
 use sha2::{Digest, Sha256};
 use spendgate_domain::{CommunityId, IdempotencyKey, Period, UserId};
+use spendgate_ports::RequestId;
 
 /// Length in bytes of a hold digest.
 pub const DIGEST_LEN: usize = 12;
@@ -114,6 +119,32 @@ pub fn user_sums_key(community: &CommunityId, period: Period) -> String {
 /// Redis TTL).
 pub fn tier_cache_key(community: &CommunityId) -> String {
     format!("{}tiers", community_prefix(community))
+}
+
+/// Length in hex digits of the digest that names an idempotency record.
+pub const REQUEST_DIGEST_HEX: usize = 32;
+
+/// The hash holding the idempotency record of `id` (`RedisIdempotency`):
+/// `sg:{<tenant>}:i:` and the first 16 bytes, in hex, of
+/// SHA-256(`operation` ‖ `\n` ‖ `resource` ‖ `\n` ‖ `key`). On the tenant's
+/// tag, so a request's record lives beside its budget; the fields are
+/// printable ASCII without whitespace ([`RequestId::check`]), so the
+/// newlines separate them unambiguously. Two requests of one tenant share
+/// a record with probability about n²/2¹²⁹, and even then only a replay
+/// with the same fingerprint could be answered from the other's record.
+pub fn request_key(id: &RequestId) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(id.operation.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(id.resource.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(id.key.as_bytes());
+    let full = hasher.finalize();
+    let digest: String = full[..REQUEST_DIGEST_HEX / 2]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("{}i:{digest}", community_prefix(&id.tenant))
 }
 
 /// The due index (zset): community id → lower bound (ms) of its earliest
@@ -173,6 +204,27 @@ mod tests {
         assert_eq!(
             user_sums_key(&c, p),
             "sg:{8f0c6a52-4a3e-4b8e-9d63-1b2f3c4d5e6f}:u:2026-11"
+        );
+    }
+
+    #[test]
+    fn request_keys_stay_on_the_tenant_tag_and_separate_the_fields() {
+        let id = |operation: &str, resource: &str, key: &str| RequestId {
+            tenant: CommunityId::parse("acme").unwrap(),
+            operation: operation.to_owned(),
+            resource: resource.to_owned(),
+            key: key.to_owned(),
+        };
+        let key = request_key(&id("create", "", "k"));
+        assert!(key.starts_with("sg:{acme}:i:"), "{key}");
+        assert_eq!(key.len(), "sg:{acme}:i:".len() + REQUEST_DIGEST_HEX);
+        assert_ne!(
+            request_key(&id("commit", "r1", "k")),
+            request_key(&id("commit", "r", "1k"))
+        );
+        assert_ne!(
+            request_key(&id("commit", "", "k")),
+            request_key(&id("commitk", "", ""))
         );
     }
 

@@ -22,12 +22,18 @@
 //! * [`RedisLease`] implements the [`Lease`](spendgate_ports::Lease) port
 //!   (singleton background jobs) on one string per lease, expiring by its
 //!   Redis TTL, over the same connections.
+//! * [`RedisIdempotency`] implements the
+//!   [`IdempotencyStore`](spendgate_ports::IdempotencyStore) port (the
+//!   Cycles protocol's per-request records) on one hash per request on the
+//!   tenant's tag, over the same connections; its records expire by their
+//!   Redis TTL.
 //! * [`keys`] documents the key layout and builds the keys and digests.
 //! * [`script`] holds the embedded scripts and their error protocol.
 
 mod codec;
 mod connection;
 mod error;
+mod idempotency;
 pub mod keys;
 mod lease;
 pub mod script;
@@ -35,6 +41,7 @@ mod server_check;
 mod store;
 mod tier_cache;
 
+pub use idempotency::RedisIdempotency;
 pub use lease::RedisLease;
 pub use store::{DEFAULT_TIMEOUT, RedisBudgetStore};
 pub use tier_cache::RedisTierCache;

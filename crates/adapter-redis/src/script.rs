@@ -134,3 +134,14 @@ impl Op {
 
 static SCRIPTS: LazyLock<[Script; 9]> =
     LazyLock::new(|| Op::ALL.map(|op| Script::new(op.source())));
+
+/// `lua/idem_claim.lua` with the prelude: read-compare-or-create one
+/// idempotency record (`RedisIdempotency`). Kept out of [`Op`], the budget
+/// store's scripts: it is loaded on first use (`EVALSHA`, then `SCRIPT
+/// LOAD` on `NOSCRIPT`) rather than at connect.
+pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(lua!("idem_claim")));
+
+/// `lua/idem_complete.lua` with the prelude: store a pending record's
+/// first answer (`RedisIdempotency`).
+pub(crate) static IDEM_COMPLETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(lua!("idem_complete")));

@@ -82,8 +82,10 @@ pub struct Ports {
     /// Leases of singleton jobs (Redis, SQL or memory, like the store).
     pub lease: Arc<dyn Lease>,
     /// Request idempotency records (the Cycles protocol's same key, same
-    /// body, same answer): on the database when one is configured, so
-    /// replicas share them; in memory otherwise.
+    /// body, same answer): on Redis beside the budget when the store is on
+    /// Redis (no database round trip per Cycles call), else on the
+    /// database when one is configured, so replicas share them; in memory
+    /// otherwise.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// The provider's usage look-up, for reconciliation; none configured
     /// means dropped holds are left to the reaper.
@@ -262,7 +264,9 @@ impl Default for WorkerSettings {
 /// * Database ([`SpendgateBuilder::database`], `postgres://…` or
 ///   `sqlite:…`): configuration, tier overrides, usage log, the finalize
 ///   and reconciliation queues, worker leases and idempotency records,
-///   migrated at build. Without one, all of them are in memory.
+///   migrated at build. Without one, all of them are in memory. A store on
+///   Redis (or Redis Cluster) keeps the tier cache, the worker leases and
+///   the idempotency records on its own connection instead.
 /// * Any port may be given directly; a port given wins over a URL.
 #[must_use]
 #[derive(Default)]
@@ -446,7 +450,14 @@ impl SpendgateBuilder {
             .tier_overrides
             .or_else(|| sql.as_ref().map(sql::Parts::tier_overrides))
             .unwrap_or_else(|| Arc::new(MemoryTierOverrides::default()));
-        let (redis_cache, redis_lease) = redis.unzip();
+        let (redis_cache, redis_lease, redis_idempotency) = match redis {
+            Some(shared) => (
+                Some(shared.tier_cache),
+                Some(shared.lease),
+                Some(shared.idempotency),
+            ),
+            None => (None, None, None),
+        };
         let tier_cache: Arc<dyn TierCache> = self
             .tier_cache
             .or(redis_cache)
@@ -468,10 +479,12 @@ impl SpendgateBuilder {
             .or(redis_lease)
             .or_else(|| sql.as_ref().map(sql::Parts::lease))
             .unwrap_or_else(|| Arc::new(MemoryLease::default()));
-        // On the database whenever there is one, whatever holds the budget
-        // counters (Redis included): replicas must share the records.
+        // Shared by every replica either way: on Redis beside the budget
+        // when the store is there (a Cycles call then pays no database
+        // round trip for them), else on the database when there is one.
         let idempotency: Arc<dyn IdempotencyStore> = self
             .idempotency
+            .or(redis_idempotency)
             .or_else(|| sql.as_ref().map(sql::Parts::idempotency))
             .unwrap_or_else(|| Arc::new(MemoryIdempotency::new()));
         let ports = Ports {
@@ -515,8 +528,8 @@ impl SpendgateBuilder {
         })
     }
 
-    /// The budget store, and a Redis tier cache and lease store on the same
-    /// connection when the store is on Redis.
+    /// The budget store, and a Redis tier cache, lease store and
+    /// idempotency store on the same connection when the store is on Redis.
     async fn open_store(
         &self,
         sql: Option<&sql::Parts>,
@@ -541,17 +554,36 @@ impl SpendgateBuilder {
 }
 
 /// What shares the Redis connection with the store.
-type RedisShared = (Arc<dyn TierCache>, Arc<dyn Lease>);
+struct RedisShared {
+    tier_cache: Arc<dyn TierCache>,
+    lease: Arc<dyn Lease>,
+    idempotency: Arc<dyn IdempotencyStore>,
+}
 type RedisParts = (Arc<dyn BudgetStore>, Option<RedisShared>);
 
 #[cfg(feature = "redis")]
 mod redis {
     use std::sync::Arc;
 
-    use spendgate_adapter_redis::{RedisBudgetStore, RedisLease, RedisTierCache};
+    use spendgate_adapter_redis::{RedisBudgetStore, RedisIdempotency, RedisLease, RedisTierCache};
     use spendgate_domain::BudgetPolicy;
 
-    use super::{BuildError, RedisParts};
+    use super::{BuildError, RedisParts, RedisShared};
+
+    /// The store, with the ports that share its connection (one macro for
+    /// both connection types, which share no trait this crate can name).
+    macro_rules! parts {
+        ($store:expr) => {{
+            let store = $store;
+            let shared = RedisShared {
+                tier_cache: Arc::new(RedisTierCache::new(store.connection())),
+                lease: Arc::new(RedisLease::new(store.connection())),
+                idempotency: Arc::new(RedisIdempotency::new(store.connection())),
+            };
+            let parts: RedisParts = (Arc::new(store), Some(shared));
+            parts
+        }};
+    }
 
     pub(super) async fn standalone(
         url: &str,
@@ -560,9 +592,7 @@ mod redis {
         let store = RedisBudgetStore::connect(url, policy)
             .await
             .map_err(BuildError::Store)?;
-        let cache = RedisTierCache::new(store.connection());
-        let lease = RedisLease::new(store.connection());
-        Ok((Arc::new(store), Some((Arc::new(cache), Arc::new(lease)))))
+        Ok(parts!(store))
     }
 
     pub(super) async fn cluster(
@@ -572,9 +602,7 @@ mod redis {
         let store = RedisBudgetStore::connect_cluster(urls, policy)
             .await
             .map_err(BuildError::Store)?;
-        let cache = RedisTierCache::new(store.connection());
-        let lease = RedisLease::new(store.connection());
-        Ok((Arc::new(store), Some((Arc::new(cache), Arc::new(lease)))))
+        Ok(parts!(store))
     }
 }
 

@@ -9,7 +9,8 @@
 //! Some tests start their own `redis-server` on a free port.
 //!
 //! `tier_cache` runs the Redis `TierCache` adapter through the same
-//! servers.
+//! servers, and `idempotency` the shared idempotency suite on the Redis
+//! `IdempotencyStore`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
 
@@ -17,6 +18,7 @@ mod all_or_nothing;
 mod bad_input;
 mod contract;
 mod due_index;
+mod idempotency;
 mod layout;
 mod lease;
 mod own_redis;

@@ -286,7 +286,8 @@ impl CyclesState {
         self.app.ports().clock.now()
     }
 
-    /// The deployment's idempotency records (its database, or memory).
+    /// The deployment's idempotency records (Redis beside the budget, its
+    /// database, or memory).
     fn records(&self) -> &dyn IdempotencyStore {
         self.app.ports().idempotency.as_ref()
     }
