@@ -10,20 +10,7 @@ use spendgate::domain::{CommunityId, Timestamp};
 use spendgate::ports::{Claim, RequestId};
 
 use crate::support::community;
-use crate::support::servers::{PgDb, redis_url};
-
-/// The Redis Cluster's nodes (`SPENDGATE_TEST_REDIS_CLUSTER_URLS`,
-/// comma-separated; the ports `scripts/redis-cluster.sh` uses by default).
-fn redis_cluster_urls() -> Vec<String> {
-    std::env::var("SPENDGATE_TEST_REDIS_CLUSTER_URLS")
-        .unwrap_or_else(|_| {
-            "redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103".into()
-        })
-        .split(',')
-        .map(|url| url.trim().to_owned())
-        .filter(|url| !url.is_empty())
-        .collect()
-}
+use crate::support::servers::{PgDb, redis_cluster_urls, redis_url};
 
 /// The test request of `tenant` (records on Redis outlive a run, so each
 /// Redis test claims for a tenant of its own).
