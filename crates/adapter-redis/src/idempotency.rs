@@ -26,7 +26,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{ErrorKind, Script, ServerErrorKind};
+use redis::{ErrorKind, Script};
 use spendgate_domain::Timestamp;
 use spendgate_ports::{
     Claim, IdempotencyStore, RepoError, RequestId, StoredResponse, check_fingerprint,
@@ -35,12 +35,8 @@ use spendgate_ports::{
 use crate::connection;
 use crate::error::CallError;
 use crate::keys::request_key;
-use crate::script::{CORRUPT_PREFIX, IDEM_CLAIM, IDEM_COMPLETE, INVALID_PREFIX};
+use crate::script::{self, CORRUPT_PREFIX, IDEM_CLAIM, IDEM_COMPLETE, INVALID_PREFIX};
 use crate::store::DEFAULT_TIMEOUT;
-
-/// Attempts per call when the script cache was flushed between loading a
-/// script and running it (`redis::Script` already loads once on NOSCRIPT).
-const NOSCRIPT_ATTEMPTS: usize = 3;
 
 /// An [`IdempotencyStore`] on Redis (standalone or Cluster).
 ///
@@ -122,30 +118,8 @@ where
         id: &RequestId,
         args: &[&[u8]],
     ) -> Result<T, CallError> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(request_key(id));
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut conn = self.conn.clone();
-        let attempts = async {
-            let mut attempt = 1;
-            loop {
-                match invocation.invoke_async::<T>(&mut conn).await {
-                    Err(e)
-                        if attempt < NOSCRIPT_ATTEMPTS
-                            && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-                    {
-                        attempt += 1;
-                    }
-                    other => return other,
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, attempts)
-            .await
-            .map_err(|_| CallError::Timeout(self.timeout))?
-            .map_err(CallError::from)
+        let key = request_key(id);
+        script::run(&self.conn, script, &[&key], args, self.timeout).await
     }
 }
 

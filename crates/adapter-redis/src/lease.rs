@@ -19,20 +19,17 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use redis::Script;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{ErrorKind, Script, ServerErrorKind};
 use spendgate_domain::{Timestamp, Ttl};
 use spendgate_ports::{Lease, RepoError};
 
 use crate::connection;
 use crate::error::CallError;
 use crate::keys::lease_key;
+use crate::script;
 use crate::store::DEFAULT_TIMEOUT;
-
-/// Attempts per call when the script cache was flushed between loading a
-/// script and running it (`redis::Script` already loads once on NOSCRIPT).
-const NOSCRIPT_ATTEMPTS: usize = 3;
 
 /// `KEYS[1]` the lease key, `ARGV[1]` the holder, `ARGV[2]` the TTL in ms;
 /// returns 1 when `holder` holds the lease afterwards, else 0.
@@ -137,30 +134,8 @@ where
     /// Runs `script` on the lease key of `name` with `args`, within the
     /// timeout, reloading it if the script cache was flushed meanwhile.
     async fn call(&self, script: &Script, name: &str, args: &[&[u8]]) -> Result<i64, CallError> {
-        let mut invocation = script.prepare_invoke();
-        invocation.key(lease_key(name));
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut conn = self.conn.clone();
-        let attempts = async {
-            let mut attempt = 1;
-            loop {
-                match invocation.invoke_async::<i64>(&mut conn).await {
-                    Err(e)
-                        if attempt < NOSCRIPT_ATTEMPTS
-                            && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-                    {
-                        attempt += 1;
-                    }
-                    other => return other,
-                }
-            }
-        };
-        tokio::time::timeout(self.timeout, attempts)
-            .await
-            .map_err(|_| CallError::Timeout(self.timeout))?
-            .map_err(CallError::from)
+        let key = lease_key(name);
+        script::run(&self.conn, script, &[&key], args, self.timeout).await
     }
 }
 

@@ -12,8 +12,12 @@
 //! error reply whose message starts with one of the prefixes below.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind};
+
+use crate::error::CallError;
 
 /// Error-reply prefix of an argument a script re-checked and refused; the
 /// store maps it to `StoreError::InvalidInput`.
@@ -145,3 +149,54 @@ pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(lu
 /// first answer (`RedisIdempotency`).
 pub(crate) static IDEM_COMPLETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(lua!("idem_complete")));
+
+/// How often one call loads its script again after `NOSCRIPT` (the
+/// server's script cache was flushed, or a failover lost it) before giving
+/// up.
+const NOSCRIPT_ATTEMPTS: usize = 3;
+
+/// Runs one script call with `keys` and `args` on a clone of `conn` within
+/// `timeout`, loading the script again on `NOSCRIPT`: the one way every
+/// Redis adapter of this crate calls its scripts.
+///
+/// # Errors
+/// [`CallError::Timeout`] when no answer came in time,
+/// [`CallError::Redis`] for any client or server error.
+pub(crate) async fn run<C, T>(
+    conn: &C,
+    script: &Script,
+    keys: &[&str],
+    args: &[&[u8]],
+    timeout: Duration,
+) -> Result<T, CallError>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+    T: FromRedisValue,
+{
+    let mut invocation = script.prepare_invoke();
+    for key in keys {
+        invocation.key(*key);
+    }
+    for arg in args {
+        invocation.arg(*arg);
+    }
+    let mut conn = conn.clone();
+    let attempts = async {
+        let mut attempt = 1;
+        loop {
+            match invocation.invoke_async::<T>(&mut conn).await {
+                Err(e)
+                    if attempt < NOSCRIPT_ATTEMPTS
+                        && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, attempts)
+        .await
+        .map_err(|_| CallError::Timeout(timeout))?
+        .map_err(CallError::from)
+}

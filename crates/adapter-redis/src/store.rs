@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::{ErrorKind, FromRedisValue, ServerErrorKind, Value};
+use redis::{FromRedisValue, Value};
 use spendgate_domain::{
     BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
     LimitScope, Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation, ReserveOutcome,
@@ -21,16 +21,12 @@ use crate::error::CallError;
 use crate::keys::{
     DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key,
 };
-use crate::script::Op;
+use crate::script::{self, Op};
 use crate::server_check;
 
 /// The default operation timeout: a reserve that gets no answer within it
 /// is `Unavailable`, which the caller treats as deny.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Attempts per call when the script cache was flushed between loading a
-/// script and running it (`redis::Script` already loads once on NOSCRIPT).
-const NOSCRIPT_ATTEMPTS: usize = 3;
 
 /// Expiry-index entries read per reap script call; the adapter calls
 /// again while more are due, so one call never blocks Redis for long.
@@ -205,32 +201,7 @@ where
     /// Runs one script with `keys` (every key it touches, all on one slot)
     /// and `args`, reloading it on `NOSCRIPT`, within the timeout.
     async fn invoke(&self, op: Op, keys: &[&str], args: &[&[u8]]) -> Result<Reply, StoreError> {
-        let mut invocation = op.script().prepare_invoke();
-        for key in keys {
-            invocation.key(*key);
-        }
-        for arg in args {
-            invocation.arg(*arg);
-        }
-        let mut conn = self.conn.clone();
-        let attempts = async {
-            let mut attempt = 1;
-            loop {
-                match invocation.invoke_async::<Value>(&mut conn).await {
-                    Err(e)
-                        if attempt < NOSCRIPT_ATTEMPTS
-                            && e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) =>
-                    {
-                        attempt += 1;
-                    }
-                    other => return other,
-                }
-            }
-        };
-        let value = tokio::time::timeout(self.timeout, attempts)
-            .await
-            .map_err(|_| CallError::Timeout(self.timeout))?
-            .map_err(CallError::from)?;
+        let value: Value = script::run(&self.conn, op.script(), keys, args, self.timeout).await?;
         Reply::new(value)
     }
 
