@@ -129,7 +129,7 @@ impl StoreTimeouts {
     }
 }
 
-/// [`BudgetStore`] on the tables of migration `m20261127_000005` (and the
+/// [`BudgetStore`](spendgate_ports::BudgetStore) on the tables of migration `m20261127_000005` (and the
 /// look-up function of `m20261128_000009` on PostgreSQL).
 #[derive(Debug, Clone)]
 pub struct SqlBudgetStore {

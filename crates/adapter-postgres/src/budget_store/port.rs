@@ -162,7 +162,7 @@ impl BudgetStore for SqlBudgetStore {
 
     /// Locks the community row first (creating it, without limits, when
     /// the community has none), then reads the hold and marker after the
-    /// lock: see [`Txn::lookup`].
+    /// lock: see `Txn::lookup`.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn commit_unheld(
         &self,
@@ -218,7 +218,7 @@ impl BudgetStore for SqlBudgetStore {
         self.finalize(community, &settlement, now).await
     }
 
-    /// Runs [`SqlBudgetStore::reap_batch`] until a batch comes back short;
+    /// Runs `SqlBudgetStore::reap_batch` until a batch comes back short;
     /// each batch is a transaction of its own, so batches already
     /// committed stay when a later one fails (a later reap finishes the
     /// work).
@@ -310,7 +310,7 @@ impl BudgetStore for SqlBudgetStore {
     }
 
     /// One range scan of the holds expired at `now` (see
-    /// [`SqlBudgetStore::due`]); exact: it names every community with an
+    /// `SqlBudgetStore::due`); exact: it names every community with an
     /// unreaped expired hold and no other.
     #[tracing::instrument(skip_all, err)]
     async fn due_communities(

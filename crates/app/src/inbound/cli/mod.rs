@@ -45,8 +45,13 @@ pub struct SettingsArgs {
     /// TOML configuration file [env: SPENDGATE_CONFIG].
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// postgres://… or sqlite:… [env: SPENDGATE_DATABASE_URL] [default: sqlite://<data-file>?mode=rwc].
-    #[arg(long, global = true, value_name = "URL")]
+    /// The database URL (`postgres://…` or `sqlite:…`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL",
+        help = "postgres://… or sqlite:… [env: SPENDGATE_DATABASE_URL] [default: sqlite://<data-file>?mode=rwc]"
+    )]
     pub database_url: Option<String>,
     /// The embedded SQLite file [env: SPENDGATE_DATA_FILE] [default: ./spendgate.db].
     #[arg(long, global = true, value_name = "PATH")]

@@ -8,7 +8,7 @@
 //! a model the tier may not use, a call that cannot be priced. The store
 //! then decides; if it cannot answer, the reserve is denied (law 6).
 //! Settling never blocks on a store outage and never loses the cost: see
-//! [`settle`] for the write-ahead path through the finalize queue.
+//! the `settle` module for the write-ahead path through the finalize queue.
 
 mod error;
 mod fallback_queue;
