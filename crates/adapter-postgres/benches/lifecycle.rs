@@ -1,7 +1,11 @@
 //! The SQL BudgetStore's hot path, measured like the Redis store's bench
 //! (the shared loop of `spendgate_contract::load`): reserve → finalize
-//! lifecycles at 1, 16 and 64 in flight spread over 100 communities, and 16
-//! in flight on one hot community; lifecycles/s, p50 and p99.
+//! lifecycles at 1, 16 and 64 in flight spread over 100 communities, 16 in
+//! flight over 16 communities (issue 8's target shape) and 16 in flight on
+//! one hot community; lifecycles/s, p50 and p99. On PostgreSQL the run ends
+//! with `pgbench` against the same server at 1 and 16 clients (select-only
+//! and a one-row update), the reference the figures are read against: a
+//! lifecycle is two store operations, so it compares with half the tx/s.
 //!
 //! ```text
 //! cargo bench -p spendgate-adapter-postgres --bench lifecycle
@@ -13,6 +17,8 @@
 //! (default 5) sets the duration of each level. Ids have realistic shapes:
 //! 36-character UUID communities, 42-character `0x…` users, UUID keys.
 
+#[path = "support/pgbench.rs"]
+mod pgbench;
 mod support;
 
 use std::sync::Arc;
@@ -39,6 +45,7 @@ async fn measure(backend: &str, url: &str, duration: Duration) -> Result<()> {
         (1, COMMUNITIES),
         (16, COMMUNITIES),
         (64, COMMUNITIES),
+        (16, 16),
         (16, 1),
     ];
     for (round, (in_flight, communities)) in (0_u64..).zip(levels) {
@@ -51,6 +58,12 @@ async fn measure(backend: &str, url: &str, duration: Duration) -> Result<()> {
         );
     }
     db.close().await?;
+    if backend == "PostgreSQL" {
+        pgbench::init(url)?;
+        for clients in [1, 16] {
+            pgbench::reference(url, clients, duration)?;
+        }
+    }
     Ok(())
 }
 
