@@ -1,6 +1,11 @@
--- The error protocol, the number bound and the string functions every
--- script uses, as locals (a local is one VM register away; a global is a
--- table lookup on every use).
+-- The error protocol, the number bound and the string functions the
+-- scripts use, as locals (a local is one VM register away; a global is a
+-- table lookup on every use). Included by every other part that needs
+-- one of them; aliasing all six costs less than a closure.
+--
+-- Arguments. KEYS and ARGV entries are strings or nil (a missing one), and
+-- stored values strings or false, so a check starts with `not v`;
+-- `type(v)` would cost a string lookup per call.
 --
 -- Errors. A script refuses with `ERR spendgate:<kind> <what>`: `invalid`
 -- for an argument (mapped to StoreError::InvalidInput), `overflow` for a

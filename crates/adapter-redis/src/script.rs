@@ -13,12 +13,14 @@
 //!   the script declared.
 //!
 //! Why this shape: a script's top-level `local function`s are closures
-//! created anew on every `EVALSHA`, and on Redis' Lua 5.1 creating one
-//! (with its upvalues) costs about as much as a short Redis command's
-//! bookkeeping; a shared prelude of every helper made reserve and finalize
-//! pay for ~20 of them, which is why they once restated its rules by hand.
-//! Snippets cost nothing at run time, and a script carries no helper it
-//! does not call (a test checks it). A Redis Functions library would
+//! created anew on every `EVALSHA`. Counted with callgrind on Redis 7.0,
+//! creating one with its upvalues costs ~700 instructions and a call ~300
+//! (a reserve is ~130,000 in all, I/O included); a shared prelude of every
+//! helper made reserve and finalize pay for ~20 closures, which is why
+//! they once restated its rules by hand. Snippets cost nothing at run
+//! time, and a script carries no helper it does not call (a test checks
+//! it), so the composed reserve and finalize cost within a few thousand
+//! instructions of the hand-inlined ones. A Redis Functions library would
 //! create the helpers once per load instead, but must then be loaded, and
 //! versioned, on every Cluster master and after every restart or
 //! `FUNCTION FLUSH`, beside the scripts' `NOSCRIPT` reload; the composed
