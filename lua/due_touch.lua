@@ -16,9 +16,13 @@
 -- happened since (no ABA).
 --
 -- Reply: the new generation.
+-- @include canonical
+-- @include due
+
 local AT, GEN, SEQ = due_keys()
 local c = community(ARGV[1])
-local bound = instant(ARGV[2], "due bound")
+local bound = ARGV[2]
+if not canonical(bound) then fail("invalid", "due bound") end
 -- INCR first: it is the one write that can fail (an unreadable sequence),
 -- and a refused call must change nothing.
 local g = redis.call("INCR", SEQ)

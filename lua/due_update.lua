@@ -16,12 +16,15 @@
 -- community without a generation whose reap left nothing.
 --
 -- Reply: {0} removed | {1} set | {2} only lowered | {3} nothing to do
+-- @include canonical
+-- @include due
+
 local AT, GEN, SEQ = due_keys()
 local c = community(ARGV[1])
 local seen = ARGV[2]
-if seen ~= "" and (not digits(seen) or #seen > 16) then fail("invalid", "generation") end
+if seen ~= "" and not canonical(seen) then fail("invalid", "generation") end
 local bound = ARGV[3]
-if bound ~= "" then bound = instant(bound, "due bound") end
+if bound ~= "" and not canonical(bound) then fail("invalid", "due bound") end
 local current = redis.call("HGET", GEN, c) or ""
 if current == seen then
   if bound == "" then

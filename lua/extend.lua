@@ -4,24 +4,36 @@
 -- ARGV[1] hold digest  ARGV[2] now  ARGV[3] wanted expires_at (now + ttl)
 --
 -- Reply: {0} unknown hold | {1, expires_at} extended | {2} not live
-local P = prefix(KEYS[1])
-local d = digest(ARGV[1])
-local now = instant(ARGV[2], "now")
-local wanted = instant(ARGV[3], "expires_at")
+-- @include canonical
+-- @include before
+-- @include hold
+-- @include index
+
+local P = KEYS[1]
+-- @inline prefix
+local d = ARGV[1]
+-- @inline digest
+local now = ARGV[2]
+if not canonical(now) then fail("invalid", "now") end
+local wanted = ARGV[3]
+if not canonical(wanted) then fail("invalid", "expires_at") end
 
 local R = P .. "r"
 local v = redis.call("HGET", R, d)
 if not v then return { 0 } end
-local mexp = marker_expiry(v)
+local mexp
+-- @inline marker
 if mexp ~= nil then
   if tonumber(now) < mexp then return { 2 } end
   return { 0 }
 end
-local est, created, current, per, user, model = parse_hold(string.sub(v, 2))
+local body = sub(v, 2)
+local est, created, expires, per, user, model
+-- @inline parse_hold
+local current = expires
 if not before(now, current) then return { 2 } end
 if before(current, wanted) then
-  redis.call("HSET", R, d,
-    "H" .. fmt(est) .. " " .. created .. " " .. wanted .. " " .. per .. " " .. user .. " " .. model)
+  redis.call("HSET", R, d, hold_record(format("%d", est), created, wanted, per, user, model))
   -- The entry under the old bucket stays; reap skips it because the
   -- record's expiry no longer falls in that bucket.
   if bucket(wanted) ~= bucket(current) then index(P, d, wanted) end

@@ -27,52 +27,34 @@
 -- Every argument is checked and every sum computed before the first write,
 -- so an error leaves the store as it was.
 --
--- Hot path: like reserve.lua, written out without the prelude (its
--- closures and one helper call per rule cost more than the commands); the
--- rules are the prelude's (see prelude.lua), spelled with fewer calls.
-local find, byte, sub, match, tonumber = string.find, string.byte, string.sub, string.match, tonumber
-local MAX = 9007199254740991
-
-local function fail(kind, what)
-  error({ err = "ERR spendgate:" .. kind .. " " .. what })
-end
-
--- Canonical decimal (0, or no leading zero), at most 16 digits, <= MAX.
-local function canonical(v)
-  return v ~= nil and #v <= 16 and (v == "0" or find(v, "^[1-9]%d*$") ~= nil)
-    and (#v < 16 or tonumber(v) <= MAX)
-end
-
--- A period: exactly `YYYY-MM`, 1970-01 to 9999-12.
-local function period(v, what)
-  if v == nil or not find(v, "^%d%d%d%d%-[01]%d$") or v < "1970" then fail("invalid", what) end
-  local m1, m2 = byte(v, 6, 7)
-  if (m1 == 48 and m2 == 48) or (m1 == 49 and m2 > 50) then fail("invalid", what) end
-  return v
-end
+-- Hot path, composed like reserve.lua: helpers from lua/include/,
+-- single-use rules as snippets from lua/inline/.
+-- @include canonical
+-- @include period
+-- @include packed
+-- @include layout
 
 local P = KEYS[1]
-if P == nil or #P > 140 or not find(P, "^sg:{[^{} ]+}:$") then fail("invalid", "key prefix") end
+-- @inline prefix
 local d = ARGV[1]
-if d == nil or #d ~= 12 or byte(d) < 128 then fail("invalid", "hold digest") end
+-- @inline digest
 local actual_s = ARGV[2]
 if not canonical(actual_s) then fail("invalid", "actual") end
 local actual = tonumber(actual_s)
 local now = ARGV[3]
 if not canonical(now) then fail("invalid", "now") end
 if not canonical(ARGV[4]) then fail("invalid", "marker expires_at") end
-local mexp = tonumber(ARGV[4])
--- Marker expiries are packed in 6 bytes (instants below 2^48 ms).
-if mexp >= 281474976710656 then fail("invalid", "instant past 2^48 ms") end
-mexp = struct.pack(">I6", mexp)
+local marker_until = pack_instant(tonumber(ARGV[4]))
 local guess = period(ARGV[5], "period")
-local me = ARGV[6]
-if me == nil or #me == 0 or #me > 128 or find(me, " ", 1, true) then fail("invalid", "user") end
+local user = ARGV[6]
+-- @inline user
+local me = user
 -- commit_unheld: the model alias of the call (reserve's rule for models).
-local unheld = ARGV[7]
-if unheld ~= nil and (#unheld == 0 or #unheld > 64 or find(unheld, " ", 1, true)) then
-  fail("invalid", "model")
+local model = ARGV[7]
+if model ~= nil then
+  -- @inline model
 end
+local unheld = model
 
 local R = P .. "r"
 local got = redis.call("HMGET", R, d, "L", guess, guess .. ":" .. me)
@@ -84,68 +66,40 @@ local kind = 0
 local body
 if v then
   kind = byte(v)
-  if kind == 72 then -- "H": a live (or expired, unreaped) hold
+  local mexp
+  -- @inline marker
+  if mexp == nil then -- "H": a live (or expired, unreaped) hold
     body = sub(v, 2)
-  elseif kind == 70 then -- "F": a finalize marker
-    if #v < 8 then fail("corrupt", "record") end
-    if tonumber(now) < struct.unpack(">I6", v, 2) then
-      local a = tonumber(sub(v, 8))
-      if a == nil or a < 0 or a > MAX or a ~= math.floor(a) then fail("corrupt", "actual") end
-      return { 3, a }
-    end
+  elseif tonumber(now) >= mexp then
     kind = 0
-  elseif kind == 82 then -- "R": a reap tombstone
-    local e, rest = match(v, "^R(%d+) (.*)$")
-    if e == nil then fail("corrupt", "tombstone") end
-    -- now < e, both canonical decimals: compared by (length, text).
-    if #now > #e or (#now == #e and now >= e) then
-      kind = 0
-    else
-      body = rest
-    end
-  else
-    fail("corrupt", "record")
+  elseif kind == 70 then -- "F": a live finalize marker answers the replay
+    local a = sub(v, 8)
+    if not canonical(a) then fail("corrupt", "actual") end
+    return { 3, tonumber(a) }
+  else -- "R": a live reap tombstone, committed only (late finalize)
+    body = match(v, "^R%d+ (.*)$")
   end
 end
-local est, created, per, user, model
+local est, created, expires, per, user, model
 if kind == 0 then
   if unheld == nil then return { 0 } end
   -- commit_unheld without a hold: nothing to release, the given period.
   est, created, per, user, model = 0, now, guess, me, unheld
 else
-  -- The hold: <estimate> <created_at> <expires_at> <period> <user> <model>.
-  local expires
-  est, created, expires, per, user, model = match(body, "^(%d+) (%d+) (%d+) ([^ ]+) ([^ ]+) ([^ ]+)$")
-  if est == nil or #per ~= 7 or (#est > 1 and byte(est) == 48) or (#created > 1 and byte(created) == 48)
-    or (#expires > 1 and byte(expires) == 48) then
-    fail("corrupt", "hold")
-  end
-  est = tonumber(est)
-  if est > MAX then fail("corrupt", "estimate") end
+  -- @inline parse_hold
   if user ~= me then fail("corrupt", "record of another user under this digest") end
 end
 local releases = kind == 72
 period(per, "stored period")
 local UF = per .. ":" .. user
-local current, sums = got[3], got[4]
+local totals_v, sums_v = got[3], got[4]
 if per ~= guess then
   local again = redis.call("HMGET", R, per, UF)
-  current, sums = again[1], again[2]
+  totals_v, sums_v = again[1], again[2]
 end
-local committed, reserved, holds, warned = 0, 0, 0, "0"
-if current then
-  committed, reserved, holds, warned = match(current, "^(%d+) (%d+) (%d+) ([01])$")
-  if committed == nil then fail("corrupt", "period totals") end
-  committed, reserved, holds = tonumber(committed), tonumber(reserved), tonumber(holds)
-  if committed > MAX or reserved > MAX or holds > MAX then fail("corrupt", "period totals") end
-end
-local uc, ur = 0, 0
-if sums then
-  uc, ur = match(sums, "^(%d+) (%d+)$")
-  if uc == nil then fail("corrupt", "user sums") end
-  uc, ur = tonumber(uc), tonumber(ur)
-  if uc > MAX or ur > MAX then fail("corrupt", "user sums") end
-end
+local committed, reserved, holds, warned, uc, ur
+-- @inline totals
+-- @inline user_sums
 
 committed = committed + actual
 if committed > MAX then fail("overflow", "committed") end
@@ -157,14 +111,10 @@ if releases then
 end
 local used = committed + reserved
 if used > MAX then fail("overflow", "committed + reserved") end
-local limit = 0
-if got[2] then
-  -- Limits: "<limit>" or "<limit> <cap>".
-  local l, c = match(got[2], "^(%d+) ?(%d*)$")
-  if l == nil then fail("corrupt", "limits") end
-  if c ~= "" and tonumber(c) > MAX then fail("corrupt", "cap") end
-  limit = tonumber(l)
-  if limit > MAX then fail("corrupt", "limit") end
+local limit, cap = 0, nil
+local limits_v = got[2]
+if limits_v then
+  -- @inline limits
 end
 local overshoot = 0
 if used > limit then overshoot = used - limit end
@@ -175,10 +125,10 @@ if releases then
   ur = ur - est
   if ur < 0 then fail("overflow", "user reserved would go negative") end
 end
-redis.call("HSET", R, d, "F" .. mexp .. actual_s, per, string.format("%d %d %d %s", committed, reserved, holds, warned),
-  UF, string.format("%d %d", uc, ur))
+redis.call("HSET", R, d, "F" .. marker_until .. actual_s, per, format(TOTALS_FMT, committed, reserved, holds, warned),
+  UF, format(USER_SUMS_FMT, uc, ur))
 -- The hold's entry in the expiry index is left behind; reap skips it.
-redis.call("RPUSH", P .. "q", d .. mexp)
+redis.call("RPUSH", P .. "q", d .. marker_until)
 local outcome = 2
 if releases then
   outcome = 1

@@ -13,20 +13,26 @@
 -- Returns {code, status, body}: 0 started, 1 pending, 2 completed (with
 -- the stored status and body), 3 mismatch (another fingerprint).
 
+-- @include canonical
+-- @include before
+-- @include idem
+
 local key = idem_key(KEYS[1])
 local fingerprint = idem_bytes(ARGV[1], "fingerprint", 1)
-local now = instant(ARGV[2], "now")
-local keep_until = instant(ARGV[3], "keep_until")
+local now = ARGV[2]
+if not canonical(now) then fail("invalid", "now") end
+local keep_until = ARGV[3]
+if not canonical(keep_until) then fail("invalid", "keep_until") end
 
 local record = redis.call('HMGET', key, 'f', 's', 'b', 'k')
 if record[1] then
   local kept = record[4]
-  if not digits(kept) then fail("corrupt", "idempotency record keep_until") end
+  if not canonical(kept) then fail("corrupt", "idempotency record keep_until") end
   if before(now, kept) then
     if record[1] ~= fingerprint then return { 3, 0, "" } end
     local status = record[2]
     if status == "0" then return { 1, 0, "" } end
-    if not digits(status) or not record[3] then fail("corrupt", "idempotency record answer") end
+    if not canonical(status) or not record[3] then fail("corrupt", "idempotency record answer") end
     return { 2, tonumber(status), record[3] }
   end
 end

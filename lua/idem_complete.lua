@@ -10,10 +10,13 @@
 -- when the record holds an answer afterwards, 0 when there is no record
 -- or it belongs to another fingerprint (nothing is written then).
 
+-- @include canonical
+-- @include idem
+
 local key = idem_key(KEYS[1])
 local fingerprint = idem_bytes(ARGV[1], "fingerprint", 1)
 local status = ARGV[2]
-if not digits(status) or #status ~= 3 or tonumber(status) < 100 or tonumber(status) > 599 then
+if not canonical(status) or #status ~= 3 or tonumber(status) < 100 or tonumber(status) > 599 then
   fail("invalid", "status")
 end
 local body = idem_bytes(ARGV[3], "body", 0)

@@ -27,18 +27,27 @@
 -- is the bucket of now (kept because part of it may not be due, but every
 -- due hold of it was just released), so a community reaped at `now` is
 -- not due again at `now`. Meaningful on the last call (`more` = 0).
-local P = prefix(KEYS[1])
-local now = instant(ARGV[1], "now")
-local texp = instant(ARGV[2], "tombstone expires_at")
+-- @include canonical
+-- @include period
+-- @include packed
+-- @include layout
+-- @include bucket
+
+local P = KEYS[1]
+-- @inline prefix
+local now = ARGV[1]
+if not canonical(now) then fail("invalid", "now") end
+local texp = ARGV[2]
+if not canonical(texp) then fail("invalid", "tombstone expires_at") end
 local texp_packed = pack_instant(tonumber(texp))
 local function batch(v, what, min)
-  if not digits(v) or #v > 5 or tonumber(v) < min or tonumber(v) > 10000 then fail("invalid", what) end
+  if not canonical(v) or tonumber(v) < min or tonumber(v) > 10000 then fail("invalid", what) end
   return tonumber(v)
 end
 local hold_batch = batch(ARGV[3], "entry batch", 1)
 local marker_batch = batch(ARGV[4], "marker batch", 0)
 local offset = ARGV[5]
-if not digits(offset) or #offset > 9 then fail("invalid", "offset") end
+if not canonical(offset) or #offset > 9 then fail("invalid", "offset") end
 offset = tonumber(offset)
 local next_offset = 0
 
@@ -46,6 +55,7 @@ local R = P .. "r"
 local X = P .. "x"
 local nowms = tonumber(now)
 local nb = bucket(now)
+local nbn = tonumber(nb)
 local buckets = redis.call("ZRANGEBYSCORE", X, "-inf", nb, "LIMIT", 0, hold_batch)
 local more = 0
 if #buckets == hold_batch then more = 1 end
@@ -57,7 +67,7 @@ local trims = {}
 local budget = hold_batch
 for _, b in ipairs(buckets) do
   local key = P .. "e:" .. b
-  local whole = tonumber(b) < nb
+  local whole = tonumber(b) < nbn
   local entries
   if whole then
     entries = redis.call("LRANGE", key, 0, budget - 1)
@@ -73,12 +83,14 @@ for _, b in ipairs(buckets) do
     -- read. A hold is due only under its own bucket, and `seen` skips a
     -- second entry for it there (extend within the bucket, a replayed key).
     if #e ~= 18 then fail("corrupt", "expiry entry") end
-    local d = string.sub(e, 1, 12)
+    local d = sub(e, 1, 12)
     if not seen[d] and struct.unpack(">I6", e, 13) <= nowms then
       local v = redis.call("HGET", R, d)
-      if v and string.sub(v, 1, 1) == "H" then
-        local est, _, expires, per, user = parse_hold(string.sub(v, 2))
-        if bucket(expires) == tonumber(b) and tonumber(expires) <= nowms then
+      if v and byte(v) == 72 then
+        local body = sub(v, 2)
+        local est, created, expires, per, user, model
+        -- @inline parse_hold
+        if bucket(expires) == b and tonumber(expires) <= nowms then
           seen[d] = true
           due[#due + 1] = { d = d, v = v, est = est, per = per, user = user }
         end
@@ -105,14 +117,18 @@ for i, h in ipairs(due) do
   period(per, "stored period")
   local s = periods[per]
   if s == nil then
-    local c, r, n, w = totals(redis.call("HGET", R, per))
-    s = { c = c, r = r, n = n, w = w, users = {} }
+    local totals_v = redis.call("HGET", R, per)
+    local committed, reserved, holds, warned
+    -- @inline totals
+    s = { c = committed, r = reserved, n = holds, w = warned, users = {} }
     periods[per] = s
     order[#order + 1] = per
   end
   local u = s.users[user]
   if u == nil then
-    local uc, ur = user_sums(redis.call("HGET", R, per .. ":" .. user))
+    local sums_v = redis.call("HGET", R, per .. ":" .. user)
+    local uc, ur
+    -- @inline user_sums
     u = { c = uc, r = ur }
     s.users[user] = u
   end
@@ -122,7 +138,7 @@ for i, h in ipairs(due) do
   if s.r < 0 or s.n < 0 or u.r < 0 then fail("overflow", "reserved would go negative on reap") end
   reclaimed = reclaimed + est
   if reclaimed > MAX then fail("overflow", "reclaimed") end
-  records[i] = "R" .. texp .. " " .. string.sub(h.v, 2)
+  records[i] = "R" .. texp .. " " .. sub(h.v, 2)
 end
 
 -- Markers expire in (about) the order they were made: drop from the head
@@ -132,6 +148,12 @@ end
 -- left alone). A damaged entry, or one naming an unreadable record, is
 -- popped and counted, not deleted and not fatal: it can never become due,
 -- and failing on it would stop marker clean-up for good.
+-- The marker expiry of a record, as a function for pcall.
+local function marker_expiry(v)
+  local mexp
+  -- @inline marker
+  return mexp
+end
 local Q = P .. "q"
 local drops = {}
 local popped = 0
@@ -145,7 +167,7 @@ if head and (#head ~= 18 or struct.unpack(">I6", head, 13) <= nowms) then
       damaged = damaged + 1
     else
       if nowms < struct.unpack(">I6", e, 13) then break end
-      local d = string.sub(e, 1, 12)
+      local d = sub(e, 1, 12)
       local v = redis.call("HGET", R, d)
       if v then
         local ok, mexp = pcall(marker_expiry, v)
@@ -174,10 +196,10 @@ local lowest = redis.call("ZRANGE", X, emptied, emptied)[1]
 if lowest then
   local lb = tonumber(lowest)
   if lb == nil then fail("corrupt", "expiry bucket") end
-  if lb == nb then
-    next_due = fmt(nowms + 1)
+  if lb == nbn then
+    next_due = format("%d", nowms + 1)
   else
-    next_due = fmt(lb * BUCKET_MS)
+    next_due = format("%d", lb * BUCKET_MS)
   end
 end
 
@@ -185,9 +207,9 @@ end
 -- refused call has changed nothing.
 for _, per in ipairs(order) do
   local s = periods[per]
-  redis.call("HSET", R, per, pack_totals(s.c, s.r, s.n, s.w))
+  redis.call("HSET", R, per, format(TOTALS_FMT, s.c, s.r, s.n, s.w))
   for user, u in pairs(s.users) do
-    redis.call("HSET", R, per .. ":" .. user, string.format("%d %d", u.c, u.r))
+    redis.call("HSET", R, per .. ":" .. user, format(USER_SUMS_FMT, u.c, u.r))
   end
 end
 for i, h in ipairs(due) do

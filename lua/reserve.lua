@@ -19,44 +19,34 @@
 -- | {4, remaining, limit, scope (0 community, 1 user)} exceeded
 -- | {5} time out of range
 --
--- Hot path: written out inline (no prelude closures, no per-argument
--- helper calls) because every Lua library call costs ~0.2-0.5 us here; the
--- checks are the prelude's rules, spelled with fewer calls (see
--- prelude.lua for what each rule means).
-local find, byte, fmt, tonumber = string.find, string.byte, string.format, tonumber
-local MAX = 9007199254740991
-
-local function fail(kind, what)
-  error({ err = "ERR spendgate:" .. kind .. " " .. what })
-end
-
--- Canonical decimal (0, or no leading zero), at most 16 digits, <= MAX.
-local function canonical(v)
-  return v ~= nil and #v <= 16 and (v == "0" or find(v, "^[1-9]%d*$") ~= nil)
-    and (#v < 16 or tonumber(v) <= MAX)
-end
+-- Hot path. Each rule is written once, in lua/include/ (helpers this
+-- script calls more than once, and constants) or lua/inline/ (statement
+-- snippets, expanded in place: no closure to create per call); only the
+-- rules that reserve alone has (the warning percent and threshold) are
+-- written here.
+-- @include canonical
+-- @include period
+-- @include layout
+-- @include hold
+-- @include index
 
 local P = KEYS[1]
-if P == nil or #P > 140 or not find(P, "^sg:{[^{} ]+}:$") then fail("invalid", "key prefix") end
+-- @inline prefix
 local d = ARGV[1]
-if d == nil or #d ~= 12 or byte(d) < 128 then fail("invalid", "hold digest") end
+-- @inline digest
 local user = ARGV[2]
-if user == nil or #user == 0 or #user > 128 or find(user, " ", 1, true) then fail("invalid", "user") end
+-- @inline user
 local est_s = ARGV[3]
 if not canonical(est_s) then fail("invalid", "estimate") end
 local est = tonumber(est_s)
 local model = ARGV[4]
-if model == nil or #model == 0 or #model > 64 or find(model, " ", 1, true) then fail("invalid", "model") end
+-- @inline model
 local now = ARGV[5]
 if not canonical(now) then fail("invalid", "now") end
 local expires = ARGV[6]
 local per = ARGV[7]
 if expires ~= "" and not canonical(expires) then fail("invalid", "expires_at") end
-if per ~= "" then
-  if per == nil or not find(per, "^%d%d%d%d%-[01]%d$") or per < "1970" then fail("invalid", "period") end
-  local m1, m2 = byte(per, 6, 7)
-  if (m1 == 48 and m2 == 48) or (m1 == 49 and m2 > 50) then fail("invalid", "period") end
-end
+if per ~= "" then period(per, "period") end
 local pct = ARGV[8]
 if pct == nil or not find(pct, "^[1-9]%d?%d?$") then fail("invalid", "warning percent") end
 pct = tonumber(pct)
@@ -72,36 +62,17 @@ else
 end
 local v = got[1]
 if v then
-  local kind = byte(v)
-  if kind == 72 then return { 2, v } end -- "H": a live hold
   local mexp
-  if kind == 70 and #v >= 8 then
-    mexp = struct.unpack(">I6", v, 2)
-  elseif kind == 82 then
-    mexp = string.match(v, "^R(%d+) ")
-    if mexp ~= nil then mexp = tonumber(mexp) end
-  end
-  if mexp == nil then fail("corrupt", "record") end
+  -- @inline marker
+  if mexp == nil then return { 2, v } end -- a live hold
   if tonumber(now) < mexp then return { 3 } end
 end
 if not got[2] then return { 0 } end
 if expires == "" or per == "" then return { 5 } end
-local l, c = string.match(got[2], "^(%d+) ?(%d*)$")
-if l == nil then fail("corrupt", "limits") end
-local cap = nil
-if c ~= "" then
-  cap = tonumber(c)
-  if cap > MAX then fail("corrupt", "cap") end
-end
-local limit = tonumber(l)
-if limit > MAX then fail("corrupt", "limit") end
-local committed, reserved, holds, warned = 0, 0, 0, "0"
-if got[3] then
-  committed, reserved, holds, warned = string.match(got[3], "^(%d+) (%d+) (%d+) ([01])$")
-  if committed == nil then fail("corrupt", "period totals") end
-  committed, reserved, holds = tonumber(committed), tonumber(reserved), tonumber(holds)
-  if committed > MAX or reserved > MAX or holds > MAX then fail("corrupt", "period totals") end
-end
+local limits_v, totals_v = got[2], got[3]
+local limit, cap, committed, reserved, holds, warned
+-- @inline limits
+-- @inline totals
 
 local used = committed + reserved
 if used > MAX then fail("overflow", "committed + reserved") end
@@ -110,13 +81,9 @@ if used + est > limit then
   if left < 0 then left = 0 end
   return { 4, left, limit, 0 }
 end
-local uc, ur = 0, 0
-if got[4] then
-  uc, ur = string.match(got[4], "^(%d+) (%d+)$")
-  if uc == nil then fail("corrupt", "user sums") end
-  uc, ur = tonumber(uc), tonumber(ur)
-  if uc > MAX or ur > MAX then fail("corrupt", "user sums") end
-end
+local sums_v = got[4]
+local uc, ur
+-- @inline user_sums
 if cap ~= nil then
   local uused = uc + ur
   if uused > MAX then fail("overflow", "user committed + reserved") end
@@ -156,26 +123,18 @@ end
 
 ur = ur + est
 if ur > MAX then fail("overflow", "user reserved") end
-local b = "0"
-if #expires > 2 then b = string.sub(expires, 1, -3) end
 redis.call("HSET", R,
-  d, "H" .. est_s .. " " .. now .. " " .. expires .. " " .. per .. " " .. user .. " " .. model,
-  per, fmt("%d %d %d %s", committed, reserved + est, holds + 1, warned),
-  UF, fmt("%d %d", uc, ur))
+  d, hold_record(est_s, now, expires, per, user, model),
+  per, format(TOTALS_FMT, committed, reserved + est, holds + 1, warned),
+  UF, format(USER_SUMS_FMT, uc, ur))
 -- The period's user list, for status.
 if got[4] == false then redis.call("SADD", P .. "u:" .. per, user) end
--- The expiry index: the hold under the 100 ms bucket of its expiry (the
--- decimal expiry without its last two digits), as digest ‖ expiry (6
--- packed bytes); the zset names the buckets that have a list.
--- A bucket that already had a list is not below the lowest bucket, so
--- only a new one can be a new earliest expiry (one ZRANGE, once per
--- bucket).
+-- The expiry index (bucket.lua). A bucket that already had a list is not
+-- below the lowest bucket, so only a new one can be a new earliest expiry
+-- (one ZRANGE, once per bucket).
 local first = 0
-if redis.call("RPUSH", P .. "e:" .. b, d .. struct.pack(">I6", tonumber(expires))) == 1 then
-  local X = P .. "x"
-  redis.call("ZADD", X, b, b)
-  if redis.call("ZRANGE", X, 0, 0)[1] == b then first = 1 end
-end
+local b = index(P, d, expires)
+if b and redis.call("ZRANGE", P .. "x", 0, 0)[1] == b then first = 1 end
 local left = limit - after
 if left < 0 then left = 0 end
 return { 1, left, limit, warning, expires, first }

@@ -17,7 +17,12 @@
 -- write (Redis does not undo a script that fails after writing).
 --
 -- Reply: {1}
-local P = prefix(KEYS[1])
+-- @include canonical
+-- @include period
+-- @include layout
+
+local P = KEYS[1]
+-- @inline prefix
 local per = period(ARGV[1], "period")
 if (#ARGV - 1) % 2 ~= 0 then fail("invalid", "user list") end
 
@@ -25,9 +30,13 @@ local listed = {}
 local order = {}
 local sum = 0
 for i = 2, #ARGV, 2 do
-  local u = id(ARGV[i], "user", 128)
+  local user = ARGV[i]
+  -- @inline user
+  local u = user
   if listed[u] ~= nil then fail("invalid", "user listed twice") end
-  local c = money(ARGV[i + 1], "committed")
+  local c = ARGV[i + 1]
+  if not canonical(c) then fail("invalid", "committed") end
+  c = tonumber(c)
   listed[u] = c
   order[#order + 1] = u
   sum = sum + c
@@ -36,7 +45,9 @@ end
 
 local R = P .. "r"
 local U = P .. "u:" .. per
-local _, reserved, holds, warned = totals(redis.call("HGET", R, per))
+local totals_v = redis.call("HGET", R, per)
+local committed, reserved, holds, warned
+-- @inline totals
 
 -- Every user concerned: the listed ones, then the set's others.
 local users = {}
@@ -54,13 +65,14 @@ for i = 1, #users, chunk do
     fields[#fields + 1] = per .. ":" .. users[j]
   end
   local got = redis.call("HMGET", R, unpack(fields))
-  for j, v in ipairs(got) do
-    local _, ur = user_sums(v)
-    current[i + j - 1] = { present = v ~= false, r = ur }
+  for j, sums_v in ipairs(got) do
+    local uc, ur
+    -- @inline user_sums
+    current[i + j - 1] = { present = sums_v ~= false, r = ur }
   end
 end
 
-redis.call("HSET", R, per, pack_totals(sum, reserved, holds, warned))
+redis.call("HSET", R, per, format(TOTALS_FMT, sum, reserved, holds, warned))
 local sets, dels, joins = {}, {}, {}
 local function flush(force)
   if #sets >= 2 * chunk or (force and #sets > 0) then
@@ -84,7 +96,7 @@ for i, u in ipairs(users) do
     if cur.present then dels[#dels + 1] = field end
   else
     sets[#sets + 1] = field
-    sets[#sets + 1] = fmt(c) .. " " .. fmt(cur.r)
+    sets[#sets + 1] = format(USER_SUMS_FMT, c, cur.r)
     if listed[u] ~= nil then joins[#joins + 1] = u end
   end
   flush(false)

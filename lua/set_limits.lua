@@ -4,9 +4,16 @@
 -- reservations.
 --
 -- KEYS[1] community prefix  ARGV[1] limit  ARGV[2] per-user cap or ""
-local P = prefix(KEYS[1])
-local limit = money(ARGV[1], "limit")
-local value = fmt(limit)
-if ARGV[2] ~= "" then value = value .. " " .. fmt(money(ARGV[2], "per-user cap")) end
+-- @include canonical
+
+local P = KEYS[1]
+-- @inline prefix
+local value = ARGV[1]
+if not canonical(value) then fail("invalid", "limit") end
+local cap = ARGV[2]
+if cap ~= "" then
+  if not canonical(cap) then fail("invalid", "per-user cap") end
+  value = value .. " " .. cap
+end
 redis.call("HSET", P .. "r", "L", value)
 return { 1 }

@@ -6,7 +6,10 @@
 -- Reply: {limits or "", totals or "", {user, "<committed> <reserved>", ...}}.
 -- Totals are "<committed> <reserved> <holds> <warned>". Users whose sums
 -- are both zero are left for the adapter to drop.
-local P = prefix(KEYS[1])
+-- @include period
+
+local P = KEYS[1]
+-- @inline prefix
 local per = period(ARGV[1], "period")
 local R = P .. "r"
 local got = redis.call("HMGET", R, "L", per)

@@ -3,7 +3,8 @@
 //!
 //! This crate is an adapter: `app -> adapters -> ports -> domain`. It
 //! implements the port with one Lua script per operation (the scripts live
-//! in `lua/` at the repository root and are embedded at build time), so
+//! in `lua/` at the repository root and are composed from the parts in
+//! `lua/include/` and `lua/inline/` and embedded at build time), so
 //! every reserve and every finalize is one atomic round trip on one Cluster
 //! slot. It behaves exactly like
 //! [`CommunityBudget`](spendgate_domain::CommunityBudget) run per community;
