@@ -44,11 +44,9 @@ pub fn reference(url: &str, clients: u32, duration: Duration) -> Result<()> {
         args.extend(extra);
         args.push(url);
         let out = run(&args)?;
-        println!(
-            "| pgbench {name} | {clients} | | {} tx/s | {} ms avg | |",
-            field(&out, "tps = ")?,
-            field(&out, "latency average = ")?,
-        );
+        let tps: f64 = field(&out, "tps = ")?.parse()?;
+        let avg_ms: f64 = field(&out, "latency average = ")?.parse()?;
+        println!("| pgbench {name} | {clients} | | {tps:.0} tx/s | {avg_ms:.3} avg | |");
     }
     Ok(())
 }
