@@ -49,7 +49,7 @@ pub mod services;
 pub mod settings;
 pub mod workers;
 
-pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder, WorkerSettings};
+pub use builder::{BuildError, Ports, RedisOptions, Spendgate, SpendgateBuilder, WorkerSettings};
 pub use services::budget::{
     Backoff, BudgetChangeError, BudgetReport, BudgetService, BudgetSettings, CostBasis,
     EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket,
