@@ -11,9 +11,10 @@
 //! restart). A script refuses bad input before writing anything, with an
 //! error reply whose message starts with one of the prefixes below.
 //!
-//! [`run`] calls a script on the multiplexed connection; [`run_and_wait`]
-//! calls a budget write on a dedicated connection followed by `WAIT`, when
-//! the store waits for replicas (see [`crate::replicas`]).
+//! A call goes over the store's multiplexed connection, except a budget
+//! write ([`Op::is_budget_write`]) of a store that waits for replicas: it
+//! goes over a dedicated connection followed by `WAIT` (see
+//! [`ReplicaWait`](crate::ReplicaWait)).
 
 use std::sync::LazyLock;
 use std::time::Duration;

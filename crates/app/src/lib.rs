@@ -34,7 +34,9 @@
 //! ```
 //!
 //! Cargo features choose what is compiled: `redis` (the hot path on Redis
-//! or Redis Cluster), `postgres` and `sqlite` (the durable record), `http`
+//! or Redis Cluster), `redis-tls` (`rediss://` URLs, through rustls with
+//! ring; see [`RedisOptions`] for CA and client certificate files),
+//! `postgres` and `sqlite` (the durable record), `http`
 //! (the provider's usage endpoint for reconciliation), `server` (the
 //! sidecar's HTTP API, [`inbound::http`]: axum, Prometheus rendering, the
 //! OpenAPI document) and `cli` (the `spendgate` program: clap, TOML
