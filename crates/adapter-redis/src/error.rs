@@ -31,8 +31,10 @@ pub(crate) enum CallError {
         /// The `WAIT` timeout.
         timeout: Duration,
     },
-    /// No dedicated write connection could be taken (the set is empty).
-    #[error("no write connection for waiting on replicas")]
+    /// No dedicated write connection could be taken although one was
+    /// free (a broken invariant of the set, reported rather than panicked
+    /// on).
+    #[error("no dedicated write connection could be taken")]
     NoWriter,
 }
 

@@ -162,7 +162,8 @@ where
     /// the design, the outcome when they do not, and the cost). `writers` are dedicated connections to the same
     /// server or cluster, not clones of the store's: each carries one call
     /// at a time, and a `WAIT` on them holds up nobody else.
-    /// [`Self::connect_with`] opens `wait.connections()` of them.
+    /// [`Self::connect_with`] opens `wait.connections()` of them; with
+    /// none, every budget write waits out its timeout (`Unavailable`).
     #[must_use]
     pub fn with_replica_wait(mut self, wait: ReplicaWait, writers: Vec<C>) -> Self {
         self.writers = Some(Arc::new(Writers::new(wait, writers)));
