@@ -17,6 +17,25 @@ pub(crate) enum CallError {
     /// The client or the server reported an error.
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// The write happened on the primary, but fewer replicas than required
+    /// acknowledged it in time (see [`crate::replicas`]).
+    #[error(
+        "written on the primary, but {acked} of the {wanted} replicas required acknowledged it \
+         within {timeout:?}; its outcome is unknown, as after a timeout: retry with the same key"
+    )]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: i64,
+        /// Replicas required.
+        wanted: u32,
+        /// The `WAIT` timeout.
+        timeout: Duration,
+    },
+    /// No dedicated write connection could be taken although one was
+    /// free (a broken invariant of the set, reported rather than panicked
+    /// on).
+    #[error("no dedicated write connection could be taken")]
+    NoWriter,
 }
 
 /// The text after one of our error prefixes, without the script location
@@ -31,7 +50,9 @@ fn our_detail<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
 impl From<CallError> for StoreError {
     fn from(error: CallError) -> Self {
         match error {
-            CallError::Timeout(_) => StoreError::Unavailable(error.to_string()),
+            CallError::Timeout(_) | CallError::NotReplicated { .. } | CallError::NoWriter => {
+                StoreError::Unavailable(error.to_string())
+            }
             CallError::Redis(error) => {
                 let text = error.to_string();
                 if let Some(detail) = our_detail(&text, INVALID_PREFIX) {

@@ -37,6 +37,7 @@ use crate::error::CallError;
 use crate::keys::request_key;
 use crate::script::{self, CORRUPT_PREFIX, IDEM_CLAIM, IDEM_COMPLETE, INVALID_PREFIX};
 use crate::store::DEFAULT_TIMEOUT;
+use crate::tls::TlsFiles;
 
 /// An [`IdempotencyStore`] on Redis (standalone or Cluster).
 ///
@@ -70,7 +71,9 @@ impl RedisIdempotency<ConnectionManager> {
     /// [`RepoError::InvalidInput`] for a malformed URL,
     /// [`RepoError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, RepoError> {
-        Ok(Self::new(connection::standalone(url).await?))
+        Ok(Self::new(
+            connection::standalone(url, &TlsFiles::default()).await?,
+        ))
     }
 }
 
@@ -81,7 +84,9 @@ impl RedisIdempotency<ClusterConnection> {
     /// [`RepoError::InvalidInput`] for malformed URLs,
     /// [`RepoError::Unavailable`] when no node can be reached.
     pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<Self, RepoError> {
-        Ok(Self::new(connection::cluster(urls).await?))
+        Ok(Self::new(
+            connection::cluster(urls, &TlsFiles::default()).await?,
+        ))
     }
 }
 

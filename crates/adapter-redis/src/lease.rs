@@ -30,6 +30,7 @@ use crate::error::CallError;
 use crate::keys::lease_key;
 use crate::script;
 use crate::store::DEFAULT_TIMEOUT;
+use crate::tls::TlsFiles;
 
 /// `KEYS[1]` the lease key, `ARGV[1]` the holder, `ARGV[2]` the TTL in ms;
 /// returns 1 when `holder` holds the lease afterwards, else 0.
@@ -91,7 +92,9 @@ impl RedisLease<ConnectionManager> {
     /// [`RepoError::InvalidInput`] for a malformed URL,
     /// [`RepoError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, RepoError> {
-        Ok(Self::new(connection::standalone(url).await?))
+        Ok(Self::new(
+            connection::standalone(url, &TlsFiles::default()).await?,
+        ))
     }
 }
 
@@ -102,7 +105,9 @@ impl RedisLease<ClusterConnection> {
     /// [`RepoError::InvalidInput`] for malformed URLs,
     /// [`RepoError::Unavailable`] when no node can be reached.
     pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<Self, RepoError> {
-        Ok(Self::new(connection::cluster(urls).await?))
+        Ok(Self::new(
+            connection::cluster(urls, &TlsFiles::default()).await?,
+        ))
     }
 }
 

@@ -16,6 +16,13 @@
 //!   `ConnectionManager`) or [`RedisBudgetStore::connect_cluster`]. Both
 //!   refuse a server whose `maxmemory-policy` may evict a key without a
 //!   TTL (`allkeys-*`), and load the scripts on every master.
+//!   [`RedisBudgetStore::connect_with`] and
+//!   [`RedisBudgetStore::connect_cluster_with`] take [`ConnectOptions`]:
+//!   CA and client certificate files for `rediss://` ([`TlsFiles`]; TLS
+//!   through rustls needs the `tls` feature, off by default), and an
+//!   optional wait for replicas after each budget write ([`ReplicaWait`],
+//!   off by default; its design, failure outcome and cost are documented
+//!   on [`ReplicaWait`]).
 //! * [`RedisTierCache`] implements the
 //!   [`TierCache`](spendgate_ports::TierCache) port on one string per
 //!   community (`SET … PX`, `GET`, `DEL`), over the same connections; its
@@ -32,15 +39,22 @@
 //! * [`script`] holds the embedded scripts and their error protocol.
 
 mod codec;
+mod connect;
 mod connection;
 mod error;
 mod idempotency;
 pub mod keys;
 mod lease;
+mod replicas;
 pub mod script;
 mod server_check;
 mod store;
 mod tier_cache;
+mod tls;
+
+pub use connection::ConnectOptions;
+pub use replicas::ReplicaWait;
+pub use tls::{ClientIdentity, TlsFiles};
 
 pub use idempotency::RedisIdempotency;
 pub use lease::RedisLease;

@@ -31,14 +31,20 @@
 //! again on `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart). A script
 //! refuses bad input before writing anything, with an
 //! error reply whose message starts with one of the prefixes below.
+//!
+//! A call goes over the store's multiplexed connection, except a budget
+//! write ([`Op::is_budget_write`]) of a store that waits for replicas: it
+//! goes over a dedicated connection followed by `WAIT` (see
+//! [`ReplicaWait`](crate::ReplicaWait)).
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{ErrorKind, FromRedisValue, Script, ServerErrorKind};
+use redis::{ErrorKind, FromRedisValue, RedisError, Script, ServerErrorKind, Value};
 
 use crate::error::CallError;
+use crate::replicas::Writers;
 
 /// Error-reply prefix of an argument a script re-checked and refused; the
 /// store maps it to `StoreError::InvalidInput`.
@@ -128,6 +134,13 @@ impl Op {
         }
     }
 
+    /// Whether the script writes budget data (records, totals, limits),
+    /// which a store waiting for replicas must see replicated. The due
+    /// index scripts write only a hint the reaper's sweep repairs.
+    pub fn is_budget_write(self) -> bool {
+        !matches!(self, Op::Status | Op::DueTouch | Op::DueUpdate)
+    }
+
     /// The SHA1 the script is called by.
     pub fn sha(self) -> &'static str {
         self.script().get_hash()
@@ -212,6 +225,85 @@ where
         .await
         .map_err(|_| CallError::Timeout(timeout))?
         .map_err(CallError::from)
+}
+
+/// Runs one script call as [`run`] does, but on a dedicated connection of
+/// `writers` taken for this call alone, with `WAIT` for the required
+/// replicas pipelined behind it (on a Cluster the pipeline follows the
+/// script's key, so the `WAIT` reaches the master that ran it). The time
+/// limit is `timeout` plus the `WAIT` timeout.
+///
+/// # Errors
+/// As [`run`]; [`CallError::NotReplicated`] when the script succeeded but
+/// fewer replicas than required acknowledged within the `WAIT` timeout (a
+/// script's error reply is returned as such).
+pub(crate) async fn run_and_wait<C, T>(
+    writers: &Writers<C>,
+    script: &Script,
+    keys: &[&str],
+    args: &[&[u8]],
+    timeout: Duration,
+) -> Result<T, CallError>
+where
+    C: ConnectionLike + Send,
+    T: FromRedisValue,
+{
+    let wait = writers.wait();
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(script.get_hash()).arg(keys.len());
+    for key in keys {
+        call.arg(*key);
+    }
+    for arg in args {
+        call.arg(*arg);
+    }
+    let mut pipe = redis::pipe();
+    pipe.add_command(call)
+        .cmd("WAIT")
+        .arg(wait.replicas())
+        .arg(wait.timeout_ms())
+        .ignore_errors();
+    let attempts = async {
+        let mut writer = writers.take().await?;
+        let conn = writer.conn()?;
+        let mut attempt = 1;
+        loop {
+            let replies: Vec<Value> = pipe.query_async(conn).await?;
+            let [reply, acked] = <[Value; 2]>::try_from(replies).map_err(|replies| {
+                RedisError::from((
+                    ErrorKind::UnexpectedReturnType,
+                    "script and WAIT pipeline",
+                    format!("{} replies instead of 2", replies.len()),
+                ))
+            })?;
+            match reply {
+                Value::ServerError(e)
+                    if attempt < NOSCRIPT_ATTEMPTS
+                        && e.kind() == Some(ServerErrorKind::NoScript) =>
+                {
+                    // Nothing ran; load the script on this node and again.
+                    script.load_async(conn).await?;
+                    attempt += 1;
+                }
+                Value::ServerError(e) => return Err(CallError::Redis(e.into())),
+                reply => {
+                    let acked = i64::from_redis_value(acked).map_err(RedisError::from)?;
+                    if acked < i64::from(wait.replicas()) {
+                        return Err(CallError::NotReplicated {
+                            acked,
+                            wanted: wait.replicas(),
+                            timeout: wait.timeout(),
+                        });
+                    }
+                    return T::from_redis_value(reply).map_err(|e| CallError::Redis(e.into()));
+                }
+            }
+        }
+    };
+    let limit = timeout.saturating_add(wait.timeout());
+    tokio::time::timeout(limit, attempts)
+        .await
+        .map_err(|_| CallError::Timeout(limit))?
 }
 
 /// The include step itself, tested with the library's tests.

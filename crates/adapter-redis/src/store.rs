@@ -2,6 +2,7 @@
 //! operation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,13 +17,13 @@ use spendgate_domain::{
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
 use crate::codec::{self, Reply};
-use crate::connection;
+use crate::connection::ConnectOptions;
 use crate::error::CallError;
 use crate::keys::{
     DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key,
 };
+use crate::replicas::{ReplicaWait, Writers};
 use crate::script::{self, Op};
-use crate::server_check;
 
 /// The default operation timeout: a reserve that gets no answer within it
 /// is `Unavailable`, which the caller treats as deny.
@@ -88,10 +89,13 @@ const DUE_KEYS: [&str; 3] = [DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY];
 ///
 /// `C` is any multiplexed async connection: [`ConnectionManager`]
 /// (reconnects by itself) or the Cluster connection. It is cloned per call;
-/// there is no pool, the connection multiplexes.
+/// there is no pool, the connection multiplexes. A store that waits for
+/// replicas sends its budget writes over a few dedicated connections
+/// instead (see [`Self::with_replica_wait`]).
 #[derive(Clone)]
 pub struct RedisBudgetStore<C> {
     conn: C,
+    writers: Option<Arc<Writers<C>>>,
     policy: BudgetPolicy,
     timeout: Duration,
 }
@@ -101,34 +105,24 @@ impl<C> std::fmt::Debug for RedisBudgetStore<C> {
         f.debug_struct("RedisBudgetStore")
             .field("policy", &self.policy)
             .field("timeout", &self.timeout)
+            .field("replica_wait", &self.writers.as_ref().map(|w| w.wait()))
             .finish_non_exhaustive()
     }
 }
 
 impl RedisBudgetStore<ConnectionManager> {
-    /// Connects to a standalone Redis at `url` (`redis://host:port/db`)
-    /// through a reconnecting [`ConnectionManager`], checks that its
-    /// `maxmemory-policy` cannot evict a budget record, and loads the
-    /// scripts.
+    /// Connects to a standalone Redis at `url` (`redis://host:port/db`, or
+    /// `rediss://` with the `tls` feature) through a reconnecting
+    /// [`ConnectionManager`], checks that its `maxmemory-policy` cannot
+    /// evict a budget record, and loads the scripts.
     ///
     /// # Errors
-    /// [`StoreError::InvalidInput`] for a malformed URL or an evicting
-    /// `maxmemory-policy` (`allkeys-*`; the message names the setting),
+    /// [`StoreError::InvalidInput`] for a malformed URL, a `rediss://` URL
+    /// without the `tls` feature, or an evicting `maxmemory-policy`
+    /// (`allkeys-*`; the message names the setting),
     /// [`StoreError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str, policy: BudgetPolicy) -> Result<Self, StoreError> {
-        let mut conn = connection::standalone(url).await?;
-        tokio::time::timeout(
-            connection::CONNECT_DEADLINE,
-            server_check::prepare_standalone(&mut conn),
-        )
-        .await
-        .map_err(|_| {
-            StoreError::Unavailable(format!(
-                "checking {} timed out",
-                spendgate_ports::redact_url(url)
-            ))
-        })??;
-        Ok(Self::new(conn, policy))
+        Self::connect_with(url, policy, &ConnectOptions::default()).await
     }
 }
 
@@ -145,16 +139,7 @@ impl RedisBudgetStore<ClusterConnection> {
         urls: &[S],
         policy: BudgetPolicy,
     ) -> Result<Self, StoreError> {
-        let mut conn = connection::cluster(urls).await?;
-        tokio::time::timeout(
-            connection::CONNECT_DEADLINE,
-            server_check::prepare_cluster(&mut conn),
-        )
-        .await
-        .map_err(|_| {
-            StoreError::Unavailable("checking the cluster's masters timed out".into())
-        })??;
-        Ok(Self::new(conn, policy))
+        Self::connect_cluster_with(urls, policy, &ConnectOptions::default()).await
     }
 }
 
@@ -166,9 +151,23 @@ where
     pub fn new(conn: C, policy: BudgetPolicy) -> Self {
         Self {
             conn,
+            writers: None,
             policy,
             timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same store, waiting after each budget write until
+    /// `wait.replicas()` replicas acknowledged it (see [`ReplicaWait`] for
+    /// the design, the outcome when they do not, and the cost). `writers` are dedicated connections to the same
+    /// server or cluster, not clones of the store's: each carries one call
+    /// at a time, and a `WAIT` on them holds up nobody else.
+    /// [`Self::connect_with`] opens `wait.connections()` of them; with
+    /// none, every budget write waits out its timeout (`Unavailable`).
+    #[must_use]
+    pub fn with_replica_wait(mut self, wait: ReplicaWait, writers: Vec<C>) -> Self {
+        self.writers = Some(Arc::new(Writers::new(wait, writers)));
+        self
     }
 
     /// The same store with another operation timeout.
@@ -201,7 +200,12 @@ where
     /// Runs one script with `keys` (every key it touches, all on one slot)
     /// and `args`, reloading it on `NOSCRIPT`, within the timeout.
     async fn invoke(&self, op: Op, keys: &[&str], args: &[&[u8]]) -> Result<Reply, StoreError> {
-        let value: Value = script::run(&self.conn, op.script(), keys, args, self.timeout).await?;
+        let value: Value = match &self.writers {
+            Some(writers) if op.is_budget_write() => {
+                script::run_and_wait(writers, op.script(), keys, args, self.timeout).await?
+            }
+            _ => script::run(&self.conn, op.script(), keys, args, self.timeout).await?,
+        };
         Reply::new(value)
     }
 

@@ -33,6 +33,7 @@ use crate::connection;
 use crate::error::CallError;
 use crate::keys::tier_cache_key;
 use crate::store::DEFAULT_TIMEOUT;
+use crate::tls::TlsFiles;
 
 /// The encoding version written by [`encode`] and the only one read.
 const VERSION: u64 = 1;
@@ -70,7 +71,9 @@ impl RedisTierCache<ConnectionManager> {
     /// [`RepoError::InvalidInput`] for a malformed URL,
     /// [`RepoError::Unavailable`] when the server cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, RepoError> {
-        Ok(Self::new(connection::standalone(url).await?))
+        Ok(Self::new(
+            connection::standalone(url, &TlsFiles::default()).await?,
+        ))
     }
 }
 
@@ -81,7 +84,9 @@ impl RedisTierCache<ClusterConnection> {
     /// [`RepoError::InvalidInput`] for malformed URLs,
     /// [`RepoError::Unavailable`] when no node can be reached.
     pub async fn connect_cluster<S: AsRef<str>>(urls: &[S]) -> Result<Self, RepoError> {
-        Ok(Self::new(connection::cluster(urls).await?))
+        Ok(Self::new(
+            connection::cluster(urls, &TlsFiles::default()).await?,
+        ))
     }
 }
 

@@ -34,7 +34,9 @@
 //! ```
 //!
 //! Cargo features choose what is compiled: `redis` (the hot path on Redis
-//! or Redis Cluster), `postgres` and `sqlite` (the durable record), `http`
+//! or Redis Cluster), `redis-tls` (`rediss://` URLs, through rustls with
+//! ring; see [`RedisOptions`] for CA and client certificate files),
+//! `postgres` and `sqlite` (the durable record), `http`
 //! (the provider's usage endpoint for reconciliation), `server` (the
 //! sidecar's HTTP API, [`inbound::http`]: axum, Prometheus rendering, the
 //! OpenAPI document) and `cli` (the `spendgate` program: clap, TOML
@@ -49,7 +51,7 @@ pub mod services;
 pub mod settings;
 pub mod workers;
 
-pub use builder::{BuildError, Ports, Spendgate, SpendgateBuilder, WorkerSettings};
+pub use builder::{BuildError, Ports, RedisOptions, Spendgate, SpendgateBuilder, WorkerSettings};
 pub use services::budget::{
     Backoff, BudgetChangeError, BudgetReport, BudgetService, BudgetSettings, CostBasis,
     EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket,

@@ -8,6 +8,10 @@
 //! A test that cannot connect fails, naming the URL it tried; none skips.
 //! Some tests start their own `redis-server` on a free port.
 //!
+//! `tls` (with the `tls` feature) speaks `rediss://` to TLS-only servers
+//! with certificates it makes with the `openssl` command; `replica_wait`
+//! starts a primary and its replica.
+//!
 //! `tier_cache` runs the Redis `TierCache` adapter through the same
 //! servers, and `idempotency` the shared idempotency suite on the Redis
 //! `IdempotencyStore`.
@@ -21,9 +25,13 @@ mod due_index;
 mod idempotency;
 mod layout;
 mod lease;
+mod lifecycle;
 mod own_redis;
 mod recovery;
+mod replica_wait;
 mod server_check;
 mod stress;
 mod support;
 mod tier_cache;
+#[cfg(feature = "tls")]
+mod tls;

@@ -1,8 +1,10 @@
 //! Throw-away `redis-server`s on their own ports, for tests that kill a
-//! server or count its commands, and for the bench (which includes this
-//! file), so nothing else disturbs what they measure.
+//! server or count its commands, speak TLS to it or replicate it, and for
+//! the bench (which includes this file), so nothing else disturbs what
+//! they measure.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,30 +27,119 @@ impl OwnRedis {
     }
 
     pub fn start_on(port: u16) -> Self {
+        let own = Self::spawn(port, &["--port", &port.to_string()]);
+        own.wait_ready();
+        own
+    }
+
+    /// A server that speaks only TLS on its port, with the given PEM
+    /// files; `verify_clients` asks clients for a certificate the CA
+    /// signed.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, verify_clients: bool) -> Self {
+        Self::start_tls_with(cert, key, ca, verify_clients, &[])
+    }
+
+    /// [`Self::start_tls`] with more server arguments.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub fn start_tls_with(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        verify_clients: bool,
+        extra: &[&str],
+    ) -> Self {
+        let port = free_port();
+        let path = |p: &Path| p.to_str().unwrap().to_owned();
+        let mut args = vec![
+            "--port".to_owned(),
+            "0".to_owned(),
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(cert),
+            "--tls-key-file".to_owned(),
+            path(key),
+            "--tls-ca-cert-file".to_owned(),
+            path(ca),
+            "--tls-auth-clients".to_owned(),
+            (if verify_clients { "yes" } else { "no" }).to_owned(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let own = Self::spawn(port, &args);
+        own.wait_listening();
+        own
+    }
+
+    /// A replica of `primary`, once its link to the primary is up.
+    pub fn start_replica_of(primary: &OwnRedis) -> Self {
+        let port = free_port();
+        let own = Self::spawn(
+            port,
+            &[
+                "--port",
+                &port.to_string(),
+                "--replicaof",
+                "127.0.0.1",
+                &primary.port.to_string(),
+            ],
+        );
+        own.wait_ready();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut admin = own.admin();
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut admin)
+                .unwrap();
+            if info.contains("master_link_status:up") {
+                return own;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replica on {port} did not link to its primary"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A cluster-enabled node that knows no other node and serves no slot
+    /// yet.
+    pub fn start_cluster_node() -> Self {
+        let port = free_port();
+        let own = Self::spawn(
+            port,
+            &[
+                "--port",
+                &port.to_string(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-announce-ip",
+                "127.0.0.1",
+            ],
+        );
+        own.wait_ready();
+        own
+    }
+
+    fn spawn(port: u16, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("spendgate-redis-test-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--dir"])
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server on port {port}: {e}"));
-        let own = Self {
+        Self {
             port,
             child: Some(child),
             dir,
-        };
-        own.wait_ready();
-        own
+        }
     }
 
     pub fn url(&self) -> String {
@@ -71,6 +162,37 @@ impl OwnRedis {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// For a TLS-only server, which a plain PING cannot reach: it accepts
+    /// connections once it is up.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server (TLS) on {} did not come up",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the process (`SIGSTOP`) without closing its connections, as
+    /// a hung or overloaded server looks; [`Self::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
     }
 
     pub fn kill(&mut self) {

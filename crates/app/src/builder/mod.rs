@@ -272,6 +272,7 @@ impl Default for WorkerSettings {
 #[derive(Default)]
 pub struct SpendgateBuilder {
     store: Option<StoreChoice>,
+    redis_options: RedisOptions,
     database_url: Option<String>,
     config: Option<Arc<dyn ConfigProvider>>,
     tier_overrides: Option<Arc<dyn TierOverrideRepo>>,
@@ -313,7 +314,8 @@ impl SpendgateBuilder {
         self
     }
 
-    /// Puts budget counters on a standalone Redis (`redis://…`).
+    /// Puts budget counters on a standalone Redis (`redis://…`, or
+    /// `rediss://…` with the `redis-tls` feature).
     pub fn redis(mut self, url: impl Into<String>) -> Self {
         self.store = Some(StoreChoice::Redis(url.into()));
         self
@@ -324,6 +326,13 @@ impl SpendgateBuilder {
         self.store = Some(StoreChoice::RedisCluster(
             urls.into_iter().map(Into::into).collect(),
         ));
+        self
+    }
+
+    /// TLS files for `rediss://` and the optional wait for replicas, for
+    /// [`Self::redis`] and [`Self::redis_cluster`].
+    pub fn redis_options(mut self, options: RedisOptions) -> Self {
+        self.redis_options = options;
         self
     }
 
@@ -547,8 +556,12 @@ impl SpendgateBuilder {
                 Some(parts) => Ok((parts.store(self.policy), None)),
                 None => Err(BuildError::MissingDatabase),
             },
-            StoreChoice::Redis(url) => redis::standalone(url, self.policy).await,
-            StoreChoice::RedisCluster(urls) => redis::cluster(urls, self.policy).await,
+            StoreChoice::Redis(url) => {
+                redis::standalone(url, self.policy, &self.redis_options).await
+            }
+            StoreChoice::RedisCluster(urls) => {
+                redis::cluster(urls, self.policy, &self.redis_options).await
+            }
         }
     }
 }
@@ -563,23 +576,34 @@ type RedisParts = (Arc<dyn BudgetStore>, Option<RedisShared>);
 
 #[cfg(feature = "redis")]
 mod redis;
+mod redis_options;
+
+pub use redis_options::RedisOptions;
 
 #[cfg(not(feature = "redis"))]
 mod redis {
     use spendgate_domain::BudgetPolicy;
 
-    use super::{BuildError, RedisParts};
+    use super::{BuildError, RedisOptions, RedisParts};
 
     const DISABLED: BuildError = BuildError::FeatureDisabled {
         setting: "a Redis URL",
         feature: "redis",
     };
 
-    pub(super) async fn standalone(_: &str, _: BudgetPolicy) -> Result<RedisParts, BuildError> {
+    pub(super) async fn standalone(
+        _: &str,
+        _: BudgetPolicy,
+        _: &RedisOptions,
+    ) -> Result<RedisParts, BuildError> {
         Err(DISABLED)
     }
 
-    pub(super) async fn cluster(_: &[String], _: BudgetPolicy) -> Result<RedisParts, BuildError> {
+    pub(super) async fn cluster(
+        _: &[String],
+        _: BudgetPolicy,
+        _: &RedisOptions,
+    ) -> Result<RedisParts, BuildError> {
         Err(DISABLED)
     }
 }

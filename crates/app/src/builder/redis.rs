@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
-use spendgate_adapter_redis::{RedisBudgetStore, RedisIdempotency, RedisLease, RedisTierCache};
+use spendgate_adapter_redis::{
+    ClientIdentity, ConnectOptions, RedisBudgetStore, RedisIdempotency, RedisLease, RedisTierCache,
+    ReplicaWait, TlsFiles,
+};
 use spendgate_domain::BudgetPolicy;
 
-use super::{BuildError, RedisParts, RedisShared};
+use super::{BuildError, RedisOptions, RedisParts, RedisShared};
 
 /// The store, with the ports that share its connection (one macro for
 /// both connection types, which share no trait this crate can name).
@@ -23,8 +26,42 @@ macro_rules! parts {
     }};
 }
 
-pub(super) async fn standalone(url: &str, policy: BudgetPolicy) -> Result<RedisParts, BuildError> {
-    let store = RedisBudgetStore::connect(url, policy)
+/// The adapter's options; the adapter checks the values.
+fn connect_options(options: &RedisOptions) -> Result<ConnectOptions, BuildError> {
+    let replica_wait = match options.wait_replicas {
+        0 => None,
+        replicas => {
+            let wait =
+                ReplicaWait::new(replicas, options.wait_timeout).map_err(BuildError::Store)?;
+            Some(match options.wait_connections {
+                Some(connections) => wait
+                    .with_connections(connections)
+                    .map_err(BuildError::Store)?,
+                None => wait,
+            })
+        }
+    };
+    Ok(ConnectOptions {
+        tls: TlsFiles {
+            ca_file: options.tls_ca_file.clone(),
+            client: options
+                .tls_client
+                .clone()
+                .map(|(cert_file, key_file)| ClientIdentity {
+                    cert_file,
+                    key_file,
+                }),
+        },
+        replica_wait,
+    })
+}
+
+pub(super) async fn standalone(
+    url: &str,
+    policy: BudgetPolicy,
+    options: &RedisOptions,
+) -> Result<RedisParts, BuildError> {
+    let store = RedisBudgetStore::connect_with(url, policy, &connect_options(options)?)
         .await
         .map_err(BuildError::Store)?;
     Ok(parts!(store))
@@ -33,8 +70,9 @@ pub(super) async fn standalone(url: &str, policy: BudgetPolicy) -> Result<RedisP
 pub(super) async fn cluster(
     urls: &[String],
     policy: BudgetPolicy,
+    options: &RedisOptions,
 ) -> Result<RedisParts, BuildError> {
-    let store = RedisBudgetStore::connect_cluster(urls, policy)
+    let store = RedisBudgetStore::connect_cluster_with(urls, policy, &connect_options(options)?)
         .await
         .map_err(BuildError::Store)?;
     Ok(parts!(store))

@@ -22,11 +22,17 @@ pub(super) enum Key {
     WorkersFinalizeReplaySecs,
     WorkersReconciliationSecs,
     WorkersDriftSecs,
+    RedisTlsCaFile,
+    RedisTlsCertFile,
+    RedisTlsKeyFile,
+    RedisWaitReplicas,
+    RedisWaitTimeoutMs,
+    RedisWaitConnections,
 }
 
 impl Key {
     /// Every key, in the order `spendgate config` prints them.
-    pub(super) const ALL: [Key; 18] = [
+    pub(super) const ALL: [Key; 24] = [
         Key::DatabaseUrl,
         Key::DataFile,
         Key::RedisUrl,
@@ -45,6 +51,12 @@ impl Key {
         Key::WorkersFinalizeReplaySecs,
         Key::WorkersReconciliationSecs,
         Key::WorkersDriftSecs,
+        Key::RedisTlsCaFile,
+        Key::RedisTlsCertFile,
+        Key::RedisTlsKeyFile,
+        Key::RedisWaitReplicas,
+        Key::RedisWaitTimeoutMs,
+        Key::RedisWaitConnections,
     ];
 
     /// The TOML key (dotted inside a section).
@@ -126,6 +138,36 @@ impl Key {
                 "SPENDGATE_WORKERS_DRIFT_SECS",
                 "--drift-secs",
             ),
+            Key::RedisTlsCaFile => (
+                "redis.tls_ca_file",
+                "SPENDGATE_REDIS_TLS_CA_FILE",
+                "--redis-tls-ca-file",
+            ),
+            Key::RedisTlsCertFile => (
+                "redis.tls_cert_file",
+                "SPENDGATE_REDIS_TLS_CERT_FILE",
+                "--redis-tls-cert-file",
+            ),
+            Key::RedisTlsKeyFile => (
+                "redis.tls_key_file",
+                "SPENDGATE_REDIS_TLS_KEY_FILE",
+                "--redis-tls-key-file",
+            ),
+            Key::RedisWaitReplicas => (
+                "redis.wait_replicas",
+                "SPENDGATE_REDIS_WAIT_REPLICAS",
+                "--redis-wait-replicas",
+            ),
+            Key::RedisWaitTimeoutMs => (
+                "redis.wait_timeout_ms",
+                "SPENDGATE_REDIS_WAIT_TIMEOUT_MS",
+                "--redis-wait-timeout-ms",
+            ),
+            Key::RedisWaitConnections => (
+                "redis.wait_connections",
+                "SPENDGATE_REDIS_WAIT_CONNECTIONS",
+                "--redis-wait-connections",
+            ),
         }
     }
 
@@ -149,7 +191,10 @@ impl Key {
             | Key::WorkersConfigSyncSecs
             | Key::WorkersFinalizeReplaySecs
             | Key::WorkersReconciliationSecs
-            | Key::WorkersDriftSecs => "an integer",
+            | Key::WorkersDriftSecs
+            | Key::RedisWaitReplicas
+            | Key::RedisWaitTimeoutMs
+            | Key::RedisWaitConnections => "an integer",
             _ => "a string",
         }
     }
@@ -159,8 +204,8 @@ impl Key {
         Key::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Whether `name` is a TOML section (`[http]`, `[workers]`).
+    /// Whether `name` is a TOML section (`[http]`, `[workers]`, `[redis]`).
     pub(super) fn is_section(name: &str) -> bool {
-        matches!(name, "http" | "workers")
+        matches!(name, "http" | "workers" | "redis")
     }
 }

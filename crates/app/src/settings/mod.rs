@@ -37,15 +37,25 @@
 //! | `workers.finalize_replay_secs` | `SPENDGATE_WORKERS_FINALIZE_REPLAY_SECS` | `--finalize-replay-secs` | `1` |
 //! | `workers.reconciliation_secs` | `SPENDGATE_WORKERS_RECONCILIATION_SECS` | `--reconciliation-secs` | `5` |
 //! | `workers.drift_secs` | `SPENDGATE_WORKERS_DRIFT_SECS` | `--drift-secs` | `300` |
+//! | `redis.tls_ca_file` | `SPENDGATE_REDIS_TLS_CA_FILE` | `--redis-tls-ca-file` | none (the system's trust store) |
+//! | `redis.tls_cert_file` | `SPENDGATE_REDIS_TLS_CERT_FILE` | `--redis-tls-cert-file` | none |
+//! | `redis.tls_key_file` | `SPENDGATE_REDIS_TLS_KEY_FILE` | `--redis-tls-key-file` | none |
+//! | `redis.wait_replicas` | `SPENDGATE_REDIS_WAIT_REPLICAS` | `--redis-wait-replicas` | `0` (off) |
+//! | `redis.wait_timeout_ms` | `SPENDGATE_REDIS_WAIT_TIMEOUT_MS` | `--redis-wait-timeout-ms` | `100` |
+//! | `redis.wait_connections` | `SPENDGATE_REDIS_WAIT_CONNECTIONS` | `--redis-wait-connections` | `16` |
 //!
 //! A token is `secret` (every community) or `secret=community1|community2`;
 //! the variable takes them comma-separated, the flag repeated. A Cycles key
 //! is `secret=tenant`: each acts for exactly one tenant (community), the
 //! protocol's rule; the user level is the subject level charged as
 //! spendgate's user (`workspace`, `app`, `workflow`, `agent`, `toolset`).
+//! The `[redis]` keys are TLS files for `rediss://` URLs (a private CA, a
+//! client certificate and key for mutual TLS) and the optional wait for
+//! replicas after each budget write (see [`RedisOptions`]).
 
 mod cycles;
 mod key;
+mod redis;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -59,11 +69,12 @@ use std::time::Duration;
 use serde::Serialize;
 use spendgate_domain::CommunityId;
 
-use crate::builder::WorkerSettings;
+use crate::builder::{RedisOptions, WorkerSettings};
 use crate::inbound::cycles::{CyclesKey, UserLevel};
 use crate::workers::Schedule;
 
 use key::Key;
+pub use redis::RedactedRedis;
 pub use source::Origin;
 use source::{Layer, Layers, Raw};
 pub use spendgate_ports::redact_url;
@@ -175,6 +186,12 @@ pub struct FlagValues {
     pub finalize_replay_secs: Option<String>,
     pub reconciliation_secs: Option<String>,
     pub drift_secs: Option<String>,
+    pub redis_tls_ca_file: Option<String>,
+    pub redis_tls_cert_file: Option<String>,
+    pub redis_tls_key_file: Option<String>,
+    pub redis_wait_replicas: Option<String>,
+    pub redis_wait_timeout_ms: Option<String>,
+    pub redis_wait_connections: Option<String>,
 }
 
 impl FlagValues {
@@ -199,6 +216,12 @@ impl FlagValues {
         one(Key::WorkersFinalizeReplaySecs, &self.finalize_replay_secs);
         one(Key::WorkersReconciliationSecs, &self.reconciliation_secs);
         one(Key::WorkersDriftSecs, &self.drift_secs);
+        one(Key::RedisTlsCaFile, &self.redis_tls_ca_file);
+        one(Key::RedisTlsCertFile, &self.redis_tls_cert_file);
+        one(Key::RedisTlsKeyFile, &self.redis_tls_key_file);
+        one(Key::RedisWaitReplicas, &self.redis_wait_replicas);
+        one(Key::RedisWaitTimeoutMs, &self.redis_wait_timeout_ms);
+        one(Key::RedisWaitConnections, &self.redis_wait_connections);
         if !self.redis_cluster_urls.is_empty() {
             // Each flag may itself be comma-separated.
             let items = self
@@ -349,6 +372,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// Nodes of a Redis Cluster for the hot path.
     pub redis_cluster_urls: Vec<String>,
+    /// TLS files and the wait for replicas of either Redis shape.
+    pub redis: RedisOptions,
     /// The provider's usage endpoint, for reconciliation.
     pub provider_usage_url: Option<String>,
     /// How much to log; `None` (unset) means `info` for `serve` and `warn`
@@ -430,6 +455,7 @@ impl Settings {
                 message: "the hot path is on one Redis or on one cluster: set only one",
             });
         }
+        let redis = redis::parse(layers)?;
         let provider_usage_url = optional(layers, Key::ProviderUsageUrl, parse_http_url)?;
         let log_level = match layers.get(Key::LogLevel) {
             Some((raw, origin)) => Some(LogLevel::parse(&raw.text()).ok_or_else(|| {
@@ -477,6 +503,7 @@ impl Settings {
             data_file,
             redis_url,
             redis_cluster_urls,
+            redis,
             provider_usage_url,
             log_level,
             http: HttpSettings {
@@ -578,6 +605,7 @@ impl Settings {
                 reconciliation_secs: self.workers.reconciliation.as_secs(),
                 drift_secs: self.workers.drift.as_secs(),
             },
+            redis: RedactedRedis::new(&self.redis),
         }
     }
 }
@@ -597,6 +625,7 @@ pub struct RedactedSettings {
     pub log_level: Option<LogLevel>,
     pub http: RedactedHttp,
     pub workers: RedactedWorkers,
+    pub redis: RedactedRedis,
 }
 
 /// The `[http]` section of [`RedactedSettings`].

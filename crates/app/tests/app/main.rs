@@ -10,6 +10,7 @@ mod idempotency;
 mod memory;
 mod pg_outage;
 mod redis_lost;
+mod redis_options;
 mod redis_postgres;
 mod scenarios;
 mod sqlite;

@@ -110,6 +110,29 @@ pub struct SettingsArgs {
     /// Drift monitor interval [env: SPENDGATE_WORKERS_DRIFT_SECS] [default: 300].
     #[arg(long, global = true, value_name = "SECS")]
     pub drift_secs: Option<String>,
+    /// PEM CA file trusted for rediss:// instead of the system's store
+    /// [env: SPENDGATE_REDIS_TLS_CA_FILE].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub redis_tls_ca_file: Option<String>,
+    /// PEM client certificate for Redis mutual TLS (with the key)
+    /// [env: SPENDGATE_REDIS_TLS_CERT_FILE].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub redis_tls_cert_file: Option<String>,
+    /// PEM private key of the Redis client certificate
+    /// [env: SPENDGATE_REDIS_TLS_KEY_FILE].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub redis_tls_key_file: Option<String>,
+    /// Replicas each budget write waits for (WAIT); 0 is off
+    /// [env: SPENDGATE_REDIS_WAIT_REPLICAS] [default: 0].
+    #[arg(long, global = true, value_name = "N")]
+    pub redis_wait_replicas: Option<String>,
+    /// How long a write waits for them [env: SPENDGATE_REDIS_WAIT_TIMEOUT_MS] [default: 100].
+    #[arg(long, global = true, value_name = "MS")]
+    pub redis_wait_timeout_ms: Option<String>,
+    /// Dedicated write connections while waiting
+    /// [env: SPENDGATE_REDIS_WAIT_CONNECTIONS] [default: 16].
+    #[arg(long, global = true, value_name = "N")]
+    pub redis_wait_connections: Option<String>,
 }
 
 impl SettingsArgs {
@@ -135,6 +158,12 @@ impl SettingsArgs {
             finalize_replay_secs: self.finalize_replay_secs.clone(),
             reconciliation_secs: self.reconciliation_secs.clone(),
             drift_secs: self.drift_secs.clone(),
+            redis_tls_ca_file: self.redis_tls_ca_file.clone(),
+            redis_tls_cert_file: self.redis_tls_cert_file.clone(),
+            redis_tls_key_file: self.redis_tls_key_file.clone(),
+            redis_wait_replicas: self.redis_wait_replicas.clone(),
+            redis_wait_timeout_ms: self.redis_wait_timeout_ms.clone(),
+            redis_wait_connections: self.redis_wait_connections.clone(),
         }
     }
 }

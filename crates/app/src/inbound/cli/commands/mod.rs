@@ -87,7 +87,9 @@ pub async fn open(settings: &Settings, console: &mut Console<'_>) -> Result<Spen
         "opening {}",
         crate::settings::redact_url(&settings.database_url)
     ));
-    let mut builder = Spendgate::builder().database(settings.database_url.clone());
+    let mut builder = Spendgate::builder()
+        .database(settings.database_url.clone())
+        .redis_options(settings.redis.clone());
     if let Some(url) = &settings.redis_url {
         builder = builder.redis(url.clone());
     }
