@@ -11,7 +11,8 @@
 -- the period's user set, and a finalized marker is written and queued
 -- exactly as a finalize writes it, so a replay is `already finalized`.
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] marker queue
+-- KEYS[3] commit_unheld only: the user set of the period ARGV[5]
 -- ARGV[1] hold digest  ARGV[2] actual  ARGV[3] now  ARGV[4] marker expires_at
 -- ARGV[5] period: for finalize, the period of now (read along with the
 --   record: usually the hold's); for commit_unheld, the period to commit
@@ -51,8 +52,12 @@ local function period(v, what)
   return v
 end
 
-local P = KEYS[1]
-if P == nil or #P > 140 or not find(P, "^sg:{[^{} ]+}:$") then fail("invalid", "key prefix") end
+-- Keys (the prelude's `community_keys` and `named` rules): all of one
+-- community, the user set named after the period.
+local R, Q, U = KEYS[1], KEYS[2], KEYS[3]
+local P = R ~= nil and #R <= 200 and match(R, "^sg:{[^{} ]+}:")
+if not P then fail("invalid", "key prefix") end
+if Q == nil or sub(Q, 1, #P) ~= P then fail("invalid", "key outside the community") end
 local d = ARGV[1]
 if d == nil or #d ~= 12 or byte(d) < 128 then fail("invalid", "hold digest") end
 local actual_s = ARGV[2]
@@ -73,8 +78,10 @@ local unheld = ARGV[7]
 if unheld ~= nil and (#unheld == 0 or #unheld > 64 or find(unheld, " ", 1, true)) then
   fail("invalid", "model")
 end
+if unheld ~= nil and (U == nil or sub(U, 1, #P) ~= P or sub(U, -8) ~= ":" .. guess) then
+  fail("invalid", "user set key")
+end
 
-local R = P .. "r"
 local got = redis.call("HMGET", R, d, "L", guess, guess .. ":" .. me)
 local v = got[1]
 -- kind 0: nothing usable under the digest (no record, or an expired
@@ -178,13 +185,13 @@ end
 redis.call("HSET", R, d, "F" .. mexp .. actual_s, per, string.format("%d %d %d %s", committed, reserved, holds, warned),
   UF, string.format("%d %d", uc, ur))
 -- The hold's entry in the expiry index is left behind; reap skips it.
-redis.call("RPUSH", P .. "q", d .. mexp)
+redis.call("RPUSH", Q, d .. mexp)
 local outcome = 2
 if releases then
   outcome = 1
 elseif kind == 0 then
   -- The period's user set, for status (a hold's user joined it at reserve).
-  redis.call("SADD", P .. "u:" .. per, user)
+  redis.call("SADD", U, user)
   outcome = 4
 end
 return { outcome, actual, est, overshoot, per, model, created }

@@ -4,17 +4,21 @@
 -- these closures on every call costs more than their Redis commands on the
 -- measured machine): a rule changed here must be changed there too.
 --
--- Keys. The idempotency scripts (idem_claim, idem_complete) name their one
--- record key in KEYS[1] (checked by `idem_key`). The due index's scripts
--- (due_touch, due_update) name their three `sg:{due}:…` keys in KEYS
--- (checked by `due_keys`). For every other
--- script, KEYS[1] is the community's key prefix `sg:{<community>}:`, built in
--- Rust from a validated CommunityId (printable ASCII, no whitespace, no
--- braces). The prelude re-checks its shape; every key a script touches is
--- that prefix plus a fixed suffix (`r`, `x`, `q`), `u:` plus a period
--- that matches `YYYY-MM` exactly, or `e:` plus a decimal bucket number. Whatever follows the closing brace never
--- changes the hash slot, so no script can leave its community's tag, and a
--- Cluster accepts the undeclared keys because they share KEYS[1]'s slot.
+-- Keys. Every key a script reads or writes is declared in KEYS, so a
+-- Cluster routes, redirects (MOVED, ASK) and refuses (TRYAGAIN) the call by
+-- the keys it really touches while a slot migrates, and every key name is
+-- built in Rust (crates/adapter-redis/src/keys.rs, the one place names and
+-- suffixes are defined); no script appends a suffix. The idempotency
+-- scripts (idem_claim, idem_complete) name their one record key in KEYS[1]
+-- (checked by `idem_key`). The due index's scripts (due_touch, due_update)
+-- name their three `sg:{due}:…` keys in KEYS (checked by `due_keys`). Every
+-- other script names its community's keys in the order its header lists,
+-- checked by `community_keys`: each starts with the prefix `sg:{<tag>}:` of
+-- KEYS[1]. Whatever follows the closing brace never changes the hash slot,
+-- so no call, however wrong, writes outside its community, even on a
+-- standalone server where no slot check stands in the way. A key named
+-- after a value (an expiry bucket, a period) ends with `:` and that value
+-- (`named`), so no hold is listed, and no user counted, under another's key.
 --
 -- Numbers. Amounts are micro-USD in 0..2^53-1 (spendgate_domain::Micros),
 -- so a Lua double holds every amount and every sum check exactly; sums are
@@ -97,16 +101,25 @@ local function period(v, what)
   return v
 end
 
--- `sg:{<tag>}:` with a non-empty tag and no brace inside it (an empty
--- `{}` would not be a Cluster hash tag).
-local function prefix(v)
-  local n = type(v) == "string" and #v or 0
-  if n < 7 or n > 140 or string.sub(v, 1, 4) ~= "sg:{" or string.sub(v, -2) ~= "}:"
-    or string.find(v, "{", 5, true) or string.find(v, "}", 5, true) ~= n - 1
-    or string.find(v, " ", 1, true) then
-    fail("invalid", "key prefix")
+-- The first n keys of KEYS, all of one community: KEYS[1] starts with
+-- `sg:{<tag>}:` (a non-empty tag without braces or spaces; an empty `{}`
+-- would not be a Cluster hash tag) and every other key with the same
+-- prefix.
+local function community_keys(n)
+  local k = KEYS[1]
+  local p = type(k) == "string" and #k <= 200 and string.match(k, "^sg:{[^{} ]+}:")
+  if not p then fail("invalid", "key prefix") end
+  for i = 2, n do
+    local ki = KEYS[i]
+    if ki == nil or string.sub(ki, 1, #p) ~= p then fail("invalid", "key outside the community") end
   end
-  return v
+  return unpack(KEYS, 1, n)
+end
+
+-- A key named after `v` (an expiry bucket, a period) ends with `:` and `v`.
+local function named(key, v, what)
+  if string.sub(key, -#v - 1) ~= ":" .. v then fail("invalid", what .. " key") end
+  return key
 end
 
 -- A community id as a member of the due index (never part of a key
@@ -197,23 +210,29 @@ local function parse_hold(body)
 end
 
 -- The expiry index: holds are listed under the 100 ms bucket of their
--- expiry, `sg:{c}:e:<bucket>` (a list of digest ‖ expiry entries); the zset `sg:{c}:x`
--- names the buckets that have a list (member and score: the bucket).
+-- expiry, a list of digest ‖ expiry entries per bucket; a zset names the
+-- buckets that have a list (member and score: the bucket).
 local BUCKET_MS = 100
 
 local function bucket(expires)
   return math.floor(tonumber(expires) / BUCKET_MS)
 end
 
--- Lists the hold `d` under the bucket of `expires` (canonical decimal ms:
--- dropping the last two digits divides by 100). The entry is the digest
--- and the expiry (6 packed bytes), so reap reads a record only once its
--- entry is due.
-local function index(P, d, expires)
-  local b = "0"
-  if #expires > 2 then b = string.sub(expires, 1, -3) end
-  if redis.call("RPUSH", P .. "e:" .. b, d .. struct.pack(">I6", tonumber(expires))) == 1 then
-    redis.call("ZADD", P .. "x", b, b)
+-- The bucket of `expires` (canonical decimal ms) as text: dropping the
+-- last two digits divides by 100.
+local function bucket_name(expires)
+  if #expires > 2 then return string.sub(expires, 1, -3) end
+  return "0"
+end
+
+-- Lists the hold `d` in the bucket list E (named after the bucket of
+-- `expires`, checked by the caller before its first write) and the bucket
+-- in the zset X. The entry is the digest and the expiry (6 packed bytes),
+-- so reap reads a record only once its entry is due.
+local function index(X, E, d, expires)
+  if redis.call("RPUSH", E, d .. struct.pack(">I6", tonumber(expires))) == 1 then
+    local b = bucket_name(expires)
+    redis.call("ZADD", X, b, b)
   end
 end
 

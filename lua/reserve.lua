@@ -5,7 +5,10 @@
 -- of the period, and ZADD + ZRANGE for the first hold of a 100 ms expiry
 -- bucket).
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] expiry zset
+-- KEYS[3] the bucket list of expires_at  KEYS[4] the period's user set
+-- (KEYS[2..4] only when expires_at and the period are given: the call
+-- answers {5} before it needs them otherwise)
 -- ARGV[1] hold digest (12 bytes)  ARGV[2] user      ARGV[3] estimate
 -- ARGV[4] model alias            ARGV[5] now (ms)  ARGV[6] expires_at or ""
 -- ARGV[7] period of now or ""    ARGV[8] warning percent (1..100)
@@ -36,8 +39,12 @@ local function canonical(v)
     and (#v < 16 or tonumber(v) <= MAX)
 end
 
-local P = KEYS[1]
-if P == nil or #P > 140 or not find(P, "^sg:{[^{} ]+}:$") then fail("invalid", "key prefix") end
+-- Keys (the prelude's `community_keys` and `named` rules): all of one
+-- community; the bucket list and the user set named after their bucket and
+-- period.
+local R = KEYS[1]
+local P = R ~= nil and #R <= 200 and string.match(R, "^sg:{[^{} ]+}:")
+if not P then fail("invalid", "key prefix") end
 local d = ARGV[1]
 if d == nil or #d ~= 12 or byte(d) < 128 then fail("invalid", "hold digest") end
 local user = ARGV[2]
@@ -61,8 +68,18 @@ local pct = ARGV[8]
 if pct == nil or not find(pct, "^[1-9]%d?%d?$") then fail("invalid", "warning percent") end
 pct = tonumber(pct)
 if pct > 100 then fail("invalid", "warning percent") end
+local b = "0"
+if #expires > 2 then b = string.sub(expires, 1, -3) end
+local X, E, U = KEYS[2], KEYS[3], KEYS[4]
+if expires ~= "" and per ~= "" then
+  local n, sub = #P, string.sub
+  if X == nil or E == nil or U == nil or sub(X, 1, n) ~= P or sub(E, 1, n) ~= P or sub(U, 1, n) ~= P then
+    fail("invalid", "key outside the community")
+  end
+  if sub(E, -#b - 1) ~= ":" .. b then fail("invalid", "expiry bucket key") end
+  if sub(U, -8) ~= ":" .. per then fail("invalid", "user set key") end
+end
 
-local R = P .. "r"
 local UF = per .. ":" .. user
 local got
 if per ~= "" then
@@ -156,14 +173,12 @@ end
 
 ur = ur + est
 if ur > MAX then fail("overflow", "user reserved") end
-local b = "0"
-if #expires > 2 then b = string.sub(expires, 1, -3) end
 redis.call("HSET", R,
   d, "H" .. est_s .. " " .. now .. " " .. expires .. " " .. per .. " " .. user .. " " .. model,
   per, fmt("%d %d %d %s", committed, reserved + est, holds + 1, warned),
   UF, fmt("%d %d", uc, ur))
 -- The period's user list, for status.
-if got[4] == false then redis.call("SADD", P .. "u:" .. per, user) end
+if got[4] == false then redis.call("SADD", U, user) end
 -- The expiry index: the hold under the 100 ms bucket of its expiry (the
 -- decimal expiry without its last two digits), as digest ‖ expiry (6
 -- packed bytes); the zset names the buckets that have a list.
@@ -171,8 +186,7 @@ if got[4] == false then redis.call("SADD", P .. "u:" .. per, user) end
 -- only a new one can be a new earliest expiry (one ZRANGE, once per
 -- bucket).
 local first = 0
-if redis.call("RPUSH", P .. "e:" .. b, d .. struct.pack(">I6", tonumber(expires))) == 1 then
-  local X = P .. "x"
+if redis.call("RPUSH", E, d .. struct.pack(">I6", tonumber(expires))) == 1 then
   redis.call("ZADD", X, b, b)
   if redis.call("ZRANGE", X, 0, 0)[1] == b then first = 1 end
 end

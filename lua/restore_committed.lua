@@ -2,7 +2,7 @@
 -- record (the usage log), user by user, keeping reserved, holds, the
 -- warning flag, limits and records.
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] the period's user set
 -- ARGV[1] period (YYYY-MM)
 -- ARGV[2], ARGV[3], ... pairs: user, committed (the record; no user twice)
 --
@@ -17,8 +17,9 @@
 -- write (Redis does not undo a script that fails after writing).
 --
 -- Reply: {1}
-local P = prefix(KEYS[1])
+local R, U = community_keys(2)
 local per = period(ARGV[1], "period")
+named(U, per, "user set")
 if (#ARGV - 1) % 2 ~= 0 then fail("invalid", "user list") end
 
 local listed = {}
@@ -34,8 +35,6 @@ for i = 2, #ARGV, 2 do
   if sum > MAX then fail("overflow", "committed total") end
 end
 
-local R = P .. "r"
-local U = P .. "u:" .. per
 local _, reserved, holds, warned = totals(redis.call("HGET", R, per))
 
 -- Every user concerned: the listed ones, then the set's others.

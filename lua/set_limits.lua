@@ -3,10 +3,10 @@
 -- record). Live holds stay; a lowered limit only affects later
 -- reservations.
 --
--- KEYS[1] community prefix  ARGV[1] limit  ARGV[2] per-user cap or ""
-local P = prefix(KEYS[1])
+-- KEYS[1] record hash  ARGV[1] limit  ARGV[2] per-user cap or ""
+local R = community_keys(1)
 local limit = money(ARGV[1], "limit")
 local value = fmt(limit)
 if ARGV[2] ~= "" then value = value .. " " .. fmt(money(ARGV[2], "per-user cap")) end
-redis.call("HSET", P .. "r", "L", value)
+redis.call("HSET", R, "L", value)
 return { 1 }

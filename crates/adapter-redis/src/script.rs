@@ -9,7 +9,10 @@
 //! embedded with `include_str!` and run by SHA through [`redis::Script`]
 //! (`EVALSHA`, loaded again on `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a
 //! restart). A script refuses bad input before writing anything, with an
-//! error reply whose message starts with one of the prefixes below.
+//! error reply whose message starts with one of the prefixes below. Every
+//! script is called with every key it reads or writes in `KEYS`, named by
+//! [`crate::keys`] (the reason is there: a Cluster routes a call by its
+//! declared keys, also while a slot migrates).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -157,25 +160,28 @@ const NOSCRIPT_ATTEMPTS: usize = 3;
 
 /// Runs one script call with `keys` and `args` on a clone of `conn` within
 /// `timeout`, loading the script again on `NOSCRIPT`: the one way every
-/// Redis adapter of this crate calls its scripts.
+/// Redis adapter of this crate calls its scripts. On a Cluster the client
+/// follows `MOVED` and `ASK` and retries `TRYAGAIN` meanwhile; `timeout`
+/// bounds them all (dropping the call ends its retries).
 ///
 /// # Errors
 /// [`CallError::Timeout`] when no answer came in time,
 /// [`CallError::Redis`] for any client or server error.
-pub(crate) async fn run<C, T>(
+pub(crate) async fn run<C, T, K>(
     conn: &C,
     script: &Script,
-    keys: &[&str],
+    keys: &[K],
     args: &[&[u8]],
     timeout: Duration,
 ) -> Result<T, CallError>
 where
     C: ConnectionLike + Clone + Send + Sync,
     T: FromRedisValue,
+    K: AsRef<str>,
 {
     let mut invocation = script.prepare_invoke();
     for key in keys {
-        invocation.key(*key);
+        invocation.key(key.as_ref());
     }
     for arg in args {
         invocation.arg(*arg);

@@ -22,6 +22,7 @@ mod idempotency;
 mod layout;
 mod lease;
 mod own_redis;
+mod reap_split;
 mod recovery;
 mod server_check;
 mod stress;
