@@ -25,6 +25,30 @@ impl OwnRedis {
     }
 
     pub fn start_on(port: u16) -> Self {
+        Self::spawn(port, &[])
+    }
+
+    /// A node of a Redis Cluster, not yet part of one (see `OwnCluster`):
+    /// cluster mode, its bus on a free port of its own (the default,
+    /// port + 10000, may be taken or past 65535).
+    pub fn start_cluster_node() -> Self {
+        let bus = free_port().to_string();
+        Self::spawn(
+            free_port(),
+            &[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                &bus,
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
+            ],
+        )
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("spendgate-redis-test-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
@@ -38,6 +62,7 @@ impl OwnRedis {
             ])
             .args(["--appendonly", "no", "--dir"])
             .arg(&dir)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
