@@ -50,6 +50,9 @@ impl OwnRedis {
 
     fn spawn(port: u16, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("spendgate-redis-test-{port}"));
+        // A killed earlier run on the same port may have left its files
+        // (a cluster node would load its old nodes.conf).
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args([

@@ -426,11 +426,11 @@ async fn a_busy_communitys_counters_stay_exact_while_its_slot_moves_to_another_m
         errors.extend(tally.errors);
     }
 
-    let moved = moved.unwrap_or_else(|e| panic!("the slot did not move: {e}"));
     assert!(
-        errors.is_empty(),
-        "errors other than Unavailable: {errors:#?}"
+        moved.is_ok() && errors.is_empty(),
+        "slot move: {moved:?}; errors other than Unavailable: {errors:#?}"
     );
+    let moved = moved.unwrap_or_default();
     let answered = shared.during_migration.load(Ordering::SeqCst);
     println!(
         "{moved} keys moved; {answered} calls answered during the move, {unavailable} unavailable"
