@@ -1,6 +1,8 @@
 -- extend: push a live hold's expiry out to now + ttl, never earlier.
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] expiry zset
+-- KEYS[3] the bucket list of the wanted expiry (declared even when the
+--   hold stays in its bucket, since only the record tells)
 -- ARGV[1] hold digest  ARGV[2] now  ARGV[3] wanted expires_at (now + ttl)
 --
 -- Reply: {0} unknown hold | {1, expires_at} extended | {2} not live
@@ -8,8 +10,9 @@
 -- @include before
 -- @include hold
 -- @include index
+-- @include community_key
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local d = ARGV[1]
 -- @inline digest
@@ -17,8 +20,9 @@ local now = ARGV[2]
 if not canonical(now) then fail("invalid", "now") end
 local wanted = ARGV[3]
 if not canonical(wanted) then fail("invalid", "expires_at") end
+local X = community_key(P, KEYS[2])
+local E = community_key(P, KEYS[3], bucket(wanted), "expiry bucket")
 
-local R = P .. "r"
 local v = redis.call("HGET", R, d)
 if not v then return { 0 } end
 local mexp
@@ -36,7 +40,7 @@ if before(current, wanted) then
   redis.call("HSET", R, d, hold_record(format("%d", est), created, wanted, per, user, model))
   -- The entry under the old bucket stays; reap skips it because the
   -- record's expiry no longer falls in that bucket.
-  if bucket(wanted) ~= bucket(current) then index(P, d, wanted) end
+  if bucket(wanted) ~= bucket(current) then index(X, E, d, wanted) end
   return { 1, wanted }
 end
 return { 1, current }

@@ -11,7 +11,8 @@
 -- the period's user set, and a finalized marker is written and queued
 -- exactly as a finalize writes it, so a replay is `already finalized`.
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] marker queue
+-- KEYS[3] commit_unheld only: the user set of the period ARGV[5]
 -- ARGV[1] hold digest  ARGV[2] actual  ARGV[3] now  ARGV[4] marker expires_at
 -- ARGV[5] period: for finalize, the period of now (read along with the
 --   record: usually the hold's); for commit_unheld, the period to commit
@@ -33,8 +34,9 @@
 -- @include period
 -- @include packed
 -- @include layout
+-- @include community_key
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local d = ARGV[1]
 -- @inline digest
@@ -55,8 +57,10 @@ if model ~= nil then
   -- @inline model
 end
 local unheld = model
+local Q = community_key(P, KEYS[2])
+local U
+if unheld ~= nil then U = community_key(P, KEYS[3], guess, "user set") end
 
-local R = P .. "r"
 local got = redis.call("HMGET", R, d, "L", guess, guess .. ":" .. me)
 local v = got[1]
 -- kind 0: nothing usable under the digest (no record, or an expired
@@ -128,13 +132,13 @@ end
 redis.call("HSET", R, d, "F" .. marker_until .. actual_s, per, format(TOTALS_FMT, committed, reserved, holds, warned),
   UF, format(USER_SUMS_FMT, uc, ur))
 -- The hold's entry in the expiry index is left behind; reap skips it.
-redis.call("RPUSH", P .. "q", d .. marker_until)
+redis.call("RPUSH", Q, d .. marker_until)
 local outcome = 2
 if releases then
   outcome = 1
 elseif kind == 0 then
   -- The period's user set, for status (a hold's user joined it at reserve).
-  redis.call("SADD", P .. "u:" .. per, user)
+  redis.call("SADD", U, user)
   outcome = 4
 end
 return { outcome, actual, est, overshoot, per, model, created }

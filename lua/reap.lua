@@ -4,9 +4,8 @@
 --
 -- Cost. The expiry index lists each hold under the 100 ms bucket of its
 -- expiry (one entry per reserve, one more per extend that changes bucket).
--- Reap reads the due buckets only (`ZRANGEBYSCORE sg:{c}:x -inf <bucket of
--- now>`), at most ARGV[3] entries of fully due buckets per call, each
--- entry once: an entry names an expired hold, or one already settled or
+-- Reap reads the due buckets only, at most ARGV[3] entries of fully due
+-- buckets per call, each entry once: an entry names an expired hold, or one already settled or
 -- moved by extend (skipped, and trimmed with the rest). The bucket of now
 -- itself is read but kept, since part of it may not be due yet; it is read
 -- in batches too, from the offset ARGV[5] the previous call returned.
@@ -14,10 +13,22 @@
 -- O(live holds). The index points at the record hash, which carries no
 -- Redis TTL, so nothing the reaper needs can vanish before it runs.
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] expiry zset  KEYS[3] marker queue
+-- KEYS[4..] the bucket lists of the buckets ARGV[6..], one each
 -- ARGV[1] now  ARGV[2] tombstone expires_at (now + marker ttl)
 -- ARGV[3] entry batch (1..10000)  ARGV[4] marker batch (0..10000)
 -- ARGV[5] offset into the bucket of now (0 on the first call)
+-- ARGV[6..] the due buckets to read, ascending, none above the bucket of
+--   now: the lowest members of the zset as the adapter read them just
+--   before (`ZRANGEBYSCORE -inf <bucket of now> LIMIT 0 n`; a key known
+--   only after a read must still be declared, so the read cannot happen
+--   in here).
+--
+-- The zset may have changed since that read: a bucket reaped meanwhile by
+-- another reaper has no list left and reads as empty; a bucket added
+-- meanwhile is not read. Only the declared buckets are read; when the
+-- lowest bucket left is due and was not finished here (undeclared, or cut
+-- by the entry batch), `more` is 1 and the adapter reads and calls again.
 --
 -- Reply: {count, reclaimed, more (0/1), markers dropped, next offset,
 -- next due, damaged marker entries}; `more` says a batch was full, so the adapter calls again with
@@ -32,8 +43,9 @@
 -- @include packed
 -- @include layout
 -- @include bucket
+-- @include community_key
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local now = ARGV[1]
 if not canonical(now) then fail("invalid", "now") end
@@ -49,33 +61,46 @@ local marker_batch = batch(ARGV[4], "marker batch", 0)
 local offset = ARGV[5]
 if not canonical(offset) or #offset > 9 then fail("invalid", "offset") end
 offset = tonumber(offset)
-local next_offset = 0
+-- Kept unless the bucket of now is read here.
+local next_offset = offset
 
-local R = P .. "r"
-local X = P .. "x"
+local X = community_key(P, KEYS[2])
+local Q = community_key(P, KEYS[3])
 local nowms = tonumber(now)
 local nb = bucket(now)
 local nbn = tonumber(nb)
-local buckets = redis.call("ZRANGEBYSCORE", X, "-inf", nb, "LIMIT", 0, hold_batch)
+if #ARGV - 5 ~= #KEYS - 3 then fail("invalid", "bucket list") end
+local buckets = {}
+local last = -1
+for i = 6, #ARGV do
+  local b = ARGV[i]
+  if not canonical(b) or #b > 14 or tonumber(b) <= last or tonumber(b) > nbn then fail("invalid", "bucket") end
+  last = tonumber(b)
+  buckets[#buckets + 1] = b
+  community_key(P, KEYS[i - 2], b, "expiry bucket")
+end
 local more = 0
-if #buckets == hold_batch then more = 1 end
+local now_read = false
 
 -- Collect the due holds: digest, record, parsed fields.
 local due = {}
 local seen = {}
 local trims = {}
 local budget = hold_batch
-for _, b in ipairs(buckets) do
-  local key = P .. "e:" .. b
+for i, b in ipairs(buckets) do
+  local key = KEYS[3 + i]
   local whole = tonumber(b) < nbn
   local entries
   if whole then
     entries = redis.call("LRANGE", key, 0, budget - 1)
   else
+    now_read = true
     entries = redis.call("LRANGE", key, offset, offset + budget - 1)
     if #entries == budget then
       more = 1
       next_offset = offset + budget
+    else
+      next_offset = 0
     end
   end
   for _, e in ipairs(entries) do
@@ -154,7 +179,6 @@ local function marker_expiry(v)
   -- @inline marker
   return mexp
 end
-local Q = P .. "q"
 local drops = {}
 local popped = 0
 local damaged = 0
@@ -183,23 +207,34 @@ if head and (#head ~= 18 or struct.unpack(">I6", head, 13) <= nowms) then
 end
 if marker_batch > 0 and popped == marker_batch then more = 1 end
 
--- The expiry buckets this call empties are the lowest ones (whole buckets
--- are trimmed in order, and the loop stops at the first it cannot
--- finish), so the lowest bucket left is known before any write.
-local emptied = 0
+-- The lowest bucket left, known before any write: the lowest member of
+-- the zset that this call does not empty (one of the first emptied + 1).
+local emptied = {}
+local n_emptied = 0
 for _, t in ipairs(trims) do
   t.empties = redis.call("LLEN", t.key) <= t.n
-  if t.empties then emptied = emptied + 1 end
+  if t.empties then
+    emptied[t.b] = true
+    n_emptied = n_emptied + 1
+  end
 end
 local next_due = ""
-local lowest = redis.call("ZRANGE", X, emptied, emptied)[1]
-if lowest then
-  local lb = tonumber(lowest)
-  if lb == nil then fail("corrupt", "expiry bucket") end
-  if lb == nbn then
-    next_due = format("%d", nowms + 1)
-  else
-    next_due = format("%d", lb * BUCKET_MS)
+local firsts = redis.call("ZRANGE", X, 0, n_emptied, "WITHSCORES")
+for i = 1, #firsts, 2 do
+  local m = firsts[i]
+  if not emptied[m] then
+    -- A member is its own score; anything else is drift (and could keep
+    -- the adapter calling again for a bucket it never reads).
+    local lb = tonumber(m)
+    if lb == nil or not canonical(m) or tonumber(firsts[i + 1]) ~= lb then fail("corrupt", "expiry bucket") end
+    if lb == nbn then
+      next_due = format("%d", nowms + 1)
+      if not now_read then more = 1 end
+    else
+      next_due = format("%d", lb * BUCKET_MS)
+      if lb < nbn then more = 1 end
+    end
+    break
   end
 end
 

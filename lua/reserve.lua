@@ -5,7 +5,10 @@
 -- of the period, and ZADD + ZRANGE for the first hold of a 100 ms expiry
 -- bucket).
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] expiry zset
+-- KEYS[3] the bucket list of expires_at  KEYS[4] the period's user set
+-- (KEYS[2..4] only when expires_at and the period are given: the call
+-- answers {5} before it needs them otherwise)
 -- ARGV[1] hold digest (12 bytes)  ARGV[2] user      ARGV[3] estimate
 -- ARGV[4] model alias            ARGV[5] now (ms)  ARGV[6] expires_at or ""
 -- ARGV[7] period of now or ""    ARGV[8] warning percent (1..100)
@@ -29,8 +32,9 @@
 -- @include layout
 -- @include hold
 -- @include index
+-- @include community_key
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local d = ARGV[1]
 -- @inline digest
@@ -51,8 +55,13 @@ local pct = ARGV[8]
 if pct == nil or not find(pct, "^[1-9]%d?%d?$") then fail("invalid", "warning percent") end
 pct = tonumber(pct)
 if pct > 100 then fail("invalid", "warning percent") end
+local X, E, U
+if expires ~= "" and per ~= "" then
+  X = community_key(P, KEYS[2])
+  E = community_key(P, KEYS[3], bucket(expires), "expiry bucket")
+  U = community_key(P, KEYS[4], per, "user set")
+end
 
-local R = P .. "r"
 local UF = per .. ":" .. user
 local got
 if per ~= "" then
@@ -128,13 +137,13 @@ redis.call("HSET", R,
   per, format(TOTALS_FMT, committed, reserved + est, holds + 1, warned),
   UF, format(USER_SUMS_FMT, uc, ur))
 -- The period's user list, for status.
-if got[4] == false then redis.call("SADD", P .. "u:" .. per, user) end
+if got[4] == false then redis.call("SADD", U, user) end
 -- The expiry index (bucket.lua). A bucket that already had a list is not
 -- below the lowest bucket, so only a new one can be a new earliest expiry
 -- (one ZRANGE, once per bucket).
 local first = 0
-local b = index(P, d, expires)
-if b and redis.call("ZRANGE", P .. "x", 0, 0)[1] == b then first = 1 end
+local b = index(X, E, d, expires)
+if b and redis.call("ZRANGE", X, 0, 0)[1] == b then first = 1 end
 local left = limit - after
 if left < 0 then left = 0 end
 return { 1, left, limit, warning, expires, first }

@@ -2,7 +2,7 @@
 -- record (the usage log), user by user, keeping reserved, holds, the
 -- warning flag, limits and records.
 --
--- KEYS[1] community prefix
+-- KEYS[1] record hash  KEYS[2] the period's user set
 -- ARGV[1] period (YYYY-MM)
 -- ARGV[2], ARGV[3], ... pairs: user, committed (the record; no user twice)
 --
@@ -20,10 +20,12 @@
 -- @include canonical
 -- @include period
 -- @include layout
+-- @include community_key
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local per = period(ARGV[1], "period")
+local U = community_key(P, KEYS[2], per, "user set")
 if (#ARGV - 1) % 2 ~= 0 then fail("invalid", "user list") end
 
 local listed = {}
@@ -43,8 +45,6 @@ for i = 2, #ARGV, 2 do
   if sum > MAX then fail("overflow", "committed total") end
 end
 
-local R = P .. "r"
-local U = P .. "u:" .. per
 local totals_v = redis.call("HGET", R, per)
 local committed, reserved, holds, warned
 -- @inline totals

@@ -3,10 +3,10 @@
 -- record). Live holds stay; a lowered limit only affects later
 -- reservations.
 --
--- KEYS[1] community prefix  ARGV[1] limit  ARGV[2] per-user cap or ""
+-- KEYS[1] record hash  ARGV[1] limit  ARGV[2] per-user cap or ""
 -- @include canonical
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local value = ARGV[1]
 if not canonical(value) then fail("invalid", "limit") end
@@ -15,5 +15,5 @@ if cap ~= "" then
   if not canonical(cap) then fail("invalid", "per-user cap") end
   value = value .. " " .. cap
 end
-redis.call("HSET", P .. "r", "L", value)
+redis.call("HSET", R, "L", value)
 return { 1 }

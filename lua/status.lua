@@ -1,19 +1,21 @@
 -- status: the community's limits, one period's totals and its users' sums,
 -- read at once.
 --
--- KEYS[1] community prefix  ARGV[1] period (YYYY-MM)
+-- KEYS[1] record hash  KEYS[2] the period's user set
+-- ARGV[1] period (YYYY-MM)
 --
 -- Reply: {limits or "", totals or "", {user, "<committed> <reserved>", ...}}.
 -- Totals are "<committed> <reserved> <holds> <warned>". Users whose sums
 -- are both zero are left for the adapter to drop.
 -- @include period
+-- @include community_key
 
-local P = KEYS[1]
+local R, P = KEYS[1]
 -- @inline prefix
 local per = period(ARGV[1], "period")
-local R = P .. "r"
+local U = community_key(P, KEYS[2], per, "user set")
 local got = redis.call("HMGET", R, "L", per)
-local users = redis.call("SMEMBERS", P .. "u:" .. per)
+local users = redis.call("SMEMBERS", U)
 local flat = {}
 local chunk = 500
 for i = 1, #users, chunk do

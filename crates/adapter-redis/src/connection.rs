@@ -19,6 +19,26 @@ use crate::tls::{self, TlsFiles};
 /// timeout, which is what actually bounds a call.
 const CLIENT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How often the cluster client follows a redirection (`MOVED`, `ASK`) or
+/// waits out a `TRYAGAIN` for one call: with the waits below, about 1.5 s
+/// of `TRYAGAIN`, more than the default operation timeout allows, so that
+/// timeout is what bounds a call (see
+/// [`RedisBudgetStore`](crate::RedisBudgetStore)'s "Cluster resharding").
+/// Kept well below 60: the client computes its wait as
+/// `factor · 2^retry` in a `u64`, which overflows from there (a panic in a
+/// debug build, which ends the connection's driver task).
+const CLUSTER_RETRIES: u32 = 40;
+/// The cluster client's wait before retrying after `TRYAGAIN` (or a lost
+/// connection), in ms: a random time from [`RETRY_MIN_WAIT_MS`] up to
+/// `RETRY_FACTOR_MS · 2^retry`, at most [`RETRY_MAX_WAIT_MS`]. The client's
+/// default starts at 1.28 s, past any operation timeout, so a `TRYAGAIN`
+/// during a slot migration would never be retried in time.
+const RETRY_MIN_WAIT_MS: u64 = 2;
+/// See [`RETRY_MIN_WAIT_MS`].
+const RETRY_MAX_WAIT_MS: u64 = 50;
+/// See [`RETRY_MIN_WAIT_MS`].
+const RETRY_FACTOR_MS: u64 = 2;
+
 /// How long connecting may take in all (the client's own connection
 /// timeout applies per attempt).
 pub(crate) const CONNECT_DEADLINE: Duration = DEFAULT_TIMEOUT.saturating_mul(4);
@@ -108,12 +128,16 @@ pub(crate) async fn cluster<S: AsRef<str>>(
 ) -> Result<ClusterConnection, ConnectError> {
     let nodes: Vec<&str> = urls.iter().map(AsRef::as_ref).collect();
     let shown: Vec<String> = nodes.iter().map(|url| redact_url(url)).collect();
-    // Responses are bounded by each adapter's own operation timeout
-    // (`with_timeout`), not by the client's.
+    // Responses, and the redirections and retries a call goes through, are
+    // bounded by each adapter's own operation timeout (`with_timeout`), not
+    // by the client's: dropping a call at that timeout ends its retries.
     let builder = ClusterClient::builder(nodes.clone())
         .connection_timeout(DEFAULT_TIMEOUT)
         .response_timeout(CLIENT_RESPONSE_TIMEOUT)
-        .retries(2);
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(RETRY_MIN_WAIT_MS)
+        .max_retry_wait(RETRY_MAX_WAIT_MS)
+        .retry_wait_formula(RETRY_FACTOR_MS, 2);
     let client = tls::cluster(builder, &nodes, tls)?
         .build()
         .map_err(|e| ConnectError::InvalidInput(format!("cluster urls {shown:?}: {e}")))?;

@@ -6,11 +6,29 @@
 //! whitespace, so no id can end the tag early or forge another
 //! community's prefix (law 7).
 //!
+//! This module is the one place key names are defined: the adapter builds
+//! every key a script touches here and declares it in the script's `KEYS`;
+//! no script appends a suffix. Declared keys are what keeps a Cluster
+//! resharding safe: while a slot migrates, Redis decides per call from the
+//! declared keys whether the source node runs it, sends it to the target
+//! (`ASK`, when none of them is left on the source) or refuses it
+//! (`TRYAGAIN`, when they are split between the nodes, or a key the call
+//! would create is missing). A script whose real keys were undeclared would
+//! run on whichever node the declared ones pointed to, and read (or write)
+//! a community that is not, or not all, there: a finalize answering
+//! "unknown hold" and losing the cost, a `set_limits` creating a record
+//! hash on the target that `MIGRATE` then refuses to overwrite (`BUSYKEY`).
+//! Where a key is known only after a read (the due expiry buckets of a
+//! reap), the adapter reads first and declares what it read; the script
+//! copes with the read being stale. The scripts check only that every key
+//! is the community's (it starts with `KEYS[1]`'s `sg:{c}:`), and that a
+//! key named after a bucket or a period ends with `:` and that value.
+//!
 //! | key | type | holds |
 //! |---|---|---|
 //! | `sg:{c}:r` | hash | the community's records: one per (user, key) digest (a live hold, a finalize marker or a reap tombstone), `L` → limits, `<YYYY-MM>` → that period's totals, `<YYYY-MM>:<user>` → that user's sums in the period |
 //! | `sg:{c}:x` | zset | expiry buckets that have a list: member and score = `expires_at / 100 ms` |
-//! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket (entries of settled or extended holds are skipped by reap) |
+//! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket ([`expiry_bucket`]; entries of settled or extended holds are skipped by reap) |
 //! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
 //! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status): added by a user's first reserve of the period, or by a commit_unheld that found no hold |
 //! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only community key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
@@ -78,13 +96,14 @@
 //!   packed in 6 bytes: a marker value fits 16 bytes and a queue entry 18.
 
 use sha2::{Digest, Sha256};
-use spendgate_domain::{CommunityId, IdempotencyKey, Period, UserId};
+use spendgate_domain::{CommunityId, IdempotencyKey, Period, Timestamp, UserId};
 use spendgate_ports::RequestId;
 
 /// Length in bytes of a hold digest.
 pub const DIGEST_LEN: usize = 12;
 
-/// The prefix `sg:{<community>}:` every key of the community starts with.
+/// The prefix `sg:{<community>}:` every key of the community starts with
+/// (never a key itself).
 pub fn community_prefix(community: &CommunityId) -> String {
     format!("sg:{{{}}}:", community.as_str())
 }
@@ -99,8 +118,18 @@ pub fn expiry_key(community: &CommunityId) -> String {
     format!("{}x", community_prefix(community))
 }
 
+/// Width in ms of one expiry bucket.
+pub const BUCKET_MS: i64 = 100;
+
+/// The expiry bucket of `expires_at`: its ms divided by [`BUCKET_MS`]
+/// (`lua/include/bucket.lua`'s `bucket` says the same, and the
+/// scripts check that a bucket list's key ends with its bucket).
+pub fn expiry_bucket(expires_at: Timestamp) -> i64 {
+    expires_at.as_millis().div_euclid(BUCKET_MS)
+}
+
 /// The list of holds whose expiry falls in one 100 ms bucket
-/// (`expires_at / 100`).
+/// ([`expiry_bucket`]).
 pub fn expiry_bucket_key(community: &CommunityId, bucket: i64) -> String {
     format!("{}e:{bucket}", community_prefix(community))
 }
@@ -204,6 +233,18 @@ mod tests {
         assert_eq!(
             user_sums_key(&c, p),
             "sg:{8f0c6a52-4a3e-4b8e-9d63-1b2f3c4d5e6f}:u:2026-11"
+        );
+    }
+
+    #[test]
+    fn expiry_buckets_are_100_ms_wide_and_name_their_list() {
+        let c = CommunityId::parse("acme").unwrap();
+        let bucket = |ms| expiry_bucket(Timestamp::from_millis(ms).unwrap());
+        assert_eq!((bucket(0), bucket(99), bucket(100)), (0, 0, 1));
+        assert_eq!(bucket(1_794_700_860_042), 17_947_008_600);
+        assert_eq!(
+            expiry_bucket_key(&c, bucket(1_794_700_860_042)),
+            "sg:{acme}:e:17947008600"
         );
     }
 

@@ -30,7 +30,10 @@
 //! Every script is run by SHA through [`redis::Script`] (`EVALSHA`, loaded
 //! again on `NOSCRIPT`, e.g. after `SCRIPT FLUSH` or a restart). A script
 //! refuses bad input before writing anything, with an
-//! error reply whose message starts with one of the prefixes below.
+//! error reply whose message starts with one of the prefixes below. Every
+//! script is called with every key it reads or writes in `KEYS`, named by
+//! [`crate::keys`] (the reason is there: a Cluster routes a call by its
+//! declared keys, also while a slot migrates).
 //!
 //! A call goes over the store's multiplexed connection, except a budget
 //! write ([`Op::is_budget_write`]) of a store that waits for replicas: it
@@ -183,25 +186,28 @@ const NOSCRIPT_ATTEMPTS: usize = 3;
 
 /// Runs one script call with `keys` and `args` on a clone of `conn` within
 /// `timeout`, loading the script again on `NOSCRIPT`: the one way every
-/// Redis adapter of this crate calls its scripts.
+/// Redis adapter of this crate calls its scripts. On a Cluster the client
+/// follows `MOVED` and `ASK` and retries `TRYAGAIN` meanwhile; `timeout`
+/// bounds them all (dropping the call ends its retries).
 ///
 /// # Errors
 /// [`CallError::Timeout`] when no answer came in time,
 /// [`CallError::Redis`] for any client or server error.
-pub(crate) async fn run<C, T>(
+pub(crate) async fn run<C, T, K>(
     conn: &C,
     script: &Script,
-    keys: &[&str],
+    keys: &[K],
     args: &[&[u8]],
     timeout: Duration,
 ) -> Result<T, CallError>
 where
     C: ConnectionLike + Clone + Send + Sync,
     T: FromRedisValue,
+    K: AsRef<str>,
 {
     let mut invocation = script.prepare_invoke();
     for key in keys {
-        invocation.key(*key);
+        invocation.key(key.as_ref());
     }
     for arg in args {
         invocation.arg(*arg);
@@ -237,22 +243,23 @@ where
 /// As [`run`]; [`CallError::NotReplicated`] when the script succeeded but
 /// fewer replicas than required acknowledged within the `WAIT` timeout (a
 /// script's error reply is returned as such).
-pub(crate) async fn run_and_wait<C, T>(
+pub(crate) async fn run_and_wait<C, T, K>(
     writers: &Writers<C>,
     script: &Script,
-    keys: &[&str],
+    keys: &[K],
     args: &[&[u8]],
     timeout: Duration,
 ) -> Result<T, CallError>
 where
     C: ConnectionLike + Send,
     T: FromRedisValue,
+    K: AsRef<str>,
 {
     let wait = writers.wait();
     let mut call = redis::cmd("EVALSHA");
     call.arg(script.get_hash()).arg(keys.len());
     for key in keys {
-        call.arg(*key);
+        call.arg(key.as_ref());
     }
     for arg in args {
         call.arg(*arg);

@@ -20,7 +20,8 @@ use crate::codec::{self, Reply};
 use crate::connection::ConnectOptions;
 use crate::error::CallError;
 use crate::keys::{
-    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key,
+    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, expiry_bucket, expiry_bucket_key, expiry_key,
+    hold_digest, marker_queue_key, records_key, user_sums_key,
 };
 use crate::replicas::{ReplicaWait, Writers};
 use crate::script::{self, Op};
@@ -32,6 +33,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Expiry-index entries read per reap script call; the adapter calls
 /// again while more are due, so one call never blocks Redis for long.
 const REAP_BATCH: u32 = 1000;
+/// Due expiry buckets read (and declared as keys) per reap script call.
+const REAP_BUCKETS: u32 = 100;
 /// Expired markers dropped per reap script call.
 const MARKER_BATCH: u32 = 1000;
 
@@ -86,6 +89,42 @@ const DUE_KEYS: [&str; 3] = [DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY];
 /// nothing) or three. An active community is named at every reaper pass
 /// while a passed bucket of it is listed, even if all its holds were
 /// finalized: O(active communities) visits, never O(configured).
+///
+/// # Cluster resharding
+///
+/// Every script declares every key it reads or writes (built in
+/// [`crate::keys`]), so while a community's slot migrates, Redis routes
+/// each call by its real keys: the source node runs it while all of them
+/// are there; when none is left there it answers `ASK` and the target runs
+/// it; when they are split between the two (or a key the call would create
+/// exists on neither) it answers `TRYAGAIN`. A call never runs against
+/// half a community. A reap's due bucket lists are known only after
+/// reading the expiry zset, so a reap reads first and then declares what
+/// it read; its script reads only the declared lists and says when the
+/// zset left more due work, and the adapter reads and calls again.
+///
+/// The cluster client follows `MOVED` and `ASK` at once and retries
+/// `TRYAGAIN` after a few ms (up to 40 times, about 1.5 s, past the
+/// default timeout); when the operation timeout or the retries run out
+/// the call is [`StoreError::Unavailable`] (reserve:
+/// deny; the application keeps a finalize and replays it). So during a
+/// migration a call that would create a key (a reserve into a new expiry
+/// bucket or the first reserve of a period, an extend into a new bucket)
+/// waits until the slot has moved, and may time out; a finalize, whose
+/// keys all exist, runs on one node or the other throughout, save while
+/// its two keys are split.
+///
+/// A retried write stays exactly-once. `MOVED`, `ASK`, `TRYAGAIN` and
+/// `CLUSTERDOWN` are answered before a script runs (Redis routes on the
+/// declared keys first), so resending one is the first run. The one
+/// resend that may follow a run is after a connection lost between
+/// sending and the reply (the client reconnects and sends again, as does
+/// a caller retrying after `Unavailable`): there the scripts' own
+/// idempotency holds, since every effect is recorded under the (user, key)
+/// digest in the same atomic step: a second reserve finds its hold
+/// (`AlreadyReserved`), a second finalize its marker (`AlreadyFinalized`),
+/// a second reap the tombstones it left, and `set_limits` and
+/// `restore_committed` write the same values again.
 ///
 /// `C` is any multiplexed async connection: [`ConnectionManager`]
 /// (reconnects by itself) or the Cluster connection. It is cloned per call;
@@ -188,18 +227,15 @@ where
         self.conn.clone()
     }
 
-    async fn call(
+    /// Runs one script with `keys` (every key it touches, all on one slot,
+    /// from [`crate::keys`]) and `args`, reloading it on `NOSCRIPT`,
+    /// within the timeout.
+    async fn invoke<K: AsRef<str>>(
         &self,
         op: Op,
-        community: &CommunityId,
+        keys: &[K],
         args: &[&[u8]],
     ) -> Result<Reply, StoreError> {
-        self.invoke(op, &[&community_prefix(community)], args).await
-    }
-
-    /// Runs one script with `keys` (every key it touches, all on one slot)
-    /// and `args`, reloading it on `NOSCRIPT`, within the timeout.
-    async fn invoke(&self, op: Op, keys: &[&str], args: &[&[u8]]) -> Result<Reply, StoreError> {
         let value: Value = match &self.writers {
             Some(writers) if op.is_budget_write() => {
                 script::run_and_wait(writers, op.script(), keys, args, self.timeout).await?
@@ -266,6 +302,35 @@ where
                 "hold reserved, but the due index was not updated; the reaper's full sweep will find it"
             );
         }
+    }
+
+    /// The lowest [`REAP_BUCKETS`] expiry buckets of the community that are
+    /// due at `now` (their start is at or before it), ascending.
+    async fn due_buckets(
+        &self,
+        community: &CommunityId,
+        now: Timestamp,
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(expiry_key(community))
+            .arg("-inf")
+            .arg(expiry_bucket(now))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(REAP_BUCKETS);
+        let members: Vec<Vec<u8>> = self.query(&cmd).await?;
+        let mut buckets = Vec::with_capacity(members.len());
+        for member in &members {
+            // A member is its bucket, in canonical decimal, and its score.
+            let bucket = std::str::from_utf8(member)
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok().filter(|b| b.to_string() == text))
+                .filter(|b| *b >= 0 && *b <= expiry_bucket(now))
+                .filter(|b| buckets.last().is_none_or(|last| last < b))
+                .ok_or_else(|| StoreError::Corrupt("unreadable expiry bucket".into()))?;
+            buckets.push(bucket);
+        }
+        Ok(buckets)
     }
 
     /// The community's generation in the due index (`None`: not indexed).
@@ -344,7 +409,11 @@ where
             hold.user.as_str().as_bytes(),
             model,
         ];
-        let reply = self.call(Op::Finalize, community, &args[..count]).await?;
+        let mut keys = vec![records_key(community), marker_queue_key(community)];
+        if unheld.is_some() {
+            keys.push(user_sums_key(community, period));
+        }
+        let reply = self.invoke(Op::Finalize, &keys, &args[..count]).await?;
         match reply.code()? {
             0 if unheld.is_none() => Err(unknown(hold)),
             1 => Ok(FinalizeOutcome::Finalized(receipt(&reply)?)),
@@ -379,11 +448,19 @@ where
             Ok((p, e)) => (p.to_string(), e.as_millis().to_string()),
             Err(_) => (String::new(), String::new()),
         };
+        // Without a period and expiry the script answers before it needs
+        // more than the record hash.
+        let mut keys = vec![records_key(community)];
+        if let Ok((p, e)) = &timing {
+            keys.push(expiry_key(community));
+            keys.push(expiry_bucket_key(community, expiry_bucket(*e)));
+            keys.push(user_sums_key(community, *p));
+        }
         let digest = hold_digest(&reservation.user, &reservation.key);
         let reply = self
-            .call(
+            .invoke(
                 Op::Reserve,
-                community,
+                &keys,
                 &[
                     &digest,
                     reservation.user.as_str().as_bytes(),
@@ -445,10 +522,15 @@ where
     ) -> Result<ExtendOutcome, StoreError> {
         let wanted = now.plus(ttl).map_err(|e| domain(community, e))?;
         let digest = hold_digest(&hold.user, &hold.key);
+        let keys = [
+            records_key(community),
+            expiry_key(community),
+            expiry_bucket_key(community, expiry_bucket(wanted)),
+        ];
         let reply = self
-            .call(
+            .invoke(
                 Op::Extend,
-                community,
+                &keys,
                 &[
                     &digest,
                     now.as_millis().to_string().as_bytes(),
@@ -536,19 +618,26 @@ where
         let mut reaped = Reaped::default();
         let mut offset = String::from("0");
         loop {
-            let reply = self
-                .call(
-                    Op::Reap,
-                    community,
-                    &[
-                        now_text.as_bytes(),
-                        tombstone_text.as_bytes(),
-                        hold_batch.as_bytes(),
-                        marker_batch.as_bytes(),
-                        offset.as_bytes(),
-                    ],
-                )
-                .await?;
+            // The due buckets' lists are keys known only after this read;
+            // the script takes them declared, and copes with the index
+            // having changed since.
+            let buckets = self.due_buckets(community, now).await?;
+            let mut keys = vec![
+                records_key(community),
+                expiry_key(community),
+                marker_queue_key(community),
+            ];
+            keys.extend(buckets.iter().map(|b| expiry_bucket_key(community, *b)));
+            let bucket_texts: Vec<String> = buckets.iter().map(i64::to_string).collect();
+            let mut args: Vec<&[u8]> = vec![
+                now_text.as_bytes(),
+                tombstone_text.as_bytes(),
+                hold_batch.as_bytes(),
+                marker_batch.as_bytes(),
+                offset.as_bytes(),
+            ];
+            args.extend(bucket_texts.iter().map(String::as_bytes));
+            let reply = self.invoke(Op::Reap, &keys, &args).await?;
             let count = u64::try_from(reply.int(0, "count")?)
                 .map_err(|_| StoreError::Corrupt("negative reap count".into()))?;
             reaped.count += count;
@@ -582,8 +671,9 @@ where
         community: &CommunityId,
         period: Period,
     ) -> Result<BudgetStatus, StoreError> {
+        let keys = [records_key(community), user_sums_key(community, period)];
         let reply = self
-            .call(Op::Status, community, &[period.to_string().as_bytes()])
+            .invoke(Op::Status, &keys, &[period.to_string().as_bytes()])
             .await?;
         let limits = codec::limits(&reply.text(0, "limits")?)?;
         let totals = reply.text(1, "period totals")?;
@@ -663,7 +753,8 @@ where
             args.push(user.as_str().as_bytes());
             args.push(amount.as_bytes());
         }
-        self.call(Op::RestoreCommitted, community, &args).await?;
+        let keys = [records_key(community), user_sums_key(community, period)];
+        self.invoke(Op::RestoreCommitted, &keys, &args).await?;
         Ok(())
     }
 
@@ -673,9 +764,9 @@ where
             .per_user_cap
             .map(|c| c.get().to_string())
             .unwrap_or_default();
-        self.call(
+        self.invoke(
             Op::SetLimits,
-            community,
+            &[records_key(community)],
             &[limits.limit.get().to_string().as_bytes(), cap.as_bytes()],
         )
         .await?;

@@ -7,7 +7,8 @@ use redis::{AsyncCommands, Script, Value};
 use std::collections::BTreeMap;
 
 use spendgate_adapter_redis::keys::{
-    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, hold_digest, records_key, user_sums_key,
+    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, expiry_bucket_key, expiry_key, hold_digest,
+    marker_queue_key, records_key, user_sums_key,
 };
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::fixture::{hold, key, m, period, unique_community, user};
@@ -19,15 +20,17 @@ use crate::support::{raw_standalone, standalone_redis};
 /// 12 bytes, the first one >= 0x80 (`é` is two bytes in UTF-8).
 const DIGEST: &str = "é0123456789";
 
-async fn call(
+async fn call<K: AsRef<str>>(
     conn: &mut ConnectionManager,
     op: Op,
-    prefix: &str,
+    keys: &[K],
     args: &[&str],
 ) -> Result<Value, String> {
     let script = Script::new(op.source());
     let mut invocation = script.prepare_invoke();
-    invocation.key(prefix);
+    for k in keys {
+        invocation.key(k.as_ref());
+    }
     for a in args {
         invocation.arg(*a);
     }
@@ -37,8 +40,14 @@ async fn call(
         .map_err(|e| e.to_string())
 }
 
-async fn refused(conn: &mut ConnectionManager, op: Op, prefix: &str, args: &[&str], what: &str) {
-    let result = call(conn, op, prefix, args).await;
+async fn refused<K: AsRef<str>>(
+    conn: &mut ConnectionManager,
+    op: Op,
+    keys: &[K],
+    args: &[&str],
+    what: &str,
+) {
+    let result = call(conn, op, keys, args).await;
     match result {
         Err(e) => assert!(
             e.contains("spendgate:invalid"),
@@ -53,9 +62,17 @@ async fn refused(conn: &mut ConnectionManager, op: Op, prefix: &str, args: &[&st
 async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     let mut conn = raw_standalone().await;
     let c = unique_community("bad-input");
-    let p = community_prefix(&c);
-    let ok_limits = call(&mut conn, Op::SetLimits, &p, &["1000", ""]).await;
+    let november = period("2026-11");
+    let r = [records_key(&c)];
+    let ok_limits = call(&mut conn, Op::SetLimits, &r, &["1000", ""]).await;
     assert!(ok_limits.is_ok(), "{ok_limits:?}");
+    // The keys of the reserve below: its expiry's bucket and its period.
+    let reserve_keys = [
+        records_key(&c),
+        expiry_key(&c),
+        expiry_bucket_key(&c, 17_947_008_600),
+        user_sums_key(&c, november),
+    ];
 
     // reserve: digest, user, estimate, model, now, expires, period, percent
     let good = [
@@ -99,21 +116,51 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     for (index, value, what) in bad {
         let mut args = good;
         args[*index] = value;
-        refused(&mut conn, Op::Reserve, &p, &args, what).await;
+        refused(&mut conn, Op::Reserve, &reserve_keys, &args, what).await;
     }
-    for (prefix, what) in [
-        ("sg:c:", "prefix without a tag"),
-        ("sg:{a}b}:", "brace inside the tag"),
-        ("sg:{}:", "empty tag"),
-        ("other:{a}:", "foreign prefix"),
-        ("sg:{a}:x", "suffix after the prefix"),
-        ("sg:{a b}:", "space in the tag"),
-        ("sg:{a}:{b}:", "second tag"),
+    for (first, what) in [
+        ("sg:c:r", "key without a tag"),
+        ("sg:{a}b}:r", "brace inside the tag"),
+        ("sg:{}:r", "empty tag"),
+        ("other:{a}:r", "foreign prefix"),
+        ("sg:{a b}:r", "space in the tag"),
     ] {
-        refused(&mut conn, Op::Reserve, prefix, &good, what).await;
+        let mut keys = reserve_keys.clone();
+        keys[0] = first.to_owned();
+        refused(&mut conn, Op::Reserve, &keys, &good, what).await;
     }
+    let other = unique_community("bad-input-other");
+    for (index, key, what) in [
+        (1, expiry_key(&other), "another community's zset"),
+        (
+            2,
+            expiry_bucket_key(&c, 17_947_008_601),
+            "another bucket's list",
+        ),
+        (
+            3,
+            user_sums_key(&c, period("2026-10")),
+            "another period's users",
+        ),
+        (
+            3,
+            user_sums_key(&other, november),
+            "another community's users",
+        ),
+    ] {
+        let mut keys = reserve_keys.clone();
+        keys[index] = key;
+        refused(&mut conn, Op::Reserve, &keys, &good, what).await;
+    }
+    refused(&mut conn, Op::Reserve, &r, &good, "undeclared keys").await;
 
     // finalize: digest, actual, now, marker expiry
+    let finalize_keys = [records_key(&c), marker_queue_key(&c)];
+    let unheld_keys = [
+        records_key(&c),
+        marker_queue_key(&c),
+        user_sums_key(&c, november),
+    ];
     for (args, what) in [
         ([DIGEST, "-1", "1", "2"], "negative actual"),
         ([DIGEST, "1.0", "1", "2"], "fractional actual"),
@@ -124,8 +171,18 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
         ([DIGEST, "1", "x", "2"], "now"),
         ([DIGEST, "1", "1", "-2"], "marker expiry"),
     ] {
-        refused(&mut conn, Op::Finalize, &p, &args, what).await;
+        refused(&mut conn, Op::Finalize, &finalize_keys, &args, what).await;
     }
+    let foreign_queue = [records_key(&c), marker_queue_key(&other)];
+    let args = [DIGEST, "1", "1", "2", "2026-11", "alice"];
+    refused(
+        &mut conn,
+        Op::Finalize,
+        &foreign_queue,
+        &args,
+        "foreign queue",
+    )
+    .await;
     // commit_unheld: finalize's six arguments and the model alias
     for (args, what) in [
         (
@@ -145,11 +202,44 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
             "user with a space",
         ),
     ] {
-        refused(&mut conn, Op::Finalize, &p, &args, what).await;
+        refused(&mut conn, Op::Finalize, &unheld_keys, &args, what).await;
     }
+    let unheld = [DIGEST, "1", "1", "2", "2026-11", "alice", "cheap"];
+    refused(
+        &mut conn,
+        Op::Finalize,
+        &finalize_keys,
+        &unheld,
+        "no user set",
+    )
+    .await;
+    let october_users = [
+        records_key(&c),
+        marker_queue_key(&c),
+        user_sums_key(&c, period("2026-10")),
+    ];
+    refused(
+        &mut conn,
+        Op::Finalize,
+        &october_users,
+        &unheld,
+        "another period",
+    )
+    .await;
     // extend: digest, now, wanted
-    refused(&mut conn, Op::Extend, &p, &[DIGEST, "1", "1e9"], "wanted").await;
-    // reap: now, tombstone expiry, hold batch, marker batch
+    let extend_keys = [records_key(&c), expiry_key(&c), expiry_bucket_key(&c, 20)];
+    refused(
+        &mut conn,
+        Op::Extend,
+        &extend_keys,
+        &[DIGEST, "1", "1e9"],
+        "wanted",
+    )
+    .await;
+    let args = [DIGEST, "1", "2100"];
+    refused(&mut conn, Op::Extend, &extend_keys, &args, "another bucket").await;
+    // reap: now, tombstone expiry, hold batch, marker batch, offset
+    let reap_keys = [records_key(&c), expiry_key(&c), marker_queue_key(&c)];
     for (args, what) in [
         (["1", "2", "0", "10", "0"], "hold batch 0"),
         (["1", "2", "10001", "10", "0"], "hold batch too big"),
@@ -157,19 +247,76 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
         (["-1", "2", "10", "10", "0"], "negative now"),
         (["1", "2", "10", "10", "-3"], "negative offset"),
     ] {
-        refused(&mut conn, Op::Reap, &p, &args, what).await;
+        refused(&mut conn, Op::Reap, &reap_keys, &args, what).await;
     }
-    refused(&mut conn, Op::Status, &p, &["2026-13"], "status period").await;
+    // reap's due buckets: declared lists, ascending, none above now's.
+    let with_buckets = |buckets: &[i64]| {
+        let mut keys = reap_keys.to_vec();
+        keys.extend(buckets.iter().map(|b| expiry_bucket_key(&c, *b)));
+        keys
+    };
+    for (keys, args, what) in [
+        (
+            with_buckets(&[5]),
+            vec!["1000", "2", "10", "10", "0"],
+            "bucket undeclared in ARGV",
+        ),
+        (
+            reap_keys.to_vec(),
+            vec!["1000", "2", "10", "10", "0", "5"],
+            "bucket without its key",
+        ),
+        (
+            with_buckets(&[6]),
+            vec!["1000", "2", "10", "10", "0", "5"],
+            "another bucket's list",
+        ),
+        (
+            with_buckets(&[6, 5]),
+            vec!["1000", "2", "10", "10", "0", "6", "5"],
+            "descending",
+        ),
+        (
+            with_buckets(&[11]),
+            vec!["1000", "2", "10", "10", "0", "11"],
+            "bucket not due",
+        ),
+        (
+            with_buckets(&[5]),
+            vec!["1000", "2", "10", "10", "0", "05"],
+            "leading zero",
+        ),
+    ] {
+        refused(&mut conn, Op::Reap, &keys, &args, what).await;
+    }
+    let status_keys = [records_key(&c), user_sums_key(&c, period("2026-10"))];
+    refused(
+        &mut conn,
+        Op::Status,
+        &status_keys,
+        &["2026-13"],
+        "status period",
+    )
+    .await;
+    refused(
+        &mut conn,
+        Op::Status,
+        &status_keys,
+        &["2026-11"],
+        "another period",
+    )
+    .await;
     for (args, what) in [
         (["-5", ""], "negative limit"),
         (["1e9", ""], "exponent limit"),
         (["100", "-1"], "negative cap"),
         (["9007199254740992", ""], "limit past 2^53 - 1"),
     ] {
-        refused(&mut conn, Op::SetLimits, &p, &args, what).await;
+        refused(&mut conn, Op::SetLimits, &r, &args, what).await;
     }
 
     // restore_committed: period, then user / committed pairs
+    let restore_keys = [records_key(&c), user_sums_key(&c, november)];
     for (args, what) in [
         (&["2026-13"][..], "restore period"),
         (&["2026-11", "alice"][..], "user without an amount"),
@@ -183,17 +330,31 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
             "bad last amount",
         ),
     ] {
-        refused(&mut conn, Op::RestoreCommitted, &p, args, what).await;
+        refused(&mut conn, Op::RestoreCommitted, &restore_keys, args, what).await;
     }
+    let args = ["2026-10", "alice", "1"];
+    refused(
+        &mut conn,
+        Op::RestoreCommitted,
+        &restore_keys,
+        &args,
+        "another period",
+    )
+    .await;
 
     // Nothing but the limits was ever written for this community.
     let limits: String = conn.hget(records_key(&c), "L").await.unwrap();
     assert_eq!(limits, "1000");
     let fields: i64 = conn.hlen(records_key(&c)).await.unwrap();
     assert_eq!(fields, 1);
-    for suffix in ["x", "q", "u:2026-11"] {
-        let exists: bool = conn.exists(format!("{p}{suffix}")).await.unwrap();
-        assert!(!exists, "{p}{suffix} was written");
+    for k in [
+        expiry_key(&c),
+        marker_queue_key(&c),
+        user_sums_key(&c, november),
+        expiry_bucket_key(&c, 17_947_008_600),
+    ] {
+        let exists: bool = conn.exists(&k).await.unwrap();
+        assert!(!exists, "{k} was written");
     }
 }
 

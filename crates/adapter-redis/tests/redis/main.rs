@@ -6,7 +6,8 @@
 //! and `SPENDGATE_TEST_REDIS_CLUSTER_URLS` (comma-separated, default
 //! `redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103`).
 //! A test that cannot connect fails, naming the URL it tried; none skips.
-//! Some tests start their own `redis-server` on a free port.
+//! Some tests start their own `redis-server` on a free port, and
+//! `resharding` a 3-master cluster of its own.
 //!
 //! `tls` (with the `tls` feature) speaks `rediss://` to TLS-only servers
 //! with certificates it makes with the `openssl` command; `replica_wait`
@@ -26,9 +27,12 @@ mod idempotency;
 mod layout;
 mod lease;
 mod lifecycle;
+mod own_cluster;
 mod own_redis;
+mod reap_split;
 mod recovery;
 mod replica_wait;
+mod resharding;
 mod server_check;
 mod stress;
 mod support;

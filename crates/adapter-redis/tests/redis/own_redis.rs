@@ -19,6 +19,7 @@ pub struct OwnRedis {
     pub port: u16,
     child: Option<Child>,
     dir: std::path::PathBuf,
+    bus_port: Option<u16>,
 }
 
 impl OwnRedis {
@@ -104,11 +105,14 @@ impl OwnRedis {
         }
     }
 
-    /// A cluster-enabled node that knows no other node and serves no slot
-    /// yet.
+    /// A node of a Redis Cluster that knows no other node and serves no
+    /// slot yet: cluster mode, its bus on a free port of its own (the
+    /// default, port + 10000, may be taken or past 65535; `CLUSTER MEET`
+    /// must then name it, see [`Self::bus_port`]).
     pub fn start_cluster_node() -> Self {
         let port = free_port();
-        let own = Self::spawn(
+        let bus = free_port();
+        let mut own = Self::spawn(
             port,
             &[
                 "--port",
@@ -117,14 +121,29 @@ impl OwnRedis {
                 "yes",
                 "--cluster-announce-ip",
                 "127.0.0.1",
+                "--cluster-port",
+                &bus.to_string(),
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "5000",
             ],
         );
+        own.bus_port = Some(bus);
         own.wait_ready();
         own
     }
 
+    /// The cluster bus port of a node from [`Self::start_cluster_node`].
+    pub fn bus_port(&self) -> u16 {
+        self.bus_port.expect("not a cluster node")
+    }
+
     fn spawn(port: u16, args: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(format!("spendgate-redis-test-{port}"));
+        // A killed earlier run on the same port may have left its files
+        // (a cluster node would load its old nodes.conf).
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(args)
@@ -139,6 +158,7 @@ impl OwnRedis {
             port,
             child: Some(child),
             dir,
+            bus_port: None,
         }
     }
 

@@ -170,7 +170,13 @@ impl HalfReplicated {
         for node in [&second, &replica] {
             query(
                 &first,
-                &["CLUSTER", "MEET", "127.0.0.1", &node.port.to_string()],
+                &[
+                    "CLUSTER",
+                    "MEET",
+                    "127.0.0.1",
+                    &node.port.to_string(),
+                    &node.bus_port().to_string(),
+                ],
             );
         }
         let first_id = text(&first, &["CLUSTER", "MYID"]);
