@@ -137,9 +137,29 @@ where
     Ok(())
 }
 
-/// `redis-benchmark -c 50 -n 200000 EVALSHA <return 1> 0`: its summary line
-/// and the server-side usec_per_call of that empty script (the floor every
-/// script call pays on this machine at this moment).
+/// The keys and arguments of the reference call: reserve's shape (four
+/// keys on one tag, eight arguments of a reserve's sizes), so that the
+/// empty script pays the same argument passing as the real one.
+const REFERENCE_ARGS: [&str; 13] = [
+    "4",
+    "sg:{bench-ref}:r",
+    "sg:{bench-ref}:x",
+    "sg:{bench-ref}:e:17645000000",
+    "sg:{bench-ref}:u:2026-11",
+    "digest-12-by",
+    "0x52908400098527886E0F7030069857D2E4169EE7",
+    "1500",
+    "cheap",
+    "1764500000000",
+    "1764500060000",
+    "2026-11",
+    "80",
+];
+
+/// `redis-benchmark -c 50 -n 200000 EVALSHA <return 1>` with
+/// [`REFERENCE_ARGS`]: its summary line and the server-side usec_per_call
+/// of that empty script (the floor every reserve call pays on this machine
+/// at this moment).
 fn reference_line(url: &str, admin: &mut redis::Connection) -> Res<(String, f64)> {
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
@@ -149,8 +169,9 @@ fn reference_line(url: &str, admin: &mut redis::Connection) -> Res<(String, f64)
     let port = url.rsplit(':').next().ok_or("no port in url")?;
     let out = Command::new("redis-benchmark")
         .args([
-            "-p", port, "-c", "50", "-n", "200000", "-q", "EVALSHA", &sha, "0",
+            "-p", port, "-c", "50", "-n", "200000", "-q", "EVALSHA", &sha,
         ])
+        .args(REFERENCE_ARGS)
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     // -q prints progress with carriage returns; keep the final line.
@@ -411,7 +432,9 @@ async fn run() -> Res<()> {
 
     println!("\n## reference (same server, same run)");
     let (line, per_call) = reference_line(&url, &mut admin)?;
-    println!("redis-benchmark -c 50 -n 200000 EVALSHA <sha of 'return 1'> 0: {line}");
+    println!(
+        "redis-benchmark -c 50 -n 200000 EVALSHA <sha of 'return 1'> with reserve's 4 keys and 8 arguments: {line}"
+    );
     println!("  server side: {per_call:.2} us/call for the empty script");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("  load average at the end: {}", load.trim());
