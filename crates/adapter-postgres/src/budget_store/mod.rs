@@ -3,46 +3,54 @@
 //!
 //! # Locking
 //!
-//! Every write is one short transaction that first locks the community's
-//! row in `budget_community` and only then reads the hold and marker of
-//! the (user, key) it concerns. On PostgreSQL that is one call of the
-//! PL/pgSQL function `spendgate_budget_lookup` (migration
-//! `m20261128_000009`): `SELECT … FOR UPDATE` on the community row, then,
-//! in a later statement with a snapshot taken under the lock, the hold and
-//! its live marker. (Reading them in the locking statement itself is the
-//! bug of issue 8: under READ COMMITTED a statement that waited for the
-//! lock re-checks only the locked row, so it would see the hold and
-//! marker as they were before the previous holder committed.) On SQLite
-//! the transaction is `BEGIN IMMEDIATE`, which takes the database's write
-//! lock before the first read; writers of one store also take turns on an
-//! in-process mutex, so they do not spin on the busy handler.
+//! Every write first locks the community's row in `budget_community` and
+//! only then reads the hold and marker of the (user, key) it concerns and
+//! the counters it changes. Writes of one community are therefore
+//! serialized (no overspend under any race, law 1; exactly one effect per
+//! key, law 3), while on PostgreSQL different communities lock different
+//! rows and never wait for each other. No table locks, no SERIALIZABLE
+//! retry loops. Any error rolls the write back: nothing is half-written.
 //!
-//! The transaction then reads the period's counters and the user's sums,
-//! applies the same rules as [`spendgate_domain::CommunityBudget`] in Rust
-//! with checked arithmetic and writes the results back (on PostgreSQL as
-//! one statement of data-modifying CTEs) before committing. Writes of one
-//! community are therefore serialized (no overspend under any race, law 1;
-//! exactly one effect per key, law 3), while different communities lock
-//! different rows and never wait for each other on PostgreSQL. No table
-//! locks, no SERIALIZABLE retry loops. Any error rolls the transaction
-//! back: nothing is half-written.
+//! On PostgreSQL every write but `restore_committed` is one statement: a
+//! call of its PL/pgSQL function (migration `m20261129_000012`, see
+//! `calls`), which takes the lock through `spendgate_budget_lookup`
+//! (migration `m20261128_000009`), reads in later statements with a
+//! snapshot taken under the lock, applies the same rules as
+//! [`spendgate_domain::CommunityBudget`] with checked arithmetic, writes
+//! and returns the outcome as a row. The lock is held for one statement.
+//! (Reading the hold and marker in the locking statement itself is the
+//! bug of issue 8: under READ COMMITTED a statement that waited for the
+//! lock re-checks only the locked row, so it would see them as they were
+//! before the previous holder committed.) The rules thus live in Rust and
+//! in SQL; the contract suite, its property test and its race section
+//! hold the two to the same behaviour. `restore_committed`, a rare repair,
+//! stays a Rust transaction that takes the same lock through the look-up
+//! function.
+//!
+//! On SQLite every write is one Rust transaction (`BEGIN IMMEDIATE`, which
+//! takes the database's write lock before the first read) applying the
+//! domain's rules; writers of one store also take turns on an in-process
+//! mutex, so they do not spin on the busy handler.
 //!
 //! # Bounded waits
 //!
-//! Every PostgreSQL transaction of the store runs with `lock_timeout` and
-//! `statement_timeout` set for the transaction ([`StoreTimeouts`], 2 s and
-//! 5 s by default; set by the look-up function itself, which every write
-//! calls to take the community's lock, or by one `set_config` statement
-//! for `set_limits`). A wait that expires is [`StoreError::Unavailable`]:
-//! `reserve` denies. `reap` releases at most [`REAP_BATCH`] holds per
-//! transaction, so one community with many expired holds never keeps its
-//! lock for long. Waiting for a pooled connection is bounded by the pool's
-//! acquire timeout ([`crate::ConnectSettings`], 5 s by default), so during
-//! a database outage that refuses or closes connections every call fails
-//! with [`StoreError::Unavailable`] within it instead of hanging. (A
-//! statement already sent on a connection that then goes silent, without
-//! being closed, waits on the TCP stack: the driver has no client-side
-//! statement timeout.)
+//! Every PostgreSQL write runs with `lock_timeout` and `statement_timeout`
+//! set for its transaction ([`StoreTimeouts`], 2 s and 5 s by default;
+//! set by the look-up function, which every write calls to take the
+//! community's lock, or by `spendgate_budget_set_limits`). A lock wait that
+//! expires is [`StoreError::Unavailable`]: `reserve` denies. (PostgreSQL
+//! arms `statement_timeout` when a statement starts, so a value set inside
+//! a one-statement write bounds only the later statements of a
+//! `restore_committed` transaction.) `reap` releases at most
+//! [`REAP_BATCH`] holds per statement or transaction, so one community
+//! with many expired holds never keeps its lock for long. Waiting for a
+//! pooled connection is bounded by the pool's acquire timeout
+//! ([`crate::ConnectSettings`], 5 s by default), so during a database
+//! outage that refuses or closes connections every call fails with
+//! [`StoreError::Unavailable`] within it instead of hanging. (A statement
+//! already sent on a connection that then goes silent, without being
+//! closed, waits on the TCP stack: the driver has no client-side statement
+//! timeout.)
 //!
 //! # Expiry
 //!
@@ -62,12 +70,14 @@
 //!
 //! # Files
 //!
-//! `rows` (rows read and their checked decoding), `txn` (the transaction
-//! and the rules every write shares), `writes` (write statements),
-//! `reap` (batched reaping), `recovery` (the due list, `lookup` and
-//! `restore_committed`), `port` (the [`spendgate_ports::BudgetStore`]
-//! impl).
+//! `rows` (rows read and their checked decoding), `calls` (the
+//! PostgreSQL writes, one function call each), `txn` (the Rust
+//! transaction and the rules its writes share), `writes` (its write
+//! statements), `reap` (batched reaping in a transaction), `recovery` (the
+//! due list, `lookup` and `restore_committed`), `port` (the
+//! [`spendgate_ports::BudgetStore`] impl).
 
+mod calls;
 mod port;
 mod reap;
 mod recovery;
@@ -146,8 +156,8 @@ impl SqlBudgetStore {
     /// A store on `db` (migrated) with `policy`, which must be the policy
     /// every other store of the deployment uses.
     pub fn new(db: DatabaseConnection, policy: BudgetPolicy) -> Self {
-        let writer =
-            (db.get_database_backend() == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let backend = db.get_database_backend();
+        let writer = (backend == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
         Self {
             db,
             policy,
@@ -161,6 +171,10 @@ impl SqlBudgetStore {
     pub fn with_timeouts(mut self, timeouts: StoreTimeouts) -> Self {
         self.timeouts = timeouts;
         self
+    }
+
+    fn postgres(&self) -> bool {
+        self.db.get_database_backend() == DbBackend::Postgres
     }
 
     async fn begin<'a>(&self, community: &'a CommunityId) -> Result<Txn<'a>, StoreError> {
