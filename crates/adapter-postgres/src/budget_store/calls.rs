@@ -95,13 +95,15 @@ impl SqlBudgetStore {
     }
 
     /// Runs one function call for `community` (bound as `$1`, the
-    /// timeouts after `values`) and reads its one row.
+    /// timeouts after `values`) under the community's pass, and reads its
+    /// one row.
     async fn call<R: FromQueryResult>(
         &self,
         community: &CommunityId,
         sql: &str,
         values: Vec<Value>,
     ) -> Result<R, StoreError> {
+        let _pass = self.pass(community).await?;
         let values = std::iter::once(community.as_str().into())
             .chain(values)
             .chain(self.timeout_values());
@@ -316,6 +318,7 @@ impl SqlBudgetStore {
         community: &CommunityId,
         limits: Limits,
     ) -> Result<(), StoreError> {
+        let _pass = self.pass(community).await?;
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT spendgate_budget_set_limits($1, $2, $3, $4, $5)",

@@ -50,7 +50,10 @@
 //! [`StoreError::Unavailable`] within it instead of hanging. (A statement
 //! already sent on a connection that then goes silent, without being
 //! closed, waits on the TCP stack: the driver has no client-side statement
-//! timeout.)
+//! timeout.) At most [`SqlBudgetStore::connections_per_community`]
+//! writes of one community hold or wait for a pooled connection at once
+//! (half the pool by default), so waiters on one hot or locked community
+//! never take the connections the other communities need.
 //!
 //! # Expiry
 //!
@@ -71,13 +74,15 @@
 //! # Files
 //!
 //! `rows` (rows read and their checked decoding), `calls` (the
-//! PostgreSQL writes, one function call each), `txn` (the Rust
+//! PostgreSQL writes, one function call each), `gate` (how many writes of
+//! one community may hold or wait for a connection), `txn` (the Rust
 //! transaction and the rules its writes share), `writes` (its write
 //! statements), `reap` (batched reaping in a transaction), `recovery` (the
 //! due list, `lookup` and `restore_committed`), `port` (the
 //! [`spendgate_ports::BudgetStore`] impl).
 
 mod calls;
+mod gate;
 mod port;
 mod reap;
 mod recovery;
@@ -96,6 +101,7 @@ use tokio::sync::Mutex;
 use crate::connection::SQLITE_BUSY_TIMEOUT;
 use crate::error::store_error;
 use crate::transaction::begin_write;
+use gate::{CommunityGate, Pass};
 use txn::Txn;
 
 /// Most expired markers one `reap` deletes; the rest go on later passes
@@ -150,20 +156,59 @@ pub struct SqlBudgetStore {
     /// on the file lock's busy timeout (which still guards against other
     /// processes and other stores on the same file).
     writer: Option<Arc<Mutex<()>>>,
+    /// On PostgreSQL, how many writes of one community may hold or wait
+    /// for a pooled connection at once (see `gate`).
+    gate: Arc<CommunityGate>,
 }
 
 impl SqlBudgetStore {
     /// A store on `db` (migrated) with `policy`, which must be the policy
-    /// every other store of the deployment uses.
+    /// every other store of the deployment uses. On PostgreSQL at most
+    /// half of the pool's connections (at least one) serve or wait for
+    /// writes of one community at once: see
+    /// [`SqlBudgetStore::with_connections_per_community`].
     pub fn new(db: DatabaseConnection, policy: BudgetPolicy) -> Self {
         let backend = db.get_database_backend();
         let writer = (backend == DbBackend::Sqlite).then(|| Arc::new(Mutex::new(())));
+        let gate = if backend == DbBackend::Postgres {
+            let pool = db.get_postgres_connection_pool().options();
+            CommunityGate::new(
+                usize::try_from(pool.get_max_connections() / 2).unwrap_or(usize::MAX),
+                pool.get_acquire_timeout(),
+            )
+        } else {
+            CommunityGate::new(1, Duration::ZERO)
+        };
         Self {
             db,
             policy,
             timeouts: StoreTimeouts::default(),
             writer,
+            gate: Arc::new(gate),
         }
+    }
+
+    /// The same store letting at most `per_community` writes of one
+    /// community (at least one) hold or wait for a pooled connection at
+    /// once on PostgreSQL, so that waiters on one hot or locked community
+    /// never take every connection from the others. A write that finds its
+    /// community's places taken waits for one up to the pool's acquire
+    /// timeout ([`crate::ConnectSettings::acquire_timeout`]), as long as
+    /// it would wait for a connection, then fails with
+    /// [`StoreError::Unavailable`] (`reserve` denies). Writes of one
+    /// community run one at a time under its row lock, so a few places
+    /// keep its queue busy. SQLite's writers take turns on the whole file
+    /// instead, and ignore this.
+    #[must_use]
+    pub fn with_connections_per_community(mut self, per_community: usize) -> Self {
+        self.gate = Arc::new(CommunityGate::new(per_community, self.gate.wait()));
+        self
+    }
+
+    /// How many writes of one community may hold or wait for a pooled
+    /// connection at once on PostgreSQL.
+    pub fn connections_per_community(&self) -> usize {
+        self.gate.per_community()
     }
 
     /// The same store with other [`StoreTimeouts`].
@@ -177,7 +222,17 @@ impl SqlBudgetStore {
         self.db.get_database_backend() == DbBackend::Postgres
     }
 
+    /// The community's pass on PostgreSQL, before a write asks the pool
+    /// for a connection; nothing on SQLite.
+    async fn pass(&self, community: &CommunityId) -> Result<Option<Pass>, StoreError> {
+        if !self.postgres() {
+            return Ok(None);
+        }
+        self.gate.enter(community).await.map(Some)
+    }
+
     async fn begin<'a>(&self, community: &'a CommunityId) -> Result<Txn<'a>, StoreError> {
+        let pass = self.pass(community).await?;
         let turn = match &self.writer {
             Some(writer) => Some(
                 tokio::time::timeout(SQLITE_BUSY_TIMEOUT, Arc::clone(writer).lock_owned())
@@ -195,6 +250,7 @@ impl SqlBudgetStore {
             community,
             timeouts: self.timeouts,
             _turn: turn,
+            _pass: pass,
         })
     }
 }

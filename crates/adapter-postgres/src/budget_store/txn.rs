@@ -10,6 +10,7 @@ use spendgate_ports::StoreError;
 use tokio::sync::OwnedMutexGuard;
 
 use super::StoreTimeouts;
+use super::gate::Pass;
 use super::rows::{
     CountersRow, LimitsRow, Lookup, LookupRow, SumsRow, UserRow, counters_from, limits_from,
     read_micros, user_from,
@@ -24,6 +25,8 @@ pub(super) struct Txn<'a> {
     pub(super) timeouts: StoreTimeouts,
     /// Released after `txn` (fields drop in order).
     pub(super) _turn: Option<OwnedMutexGuard<()>>,
+    /// The community's pass on PostgreSQL, released after `txn`.
+    pub(super) _pass: Option<Pass>,
 }
 
 impl Txn<'_> {
