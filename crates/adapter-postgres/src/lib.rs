@@ -61,11 +61,12 @@
 //!   and an `UPDATE … RETURNING` in a `BEGIN IMMEDIATE` transaction on
 //!   SQLite.
 //! * **Budget store writes** lock the community's row and then read the
-//!   hold and marker, in one call of the PL/pgSQL function
-//!   `spendgate_budget_lookup` on PostgreSQL (with `lock_timeout` and
-//!   `statement_timeout` from [`StoreTimeouts`]); on SQLite they take an
-//!   in-process turn and a `BEGIN IMMEDIATE` transaction (see
-//!   [`SqlBudgetStore`]).
+//!   hold, marker and counters they concern. On PostgreSQL each write is
+//!   one call of its PL/pgSQL function (migration `m20261129_000012`,
+//!   with `lock_timeout` from [`StoreTimeouts`]), which applies the
+//!   budget rules and writes in the same statement; on SQLite they take an
+//!   in-process turn and a `BEGIN IMMEDIATE` transaction applying the
+//!   rules in Rust (see [`SqlBudgetStore`]).
 //! * **Write transactions** are `BEGIN IMMEDIATE` on SQLite (writers queue
 //!   on the busy timeout instead of failing a lock upgrade).
 

@@ -25,6 +25,9 @@ impl BudgetStore for SqlBudgetStore {
         reservation: &Reservation,
         now: Timestamp,
     ) -> Result<ReserveOutcome, StoreError> {
+        if self.postgres() {
+            return self.call_reserve(community, reservation, now).await;
+        }
         let txn = self.begin(community).await?;
         let hold_ref = HoldRef {
             user: reservation.user.clone(),
@@ -110,6 +113,9 @@ impl BudgetStore for SqlBudgetStore {
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<ExtendOutcome, StoreError> {
+        if self.postgres() {
+            return self.call_extend(community, hold, ttl, now).await;
+        }
         let wanted = now.plus(ttl).map_err(|e| domain(community)(e.into()))?;
         let txn = self.begin(community).await?;
         let Some(found) = txn.lookup(hold, now, false).await? else {
@@ -148,6 +154,11 @@ impl BudgetStore for SqlBudgetStore {
             user: settlement.user.clone(),
             key: settlement.key.clone(),
         };
+        if self.postgres() {
+            return self
+                .call_settle(community, &hold_ref, settlement.actual, now, None)
+                .await;
+        }
         let marker_expires = now
             .plus(self.policy.marker_ttl())
             .map_err(|e| domain(community)(e.into()))?;
@@ -174,6 +185,11 @@ impl BudgetStore for SqlBudgetStore {
             user: commit.user.clone(),
             key: commit.key.clone(),
         };
+        if self.postgres() {
+            return self
+                .call_settle(community, &hold_ref, commit.actual, now, Some(commit))
+                .await;
+        }
         let marker_expires = now
             .plus(self.policy.marker_ttl())
             .map_err(|e| domain(community)(e.into()))?;
@@ -218,8 +234,9 @@ impl BudgetStore for SqlBudgetStore {
         self.finalize(community, &settlement, now).await
     }
 
-    /// Runs `SqlBudgetStore::reap_batch` until a batch comes back short;
-    /// each batch is a transaction of its own, so batches already
+    /// Runs reap batches (on PostgreSQL one call of `spendgate_budget_reap`
+    /// each, on SQLite `SqlBudgetStore::reap_batch`) until one comes back
+    /// short; each batch is a transaction of its own, so batches already
     /// committed stay when a later one fails (a later reap finishes the
     /// work).
     #[tracing::instrument(skip_all, err, fields(community = %community))]
@@ -227,7 +244,11 @@ impl BudgetStore for SqlBudgetStore {
         let mut total = Reaped::default();
         let mut first = true;
         loop {
-            let batch = self.reap_batch(community, now, first).await?;
+            let batch = if self.postgres() {
+                self.call_reap_batch(community, now, first).await?
+            } else {
+                self.reap_batch(community, now, first).await?
+            };
             first = false;
             total.count = total
                 .count
@@ -343,12 +364,15 @@ impl BudgetStore for SqlBudgetStore {
         self.restore(community, period, committed).await
     }
 
-    /// One upsert of the community's row, in a bounded transaction (it
-    /// waits for the row's lock like any other write).
+    /// One upsert of the community's row (it waits for the row's lock
+    /// like any other write): on PostgreSQL one call of
+    /// `spendgate_budget_set_limits`, which bounds the wait.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+        if self.postgres() {
+            return self.call_set_limits(community, limits).await;
+        }
         let txn = self.begin(community).await?;
-        txn.bound().await?;
         txn.exec(
             "INSERT INTO budget_community (community_id, limit_micros, per_user_cap_micros) VALUES ($1, $2, $3) \
              ON CONFLICT (community_id) DO UPDATE SET limit_micros = excluded.limit_micros, \

@@ -1,6 +1,6 @@
-//! Reaping in bounded batches: each batch is one transaction that
-//! releases at most [`REAP_BATCH`] expired holds under the community's
-//! lock.
+//! Reaping in bounded batches on SQLite: each batch is one transaction
+//! that releases at most [`REAP_BATCH`] expired holds under the write
+//! lock (PostgreSQL calls `spendgate_budget_reap` instead).
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -15,10 +15,6 @@ use super::rows::HoldRow;
 use super::writes::{Write, counters_write, user_write};
 use super::{MARKER_CLEANUP_BATCH, REAP_BATCH, SqlBudgetStore, domain, money};
 use crate::error::store_error;
-
-/// Most counter writes one reap statement carries (on PostgreSQL each is
-/// a CTE of one combined statement).
-const WRITES_PER_STATEMENT: usize = 32;
 
 impl SqlBudgetStore {
     /// One reap transaction: releases at most [`REAP_BATCH`] of the
@@ -106,22 +102,11 @@ impl SqlBudgetStore {
             for ((period, user), spend) in users {
                 writes.push(user_write(period, &user, spend));
             }
-            // Counters first, in statements of at most
-            // `WRITES_PER_STATEMENT` writes; then the tombstones and the
-            // deletion of the holds as one more, whose count is checked.
-            while writes.len() > WRITES_PER_STATEMENT {
-                let rest = writes.split_off(WRITES_PER_STATEMENT);
-                txn.apply(std::mem::replace(&mut writes, rest)).await?;
-            }
-            if writes.len() + 2 > WRITES_PER_STATEMENT {
-                txn.apply(std::mem::take(&mut writes)).await?;
-            }
-            let mut last = writes;
+            // Counters first, then the tombstones and the deletion of the
+            // holds, whose count is checked.
             let mut tombstones = batch_values();
             tombstones.push(tombstone_expires.as_millis().into());
-            // On PostgreSQL the tombstones and the deletion share one
-            // snapshot, so both read the holds as they were before it.
-            last.push(Write {
+            writes.push(Write {
                 sql: "INSERT INTO budget_marker (community_id, user_id, idempotency_key, kind, actual_micros, \
                        estimate_micros, model_alias, period, created_at, hold_expires_at, expires_at) \
                      SELECT community_id, user_id, idempotency_key, 'reaped', NULL, estimate_micros, \
@@ -137,7 +122,7 @@ impl SqlBudgetStore {
                        expires_at = excluded.expires_at",
                 values: tombstones,
             });
-            last.push(Write {
+            writes.push(Write {
                 sql: "DELETE FROM budget_hold WHERE community_id = $1 \
                      AND (user_id, idempotency_key) IN ( \
                        SELECT user_id, idempotency_key FROM budget_hold \
@@ -145,7 +130,7 @@ impl SqlBudgetStore {
                        ORDER BY expires_at, user_id, idempotency_key LIMIT $3)",
                 values: batch_values(),
             });
-            let deleted = txn.apply(last).await?;
+            let deleted = txn.apply(writes).await?;
             if deleted != reaped.count {
                 return Err(StoreError::Corrupt(format!(
                     "reaped {} holds but deleted {deleted}",

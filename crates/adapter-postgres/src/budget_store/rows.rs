@@ -174,33 +174,14 @@ impl LookupRow {
         self,
         hold_ref: &HoldRef,
     ) -> Result<(Option<Hold>, Option<SettledAs>), StoreError> {
-        let hold = match (
+        let hold = found_hold(
+            hold_ref,
             self.h_estimate,
             self.h_model,
             self.h_period,
             self.h_created,
             self.h_expires,
-        ) {
-            (
-                Some(estimate_micros),
-                Some(model_alias),
-                Some(period),
-                Some(created_at),
-                Some(expires_at),
-            ) => Some(
-                HoldRow {
-                    user_id: hold_ref.user.to_string(),
-                    idempotency_key: hold_ref.key.to_string(),
-                    estimate_micros,
-                    model_alias,
-                    period,
-                    created_at,
-                    expires_at,
-                }
-                .into_hold()?,
-            ),
-            _ => None,
-        };
+        )?;
         let marker = match self.m_kind {
             Some(kind) => Some(
                 MarkerRow {
@@ -218,6 +199,39 @@ impl LookupRow {
         };
         Ok((hold, marker))
     }
+}
+
+/// The hold of `hold_ref` from the columns of a row that carries one
+/// when its (NOT NULL) columns are there, checked.
+pub(super) fn found_hold(
+    hold_ref: &HoldRef,
+    estimate: Option<i64>,
+    model: Option<String>,
+    period: Option<String>,
+    created: Option<i64>,
+    expires: Option<i64>,
+) -> Result<Option<Hold>, StoreError> {
+    let (
+        Some(estimate_micros),
+        Some(model_alias),
+        Some(period),
+        Some(created_at),
+        Some(expires_at),
+    ) = (estimate, model, period, created, expires)
+    else {
+        return Ok(None);
+    };
+    HoldRow {
+        user_id: hold_ref.user.to_string(),
+        idempotency_key: hold_ref.key.to_string(),
+        estimate_micros,
+        model_alias,
+        period,
+        created_at,
+        expires_at,
+    }
+    .into_hold()
+    .map(Some)
 }
 
 pub(super) fn limits_from(

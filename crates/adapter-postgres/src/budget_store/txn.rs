@@ -10,11 +10,12 @@ use spendgate_ports::StoreError;
 use tokio::sync::OwnedMutexGuard;
 
 use super::StoreTimeouts;
+use super::gate::Pass;
 use super::rows::{
     CountersRow, LimitsRow, Lookup, LookupRow, SumsRow, UserRow, counters_from, limits_from,
     read_micros, user_from,
 };
-use super::writes::{Write, combine, counters_write, delete_hold_write, settle_write, user_write};
+use super::writes::{Write, counters_write, delete_hold_write, settle_write, user_write};
 use crate::error::store_error;
 
 /// A write transaction scoped to one community.
@@ -24,6 +25,8 @@ pub(super) struct Txn<'a> {
     pub(super) timeouts: StoreTimeouts,
     /// Released after `txn` (fields drop in order).
     pub(super) _turn: Option<OwnedMutexGuard<()>>,
+    /// The community's pass on PostgreSQL, released after `txn`.
+    pub(super) _pass: Option<Pass>,
 }
 
 impl Txn<'_> {
@@ -48,21 +51,17 @@ impl Txn<'_> {
         self.txn.commit().await.map_err(store_error)
     }
 
-    /// Locks the community's row; `None` when it has none (no limits were
-    /// ever set, so it has no holds or markers either).
+    /// Reads the community's limits under SQLite's write lock; `None`
+    /// when it has no row (no limits were ever set, so it has no holds or
+    /// markers either).
     pub(super) async fn lock(&self) -> Result<Option<Option<Limits>>, StoreError> {
-        let lock = if self.backend() == DbBackend::Postgres {
-            " FOR UPDATE"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT limit_micros, per_user_cap_micros FROM budget_community WHERE community_id = $1{lock}"
-        );
-        let row = LimitsRow::find_by_statement(self.stmt(&sql, vec![]))
-            .one(&self.txn)
-            .await
-            .map_err(store_error)?;
+        let row = LimitsRow::find_by_statement(self.stmt(
+            "SELECT limit_micros, per_user_cap_micros FROM budget_community WHERE community_id = $1",
+            vec![],
+        ))
+        .one(&self.txn)
+        .await
+        .map_err(store_error)?;
         row.map(|r| limits_from(r.limit_micros, r.per_user_cap_micros))
             .transpose()
     }
@@ -106,46 +105,20 @@ impl Txn<'_> {
             .transpose()
     }
 
-    /// Bounds this transaction's waits (`SET LOCAL lock_timeout` and
-    /// `statement_timeout` on PostgreSQL; SQLite's turn is bounded in
-    /// [`SqlBudgetStore::begin`]). [`Txn::lookup`] does it itself.
-    pub(super) async fn bound(&self) -> Result<(), StoreError> {
-        if self.backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        self.exec(
-            "SELECT set_config('lock_timeout', $2, true), set_config('statement_timeout', $3, true), CAST($1 AS TEXT)",
-            vec![
-                StoreTimeouts::setting(self.timeouts.lock).into(),
-                StoreTimeouts::setting(self.timeouts.statement).into(),
-            ],
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Locks the community's row, then reads the hold of (user, key) and
-    /// its marker if unexpired at `now`. `None` when the community has no
-    /// row (no limits were ever set, so no holds or markers either); with
-    /// `create`, a community without a row gets one with no limits first
-    /// (rolled back with the transaction on any error), so that every
-    /// write takes the same lock.
-    ///
-    /// The reads must follow the lock: under READ COMMITTED a single
-    /// `SELECT … FOR UPDATE` joining the hold and marker re-checks only the
-    /// locked row after waiting, and would hand back the hold and marker
-    /// as they were before the previous holder of the lock committed. On
-    /// PostgreSQL this is one round trip to `spendgate_budget_lookup`
-    /// (migration `m20261128_000009`), which also bounds the transaction's
-    /// waits; on SQLite, `BEGIN IMMEDIATE` already holds the write lock.
+    /// SQLite only (PostgreSQL writes call the functions of migration
+    /// `m20261129_000012` instead): reads the community's row, the hold of
+    /// (user, key) and its marker if unexpired at `now`, under the write
+    /// lock `BEGIN IMMEDIATE` already holds. `None` when the community has
+    /// no row (no limits were ever set, so no holds or markers either);
+    /// with `create`, a community without a row gets one with no limits
+    /// first (rolled back with the transaction on any error).
     pub(super) async fn lookup(
         &self,
         hold_ref: &HoldRef,
         now: Timestamp,
         create: bool,
     ) -> Result<Option<Lookup>, StoreError> {
-        let postgres = self.backend() == DbBackend::Postgres;
-        if create && !postgres {
+        if create {
             self.exec(
                 "INSERT INTO budget_community (community_id) VALUES ($1) \
                  ON CONFLICT (community_id) DO NOTHING",
@@ -153,10 +126,7 @@ impl Txn<'_> {
             )
             .await?;
         }
-        let sql = if postgres {
-            "SELECT * FROM spendgate_budget_lookup($1, $2, $3, $4, $5, $6, $7)"
-        } else {
-            "SELECT c.limit_micros, c.per_user_cap_micros, \
+        let sql = "SELECT c.limit_micros, c.per_user_cap_micros, \
                h.estimate_micros AS h_estimate, h.model_alias AS h_model, h.period AS h_period, \
                h.created_at AS h_created, h.expires_at AS h_expires, \
                m.kind AS m_kind, m.actual_micros AS m_actual, m.estimate_micros AS m_estimate, \
@@ -167,18 +137,12 @@ impl Txn<'_> {
                AND h.user_id = $2 AND h.idempotency_key = $3 \
              LEFT JOIN budget_marker m ON m.community_id = c.community_id \
                AND m.user_id = $2 AND m.idempotency_key = $3 AND m.expires_at > $4 \
-             WHERE c.community_id = $1"
-        };
-        let mut values: Vec<Value> = vec![
+             WHERE c.community_id = $1";
+        let values: Vec<Value> = vec![
             hold_ref.user.as_str().into(),
             hold_ref.key.as_str().into(),
             now.as_millis().into(),
         ];
-        if postgres {
-            values.push(create.into());
-            values.push(StoreTimeouts::setting(self.timeouts.lock).into());
-            values.push(StoreTimeouts::setting(self.timeouts.statement).into());
-        }
         let Some(row) = LookupRow::find_by_statement(self.stmt(sql, values))
             .one(&self.txn)
             .await
@@ -266,18 +230,9 @@ impl Txn<'_> {
         row.map_or(Ok(UserSpend::default()), |r| user_from(&r).map(|(_, s)| s))
     }
 
-    /// Applies `writes` in order: as one statement of data-modifying CTEs on
-    /// PostgreSQL (one round trip; the writes touch different rows), one by
-    /// one on SQLite. Returns how many rows the last write affected (0
-    /// when there are none).
+    /// Applies `writes` in order, one statement each. Returns how many
+    /// rows the last write affected (0 when there are none).
     pub(super) async fn apply(&self, writes: Vec<Write>) -> Result<u64, StoreError> {
-        if writes.is_empty() {
-            return Ok(0);
-        }
-        if self.backend() == DbBackend::Postgres {
-            let (sql, values) = combine(writes);
-            return self.exec(&sql, values).await;
-        }
         let mut affected = 0;
         for write in writes {
             affected = self.exec(write.sql, write.values).await?;

@@ -23,6 +23,7 @@ mod m20261128_000008_create_reconciliation_queue;
 mod m20261128_000009_budget_lookup_function;
 mod m20261128_000010_budget_hold_due_index;
 mod m20261129_000011_create_idempotency_record;
+pub(crate) mod m20261129_000012_budget_operation_functions;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000009_budget_lookup_function::Migration),
             Box::new(m20261128_000010_budget_hold_due_index::Migration),
             Box::new(m20261129_000011_create_idempotency_record::Migration),
+            Box::new(m20261129_000012_budget_operation_functions::Migration),
         ]
     }
 }

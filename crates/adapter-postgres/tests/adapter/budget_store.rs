@@ -167,7 +167,7 @@ mod sqlite_contract {
     spendgate_contract::budget_store_contract!(store);
 }
 
-fn reservation(user: &str, key: &str, estimate: i64, ttl_ms: i64) -> Reservation {
+pub(crate) fn reservation(user: &str, key: &str, estimate: i64, ttl_ms: i64) -> Reservation {
     Reservation {
         user: UserId::parse(user).unwrap(),
         key: IdempotencyKey::parse(key).unwrap(),
@@ -177,7 +177,7 @@ fn reservation(user: &str, key: &str, estimate: i64, ttl_ms: i64) -> Reservation
     }
 }
 
-const NOV: i64 = 1_763_942_400_000; // 2025-11-24
+pub(crate) const NOV: i64 = 1_763_942_400_000; // 2025-11-24
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopened_sqlite_file_keeps_counters_and_holds() {
@@ -324,98 +324,6 @@ async fn a_closed_pool_is_unavailable_and_reserve_denies(t: &TestDb) {
         matches!(result, Err(StoreError::Unavailable(_))),
         "{result:?}"
     );
-}
-
-/// A blocker holds one community's row: that community's reserves give up
-/// with `Unavailable` within the lock timeout (reserve denies), while
-/// another community's reserves keep succeeding meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_locked_community_times_out_while_others_keep_reserving() {
-    use std::time::{Duration, Instant};
-
-    use sea_orm::{ConnectionTrait, TransactionTrait};
-    use spendgate_adapter_postgres::StoreTimeouts;
-
-    let t = TestDb::fresh(Backend::Postgres).await;
-    let lock = Duration::from_millis(300);
-    let store = Arc::new(
-        SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default()).with_timeouts(StoreTimeouts {
-            lock,
-            statement: Duration::from_secs(5),
-        }),
-    );
-    let hot = CommunityId::parse("hot").unwrap();
-    let other = CommunityId::parse("other").unwrap();
-    for c in [&hot, &other] {
-        store
-            .set_limits(c, Limits::new(Micros::new(1_000_000).unwrap()))
-            .await
-            .unwrap();
-    }
-    let blocker = t.db.begin().await.unwrap();
-    blocker
-        .execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DbBackend::Postgres,
-            "SELECT community_id FROM budget_community WHERE community_id = $1 FOR UPDATE",
-            ["hot".into()],
-        ))
-        .await
-        .unwrap();
-
-    let started = Instant::now();
-    let waiters: Vec<_> = (0..4)
-        .map(|i| {
-            let (store, hot) = (Arc::clone(&store), hot.clone());
-            tokio::spawn(async move {
-                let r = reservation("u", &format!("hot-{i}"), 1, 60_000);
-                let result = store.reserve(&hot, &r, ts(NOV)).await;
-                (result, started.elapsed())
-            })
-        })
-        .collect();
-    // Meanwhile the other community is served.
-    let mut served = 0;
-    while started.elapsed() < lock {
-        let r = reservation("u", &format!("other-{served}"), 1, 60_000);
-        let outcome = store.reserve(&other, &r, ts(NOV)).await.unwrap();
-        assert!(
-            matches!(outcome, ReserveOutcome::Reserved { .. }),
-            "{outcome:?}"
-        );
-        served += 1;
-    }
-    assert!(served > 0);
-    for waiter in waiters {
-        let (result, elapsed) = waiter.await.unwrap();
-        assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
-            "{result:?}"
-        );
-        assert!(
-            elapsed >= lock,
-            "gave up after {elapsed:?}, before the timeout"
-        );
-        assert!(
-            elapsed < lock + Duration::from_secs(2),
-            "waited {elapsed:?}"
-        );
-    }
-    blocker.rollback().await.unwrap();
-    // Released: the community is served again, and the refused reserves
-    // held nothing.
-    let outcome = store
-        .reserve(&hot, &reservation("u", "hot-0", 1, 60_000), ts(NOV))
-        .await
-        .unwrap();
-    assert!(
-        matches!(outcome, ReserveOutcome::Reserved { .. }),
-        "{outcome:?}"
-    );
-    let status = store
-        .status(&hot, Period::containing(ts(NOV)).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status.holds, 1);
 }
 
 /// Every pooled SQLite connection commits with `synchronous = FULL` (2).

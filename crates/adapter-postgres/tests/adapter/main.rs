@@ -13,6 +13,7 @@ mod bad_data;
 mod budget_store;
 mod config;
 mod due_pass;
+mod hot_community;
 mod idempotency;
 mod lease;
 mod migrations;
