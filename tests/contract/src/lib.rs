@@ -124,6 +124,8 @@ macro_rules! budget_store_contract {
             $factory, scenarios;
             reserve_within_the_limit_is_reserved,
             reserve_replay_returns_the_original_hold,
+            reserve_replay_past_the_time_range_returns_the_original_hold,
+            reserve_past_the_time_range_is_refused_and_holds_nothing,
             reserve_past_the_limit_is_denied_and_changes_nothing,
             reserve_without_configured_limits_is_refused,
             spend_exactly_at_the_limit_is_accepted,

@@ -85,6 +85,35 @@ pub async fn reserve_replay_returns_the_original_hold(store: Store) {
     c.assert_counters(november(), 0, 300, 1).await;
 }
 
+/// A replay is answered from the stored hold before the new call's own
+/// expiry is worked out: one whose `now + ttl` would pass the time range
+/// still gets the original hold, as the model answers it.
+pub async fn reserve_replay_past_the_time_range_returns_the_original_hold(store: Store) {
+    let c = Ctx::with_limit(&store, "reserve-replay-late", 1000).await;
+    c.reserve("alice", "k1", 300, t0()).await;
+    let late = at(Timestamp::MAX, -1);
+    let replay = c.try_reserve("alice", "k1", 300, TTL_MS, late).await;
+    let Ok(ReserveOutcome::AlreadyReserved { hold }) = replay else {
+        panic!("expected AlreadyReserved, got {replay:?}");
+    };
+    assert_eq!(hold.created_at, t0());
+    c.assert_counters(november(), 0, 300, 1).await;
+}
+
+/// A new reserve whose `now + ttl` would pass the time range is refused
+/// as invalid input and holds nothing.
+pub async fn reserve_past_the_time_range_is_refused_and_holds_nothing(store: Store) {
+    let c = Ctx::with_limit(&store, "reserve-late", 1000).await;
+    let late = at(Timestamp::MAX, -1);
+    let got = c.try_reserve("alice", "k1", 300, TTL_MS, late).await;
+    assert!(
+        matches!(got, Err(StoreError::InvalidInput(_))),
+        "expected InvalidInput, got {got:?}"
+    );
+    let period = Period::containing(late).unwrap();
+    c.assert_counters(period, 0, 0, 0).await;
+}
+
 /// A denied reserve leaves no trace: the same key may reserve later.
 pub async fn reserve_past_the_limit_is_denied_and_changes_nothing(store: Store) {
     let c = Ctx::with_limit(&store, "reserve-denied", 1000).await;

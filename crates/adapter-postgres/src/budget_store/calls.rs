@@ -7,8 +7,8 @@ use std::ops::Deref;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, RuntimeErr, Statement, Value};
 use spendgate_domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope, Limits, Micros, Period,
-    Reaped, Receipt, Reservation, ReserveOutcome, Timestamp, Ttl, UnheldCommit,
+    BudgetError, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope, Limits, Micros,
+    Period, Reaped, Receipt, Reservation, ReserveOutcome, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::StoreError;
 
@@ -124,10 +124,15 @@ impl SqlBudgetStore {
         reservation: &Reservation,
         now: Timestamp,
     ) -> Result<ReserveOutcome, StoreError> {
-        let period = Period::containing(now).map_err(|e| domain(community)(e.into()))?;
-        let expires_at = now
-            .plus(reservation.ttl)
-            .map_err(|e| domain(community)(e.into()))?;
+        // Computed here, refused by the function only where the model would
+        // refuse them (after the replay and configuration answers).
+        let timing = Period::containing(now)
+            .map_err(BudgetError::from)
+            .and_then(|p| Ok((p, now.plus(reservation.ttl)?)));
+        let (period, expires) = match &timing {
+            Ok((p, e)) => (Some(p.to_string()), Some(e.as_millis())),
+            Err(_) => (None, None),
+        };
         let row: ReserveRow = self
             .call(
                 community,
@@ -137,9 +142,9 @@ impl SqlBudgetStore {
                     reservation.key.as_str().into(),
                     reservation.estimate.get().into(),
                     reservation.model.as_str().into(),
-                    period.to_string().into(),
+                    period.into(),
                     now.as_millis().into(),
-                    expires_at.as_millis().into(),
+                    expires.into(),
                     i32::from(self.policy.warning_percent()).into(),
                 ],
             )
@@ -167,8 +172,14 @@ impl SqlBudgetStore {
                 remaining: remaining()?,
                 limit: limit()?,
                 warning: row.o_warning.ok_or_else(|| missing("warning"))?,
-                expires_at,
+                expires_at: timing
+                    .map(|(_, expires_at)| expires_at)
+                    .map_err(|_| unexpected("reserve", "reserved"))?,
             }),
+            "time_out_of_range" => match timing {
+                Err(e) => Err(domain(community)(e)),
+                Ok(_) => Err(unexpected("reserve", "time_out_of_range")),
+            },
             "already_reserved" => {
                 let hold_ref = HoldRef {
                     user: reservation.user.clone(),

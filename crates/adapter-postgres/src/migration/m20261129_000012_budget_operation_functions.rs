@@ -194,6 +194,14 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
+    -- NULL period and expiry: `now` or `now + ttl` is past the time range,
+    -- refused only here, after the replay and configuration answers, as
+    -- the model refuses it.
+    IF p_period IS NULL OR p_expires IS NULL THEN
+        outcome := 'time_out_of_range';
+        RETURN NEXT;
+        RETURN;
+    END IF;
 
     SELECT p.committed_micros, p.reserved_micros, p.holds, p.warned
         INTO v_committed, v_reserved, v_holds, v_warned
