@@ -145,6 +145,65 @@ BEGIN
     END IF;
 END
 $fn$;
+
+-- A period's totals, checked; zeros when the period has none yet.
+CREATE OR REPLACE FUNCTION spendgate_budget_read_totals(p_community TEXT, p_period TEXT,
+    OUT o_committed BIGINT, OUT o_reserved BIGINT, OUT o_holds BIGINT, OUT o_warned BOOLEAN)
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    SELECT p.committed_micros, p.reserved_micros, p.holds, p.warned
+        INTO o_committed, o_reserved, o_holds, o_warned
+        FROM budget_period p WHERE p.community_id = p_community AND p.period = p_period;
+    IF NOT FOUND THEN
+        o_committed := 0; o_reserved := 0; o_holds := 0; o_warned := FALSE;
+    END IF;
+    PERFORM spendgate_budget_micros('committed', o_committed),
+            spendgate_budget_micros('reserved', o_reserved),
+            spendgate_budget_count('holds', o_holds);
+END
+$fn$;
+
+-- A user's sums in a period, checked; zeros when the user has none yet.
+CREATE OR REPLACE FUNCTION spendgate_budget_read_user(p_community TEXT, p_period TEXT,
+    p_user TEXT, OUT o_committed BIGINT, OUT o_reserved BIGINT)
+LANGUAGE plpgsql STABLE AS $fn$
+BEGIN
+    SELECT u.committed_micros, u.reserved_micros INTO o_committed, o_reserved
+        FROM budget_user_period u
+        WHERE u.community_id = p_community AND u.period = p_period AND u.user_id = p_user;
+    IF NOT FOUND THEN
+        o_committed := 0; o_reserved := 0;
+    END IF;
+    PERFORM spendgate_budget_micros('user committed', o_committed),
+            spendgate_budget_micros('user reserved', o_reserved);
+END
+$fn$;
+
+-- Writes a period's totals (inserted on the period's first write).
+CREATE OR REPLACE FUNCTION spendgate_budget_write_totals(p_community TEXT, p_period TEXT,
+    p_committed BIGINT, p_reserved BIGINT, p_holds BIGINT, p_warned BOOLEAN) RETURNS VOID
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    INSERT INTO budget_period (community_id, period, committed_micros, reserved_micros, holds, warned)
+        VALUES (p_community, p_period, p_committed, p_reserved, p_holds, p_warned)
+        ON CONFLICT (community_id, period) DO UPDATE SET
+            committed_micros = excluded.committed_micros,
+            reserved_micros = excluded.reserved_micros,
+            holds = excluded.holds, warned = excluded.warned;
+END
+$fn$;
+
+-- Writes a user's sums in a period (inserted on the user's first write).
+CREATE OR REPLACE FUNCTION spendgate_budget_write_user(p_community TEXT, p_period TEXT,
+    p_user TEXT, p_committed BIGINT, p_reserved BIGINT) RETURNS VOID
+LANGUAGE plpgsql VOLATILE AS $fn$
+BEGIN
+    INSERT INTO budget_user_period (community_id, period, user_id, committed_micros, reserved_micros)
+        VALUES (p_community, p_period, p_user, p_committed, p_reserved)
+        ON CONFLICT (community_id, period, user_id) DO UPDATE SET
+            committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros;
+END
+$fn$;
 "#;
 
 /// `reserve`: the admission rule of `spendgate_domain::admit` (community
@@ -203,23 +262,10 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT p.committed_micros, p.reserved_micros, p.holds, p.warned
-        INTO v_committed, v_reserved, v_holds, v_warned
-        FROM budget_period p WHERE p.community_id = p_community AND p.period = p_period;
-    IF NOT FOUND THEN
-        v_committed := 0; v_reserved := 0; v_holds := 0; v_warned := FALSE;
-    END IF;
-    PERFORM spendgate_budget_micros('committed', v_committed),
-            spendgate_budget_micros('reserved', v_reserved),
-            spendgate_budget_count('holds', v_holds);
-    SELECT u.committed_micros, u.reserved_micros INTO u_committed, u_reserved
-        FROM budget_user_period u
-        WHERE u.community_id = p_community AND u.period = p_period AND u.user_id = p_user;
-    IF NOT FOUND THEN
-        u_committed := 0; u_reserved := 0;
-    END IF;
-    PERFORM spendgate_budget_micros('user committed', u_committed),
-            spendgate_budget_micros('user reserved', u_reserved);
+    SELECT * INTO v_committed, v_reserved, v_holds, v_warned
+        FROM spendgate_budget_read_totals(p_community, p_period);
+    SELECT * INTO u_committed, u_reserved
+        FROM spendgate_budget_read_user(p_community, p_period, p_user);
 
     v_used := spendgate_budget_add('committed + reserved', v_committed, v_reserved);
     IF v_used + p_estimate > f.limit_micros THEN
@@ -246,15 +292,8 @@ BEGIN
         RAISE EXCEPTION 'hold count overflows' USING ERRCODE = 'SG001';
     END IF;
 
-    INSERT INTO budget_period (community_id, period, committed_micros, reserved_micros, holds, warned)
-        VALUES (p_community, p_period, v_committed, v_reserved, v_holds + 1, v_warned OR o_warning)
-        ON CONFLICT (community_id, period) DO UPDATE SET
-            committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros,
-            holds = excluded.holds, warned = excluded.warned;
-    INSERT INTO budget_user_period (community_id, period, user_id, committed_micros, reserved_micros)
-        VALUES (p_community, p_period, p_user, u_committed, u_reserved)
-        ON CONFLICT (community_id, period, user_id) DO UPDATE SET
-            committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros;
+    PERFORM spendgate_budget_write_totals(p_community, p_period, v_committed, v_reserved, v_holds + 1, v_warned OR o_warning);
+    PERFORM spendgate_budget_write_user(p_community, p_period, p_user, u_committed, u_reserved);
     INSERT INTO budget_hold (community_id, user_id, idempotency_key, estimate_micros, model_alias,
             period, created_at, expires_at)
         VALUES (p_community, p_user, p_key, p_estimate, p_model, p_period, p_now, p_expires);
@@ -318,23 +357,10 @@ BEGIN
         RETURN;
     END IF;
 
-    SELECT p.committed_micros, p.reserved_micros, p.holds, p.warned
-        INTO v_committed, v_reserved, v_holds, v_warned
-        FROM budget_period p WHERE p.community_id = p_community AND p.period = h_period;
-    IF NOT FOUND THEN
-        v_committed := 0; v_reserved := 0; v_holds := 0; v_warned := FALSE;
-    END IF;
-    PERFORM spendgate_budget_micros('committed', v_committed),
-            spendgate_budget_micros('reserved', v_reserved),
-            spendgate_budget_count('holds', v_holds);
-    SELECT u.committed_micros, u.reserved_micros INTO u_committed, u_reserved
-        FROM budget_user_period u
-        WHERE u.community_id = p_community AND u.period = h_period AND u.user_id = p_user;
-    IF NOT FOUND THEN
-        u_committed := 0; u_reserved := 0;
-    END IF;
-    PERFORM spendgate_budget_micros('user committed', u_committed),
-            spendgate_budget_micros('user reserved', u_reserved);
+    SELECT * INTO v_committed, v_reserved, v_holds, v_warned
+        FROM spendgate_budget_read_totals(p_community, h_period);
+    SELECT * INTO u_committed, u_reserved
+        FROM spendgate_budget_read_user(p_community, h_period, p_user);
 
     IF v_release THEN
         IF v_holds = 0 THEN
@@ -351,15 +377,8 @@ BEGIN
             - COALESCE(f.limit_micros, 0), 0);
     o_actual := p_actual;
 
-    INSERT INTO budget_period (community_id, period, committed_micros, reserved_micros, holds, warned)
-        VALUES (p_community, h_period, v_committed, v_reserved, v_holds, v_warned)
-        ON CONFLICT (community_id, period) DO UPDATE SET
-            committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros,
-            holds = excluded.holds, warned = excluded.warned;
-    INSERT INTO budget_user_period (community_id, period, user_id, committed_micros, reserved_micros)
-        VALUES (p_community, h_period, p_user, u_committed, u_reserved)
-        ON CONFLICT (community_id, period, user_id) DO UPDATE SET
-            committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros;
+    PERFORM spendgate_budget_write_totals(p_community, h_period, v_committed, v_reserved, v_holds, v_warned);
+    PERFORM spendgate_budget_write_user(p_community, h_period, p_user, u_committed, u_reserved);
     IF v_release THEN
         DELETE FROM budget_hold h
             WHERE h.community_id = p_community AND h.user_id = p_user AND h.idempotency_key = p_key;
@@ -463,25 +482,13 @@ BEGIN
                       WHERE x.community_id = p_community AND x.expires_at <= p_now
                       ORDER BY x.expires_at, x.user_id, x.idempotency_key LIMIT p_batch) b
                GROUP BY b.period LOOP
-        SELECT p.committed_micros, p.reserved_micros, p.holds, p.warned
-            INTO v_committed, v_reserved, v_holds, v_warned
-            FROM budget_period p WHERE p.community_id = p_community AND p.period = r_period.period;
-        IF NOT FOUND THEN
-            v_committed := 0; v_reserved := 0; v_holds := 0; v_warned := FALSE;
-        END IF;
-        PERFORM spendgate_budget_micros('committed', v_committed),
-                spendgate_budget_micros('reserved', v_reserved),
-                spendgate_budget_count('holds', v_holds);
+        SELECT * INTO v_committed, v_reserved, v_holds, v_warned
+        FROM spendgate_budget_read_totals(p_community, r_period.period);
         IF v_holds < r_period.n THEN
             RAISE EXCEPTION 'hold count is negative' USING ERRCODE = 'SG001';
         END IF;
         v_reserved := spendgate_budget_sub('reserved', v_reserved, r_period.released);
-        INSERT INTO budget_period (community_id, period, committed_micros, reserved_micros, holds, warned)
-            VALUES (p_community, r_period.period, v_committed, v_reserved, v_holds - r_period.n, v_warned)
-            ON CONFLICT (community_id, period) DO UPDATE SET
-                committed_micros = excluded.committed_micros,
-                reserved_micros = excluded.reserved_micros,
-                holds = excluded.holds, warned = excluded.warned;
+        PERFORM spendgate_budget_write_totals(p_community, r_period.period, v_committed, v_reserved, v_holds - r_period.n, v_warned);
     END LOOP;
 
     FOR r_user IN SELECT b.period, b.user_id, SUM(b.estimate_micros)::BIGINT AS released
@@ -490,20 +497,10 @@ BEGIN
                       WHERE x.community_id = p_community AND x.expires_at <= p_now
                       ORDER BY x.expires_at, x.user_id, x.idempotency_key LIMIT p_batch) b
                GROUP BY b.period, b.user_id LOOP
-        SELECT u.committed_micros, u.reserved_micros INTO u_committed, u_reserved
-            FROM budget_user_period u
-            WHERE u.community_id = p_community AND u.period = r_user.period AND u.user_id = r_user.user_id;
-        IF NOT FOUND THEN
-            u_committed := 0; u_reserved := 0;
-        END IF;
-        PERFORM spendgate_budget_micros('user committed', u_committed),
-                spendgate_budget_micros('user reserved', u_reserved);
+        SELECT * INTO u_committed, u_reserved
+        FROM spendgate_budget_read_user(p_community, r_user.period, r_user.user_id);
         u_reserved := spendgate_budget_sub('user reserved', u_reserved, r_user.released);
-        INSERT INTO budget_user_period (community_id, period, user_id, committed_micros, reserved_micros)
-            VALUES (p_community, r_user.period, r_user.user_id, u_committed, u_reserved)
-            ON CONFLICT (community_id, period, user_id) DO UPDATE SET
-                committed_micros = excluded.committed_micros,
-                reserved_micros = excluded.reserved_micros;
+        PERFORM spendgate_budget_write_user(p_community, r_user.period, r_user.user_id, u_committed, u_reserved);
     END LOOP;
 
     -- Expired markers count as absent already; a bounded batch goes
@@ -568,6 +565,10 @@ const FUNCTIONS: &[&str] = &[
     "spendgate_budget_extend(TEXT, TEXT, TEXT, BIGINT, BIGINT, TEXT, TEXT)",
     "spendgate_budget_settle(TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT, TEXT, TEXT, TEXT, TEXT)",
     "spendgate_budget_reserve(TEXT, TEXT, TEXT, BIGINT, TEXT, TEXT, BIGINT, BIGINT, INTEGER, TEXT, TEXT)",
+    "spendgate_budget_write_user(TEXT, TEXT, TEXT, BIGINT, BIGINT)",
+    "spendgate_budget_write_totals(TEXT, TEXT, BIGINT, BIGINT, BIGINT, BOOLEAN)",
+    "spendgate_budget_read_user(TEXT, TEXT, TEXT)",
+    "spendgate_budget_read_totals(TEXT, TEXT)",
     "spendgate_budget_check_found(BIGINT, BIGINT, BIGINT, TEXT, TEXT, BIGINT, BIGINT, TEXT, BIGINT, BIGINT, TEXT, TEXT, BIGINT, BIGINT)",
     "spendgate_budget_sub(TEXT, BIGINT, BIGINT)",
     "spendgate_budget_add(TEXT, BIGINT, BIGINT)",
