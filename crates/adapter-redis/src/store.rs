@@ -441,9 +441,7 @@ where
     ) -> Result<ReserveOutcome, StoreError> {
         // Computed here, refused by the script only where the model would
         // refuse them (after the replay and configuration checks).
-        let timing = Period::containing(now)
-            .map_err(BudgetError::from)
-            .and_then(|p| Ok((p, now.plus(reservation.ttl)?)));
+        let timing = reservation.timing(now);
         let (period, expires) = match &timing {
             Ok((p, e)) => (p.to_string(), e.as_millis().to_string()),
             Err(_) => (String::new(), String::new()),

@@ -512,8 +512,7 @@ impl CommunityBudget {
             return Ok(ReserveOutcome::AlreadySettled);
         }
         let limits = self.limits.ok_or(BudgetError::NotConfigured)?;
-        let period = Period::containing(now)?;
-        let expires_at = now.plus(reservation.ttl)?;
+        let (period, expires_at) = reservation.timing(now)?;
         let mut counters = self.counters(period);
         let spend = counters
             .users

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetError;
 use crate::id::{IdempotencyKey, ModelAlias, UserId};
 use crate::money::Micros;
 use crate::period::Period;
@@ -66,6 +67,20 @@ pub struct Reservation {
     pub model: ModelAlias,
     /// How long the hold lives unless extended or settled.
     pub ttl: Ttl,
+}
+
+impl Reservation {
+    /// The period a hold made at `now` belongs to, and when it expires.
+    /// A store may work these out before its atomic step, but refuses on
+    /// their error only after the replay and configuration answers, as
+    /// [`CommunityBudget::reserve`](crate::CommunityBudget::reserve) does.
+    ///
+    /// # Errors
+    /// [`BudgetError`] when `now` has no period or `now + ttl` passes
+    /// [`Timestamp::MAX`].
+    pub fn timing(&self, now: Timestamp) -> Result<(Period, Timestamp), BudgetError> {
+        Ok((Period::containing(now)?, now.plus(self.ttl)?))
+    }
 }
 
 /// A request to finalize a call with its actual cost.

@@ -7,8 +7,8 @@ use std::ops::Deref;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, RuntimeErr, Statement, Value};
 use spendgate_domain::{
-    BudgetError, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope, Limits, Micros,
-    Period, Reaped, Receipt, Reservation, ReserveOutcome, Timestamp, Ttl, UnheldCommit,
+    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope, Limits, Micros, Reaped,
+    Receipt, Reservation, ReserveOutcome, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::StoreError;
 
@@ -126,9 +126,7 @@ impl SqlBudgetStore {
     ) -> Result<ReserveOutcome, StoreError> {
         // Computed here, refused by the function only where the model would
         // refuse them (after the replay and configuration answers).
-        let timing = Period::containing(now)
-            .map_err(BudgetError::from)
-            .and_then(|p| Ok((p, now.plus(reservation.ttl)?)));
+        let timing = reservation.timing(now);
         let (period, expires) = match &timing {
             Ok((p, e)) => (Some(p.to_string()), Some(e.as_millis())),
             Err(_) => (None, None),

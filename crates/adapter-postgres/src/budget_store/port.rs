@@ -45,10 +45,7 @@ impl BudgetStore for SqlBudgetStore {
         let limits = found
             .limits
             .ok_or_else(|| StoreError::NotConfigured(community.clone()))?;
-        let period = Period::containing(now).map_err(|e| domain(community)(e.into()))?;
-        let expires_at = now
-            .plus(reservation.ttl)
-            .map_err(|e| domain(community)(e.into()))?;
+        let (period, expires_at) = reservation.timing(now).map_err(domain(community))?;
         let (mut counters, spend) = txn.sums(period, &reservation.user).await?;
         let estimate = reservation.estimate;
         let admission = admit(
