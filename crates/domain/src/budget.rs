@@ -120,17 +120,13 @@ impl UserSpend {
     }
 }
 
-/// The counters of one community and period.
+/// The counters of one community and period: its totals (one type for
+/// them, [`PeriodSums`], whatever keeps them) and the per-user sums.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PeriodCounters {
-    /// Actual cost of finished calls.
-    pub committed: Micros,
-    /// Sum of the estimates of unreaped holds.
-    pub reserved: Micros,
-    /// How many holds of this period are not yet settled.
-    pub holds: u64,
-    /// Whether the warning already fired this period.
-    pub warned: bool,
+    /// The period's totals.
+    #[serde(flatten)]
+    pub totals: PeriodSums,
     /// Per-user sums; users whose sums are both zero are absent.
     pub users: BTreeMap<UserId, UserSpend>,
 }
@@ -354,10 +350,10 @@ pub fn admit(
     })
 }
 
-/// A period's counters without the per-user sums: what a store keeps in
-/// one row (or hash) per community and period, and what a settlement
-/// changes besides the user's sums.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A period's totals, without the per-user sums: what a store keeps in
+/// one row (or hash field) per community and period, and what a
+/// settlement changes besides the user's sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PeriodSums {
     /// Actual cost of finished calls.
     pub committed: Micros,
@@ -371,16 +367,6 @@ pub struct PeriodSums {
 }
 
 impl PeriodSums {
-    /// The sums of a period's counters.
-    pub fn of(counters: &PeriodCounters) -> Self {
-        Self {
-            committed: counters.committed,
-            reserved: counters.reserved,
-            holds: counters.holds,
-            warned: counters.warned,
-        }
-    }
-
     /// How far `committed + reserved` stands past `limit` (0 when within).
     ///
     /// # Errors
@@ -521,9 +507,9 @@ impl CommunityBudget {
             .unwrap_or_default();
         let (used_after, reserved, spend, warning) = match admit(
             limits,
-            counters.committed,
-            counters.reserved,
-            counters.warned,
+            counters.totals.committed,
+            counters.totals.reserved,
+            counters.totals.warned,
             spend,
             reservation.estimate,
             policy,
@@ -536,10 +522,10 @@ impl CommunityBudget {
                 warning,
             } => (used_after, reserved, user, warning),
         };
-        counters.reserved = reserved;
-        counters.holds += 1;
+        counters.totals.reserved = reserved;
+        counters.totals.holds += 1;
         add_user(&mut counters.users, &reservation.user, |_| Ok(spend))?;
-        counters.warned |= warning;
+        counters.totals.warned |= warning;
         self.periods.insert(period, counters);
         self.holds.insert(
             hold_ref,
@@ -704,7 +690,7 @@ impl CommunityBudget {
         committed: &BTreeMap<UserId, Micros>,
     ) -> Result<(), BudgetError> {
         let mut counters = self.counters(period);
-        counters.committed = committed
+        counters.totals.committed = committed
             .values()
             .try_fold(Micros::ZERO, |sum, c| sum.checked_add(*c))?;
         for spend in counters.users.values_mut() {
@@ -769,11 +755,12 @@ impl CommunityBudget {
         let mut expected: BTreeMap<Period, PeriodCounters> = BTreeMap::new();
         for hold in self.holds.values() {
             let c = expected.entry(hold.period).or_default();
-            c.reserved = c
+            c.totals.reserved = c
+                .totals
                 .reserved
                 .checked_add(hold.estimate)
                 .map_err(|e| e.to_string())?;
-            c.holds += 1;
+            c.totals.holds += 1;
             let u = c.users.entry(hold.user.clone()).or_default();
             u.reserved = u
                 .reserved
@@ -782,13 +769,14 @@ impl CommunityBudget {
         }
         for (period, counters) in &self.periods {
             let want = expected.remove(period).unwrap_or_default();
-            if counters.reserved != want.reserved || counters.holds != want.holds {
+            let (got, want_totals) = (counters.totals, want.totals);
+            if got.reserved != want_totals.reserved || got.holds != want_totals.holds {
                 return Err(format!(
                     "{period}: reserved {} over {} holds, live holds sum to {} over {}",
-                    counters.reserved.get(),
-                    counters.holds,
-                    want.reserved.get(),
-                    want.holds
+                    got.reserved.get(),
+                    got.holds,
+                    want_totals.reserved.get(),
+                    want_totals.holds
                 ));
             }
             for (user, spend) in &counters.users {
@@ -815,7 +803,7 @@ impl CommunityBudget {
         let mut counters = self.counters(hold.period);
         release(&mut counters, hold, actual, releases_hold)?;
         let limit = self.limits.map_or(Micros::ZERO, |l| l.limit);
-        let overshoot = PeriodSums::of(&counters).overshoot(limit)?;
+        let overshoot = counters.totals.overshoot(limit)?;
         self.periods.insert(hold.period, counters);
         Ok(Receipt::for_hold(hold, actual, overshoot))
     }
@@ -840,11 +828,8 @@ fn release(
     releases_hold: bool,
 ) -> Result<(), MoneyError> {
     let user = counters.users.get(&hold.user).copied().unwrap_or_default();
-    let (sums, user) =
-        apply_settlement(PeriodSums::of(counters), user, hold, actual, releases_hold)?;
-    counters.committed = sums.committed;
-    counters.reserved = sums.reserved;
-    counters.holds = sums.holds;
+    let (totals, user) = apply_settlement(counters.totals, user, hold, actual, releases_hold)?;
+    counters.totals = totals;
     add_user(&mut counters.users, &hold.user, |_| Ok(user))
 }
 
@@ -911,7 +896,7 @@ mod tests {
         assert_eq!(budget.check_conservation(), Ok(()));
         let period = Period::containing(at(0)).unwrap();
         if let Some(counters) = budget.periods.get_mut(&period) {
-            counters.reserved = Micros::new(11).unwrap();
+            counters.totals.reserved = Micros::new(11).unwrap();
         }
         assert!(budget.check_conservation().is_err());
     }
@@ -926,7 +911,7 @@ mod tests {
             .unwrap();
         let period = Period::containing(at(0)).unwrap();
         if let Some(counters) = budget.periods.get_mut(&period) {
-            counters.reserved = Micros::new(3).unwrap();
+            counters.totals.reserved = Micros::new(3).unwrap();
         }
         let before = budget.clone();
         assert!(matches!(

@@ -89,10 +89,10 @@ impl BudgetStatus {
         Self {
             period,
             limits: budget.limits(),
-            committed: counters.committed,
-            reserved: counters.reserved,
-            holds: counters.holds,
-            warned: counters.warned,
+            committed: counters.totals.committed,
+            reserved: counters.totals.reserved,
+            holds: counters.totals.holds,
+            warned: counters.totals.warned,
             users: counters.users,
         }
     }
