@@ -23,8 +23,12 @@ local AT, GEN, SEQ = due_keys()
 local c = community(ARGV[1])
 local bound = ARGV[2]
 if not canonical(bound) then fail("invalid", "due bound") end
--- INCR first: it is the one write that can fail (an unreadable sequence),
--- and a refused call must change nothing.
+-- A refused call must change nothing. Reading the index and the
+-- generations first makes a tampered key of another type refuse the call
+-- here (WRONGTYPE); INCR is then the one write that can fail (an
+-- unreadable sequence), and it comes first.
+redis.call("ZSCORE", AT, c)
+redis.call("HGET", GEN, c)
 local g = redis.call("INCR", SEQ)
 redis.call("ZADD", AT, "LT", bound, c)
 redis.call("HSET", GEN, c, g)

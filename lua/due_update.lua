@@ -33,7 +33,9 @@ if current == seen then
     return { 0 }
   end
   -- INCR before any write: it can fail (an unreadable sequence), and a
-  -- refused call must change nothing.
+  -- refused call must change nothing; the ZSCORE makes a tampered index
+  -- of another type refuse the call before it too (WRONGTYPE).
+  redis.call("ZSCORE", AT, c)
   local g = nil
   if current == "" then g = redis.call("INCR", SEQ) end
   redis.call("ZADD", AT, bound, c)

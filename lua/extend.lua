@@ -37,10 +37,12 @@ local est, created, expires, per, user, model
 local current = expires
 if not before(now, current) then return { 2 } end
 if before(current, wanted) then
-  redis.call("HSET", R, d, hold_record(format("%d", est), created, wanted, per, user, model))
-  -- The entry under the old bucket stays; reap skips it because the
-  -- record's expiry no longer falls in that bucket.
+  -- The index first: its keys may be tampered keys of another type, and
+  -- it undoes itself when refused; the HSET cannot fail (the HGET read the
+  -- record as a hash). The entry under the old bucket stays; reap skips
+  -- it because the record's expiry no longer falls in that bucket.
   if bucket(wanted) ~= bucket(current) then index(X, E, d, wanted) end
+  redis.call("HSET", R, d, hold_record(format("%d", est), created, wanted, per, user, model))
   return { 1, wanted }
 end
 return { 1, current }

@@ -35,6 +35,7 @@
 -- @include packed
 -- @include layout
 -- @include community_key
+-- @include wrongtype
 
 local R, P = KEYS[1]
 -- @inline prefix
@@ -129,16 +130,26 @@ if releases then
   ur = ur - est
   if ur < 0 then fail("overflow", "user reserved would go negative") end
 end
-redis.call("HSET", R, d, "F" .. marker_until .. actual_s, per, format(TOTALS_FMT, committed, reserved, holds, warned),
-  UF, format(USER_SUMS_FMT, uc, ur))
--- The hold's entry in the expiry index is left behind; reap skips it.
-redis.call("RPUSH", Q, d .. marker_until)
+-- The writes. The marker queue and the user set may be tampered keys of
+-- another type, which Redis finds only on the write (WRONGTYPE): they go
+-- first, the queue entry undone if the SADD fails, so a refused call
+-- changes nothing. The HSET cannot fail (the HMGET read the record as a
+-- hash). The hold's entry in the expiry index is left behind; reap skips
+-- it.
+local r = redis.pcall("RPUSH", Q, d .. marker_until)
+if not tonumber(r) then refuse_write(r, "marker queue") end
 local outcome = 2
 if releases then
   outcome = 1
 elseif kind == 0 then
   -- The period's user set, for status (a hold's user joined it at reserve).
-  redis.call("SADD", U, user)
+  r = redis.pcall("SADD", U, user)
+  if not tonumber(r) then
+    redis.call("RPOP", Q)
+    refuse_write(r, "user set")
+  end
   outcome = 4
 end
+redis.call("HSET", R, d, "F" .. marker_until .. actual_s, per, format(TOTALS_FMT, committed, reserved, holds, warned),
+  UF, format(USER_SUMS_FMT, uc, ur))
 return { outcome, actual, est, overshoot, per, model, created }

@@ -238,8 +238,15 @@ for i = 1, #firsts, 2 do
   end
 end
 
--- Every read and check is done: from here on nothing can fail, so a
--- refused call has changed nothing.
+-- A key is of its type once a command has read it. The marker queue is
+-- read above only with a marker batch; a released hold still queues its
+-- tombstone there, so a tampered queue must refuse the call here, before
+-- the first write, not on the RPUSH after it.
+if marker_batch == 0 and #due > 0 then redis.call("LLEN", Q) end
+
+-- Every read and check is done, and every key written has been read as
+-- its type: from here on nothing can fail, so a refused call has changed
+-- nothing.
 for _, per in ipairs(order) do
   local s = periods[per]
   redis.call("HSET", R, per, format(TOTALS_FMT, s.c, s.r, s.n, s.w))

@@ -1,8 +1,8 @@
 -- reserve: hold an estimate if it fits under the limit and the user's cap,
 -- atomically with the check. One round trip; three commands: HMGET of
--- record + limits + period totals + the user's sums, HSET of the same
--- fields, RPUSH to the expiry index (plus SADD for the user's first hold
--- of the period, and ZADD + ZRANGE for the first hold of a 100 ms expiry
+-- record + limits + period totals + the user's sums, RPUSH to the expiry
+-- index, HSET of the fields read (plus SADD for the user's first hold of
+-- the period, and ZADD + ZRANGE for the first hold of a 100 ms expiry
 -- bucket).
 --
 -- KEYS[1] record hash  KEYS[2] expiry zset
@@ -33,6 +33,7 @@
 -- @include hold
 -- @include index
 -- @include community_key
+-- @include wrongtype
 
 local R, P = KEYS[1]
 -- @inline prefix
@@ -132,17 +133,28 @@ end
 
 ur = ur + est
 if ur > MAX then fail("overflow", "user reserved") end
+-- The writes. The expiry index and the user set may be tampered keys of
+-- another type, which Redis finds only on the write (WRONGTYPE): they go
+-- first, each undone if a later one fails, so a refused call changes
+-- nothing. The HSET cannot fail (the HMGET read the record as a hash).
+-- A bucket that already had a list is not below the lowest bucket, so
+-- only a new one can be a new earliest expiry (one ZRANGE, once per
+-- bucket).
+local b, added = index(X, E, d, expires)
+-- The period's user list, for status.
+if got[4] == false then
+  local r = redis.pcall("SADD", U, user)
+  if not tonumber(r) then
+    redis.call("RPOP", E)
+    if added then redis.call("ZREM", X, b) end
+    refuse_write(r, "user set")
+  end
+end
 redis.call("HSET", R,
   d, hold_record(est_s, now, expires, per, user, model),
   per, format(TOTALS_FMT, committed, reserved + est, holds + 1, warned),
   UF, format(USER_SUMS_FMT, uc, ur))
--- The period's user list, for status.
-if got[4] == false then redis.call("SADD", U, user) end
--- The expiry index (bucket.lua). A bucket that already had a list is not
--- below the lowest bucket, so only a new one can be a new earliest expiry
--- (one ZRANGE, once per bucket).
 local first = 0
-local b = index(X, E, d, expires)
 if b and redis.call("ZRANGE", X, 0, 0)[1] == b then first = 1 end
 local left = limit - after
 if left < 0 then left = 0 end

@@ -61,6 +61,10 @@ impl From<CallError> for StoreError {
                     StoreError::Overflow(detail.to_owned())
                 } else if let Some(detail) = our_detail(&text, CORRUPT_PREFIX) {
                     StoreError::Corrupt(detail.to_owned())
+                } else if error.code() == Some("WRONGTYPE") {
+                    // A key of another type than the layout's: tampered
+                    // data, which a script meets before its first write.
+                    StoreError::Corrupt(format!("a key of another type: {text}"))
                 } else if matches!(
                     error.kind(),
                     ErrorKind::Parse | ErrorKind::UnexpectedReturnType
