@@ -7,6 +7,7 @@
 --
 -- Reply: {0} unknown hold | {1, expires_at} extended | {2} not live
 -- @include canonical
+-- @include header
 -- @include before
 -- @include hold
 -- @include index
@@ -23,7 +24,10 @@ if not canonical(wanted) then fail("invalid", "expires_at") end
 local X = community_key(P, KEYS[2])
 local E = community_key(P, KEYS[3], bucket(wanted), "expiry bucket")
 
-local v = redis.call("HGET", R, d)
+local got = redis.call("HMGET", R, d, "V")
+local header_v = got[2]
+-- @inline header
+local v = got[1]
 if not v then return { 0 } end
 local mexp
 -- @inline marker

@@ -34,6 +34,7 @@
 -- @include period
 -- @include packed
 -- @include layout
+-- @include header
 -- @include community_key
 -- @include wrongtype
 
@@ -62,7 +63,9 @@ local Q = community_key(P, KEYS[2])
 local U
 if unheld ~= nil then U = community_key(P, KEYS[3], guess, "user set") end
 
-local got = redis.call("HMGET", R, d, "L", guess, guess .. ":" .. me)
+local got = redis.call("HMGET", R, d, "L", "V", guess, guess .. ":" .. me)
+local header_v = got[3]
+-- @inline header
 local v = got[1]
 -- kind 0: nothing usable under the digest (no record, or an expired
 -- marker or tombstone): unknown to finalize, a fresh commit for
@@ -97,7 +100,7 @@ end
 local releases = kind == 72
 period(per, "stored period")
 local UF = per .. ":" .. user
-local totals_v, sums_v = got[3], got[4]
+local totals_v, sums_v = got[4], got[5]
 if per ~= guess then
   local again = redis.call("HMGET", R, per, UF)
   totals_v, sums_v = again[1], again[2]
@@ -152,4 +155,11 @@ elseif kind == 0 then
 end
 redis.call("HSET", R, d, "F" .. marker_until .. actual_s, per, format(TOTALS_FMT, committed, reserved, holds, warned),
   UF, format(USER_SUMS_FMT, uc, ur))
+if totals_v == false then
+  -- The period's first totals in this hash (a commit without a hold, or
+  -- a late finalize into a period pruned meanwhile): listed in the header.
+  local header_new
+  -- @inline listed
+  if header_new then redis.call("HSET", R, "V", header_new) end
+end
 return { outcome, actual, est, overshoot, per, model, created }

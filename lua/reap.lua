@@ -31,7 +31,8 @@
 -- by the entry batch), `more` is 1 and the adapter reads and calls again.
 --
 -- Reply: {count, reclaimed, more (0/1), markers dropped, next offset,
--- next due, damaged marker entries}; `more` says a batch was full, so the adapter calls again with
+-- next due, damaged marker entries, the periods the header lists (space
+-- separated)}; `more` says a batch was full, so the adapter calls again with
 -- the same now and the offset returned. `next due` (ms, or "" when `x` is
 -- empty) is a lower bound of the expiry of every hold left unreaped, for
 -- the due index: the start of the lowest bucket left, or now + 1 when that
@@ -42,6 +43,7 @@
 -- @include period
 -- @include packed
 -- @include layout
+-- @include header
 -- @include bucket
 -- @include community_key
 
@@ -79,6 +81,8 @@ for i = 6, #ARGV do
   buckets[#buckets + 1] = b
   community_key(P, KEYS[i - 2], b, "expiry bucket")
 end
+local header_v = redis.call("HGET", R, "V")
+-- @inline header
 local more = 0
 local now_read = false
 
@@ -271,4 +275,7 @@ for _, d in ipairs(drops) do
 end
 if popped > 0 then redis.call("LTRIM", Q, popped, -1) end
 
-return { #due, reclaimed, more, #drops, next_offset, next_due, damaged }
+-- The periods the header lists, for the adapter to prune those long past.
+local listed = ""
+if header_v then listed = sub(header_v, #LAYOUT_HEAD + 1) end
+return { #due, reclaimed, more, #drops, next_offset, next_due, damaged, listed }

@@ -12,6 +12,7 @@
 -- ARGV[1] hold digest (12 bytes)  ARGV[2] user      ARGV[3] estimate
 -- ARGV[4] model alias            ARGV[5] now (ms)  ARGV[6] expires_at or ""
 -- ARGV[7] period of now or ""    ARGV[8] warning percent (1..100)
+-- (the header, field "V", is read with the record: include/header.lua)
 -- ("" = out of range; refused only where the model would refuse it.)
 --
 -- Reply: {0} not configured | {1, remaining, limit, warning, expires_at,
@@ -30,6 +31,7 @@
 -- @include canonical
 -- @include period
 -- @include layout
+-- @include header
 -- @include hold
 -- @include index
 -- @include community_key
@@ -66,10 +68,12 @@ end
 local UF = per .. ":" .. user
 local got
 if per ~= "" then
-  got = redis.call("HMGET", R, d, "L", per, UF)
+  got = redis.call("HMGET", R, d, "L", "V", per, UF)
 else
-  got = redis.call("HMGET", R, d, "L")
+  got = redis.call("HMGET", R, d, "L", "V")
 end
+local header_v = got[3]
+-- @inline header
 local v = got[1]
 if v then
   local mexp
@@ -79,7 +83,7 @@ if v then
 end
 if not got[2] then return { 0 } end
 if expires == "" or per == "" then return { 5 } end
-local limits_v, totals_v = got[2], got[3]
+local limits_v, totals_v = got[2], got[4]
 local limit, cap, committed, reserved, holds, warned
 -- @inline limits
 -- @inline totals
@@ -91,7 +95,7 @@ if used + est > limit then
   if left < 0 then left = 0 end
   return { 4, left, limit, 0 }
 end
-local sums_v = got[4]
+local sums_v = got[5]
 local uc, ur
 -- @inline user_sums
 if cap ~= nil then
@@ -142,7 +146,7 @@ if ur > MAX then fail("overflow", "user reserved") end
 -- bucket).
 local b, added = index(X, E, d, expires)
 -- The period's user list, for status.
-if got[4] == false then
+if sums_v == false then
   local r = redis.pcall("SADD", U, user)
   if not tonumber(r) then
     redis.call("RPOP", E)
@@ -154,6 +158,12 @@ redis.call("HSET", R,
   d, hold_record(est_s, now, expires, per, user, model),
   per, format(TOTALS_FMT, committed, reserved + est, holds + 1, warned),
   UF, format(USER_SUMS_FMT, uc, ur))
+if totals_v == false then
+  -- The period's first totals in this hash: listed in the header.
+  local header_new
+  -- @inline listed
+  if header_new then redis.call("HSET", R, "V", header_new) end
+end
 local first = 0
 if b and redis.call("ZRANGE", X, 0, 0)[1] == b then first = 1 end
 local left = limit - after

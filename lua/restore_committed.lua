@@ -20,6 +20,7 @@
 -- @include canonical
 -- @include period
 -- @include layout
+-- @include header
 -- @include community_key
 
 local R, P = KEYS[1]
@@ -45,7 +46,9 @@ for i = 2, #ARGV, 2 do
   if sum > MAX then fail("overflow", "committed total") end
 end
 
-local totals_v = redis.call("HGET", R, per)
+local got = redis.call("HMGET", R, per, "V")
+local totals_v, header_v = got[1], got[2]
+-- @inline header
 local committed, reserved, holds, warned
 -- @inline totals
 
@@ -73,6 +76,12 @@ for i = 1, #users, chunk do
 end
 
 redis.call("HSET", R, per, format(TOTALS_FMT, sum, reserved, holds, warned))
+if totals_v == false then
+  -- The period's first totals in this hash: listed in the header.
+  local header_new
+  -- @inline listed
+  if header_new then redis.call("HSET", R, "V", header_new) end
+end
 local sets, dels, joins = {}, {}, {}
 local function flush(force)
   if #sets >= 2 * chunk or (force and #sets > 0) then

@@ -5,6 +5,7 @@
 --
 -- KEYS[1] record hash  ARGV[1] limit  ARGV[2] per-user cap or ""
 -- @include canonical
+-- @include header
 
 local R, P = KEYS[1]
 -- @inline prefix
@@ -15,5 +16,9 @@ if cap ~= "" then
   if not canonical(cap) then fail("invalid", "per-user cap") end
   value = value .. " " .. cap
 end
-redis.call("HSET", R, "L", value)
+-- A new hash is stamped with the layout (include/header.lua); an
+-- existing one keeps its header, once checked.
+local header_v = redis.call("HGET", R, "V")
+-- @inline header
+redis.call("HSET", R, "L", value, "V", header_v or LAYOUT)
 return { 1 }

@@ -8,13 +8,16 @@
 -- Totals are "<committed> <reserved> <holds> <warned>". Users whose sums
 -- are both zero are left for the adapter to drop.
 -- @include period
+-- @include header
 -- @include community_key
 
 local R, P = KEYS[1]
 -- @inline prefix
 local per = period(ARGV[1], "period")
 local U = community_key(P, KEYS[2], per, "user set")
-local got = redis.call("HMGET", R, "L", per)
+local got = redis.call("HMGET", R, "L", per, "V")
+local header_v = got[3]
+-- @inline header
 local users = redis.call("SMEMBERS", U)
 local flat = {}
 local chunk = 500

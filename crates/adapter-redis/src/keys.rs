@@ -26,7 +26,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `sg:{c}:r` | hash | the community's records: one per (user, key) digest (a live hold, a finalize marker or a reap tombstone), `L` → limits, `<YYYY-MM>` → that period's totals, `<YYYY-MM>:<user>` → that user's sums in the period |
+//! | `sg:{c}:r` | hash | the community's records: one per (user, key) digest (a live hold, a finalize marker or a reap tombstone), `V` → the layout header, `L` → limits, `<YYYY-MM>` → that period's totals, `<YYYY-MM>:<user>` → that user's sums in the period |
 //! | `sg:{c}:x` | zset | expiry buckets that have a list: member and score = `expires_at / 100 ms` |
 //! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket ([`expiry_bucket`]; entries of settled or extended holds are skipped by reap) |
 //! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
@@ -51,13 +51,19 @@
 //! index are members and fields, never key names.
 //!
 //! Fields of `sg:{c}:r` never collide: a digest's first byte is at least
-//! `0x80`, every other field starts with an ASCII character (`L`, or the
-//! digits of a period).
+//! `0x80`, every other field starts with an ASCII character (`L`, `V`, or
+//! the digits of a period).
 //!
 //! * live hold: `H<estimate> <created_at> <expires_at> <period> <user> <model>`;
 //! * finalize marker: `F` ‖ marker `expires_at` (6 bytes, big-endian ms) ‖ `<actual>`
 //!   (also what a commit_unheld without a hold leaves, queued the same way);
 //! * reap tombstone: `R<marker expires_at> <estimate> <created_at> <expires_at> <period> <user> <model>`;
+//! * header: `"<layout>[ <period>]..."`, the layout version (`1`) of
+//!   everything stored under the community, and the periods with totals
+//!   in the hash; every script refuses a hash of another layout before it
+//!   reads anything else, and reap prunes the listed periods that ended
+//!   long ago (`store::prune`); absent on a hash written before headers
+//!   existed, which reads as layout 1 with no period listed;
 //! * limits: `"<limit>"` or `"<limit> <per-user cap>"`;
 //! * totals: `"<committed> <reserved> <holds> <warned 0|1>"`;
 //! * user sums: `"<committed> <reserved>"` (`"0 0"` is reported as absent).

@@ -91,11 +91,14 @@ pub enum Op {
     /// Record a community's next due bound after a reap
     /// (`lua/due_update.lua`, on the `{due}` keys).
     DueUpdate,
+    /// Drop the totals, sums and user sets of periods long past
+    /// (`lua/prune.lua`).
+    Prune,
 }
 
 impl Op {
     /// Every operation, in a fixed order.
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 10] = [
         Op::Reserve,
         Op::Extend,
         Op::Finalize,
@@ -105,6 +108,7 @@ impl Op {
         Op::RestoreCommitted,
         Op::DueTouch,
         Op::DueUpdate,
+        Op::Prune,
     ];
 
     /// The full script text, its includes expanded.
@@ -119,6 +123,7 @@ impl Op {
             Op::RestoreCommitted => lua!("restore_committed"),
             Op::DueTouch => lua!("due_touch"),
             Op::DueUpdate => lua!("due_update"),
+            Op::Prune => lua!("prune"),
         }
     }
 
@@ -134,6 +139,7 @@ impl Op {
             Op::RestoreCommitted => "restore_committed",
             Op::DueTouch => "due_touch",
             Op::DueUpdate => "due_update",
+            Op::Prune => "prune",
         }
     }
 
@@ -161,11 +167,12 @@ impl Op {
             Op::RestoreCommitted => &scripts[6],
             Op::DueTouch => &scripts[7],
             Op::DueUpdate => &scripts[8],
+            Op::Prune => &scripts[9],
         }
     }
 }
 
-static SCRIPTS: LazyLock<[Script; 9]> =
+static SCRIPTS: LazyLock<[Script; 10]> =
     LazyLock::new(|| Op::ALL.map(|op| Script::new(op.source())));
 
 /// `lua/idem_claim.lua`: read-compare-or-create one

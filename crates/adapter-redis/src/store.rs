@@ -26,6 +26,8 @@ use crate::keys::{
 use crate::replicas::{ReplicaWait, Writers};
 use crate::script::{self, Op};
 
+mod prune;
+
 /// The default operation timeout: a reserve that gets no answer within it
 /// is `Unavailable`, which the caller treats as deny.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -652,6 +654,8 @@ where
                 );
             }
             if reply.int(2, "more")? == 0 {
+                let listed = reply.text(7, "listed periods")?;
+                self.prune_periods(community, now, &listed).await?;
                 if let Some(seen) = seen {
                     let next_due = reply.text(5, "next due")?;
                     let next_due = Some(next_due.as_str()).filter(|t| !t.is_empty());

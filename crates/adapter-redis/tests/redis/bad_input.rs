@@ -342,11 +342,14 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     )
     .await;
 
-    // Nothing but the limits was ever written for this community.
+    // Nothing but the limits and the layout header set_limits stamps was
+    // ever written for this community.
     let limits: String = conn.hget(records_key(&c), "L").await.unwrap();
     assert_eq!(limits, "1000");
+    let header: String = conn.hget(records_key(&c), "V").await.unwrap();
+    assert_eq!(header, "1");
     let fields: i64 = conn.hlen(records_key(&c)).await.unwrap();
-    assert_eq!(fields, 1);
+    assert_eq!(fields, 2);
     for k in [
         expiry_key(&c),
         marker_queue_key(&c),

@@ -242,10 +242,11 @@ async fn markers_live_for_the_marker_ttl_and_reap_drops_them_without_scanning() 
     assert!(record(&mut conn, &c, "alice", "r").await.is_some());
     store.reap(&c, at(t0 + 1_000 + DAY_MS)).await.unwrap();
     assert_eq!(record(&mut conn, &c, "alice", "r").await, None);
-    // Left: the limits, November's totals and alice's sums.
+    // Left: the limits, the layout header, November's totals and alice's
+    // sums.
     let left: i64 = conn.hlen(records_key(&c)).await.unwrap();
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
-    assert_eq!((left, queued), (3, 0));
+    assert_eq!((left, queued), (4, 0));
 }
 
 /// More markers than one script call drops (1,000) are all dropped by one
@@ -266,13 +267,14 @@ async fn reap_drops_every_expired_marker_in_bounded_batches() {
             .await
             .unwrap();
     }
-    // 2,500 markers, the limits, the period's totals and the user's sums.
+    // 2,500 markers, the limits, the layout header, the period's totals
+    // and the user's sums.
     let records: i64 = conn.hlen(records_key(&c)).await.unwrap();
-    assert_eq!(records, 2_503);
+    assert_eq!(records, 2_504);
     store.reap(&c, at(NOV_15 + DAY_MS)).await.unwrap();
     let records: i64 = conn.hlen(records_key(&c)).await.unwrap();
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
-    assert_eq!((records, queued), (3, 0));
+    assert_eq!((records, queued), (4, 0));
 }
 
 /// Reserve, finalize, cancel and extend are one request each (once the
@@ -348,7 +350,9 @@ async fn one_round_trip_per_reserve_and_per_finalize() {
 /// expired ones, the script reads 10 records (one `HGET` each), the sums
 /// of the users concerned and one range of the expiry zset. Every reap
 /// also reads the community's generation in the due index twice (one
-/// `HGET` before the reap, one in the index update after it): `INDEX`.
+/// `HGET` before the reap, one in the index update after it): `INDEX`,
+/// and each reap script call reads the record hash's layout header once:
+/// `HEADER`.
 #[tokio::test]
 async fn reap_costs_o_expired_not_o_live() {
     let server = OwnRedis::start();
@@ -377,14 +381,15 @@ async fn reap_costs_o_expired_not_o_live() {
             .unwrap();
     }
     const INDEX: u64 = 2;
+    const HEADER: u64 = 1;
     let mut admin = server.admin();
-    // Nothing due: no record is read at all.
+    // Nothing due: no record is read at all, only the header.
     redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .exec(&mut admin)
         .unwrap();
     assert_eq!(store.reap(&c, at(NOV_15 + 999)).await.unwrap().count, 0);
-    assert_eq!(command_calls(&mut admin, "hget"), INDEX);
+    assert_eq!(command_calls(&mut admin, "hget"), INDEX + HEADER);
     assert_eq!(command_calls(&mut admin, "zrangebyscore"), 1);
 
     redis::cmd("CONFIG")
@@ -400,7 +405,7 @@ async fn reap_costs_o_expired_not_o_live() {
         }
     );
     // Ten records, plus the period's totals and the sums of their one user.
-    assert_eq!(command_calls(&mut admin, "hget"), 12 + INDEX);
+    assert_eq!(command_calls(&mut admin, "hget"), 12 + INDEX + HEADER);
     assert_eq!(command_calls(&mut admin, "zrangebyscore"), 1);
     // One bucket of the index (the marker queue is empty: one LINDEX).
     assert_eq!(command_calls(&mut admin, "lrange"), 1);
@@ -417,7 +422,7 @@ async fn reap_costs_o_expired_not_o_live() {
         .exec(&mut admin)
         .unwrap();
     assert_eq!(store.reap(&c, at(NOV_15 + 1_100)).await.unwrap().count, 0);
-    assert_eq!(command_calls(&mut admin, "hget"), 10 + INDEX);
+    assert_eq!(command_calls(&mut admin, "hget"), 10 + INDEX + HEADER);
     let exists: bool = conn
         .exists(expiry_bucket_key(&c, short_bucket))
         .await
@@ -518,10 +523,11 @@ async fn commit_unheld_is_one_round_trip_and_writes_what_finalize_writes() {
 
     store.reap(&c, at(DEC_1 + 5 + DAY_MS)).await.unwrap();
     assert_eq!(record(&mut conn, &c, "bob", "k1").await, None);
-    // Left: November's totals and the two users' sums; no limits.
+    // Left: November's totals, the two users' sums and the header the
+    // first commit wrote to list November; no limits.
     let left: i64 = conn.hlen(records_key(&c)).await.unwrap();
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
-    assert_eq!((left, queued), (3, 0));
+    assert_eq!((left, queued), (4, 0));
 }
 
 /// restore_committed writes a period's sums for thousands of users in one
