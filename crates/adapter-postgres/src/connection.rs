@@ -29,15 +29,24 @@ pub struct ConnectSettings {
     /// Longest [`connect_with_settings`] (and [`connect`],
     /// [`connect_and_migrate`]) waits for the pool's first connection.
     pub connect_timeout: Duration,
+    /// PostgreSQL only: the `statement_timeout` of every pooled session,
+    /// `None` for the server's own. PostgreSQL arms the timeout when a
+    /// statement starts, so this is what bounds the store's one-statement
+    /// calls (a value the store sets inside its functions comes too late
+    /// for the statement that sets it); past it the call fails as
+    /// unavailable. Migrations run without it.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for ConnectSettings {
-    /// 16 connections; 5 s to acquire one, 5 s to connect.
+    /// 16 connections; 5 s to acquire one, 5 s to connect; 5 s per
+    /// statement.
     fn default() -> Self {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -83,6 +92,11 @@ pub async fn connect_with_settings(
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
+    if let Some(timeout) = settings.statement_timeout {
+        let setting = format!("{}ms", timeout.as_millis());
+        options
+            .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", setting.clone())]));
+    }
     match tokio::time::timeout(settings.connect_timeout, Database::connect(options)).await {
         Ok(connected) => connected.map_err(|e| {
             RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
@@ -125,6 +139,7 @@ pub async fn connect_and_migrate_with_settings(
         url,
         ConnectSettings {
             max_connections: 1,
+            statement_timeout: None,
             ..settings
         },
     )

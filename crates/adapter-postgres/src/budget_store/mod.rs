@@ -38,10 +38,13 @@
 //! set for its transaction ([`StoreTimeouts`], 2 s and 5 s by default;
 //! set by the look-up function, which every write calls to take the
 //! community's lock, or by `spendgate_budget_set_limits`). A lock wait that
-//! expires is [`StoreError::Unavailable`]: `reserve` denies. (PostgreSQL
+//! expires is [`StoreError::Unavailable`]: `reserve` denies. PostgreSQL
 //! arms `statement_timeout` when a statement starts, so a value set inside
 //! a one-statement write bounds only the later statements of a
-//! `restore_committed` transaction.) `reap` releases at most
+//! `restore_committed` transaction; the one-statement calls are bounded by
+//! the pool's session `statement_timeout`
+//! ([`crate::ConnectSettings::statement_timeout`], 5 s by default), and a
+//! cancelled statement is [`StoreError::Unavailable`] too. `reap` releases at most
 //! [`REAP_BATCH`] holds per statement or transaction, so one community
 //! with many expired holds never keeps its lock for long. Waiting for a
 //! pooled connection is bounded by the pool's acquire timeout
@@ -124,7 +127,10 @@ pub struct StoreTimeouts {
     /// of writers to many communities is served in turn rather than
     /// refused.
     pub lock: Duration,
-    /// Longest run of one statement (PostgreSQL `statement_timeout`).
+    /// Longest run of one statement (PostgreSQL `statement_timeout`) after
+    /// the first of a transaction; the first, and so every one-statement
+    /// call, is bounded by the pool's
+    /// [`crate::ConnectSettings::statement_timeout`].
     pub statement: Duration,
 }
 

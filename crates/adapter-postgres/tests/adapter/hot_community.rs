@@ -108,6 +108,47 @@ async fn a_locked_community_times_out_while_others_keep_reserving() {
     assert_eq!(status.holds, 1);
 }
 
+/// The pool's `statement_timeout` bounds a one-statement call that waits
+/// for a lock the store's own timeout would still wait for: the reserve
+/// behind the blocker is cancelled by the server after 300 ms and returns
+/// `Unavailable`, and it held nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pools_statement_timeout_bounds_a_one_statement_call() {
+    let t = TestDb::fresh(Backend::Postgres).await;
+    let pool = connect_with_settings(
+        &t.url,
+        ConnectSettings {
+            statement_timeout: Some(Duration::from_millis(300)),
+            ..test_settings()
+        },
+    )
+    .await
+    .unwrap();
+    let store = SqlBudgetStore::new(pool, BudgetPolicy::default()).with_timeouts(StoreTimeouts {
+        lock: Duration::from_secs(60),
+        statement: Duration::from_secs(60),
+    });
+    let hot = CommunityId::parse("hot").unwrap();
+    store
+        .set_limits(&hot, Limits::new(Micros::new(1_000_000).unwrap()))
+        .await
+        .unwrap();
+    let blocker = block(&t, "hot").await;
+    let result = store
+        .reserve(&hot, &reservation("u", "k", 1, 60_000), ts(NOV))
+        .await;
+    match &result {
+        Err(StoreError::Unavailable(why)) => assert!(why.contains("statement timeout"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    blocker.rollback().await.unwrap();
+    let status = store
+        .status(&hot, Period::containing(ts(NOV)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.holds, 0);
+}
+
 /// A pool of 4 connections (2 for one community's writes), a blocker on
 /// one community's row and 8 reserves of that community behind it: 2 wait
 /// for the lock on a connection, the others for a place of their

@@ -105,6 +105,7 @@ async fn calls_during_an_outage_fail_fast_and_the_store_recovers() {
         max_connections: 4,
         acquire_timeout: acquire,
         connect_timeout: Duration::from_secs(2),
+        ..ConnectSettings::default()
     };
     let db = connect_with_settings(&through(&t.url, proxy.port), settings)
         .await
