@@ -11,51 +11,21 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::keys::{
-    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, community_prefix, expiry_bucket, expiry_bucket_key,
-    expiry_key, hold_digest, marker_queue_key, records_key, user_sums_key,
+    DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY, expiry_bucket, expiry_bucket_key, expiry_key,
+    hold_digest, marker_queue_key, records_key, user_sums_key,
 };
-use spendgate_contract::fixture::{key, m, unique_community, user};
+use spendgate_contract::fixture::{key, m, period, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, ModelAlias, Period, Reservation,
-    Settlement, Timestamp, Ttl, UnheldCommit,
+    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, ModelAlias, Settlement, Ttl,
+    UnheldCommit,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
+use crate::fixture::{at, reservation, snapshot};
 use crate::own_redis::OwnRedis;
 use crate::support::{raw_standalone, standalone_redis};
 
 const NOW_MS: i64 = 1_794_700_800_000;
-
-fn at(ms: i64) -> Timestamp {
-    Timestamp::from_millis(ms).unwrap()
-}
-
-fn period(text: &str) -> Period {
-    Period::parse(text).unwrap()
-}
-
-fn reservation(who: &str, k: &str, ttl_ms: i64) -> Reservation {
-    Reservation {
-        user: user(who),
-        key: key(k),
-        estimate: m(5),
-        model: ModelAlias::parse("cheap").unwrap(),
-        ttl: Ttl::from_millis(ttl_ms).unwrap(),
-    }
-}
-
-/// Every key of the community with its serialized value, in key order.
-async fn snapshot(conn: &mut ConnectionManager, c: &CommunityId) -> Vec<(String, Vec<u8>)> {
-    let pattern = format!("{}*", community_prefix(c));
-    let mut keys: Vec<String> = conn.keys(pattern).await.unwrap();
-    keys.sort();
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query_async(conn).await.unwrap();
-        out.push((k, dump));
-    }
-    out
-}
 
 #[tokio::test]
 async fn reap_refused_by_an_unreadable_bucket_changes_nothing() {
@@ -64,7 +34,7 @@ async fn reap_refused_by_an_unreadable_bucket_changes_nothing() {
     let c = unique_community("reap-all-or-nothing");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "due", 1_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "due", 5, 1_000), at(NOW_MS))
         .await
         .unwrap();
     // A damaged member of the expiry index, above every real bucket: the
@@ -89,7 +59,7 @@ async fn reap_refused_by_unreadable_totals_changes_nothing() {
     let c = unique_community("reap-bad-totals");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "due", 1_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "due", 5, 1_000), at(NOW_MS))
         .await
         .unwrap();
     let _: () = conn
@@ -111,7 +81,7 @@ async fn a_damaged_marker_queue_head_is_skipped_and_clean_up_goes_on() {
     let c = unique_community("reap-damaged-marker");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "done", 60_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "done", 5, 60_000), at(NOW_MS))
         .await
         .unwrap();
     let outcome = store
@@ -162,7 +132,7 @@ async fn due_index_scripts_refused_by_an_unreadable_sequence_change_nothing() {
 
     // The reserve succeeds; its index touch is refused whole.
     store
-        .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
         .await
         .unwrap();
     let listed: Option<i64> = conn.zscore(DUE_AT_KEY, c.as_str()).await.unwrap();
@@ -219,7 +189,7 @@ async fn reserve_refused_by_a_user_set_of_another_type_changes_nothing() {
 
     assert_corrupt(
         store
-            .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+            .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
             .await,
     );
     assert_eq!(before, snapshot(&mut conn, &c).await);
@@ -233,7 +203,7 @@ async fn reserve_refused_by_an_expiry_zset_of_another_type_changes_nothing() {
 
     assert_corrupt(
         store
-            .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+            .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
             .await,
     );
     assert_eq!(before, snapshot(&mut conn, &c).await);
@@ -251,7 +221,7 @@ async fn reserve_refused_by_a_bucket_list_of_another_type_changes_nothing() {
 
     assert_corrupt(
         store
-            .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+            .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
             .await,
     );
     assert_eq!(before, snapshot(&mut conn, &c).await);
@@ -261,7 +231,7 @@ async fn reserve_refused_by_a_bucket_list_of_another_type_changes_nothing() {
 async fn finalize_refused_by_a_marker_queue_of_another_type_changes_nothing() {
     let (store, mut conn, c) = configured("finalize-queue-type").await;
     store
-        .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
         .await
         .unwrap();
     tamper(&mut conn, &marker_queue_key(&c)).await;
@@ -298,7 +268,7 @@ async fn commit_unheld_refused_by_a_user_set_of_another_type_changes_nothing() {
 async fn extend_refused_by_a_bucket_list_of_another_type_changes_nothing() {
     let (store, mut conn, c) = configured("extend-bucket-type").await;
     store
-        .reserve(&c, &reservation("alice", "k", 1_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "k", 5, 1_000), at(NOW_MS))
         .await
         .unwrap();
     tamper(
@@ -327,7 +297,7 @@ async fn extend_refused_by_a_bucket_list_of_another_type_changes_nothing() {
 async fn reap_refused_by_a_marker_queue_of_another_type_changes_nothing() {
     let (store, mut conn, c) = configured("reap-queue-type").await;
     store
-        .reserve(&c, &reservation("alice", "due", 1_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "due", 5, 1_000), at(NOW_MS))
         .await
         .unwrap();
     tamper(&mut conn, &marker_queue_key(&c)).await;
@@ -341,7 +311,7 @@ async fn reap_refused_by_a_marker_queue_of_another_type_changes_nothing() {
 async fn restore_committed_refused_by_a_user_set_of_another_type_changes_nothing() {
     let (store, mut conn, c) = configured("restore-user-set-type").await;
     store
-        .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
         .await
         .unwrap();
     tamper(&mut conn, &user_sums_key(&c, period("2026-11"))).await;
@@ -387,7 +357,7 @@ async fn due_index_scripts_refused_by_an_index_of_another_type_change_nothing() 
     // The reserve succeeds; its index touch is refused whole, and so is
     // entering the community after a reap that left the hold.
     store
-        .reserve(&c, &reservation("alice", "k", 60_000), at(NOW_MS))
+        .reserve(&c, &reservation("alice", "k", 5, 60_000), at(NOW_MS))
         .await
         .unwrap();
     store.reap(&c, at(NOW_MS + 1)).await.unwrap();

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use redis::AsyncCommands;
 use redis::aio::ConnectionLike;
 use spendgate_adapter_redis::RedisBudgetStore;
-use spendgate_adapter_redis::keys::{community_prefix, hold_digest, records_key, user_sums_key};
+use spendgate_adapter_redis::keys::{hold_digest, records_key, user_sums_key};
 use spendgate_adapter_redis::script::Op;
-use spendgate_contract::fixture::{key, m, unique_community, user};
-use spendgate_domain::{
-    CommunityId, HoldRef, Limits, ModelAlias, Period, Reservation, Settlement, Timestamp, Ttl,
-    UnheldCommit,
-};
+use spendgate_contract::fixture::{key, m, period, unique_community, user};
+use spendgate_domain::{CommunityId, HoldRef, Limits, ModelAlias, Ttl, UnheldCommit};
 use spendgate_ports::{BudgetStore, StoreError};
 
+use crate::fixture::{at, reservation, settlement, snapshot};
 use crate::support::{cluster_redis, raw_standalone, standalone_redis};
 
 /// 2026-11-15T00:00:00Z
@@ -24,32 +22,6 @@ const NOV_MS: i64 = 1_794_700_800_000;
 /// retention of a one-day marker TTL.
 const FEB_MS: i64 = 1_802_649_600_000;
 
-fn at(ms: i64) -> Timestamp {
-    Timestamp::from_millis(ms).unwrap()
-}
-
-fn period(text: &str) -> Period {
-    Period::parse(text).unwrap()
-}
-
-fn reservation(who: &str, k: &str, ttl_ms: i64) -> Reservation {
-    Reservation {
-        user: user(who),
-        key: key(k),
-        estimate: m(5),
-        model: ModelAlias::parse("cheap").unwrap(),
-        ttl: Ttl::from_millis(ttl_ms).unwrap(),
-    }
-}
-
-fn settlement(who: &str, k: &str, actual: i64) -> Settlement {
-    Settlement {
-        user: user(who),
-        key: key(k),
-        actual: m(actual),
-    }
-}
-
 async fn header<C: ConnectionLike + Send>(conn: &mut C, c: &CommunityId) -> Option<String> {
     redis::cmd("HGET")
         .arg(records_key(c))
@@ -57,25 +29,6 @@ async fn header<C: ConnectionLike + Send>(conn: &mut C, c: &CommunityId) -> Opti
         .query_async(conn)
         .await
         .unwrap()
-}
-
-/// Every key of the community with its serialized value, in key order.
-async fn snapshot<C: ConnectionLike + Send>(
-    conn: &mut C,
-    c: &CommunityId,
-) -> Vec<(String, Vec<u8>)> {
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", community_prefix(c)))
-        .query_async(conn)
-        .await
-        .unwrap();
-    keys.sort();
-    let mut out = Vec::with_capacity(keys.len());
-    for k in keys {
-        let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query_async(conn).await.unwrap();
-        out.push((k, dump));
-    }
-    out
 }
 
 #[tokio::test]
@@ -97,11 +50,11 @@ async fn the_first_totals_of_each_period_list_it_in_the_header() {
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
 
     store
-        .reserve(&c, &reservation("alice", "a", 60_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "a", 5, 60_000), at(NOV_MS))
         .await
         .unwrap();
     store
-        .reserve(&c, &reservation("bob", "b", 60_000), at(NOV_MS + 1))
+        .reserve(&c, &reservation("bob", "b", 5, 60_000), at(NOV_MS + 1))
         .await
         .unwrap();
     let commit = UnheldCommit {
@@ -129,7 +82,7 @@ async fn a_hash_without_a_header_is_of_layout_one() {
     let _: () = conn.hdel(records_key(&c), "V").await.unwrap();
 
     store
-        .reserve(&c, &reservation("alice", "a", 60_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "a", 5, 60_000), at(NOV_MS))
         .await
         .unwrap();
     let status = store.status(&c, period("2026-11")).await.unwrap();
@@ -147,7 +100,7 @@ async fn every_script_refuses_a_hash_of_another_layout_and_changes_nothing() {
     let c = unique_community("header-other-layout");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "a", 1_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "a", 5, 1_000), at(NOV_MS))
         .await
         .unwrap();
     let _: () = conn.hset(records_key(&c), "V", "2 2026-11").await.unwrap();
@@ -167,7 +120,7 @@ async fn every_script_refuses_a_hash_of_another_layout_and_changes_nothing() {
 
     let results = [
         store
-            .reserve(&c, &reservation("bob", "b", 1_000), later)
+            .reserve(&c, &reservation("bob", "b", 5, 1_000), later)
             .await
             .err(),
         store.extend(&c, &hold, Ttl::DAY, later).await.err(),
@@ -205,7 +158,7 @@ where
     let c = unique_community(label);
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "nov", 1_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "nov", 5, 1_000), at(NOV_MS))
         .await
         .unwrap();
     store
@@ -213,7 +166,7 @@ where
         .await
         .unwrap();
     store
-        .reserve(&c, &reservation("bob", "feb", 1_000), at(FEB_MS))
+        .reserve(&c, &reservation("bob", "feb", 5, 1_000), at(FEB_MS))
         .await
         .unwrap();
 
@@ -263,7 +216,7 @@ async fn reap_keeps_the_periods_within_the_retention() {
     let c = unique_community("prune-keeps");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "nov", 1_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "nov", 5, 1_000), at(NOV_MS))
         .await
         .unwrap();
 
@@ -273,6 +226,32 @@ async fn reap_keeps_the_periods_within_the_retention() {
     assert_eq!(header(&mut conn, &c).await.as_deref(), Some("1 2026-11"));
     let november: Option<String> = conn.hget(records_key(&c), "2026-11").await.unwrap();
     assert_eq!(november.as_deref(), Some("0 0 0 0"));
+}
+
+/// Pruning is housekeeping after the reap has committed: a period list
+/// the adapter cannot read is left as it is, and the reap still succeeds.
+#[tokio::test]
+async fn a_damaged_period_list_does_not_fail_the_reap() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = unique_community("prune-damaged");
+    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .reserve(&c, &reservation("alice", "feb", 5, 1_000), at(FEB_MS))
+        .await
+        .unwrap();
+    let _: () = conn
+        .hset(records_key(&c), "V", "1 2027-02 2026-13")
+        .await
+        .unwrap();
+
+    let reaped = store.reap(&c, at(FEB_MS + 2_000)).await.unwrap();
+
+    assert_eq!(reaped.count, 1);
+    assert_eq!(
+        header(&mut conn, &c).await.as_deref(),
+        Some("1 2027-02 2026-13")
+    );
 }
 
 /// Runs the prune script as the adapter would, for `periods`.
@@ -297,7 +276,7 @@ async fn prune_keeps_a_period_that_counts_a_hold() {
     let c = unique_community("prune-held");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "nov", 60_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "nov", 5, 60_000), at(NOV_MS))
         .await
         .unwrap();
     let before = snapshot(&mut conn, &c).await;
@@ -326,7 +305,7 @@ async fn prune_refuses_a_period_named_twice() {
     let c = unique_community("prune-twice");
     store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
     store
-        .reserve(&c, &reservation("alice", "nov", 1_000), at(NOV_MS))
+        .reserve(&c, &reservation("alice", "nov", 5, 1_000), at(NOV_MS))
         .await
         .unwrap();
 

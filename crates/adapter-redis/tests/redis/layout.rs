@@ -10,13 +10,14 @@ use spendgate_adapter_redis::keys::{
     expiry_bucket_key, expiry_key, hold_digest, marker_queue_key, records_key, user_sums_key,
 };
 use spendgate_adapter_redis::script::Op;
-use spendgate_contract::fixture::{key, m, unique_community, user};
+use spendgate_contract::fixture::{key, m, period, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, Period, Reaped, Reservation,
-    ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, Reaped, ReserveOutcome, Ttl,
+    UnheldCommit,
 };
 use spendgate_ports::BudgetStore;
 
+use crate::fixture::{at, reservation, settlement};
 use crate::own_redis::OwnRedis;
 use crate::support::{Counting, command_calls, raw_standalone, standalone_redis};
 
@@ -25,32 +26,6 @@ const DAY_MS: i64 = 86_400_000;
 const NOV_15: i64 = 1_794_700_800_000;
 /// 2026-12-01T00:00:00Z
 const DEC_1: i64 = 1_796_083_200_000;
-
-fn at(ms: i64) -> Timestamp {
-    Timestamp::from_millis(ms).unwrap()
-}
-
-fn reservation(u: &str, k: &str, estimate: i64, ttl_ms: i64) -> Reservation {
-    Reservation {
-        user: user(u),
-        key: key(k),
-        estimate: m(estimate),
-        model: spendgate_domain::ModelAlias::parse("cheap").unwrap(),
-        ttl: Ttl::from_millis(ttl_ms).unwrap(),
-    }
-}
-
-fn settlement(u: &str, k: &str, actual: i64) -> Settlement {
-    Settlement {
-        user: user(u),
-        key: key(k),
-        actual: m(actual),
-    }
-}
-
-fn period(text: &str) -> Period {
-    Period::parse(text).unwrap()
-}
 
 async fn configured(store: &impl BudgetStore, label: &str, limit: i64) -> CommunityId {
     let c = unique_community(label);

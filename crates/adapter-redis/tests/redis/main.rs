@@ -23,6 +23,7 @@ mod all_or_nothing;
 mod bad_input;
 mod contract;
 mod due_index;
+mod fixture;
 mod header;
 mod idempotency;
 mod layout;
