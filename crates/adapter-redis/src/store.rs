@@ -654,12 +654,18 @@ where
                 );
             }
             if reply.int(2, "more")? == 0 {
-                let listed = reply.text(7, "listed periods")?;
-                self.prune_periods(community, now, &listed).await?;
                 if let Some(seen) = seen {
                     let next_due = reply.text(5, "next due")?;
                     let next_due = Some(next_due.as_str()).filter(|t| !t.is_empty());
                     self.update_due(community, seen.as_deref(), next_due).await;
+                }
+                // Housekeeping after the reap has committed: a pruning that
+                // fails is retried by the next reap, and must not turn this
+                // one into an error (nor stop the reaps of a community
+                // whose period list is damaged).
+                let listed = reply.text(7, "listed periods")?;
+                if let Err(error) = self.prune_periods(community, now, &listed).await {
+                    tracing::warn!(%community, %error, "periods long past not pruned");
                 }
                 return Ok(reaped);
             }
