@@ -15,7 +15,7 @@
 -- reap that read the generation before its pass can tell that a touch
 -- happened since (no ABA).
 --
--- Reply: the new generation.
+-- Reply: {the new generation} (an array, as every script's reply is).
 -- @include canonical
 -- @include due
 
@@ -32,4 +32,4 @@ redis.call("HGET", GEN, c)
 local g = redis.call("INCR", SEQ)
 redis.call("ZADD", AT, "LT", bound, c)
 redis.call("HSET", GEN, c, g)
-return g
+return { g }

@@ -459,6 +459,25 @@ async fn due_index_scripts_refuse_other_keys_and_bad_ids() {
     assert_eq!(generation, None);
 }
 
+/// The adapter reads every script reply as an array; a due touch that
+/// answered otherwise was logged as a failed index update after every
+/// reserve that made it.
+#[tokio::test]
+async fn a_due_touch_replies_with_an_array_like_every_script() {
+    let mut conn = raw_standalone().await;
+    let c = unique_community("due-touch-reply");
+    let keys = [DUE_AT_KEY, DUE_GEN_KEY, DUE_SEQ_KEY];
+
+    let reply = call_due(&mut conn, Op::DueTouch, keys, &[c.as_str(), "100"])
+        .await
+        .unwrap();
+
+    assert!(
+        matches!(&reply, Value::Array(items) if matches!(items.as_slice(), [Value::Int(_)])),
+        "{reply:?}"
+    );
+}
+
 /// restore_committed checks every stored user's sums before its first
 /// write: one unreadable entry refuses the whole restore.
 #[tokio::test]
