@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::header::{HeaderName, HeaderValue};
+use spendgate_ports::redact_url;
 
 use crate::source::HttpUsageSource;
 
@@ -119,7 +120,7 @@ impl HttpUsageSourceBuilder {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("spendgate/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| HttpConfigError::Client(crate::source::describe(&e)))?;
+            .map_err(|e| HttpConfigError::Client(redact_url(&crate::source::describe(&e))))?;
         Ok(HttpUsageSource::from_parts(
             client,
             base,
@@ -132,7 +133,7 @@ impl HttpUsageSourceBuilder {
 impl fmt::Debug for HttpUsageSourceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpUsageSourceBuilder")
-            .field("base_url", &redact_url_text(&self.base_url))
+            .field("base_url", &redact_url(&self.base_url))
             .field(
                 "auth_header",
                 &self.auth.as_ref().map(|(name, _)| AuthDebug(name)),
@@ -148,16 +149,6 @@ pub(crate) struct AuthDebug<'a>(pub(crate) &'a str);
 impl fmt::Debug for AuthDebug<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: <redacted>", self.0)
-    }
-}
-
-/// The unvalidated base URL text for `Debug`, with anything that could be
-/// credentials (`user:pass@`) cut out.
-fn redact_url_text(text: &str) -> String {
-    match Url::parse(text) {
-        Ok(url) if url.username().is_empty() && url.password().is_none() => url.to_string(),
-        Ok(_) => "<url with credentials>".to_owned(),
-        Err(_) => "<invalid url>".to_owned(),
     }
 }
 

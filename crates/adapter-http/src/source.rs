@@ -9,8 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
 use reqwest::{StatusCode, Url};
-use spendgate_domain::IdempotencyKey;
-use spendgate_ports::{ProviderError, ProviderUsage, UsageSource};
+use spendgate_domain::CallId;
+use spendgate_ports::{ProviderError, ProviderUsage, UsageSource, redact_url};
 
 use crate::config::{AuthDebug, HttpConfigError, HttpUsageSourceBuilder};
 use crate::wire;
@@ -20,7 +20,7 @@ use crate::wire;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A [`UsageSource`] asking the provider's usage endpoint,
-/// `GET {base}/v1/usage/{idempotency_key}`.
+/// `GET {base}/v1/usage/{call_id}`.
 ///
 /// Cheap to clone (the connection pool is shared). `Debug` shows the base
 /// URL, the auth header's name and the timeout, never the header's value.
@@ -73,32 +73,25 @@ impl HttpUsageSource {
         self.timeout
     }
 
-    /// `{base}/v1/usage/{key}`, the key one percent-encoded path segment.
-    ///
-    /// `.` and `..` cannot be sent as a segment: URL parsers (and servers)
-    /// resolve them, even percent-encoded, into a different path.
-    fn usage_url(&self, key: &IdempotencyKey) -> Result<Url, ProviderError> {
-        let key = key.as_str();
-        if key == "." || key == ".." {
-            return Err(ProviderError::InvalidResponse(format!(
-                "idempotency key {key:?} cannot be sent as a URL path segment"
-            )));
-        }
+    /// `{base}/v1/usage/{call_id}`. A call id is `sgc1_` and hex digits,
+    /// so it is one path segment as it is: nothing to encode, no `.` or
+    /// `..` segment a parser could resolve into another path.
+    fn usage_url(&self, call: &CallId) -> Url {
         let mut url = self.base.clone();
         let path = format!(
             "{}/v1/usage/{}",
             url.path().trim_end_matches('/'),
-            encode_segment(key)
+            call.as_str()
         );
         url.set_path(&path);
-        Ok(url)
+        url
     }
 }
 
 impl fmt::Debug for HttpUsageSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpUsageSource")
-            .field("base_url", &self.base.as_str())
+            .field("base_url", &redact_url(self.base.as_str()))
             .field(
                 "auth_header",
                 &self.auth.as_ref().map(|(name, _)| AuthDebug(name.as_str())),
@@ -110,8 +103,8 @@ impl fmt::Debug for HttpUsageSource {
 
 #[async_trait]
 impl UsageSource for HttpUsageSource {
-    async fn usage(&self, key: &IdempotencyKey) -> Result<Option<ProviderUsage>, ProviderError> {
-        let url = self.usage_url(key)?;
+    async fn usage(&self, call: &CallId) -> Result<Option<ProviderUsage>, ProviderError> {
+        let url = self.usage_url(call);
         let mut request = self
             .client
             .get(url)
@@ -168,7 +161,7 @@ fn unavailable(error: &reqwest::Error) -> ProviderError {
     } else {
         "usage request failed"
     };
-    ProviderError::Unavailable(format!("{what}: {}", describe(error)))
+    ProviderError::Unavailable(redact_url(&format!("{what}: {}", describe(error))))
 }
 
 /// A reqwest error and its causes as one line of text.
@@ -180,23 +173,4 @@ pub(crate) fn describe(error: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters
-/// (`A-Z a-z 0-9 - . _ ~`), so no key character can end the segment, start
-/// a query or fragment, or be read as a separator (`;`, `,`, `=`) by a
-/// server.
-fn encode_segment(text: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut encoded = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push('%');
-            encoded.push(char::from(HEX[usize::from(byte >> 4)]));
-            encoded.push(char::from(HEX[usize::from(byte & 0x0F)]));
-        }
-    }
-    encoded
 }

@@ -12,7 +12,9 @@ use axum::http::header::{CONTENT_TYPE, LOCATION};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::routing::get;
 use spendgate_adapter_http::{DEFAULT_TIMEOUT, HttpConfigError, HttpUsageSource, MAX_BODY_BYTES};
-use spendgate_domain::{IdempotencyKey, Micros, Timestamp, TokenCounts};
+use spendgate_domain::{
+    CallId, CommunityId, IdempotencyKey, Micros, Timestamp, TokenCounts, UserId,
+};
 use spendgate_ports::{ProviderError, ProviderUsage, UsageSource};
 
 // ---------------------------------------------------------------- fixture
@@ -22,9 +24,9 @@ use spendgate_ports::{ProviderError, ProviderUsage, UsageSource};
 struct Seen {
     /// The path as sent, still percent-encoded.
     raw_path: String,
-    /// The decoded `{key}` segment, or `None` when the request missed the
-    /// usage route.
-    key: Option<String>,
+    /// The decoded `{call_id}` segment, or `None` when the request missed
+    /// the usage route.
+    call: Option<String>,
     headers: HeaderMap,
 }
 
@@ -54,13 +56,13 @@ impl Provider {
 
 async fn usage_route(
     State(reply): State<Arc<Reply>>,
-    Path(key): Path<String>,
+    Path(call): Path<String>,
     uri: Uri,
     headers: HeaderMap,
 ) -> (StatusCode, HeaderMap, String) {
     reply.seen.lock().unwrap().push(Seen {
         raw_path: uri.path().to_owned(),
-        key: Some(key),
+        call: Some(call),
         headers,
     });
     tokio::time::sleep(reply.delay).await;
@@ -70,7 +72,7 @@ async fn usage_route(
 async fn elsewhere(State(reply): State<Arc<Reply>>, uri: Uri, headers: HeaderMap) -> StatusCode {
     reply.seen.lock().unwrap().push(Seen {
         raw_path: uri.path().to_owned(),
-        key: None,
+        call: None,
         headers,
     });
     StatusCode::IM_A_TEAPOT
@@ -78,7 +80,7 @@ async fn elsewhere(State(reply): State<Arc<Reply>>, uri: Uri, headers: HeaderMap
 
 async fn start(reply: Reply, prefix: &str) -> Provider {
     let reply = Arc::new(reply);
-    let route = format!("{prefix}/v1/usage/{{key}}");
+    let route = format!("{prefix}/v1/usage/{{call_id}}");
     let router = Router::new()
         .route(&route, get(usage_route))
         .fallback(elsewhere)
@@ -109,8 +111,18 @@ async fn provider(status: u16, body: impl Into<String>) -> Provider {
     start(reply(status, body), "").await
 }
 
-fn key(text: &str) -> IdempotencyKey {
-    IdempotencyKey::parse(text).unwrap()
+/// The id of alice's call `msg-1` in `community`, held at 1,000 ms.
+fn call_in(community: &str) -> CallId {
+    CallId::derive(
+        &CommunityId::parse(community).unwrap(),
+        &UserId::parse("alice").unwrap(),
+        &IdempotencyKey::parse("msg-1").unwrap(),
+        Timestamp::from_millis(1_000).unwrap(),
+    )
+}
+
+fn call() -> CallId {
+    call_in("guild-42")
 }
 
 /// A valid usage body with `field` replaced by the raw JSON `value`
@@ -152,7 +164,7 @@ fn expected_usage() -> ProviderUsage {
 /// expected `InvalidResponse`.
 async fn invalid_reason(body: &str) -> String {
     let provider = provider(200, body).await;
-    match provider.source().usage(&key("call-1")).await {
+    match provider.source().usage(&call()).await {
         Err(ProviderError::InvalidResponse(reason)) => reason,
         other => panic!("body {body} should be an invalid answer, got {other:?}"),
     }
@@ -167,12 +179,12 @@ async fn a_200_with_a_string_cost_is_the_exact_usage() {
         "completedAt": "2025-01-02T03:04:05.678Z", "currency": "USD", "extra": {"a": [1]}}"#;
     let provider = provider(200, body).await;
 
-    let usage = provider.source().usage(&key("call-1")).await;
+    let usage = provider.source().usage(&call()).await;
 
     assert_eq!(usage, Ok(Some(expected_usage())));
     let seen = provider.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].raw_path, "/v1/usage/call-1");
+    assert_eq!(seen[0].raw_path, format!("/v1/usage/{}", call()));
 }
 
 #[tokio::test]
@@ -182,33 +194,23 @@ async fn a_200_with_a_number_cost_is_rounded_to_the_nearest_micro_usd() {
         "completedAt": "2025-01-02T05:04:05.678+02:00"}"#;
     let provider = provider(200, body).await;
     assert_eq!(
-        provider.source().usage(&key("call-1")).await,
+        provider.source().usage(&call()).await,
         Ok(Some(expected_usage()))
     );
 
     let provider = self::provider(200, body_with("costUsd", Some("0.0000004999"))).await;
-    let usage = provider
-        .source()
-        .usage(&key("call-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let usage = provider.source().usage(&call()).await.unwrap().unwrap();
     assert_eq!(usage.cost, Micros::ZERO);
 
     let provider = self::provider(200, body_with("costUsd", Some("2"))).await;
-    let usage = provider
-        .source()
-        .usage(&key("call-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let usage = provider.source().usage(&call()).await.unwrap().unwrap();
     assert_eq!(usage.cost, Micros::from_usd(2));
 }
 
 #[tokio::test]
 async fn a_404_means_the_provider_does_not_know_the_call_yet() {
     let provider = provider(404, r#"{"error": "not found"}"#).await;
-    assert_eq!(provider.source().usage(&key("call-1")).await, Ok(None));
+    assert_eq!(provider.source().usage(&call()).await, Ok(None));
     assert_eq!(provider.seen().len(), 1);
 }
 
@@ -216,7 +218,7 @@ async fn a_404_means_the_provider_does_not_know_the_call_yet() {
 async fn a_5xx_means_the_provider_is_unavailable() {
     for status in [500, 502, 503, 504] {
         let provider = provider(status, "oops").await;
-        let result = provider.source().usage(&key("call-1")).await;
+        let result = provider.source().usage(&call()).await;
         assert!(
             matches!(&result, Err(ProviderError::Unavailable(reason)) if reason.contains(&status.to_string())),
             "{status}: {result:?}"
@@ -228,7 +230,7 @@ async fn a_5xx_means_the_provider_is_unavailable() {
 async fn rate_limiting_and_request_timeouts_are_unavailable_because_a_retry_can_succeed() {
     for status in [429, 408] {
         let provider = provider(status, "slow down").await;
-        let result = provider.source().usage(&key("call-1")).await;
+        let result = provider.source().usage(&call()).await;
         assert!(
             matches!(result, Err(ProviderError::Unavailable(_))),
             "{status}: {result:?}"
@@ -240,7 +242,7 @@ async fn rate_limiting_and_request_timeouts_are_unavailable_because_a_retry_can_
 async fn other_4xx_and_unexpected_statuses_are_invalid_answers() {
     for status in [400, 401, 403, 405, 410, 422, 201, 204] {
         let provider = provider(status, body_with("", None)).await;
-        let result = provider.source().usage(&key("call-1")).await;
+        let result = provider.source().usage(&call()).await;
         assert!(
             matches!(&result, Err(ProviderError::InvalidResponse(reason)) if reason.contains(&status.to_string())),
             "{status}: {result:?}"
@@ -260,7 +262,7 @@ async fn redirects_are_not_followed() {
         .build()
         .unwrap();
 
-    let result = source.usage(&key("call-1")).await;
+    let result = source.usage(&call()).await;
 
     assert!(
         matches!(result, Err(ProviderError::InvalidResponse(_))),
@@ -283,7 +285,7 @@ async fn a_provider_slower_than_the_timeout_is_unavailable() {
     assert_eq!(source.timeout(), Duration::from_millis(200));
 
     let started = Instant::now();
-    let result = source.usage(&key("call-1")).await;
+    let result = source.usage(&call()).await;
 
     assert!(
         matches!(&result, Err(ProviderError::Unavailable(reason)) if reason.contains("timed out")),
@@ -303,7 +305,7 @@ async fn a_closed_port_is_unavailable() {
     drop(listener);
     let source = HttpUsageSource::new(format!("http://{addr}")).unwrap();
 
-    let result = source.usage(&key("call-1")).await;
+    let result = source.usage(&call()).await;
 
     assert!(
         matches!(result, Err(ProviderError::Unavailable(_))),
@@ -415,12 +417,7 @@ async fn a_cost_above_micros_max_is_an_invalid_answer_not_clamped() {
     }
 
     let provider = provider(200, body_with("costUsd", Some(r#""9007199254.740991""#))).await;
-    let usage = provider
-        .source()
-        .usage(&key("call-1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let usage = provider.source().usage(&call()).await.unwrap().unwrap();
     assert_eq!(usage.cost, Micros::MAX);
 }
 
@@ -505,7 +502,7 @@ async fn the_auth_header_reaches_the_provider() {
         .build()
         .unwrap();
 
-    source.usage(&key("call-1")).await.unwrap();
+    source.usage(&call()).await.unwrap();
 
     let seen = provider.seen();
     assert_eq!(seen.len(), 1);
@@ -518,7 +515,7 @@ async fn the_auth_header_reaches_the_provider() {
 #[tokio::test]
 async fn no_auth_header_is_sent_unless_configured() {
     let provider = provider(200, body_with("", None)).await;
-    provider.source().usage(&key("call-1")).await.unwrap();
+    provider.source().usage(&call()).await.unwrap();
     let seen = provider.seen();
     assert!(seen[0].headers.get("authorization").is_none());
     assert!(seen[0].headers.get("x-api-key").is_none());
@@ -539,7 +536,7 @@ async fn the_auth_header_value_never_appears_in_debug_output_or_errors() {
     assert!(!debug.contains(secret), "{debug}");
     assert!(debug.contains("x-api-key"), "{debug}");
 
-    let error = source.usage(&key("call-1")).await.unwrap_err();
+    let error = source.usage(&call()).await.unwrap_err();
     assert!(!format!("{error} {error:?}").contains(secret), "{error:?}");
 
     let bad_value = format!("{secret}\r\nx-injected: 1");
@@ -556,44 +553,50 @@ async fn the_auth_header_value_never_appears_in_debug_output_or_errors() {
     assert!(!format!("{error} {error:?}").contains(secret));
 }
 
-#[tokio::test]
-async fn a_key_with_path_characters_is_one_encoded_segment_and_cannot_change_the_path() {
-    let provider = provider(200, body_with("", None)).await;
-    let source = provider.source();
-    let keys = [
-        ("a/../../admin", "/v1/usage/a%2F..%2F..%2Fadmin"),
-        ("../secret", "/v1/usage/..%2Fsecret"),
-        ("x?y=1#frag", "/v1/usage/x%3Fy%3D1%23frag"),
-        ("%2e%2e", "/v1/usage/%252e%252e"),
-        ("a;jsessionid=1", "/v1/usage/a%3Bjsessionid%3D1"),
-        (r"a\..\b", "/v1/usage/a%5C..%5Cb"),
-        ("...", "/v1/usage/..."),
-        ("user@host:80", "/v1/usage/user%40host%3A80"),
-        ("Az09-._~", "/v1/usage/Az09-._~"),
-    ];
-    for (raw, _) in keys {
-        assert!(source.usage(&key(raw)).await.unwrap().is_some(), "{raw}");
-    }
-
-    let seen = provider.seen();
-    assert_eq!(seen.len(), keys.len());
-    for ((raw, path), request) in keys.iter().zip(&seen) {
-        assert_eq!(request.raw_path, *path, "{raw}");
-        assert_eq!(request.key.as_deref(), Some(*raw), "{raw}");
+#[test]
+fn secrets_of_a_refused_base_url_never_appear_in_debug_output_or_errors() {
+    for (url, secret) in [
+        (
+            "https://provider.test/v1?token=s3cret-token",
+            "s3cret-token",
+        ),
+        (
+            "https://provider.test/v1?api_key=s3cret-key&x=1",
+            "s3cret-key",
+        ),
+        ("https://u:p@ss:w0rd@provider.test/v1", "w0rd"),
+        (
+            "https://provider.test/v1#password=s3cret-frag",
+            "s3cret-frag",
+        ),
+    ] {
+        let builder = HttpUsageSource::builder(url);
+        let debug = format!("{builder:?}");
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(debug.contains("provider.test"), "{debug}");
+        let error = builder.build().unwrap_err();
+        assert!(!format!("{error} {error:?}").contains(secret), "{error:?}");
     }
 }
 
 #[tokio::test]
-async fn dot_segment_keys_are_refused_without_a_request() {
+async fn the_same_key_in_two_communities_is_asked_by_two_call_ids_never_by_the_key() {
     let provider = provider(200, body_with("", None)).await;
-    for raw in [".", ".."] {
-        let result = provider.source().usage(&key(raw)).await;
-        assert!(
-            matches!(result, Err(ProviderError::InvalidResponse(_))),
-            "{raw}: {result:?}"
-        );
-    }
-    assert!(provider.seen().is_empty());
+    let source = provider.source();
+    let (a, b) = (call_in("guild-a"), call_in("guild-b"));
+    assert_ne!(a, b);
+    source.usage(&a).await.unwrap();
+    source.usage(&b).await.unwrap();
+
+    let seen = provider.seen();
+    let paths: Vec<&str> = seen.iter().map(|s| s.raw_path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [format!("/v1/usage/{a}"), format!("/v1/usage/{b}")],
+        "one segment each, as it is"
+    );
+    assert!(paths.iter().all(|p| !p.contains("msg-1")), "{paths:?}");
+    assert_eq!(seen[0].call.as_deref(), Some(a.as_str()));
 }
 
 #[tokio::test]
@@ -605,7 +608,7 @@ async fn a_path_prefix_in_the_base_url_is_kept() {
     ] {
         let source = HttpUsageSource::new(&base).unwrap();
         assert_eq!(
-            source.usage(&key("call-1")).await,
+            source.usage(&call()).await,
             Ok(Some(expected_usage())),
             "{base}"
         );
@@ -613,7 +616,7 @@ async fn a_path_prefix_in_the_base_url_is_kept() {
     let seen = provider.seen();
     assert!(
         seen.iter()
-            .all(|s| s.raw_path == "/gateway/openai/v1/usage/call-1"),
+            .all(|s| s.raw_path == format!("/gateway/openai/v1/usage/{}", call())),
         "{seen:?}"
     );
 }

@@ -5,9 +5,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use spendgate_domain::{
-    BudgetPolicy, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
-    Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UnheldCommit, UserId,
+    BudgetPolicy, CommunityBudget, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome,
+    HoldRef, HoldState, Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement,
+    Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -157,9 +157,14 @@ impl BudgetStore for MemoryBudgetStore {
         Ok(BudgetStatus::from_model(budget, period))
     }
 
-    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+        version: ConfigVersion,
+    ) -> Result<(), StoreError> {
         self.with_budget(community, |b| {
-            b.set_limits(limits);
+            b.set_limits(limits, version);
             Ok(())
         })
     }

@@ -4,24 +4,24 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use spendgate_domain::IdempotencyKey;
+use spendgate_domain::CallId;
 use spendgate_ports::{ProviderError, ProviderUsage, UsageSource};
 
-/// A [`UsageSource`] that knows the calls it was told about; unknown keys
+/// A [`UsageSource`] that knows the calls it was told about; unknown calls
 /// answer `None`, like the provider's 404.
 #[derive(Debug, Default)]
 pub struct MemoryUsageSource {
-    usage: Mutex<BTreeMap<IdempotencyKey, ProviderUsage>>,
+    usage: Mutex<BTreeMap<CallId, ProviderUsage>>,
 }
 
 impl MemoryUsageSource {
-    /// Records what the provider will report for `key`.
+    /// Records what the provider will report for the call `call`.
     ///
     /// # Errors
     /// [`ProviderError::Unavailable`] if the lock was poisoned.
-    pub fn record(&self, key: IdempotencyKey, usage: ProviderUsage) -> Result<(), ProviderError> {
+    pub fn record(&self, call: CallId, usage: ProviderUsage) -> Result<(), ProviderError> {
         let mut map = self.usage.lock().map_err(|_| poisoned())?;
-        map.insert(key, usage);
+        map.insert(call, usage);
         Ok(())
     }
 }
@@ -32,8 +32,8 @@ fn poisoned() -> ProviderError {
 
 #[async_trait]
 impl UsageSource for MemoryUsageSource {
-    async fn usage(&self, key: &IdempotencyKey) -> Result<Option<ProviderUsage>, ProviderError> {
+    async fn usage(&self, call: &CallId) -> Result<Option<ProviderUsage>, ProviderError> {
         let map = self.usage.lock().map_err(|_| poisoned())?;
-        Ok(map.get(key).cloned())
+        Ok(map.get(call).cloned())
     }
 }

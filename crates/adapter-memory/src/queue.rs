@@ -1,15 +1,26 @@
 //! Work queues kept in memory: the embedded default (nothing survives a
-//! restart) and the double the services are tested against.
+//! restart), the fallback the finalize queue uses while its database is
+//! down, and the double the services are tested against.
+//!
+//! Claims never scan the queue: every live item is in exactly one of two
+//! ordered indexes, `ready` (no running lease, by due time) or `leased`
+//! (by the end of its lease), and dead letters are in neither. A claim
+//! first moves the leases that ended back to `ready`, then takes the
+//! earliest due items, so a claim of k items costs O((k + ended leases) ·
+//! log n), however many items wait for a later time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
-use spendgate_ports::{Claimed, QueueItem, RepoError, WorkQueue};
+use spendgate_ports::{Claimed, DeadLetter, QueueItem, RepoError, WorkQueue};
 
 /// The longest error text kept per item, in bytes.
 const MAX_ERROR_LEN: usize = 2_000;
+
+/// An item's key: (community, user, key).
+type Id = (CommunityId, HoldRef);
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -18,28 +29,106 @@ struct Entry<T> {
     claimed_until: Option<Timestamp>,
     attempts: u32,
     last_error: Option<String>,
+    dead_at: Option<Timestamp>,
 }
 
-type Entries<T> = BTreeMap<(CommunityId, HoldRef), Entry<T>>;
+impl<T: Clone> Entry<T> {
+    fn claimed(&self) -> Claimed<T> {
+        Claimed {
+            item: self.item.clone(),
+            attempts: self.attempts,
+            last_error: self.last_error.clone(),
+        }
+    }
+}
 
-/// A [`WorkQueue`] in process memory, keyed by (community, user, key).
+/// The entries and the three indexes over them.
+#[derive(Debug)]
+struct Entries<T> {
+    by_id: BTreeMap<Id, Entry<T>>,
+    /// Live entries without a running lease, by due time.
+    ready: BTreeSet<(Timestamp, Id)>,
+    /// Leased entries, by the end of their lease.
+    leased: BTreeSet<(Timestamp, Id)>,
+    /// Dead letters, by when they died.
+    dead: BTreeSet<(Timestamp, Id)>,
+}
+
+impl<T> Default for Entries<T> {
+    fn default() -> Self {
+        Self {
+            by_id: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            leased: BTreeSet::new(),
+            dead: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> Entries<T> {
+    /// Takes the entry of `id` out of whichever index holds it.
+    fn unindex(&mut self, id: &Id) {
+        let Some(entry) = self.by_id.get(id) else {
+            return;
+        };
+        // The id is cloned for the look-up key: a set of tuples has no
+        // borrowed form of its key.
+        match (entry.dead_at, entry.claimed_until) {
+            (Some(at), _) => self.dead.remove(&(at, id.clone())),
+            (None, Some(until)) => self.leased.remove(&(until, id.clone())),
+            (None, None) => self.ready.remove(&(entry.due_at, id.clone())),
+        };
+    }
+
+    /// Moves the entries whose lease ended by `now` back to `ready`.
+    fn release_ended_leases(&mut self, now: Timestamp) {
+        while let Some((until, _)) = self.leased.first() {
+            if *until > now {
+                break;
+            }
+            let Some((_, id)) = self.leased.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.by_id.get_mut(&id) {
+                entry.claimed_until = None;
+                self.ready.insert((entry.due_at, id));
+            }
+        }
+    }
+}
+
+/// A [`WorkQueue`] in process memory, keyed by (community, user, key),
+/// optionally bounded.
 #[derive(Debug)]
 pub struct MemoryWorkQueue<T> {
     entries: Mutex<Entries<T>>,
+    capacity: Option<usize>,
 }
 
 impl<T> Default for MemoryWorkQueue<T> {
     fn default() -> Self {
         Self {
-            entries: Mutex::new(BTreeMap::new()),
+            entries: Mutex::new(Entries::default()),
+            capacity: None,
         }
     }
 }
 
 impl<T: QueueItem> MemoryWorkQueue<T> {
-    /// An empty queue.
+    /// An empty queue without a bound.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty queue holding at most `capacity` items, dead letters
+    /// included; past it [`WorkQueue::enqueue`] is refused with
+    /// [`RepoError::Full`], so a long outage of what it stands in for
+    /// cannot exhaust the process's memory.
+    pub fn bounded(capacity: usize) -> Self {
+        Self {
+            entries: Mutex::new(Entries::default()),
+            capacity: Some(capacity),
+        }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Entries<T>>, RepoError> {
@@ -48,20 +137,12 @@ impl<T: QueueItem> MemoryWorkQueue<T> {
             .map_err(|_| RepoError::Unavailable("memory queue lock poisoned".into()))
     }
 
-    /// Every queued item, in (community, user, key) order.
+    /// Every item, dead letters included, in (community, user, key) order.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] if the lock was poisoned.
     pub fn items(&self) -> Result<Vec<Claimed<T>>, RepoError> {
-        Ok(self
-            .lock()?
-            .values()
-            .map(|e| Claimed {
-                item: e.item.clone(),
-                attempts: e.attempts,
-                last_error: e.last_error.clone(),
-            })
-            .collect())
+        Ok(self.lock()?.by_id.values().map(Entry::claimed).collect())
     }
 }
 
@@ -73,15 +154,32 @@ fn cut(error: &str) -> String {
     error[..end].to_owned()
 }
 
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 #[async_trait]
 impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
     async fn enqueue(&self, item: &T, due_at: Timestamp) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
         let id = (item.community().clone(), item.hold_ref());
-        if entries.contains_key(&id) {
-            return Ok(false);
+        match entries.by_id.get(&id) {
+            // A new settlement of a call whose last one was parked takes
+            // its place: the dead letter never ran and never will.
+            Some(entry) if entry.dead_at.is_some() => entries.unindex(&id),
+            Some(_) => return Ok(false),
+            None => {}
         }
-        entries.insert(
+        if let Some(capacity) = self.capacity
+            && !entries.by_id.contains_key(&id)
+            && entries.by_id.len() >= capacity
+        {
+            return Err(RepoError::Full {
+                capacity: count(capacity),
+            });
+        }
+        entries.ready.insert((due_at, id.clone()));
+        entries.by_id.insert(
             id,
             Entry {
                 item: item.clone(),
@@ -89,6 +187,7 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
                 claimed_until: None,
                 attempts: 0,
                 last_error: None,
+                dead_at: None,
             },
         );
         Ok(true)
@@ -104,28 +203,31 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
             .plus(lease)
             .map_err(|e| RepoError::InvalidInput(e.to_string()))?;
         let mut entries = self.lock()?;
-        let mut due: Vec<&mut Entry<T>> = entries
-            .values_mut()
-            .filter(|e| e.due_at <= now && e.claimed_until.is_none_or(|c| c <= now))
-            .collect();
-        due.sort_by_key(|e| e.due_at);
-        Ok(due
-            .into_iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(|e| {
-                e.claimed_until = Some(until);
-                Claimed {
-                    item: e.item.clone(),
-                    attempts: e.attempts,
-                    last_error: e.last_error.clone(),
-                }
-            })
-            .collect())
+        entries.release_ended_leases(now);
+        let mut claimed = Vec::new();
+        while claimed.len() < usize::try_from(limit).unwrap_or(usize::MAX) {
+            match entries.ready.first() {
+                Some((due_at, _)) if *due_at <= now => {}
+                _ => break,
+            }
+            let Some((_, id)) = entries.ready.pop_first() else {
+                break;
+            };
+            let Some(entry) = entries.by_id.get_mut(&id) else {
+                continue;
+            };
+            entry.claimed_until = Some(until);
+            claimed.push(entry.claimed());
+            entries.leased.insert((until, id));
+        }
+        Ok(claimed)
     }
 
     async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
-        Ok(entries.remove(&(community.clone(), hold.clone())).is_some())
+        let id = (community.clone(), hold.clone());
+        entries.unindex(&id);
+        Ok(entries.by_id.remove(&id).is_some())
     }
 
     async fn retry_at(
@@ -136,17 +238,69 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
-        let Some(entry) = entries.get_mut(&(community.clone(), hold.clone())) else {
+        let id = (community.clone(), hold.clone());
+        match entries.by_id.get(&id) {
+            Some(entry) if entry.dead_at.is_none() => {}
+            _ => return Ok(false),
+        }
+        entries.unindex(&id);
+        let Some(entry) = entries.by_id.get_mut(&id) else {
             return Ok(false);
         };
         entry.attempts = entry.attempts.saturating_add(1);
         entry.last_error = Some(cut(error));
         entry.claimed_until = None;
         entry.due_at = due_at;
+        entries.ready.insert((due_at, id));
         Ok(true)
     }
 
+    async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let mut entries = self.lock()?;
+        let id = (community.clone(), hold.clone());
+        entries.unindex(&id);
+        let Some(entry) = entries.by_id.get_mut(&id) else {
+            return Ok(false);
+        };
+        entry.attempts = entry.attempts.saturating_add(1);
+        entry.last_error = Some(cut(error));
+        entry.claimed_until = None;
+        entry.dead_at = Some(at);
+        entries.dead.insert((at, id));
+        Ok(true)
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter<T>>, RepoError> {
+        let entries = self.lock()?;
+        Ok(entries
+            .dead
+            .iter()
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .filter_map(|(dead_at, id)| {
+                entries.by_id.get(id).map(|entry| DeadLetter {
+                    item: entry.item.clone(),
+                    attempts: entry.attempts,
+                    error: entry.last_error.clone().unwrap_or_default(),
+                    dead_at: *dead_at,
+                })
+            })
+            .collect())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, RepoError> {
+        Ok(count(self.lock()?.dead.len()))
+    }
+
     async fn len(&self) -> Result<u64, RepoError> {
-        Ok(u64::try_from(self.lock()?.len()).unwrap_or(u64::MAX))
+        let entries = self.lock()?;
+        Ok(count(
+            entries.by_id.len().saturating_sub(entries.dead.len()),
+        ))
     }
 }

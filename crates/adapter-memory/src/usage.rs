@@ -4,12 +4,13 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use spendgate_domain::{CommunityId, HoldRef, IdempotencyKey, Micros, Period, UserId};
+use spendgate_domain::{CommunityId, HoldRef, IdempotencyKey, Micros, Period, Timestamp, UserId};
 use spendgate_ports::{RepoError, UsageLog, UsageRecord};
 
-type RecordKey = (CommunityId, UserId, IdempotencyKey);
+type RecordKey = (CommunityId, UserId, IdempotencyKey, Timestamp);
 
-/// A [`UsageLog`] over a map keyed by (community, user, key), so appends are
+/// A [`UsageLog`] over a map keyed by (community, user, key,
+/// hold_created_at), so appends are
 /// idempotent exactly as the database's unique constraint makes them.
 #[derive(Debug, Default)]
 pub struct MemoryUsageLog {
@@ -41,6 +42,7 @@ impl UsageLog for MemoryUsageLog {
                 record.community.clone(),
                 record.user.clone(),
                 record.key.clone(),
+                record.hold_created_at,
             );
             if let std::collections::btree_map::Entry::Vacant(slot) = records.entry(key) {
                 slot.insert(record.clone());
@@ -54,10 +56,26 @@ impl UsageLog for MemoryUsageLog {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        since: Timestamp,
     ) -> Result<Option<UsageRecord>, RepoError> {
         let records = self.records.lock().map_err(|_| poisoned())?;
+        let uses = (
+            community.clone(),
+            hold.user.clone(),
+            hold.key.clone(),
+            Timestamp::EPOCH,
+        )
+            ..=(
+                community.clone(),
+                hold.user.clone(),
+                hold.key.clone(),
+                Timestamp::MAX,
+            );
         Ok(records
-            .get(&(community.clone(), hold.user.clone(), hold.key.clone()))
+            .range(uses)
+            .map(|(_, record)| record)
+            .filter(|record| record.created_at >= since)
+            .max_by_key(|record| record.created_at)
             .cloned())
     }
 

@@ -1,5 +1,7 @@
 //! The contract suites on the in-memory stores.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use spendgate_adapter_memory::MemoryBudgetStore;
@@ -24,4 +26,190 @@ mod idempotency {
     }
 
     spendgate_contract::idempotency_store_contract!(store);
+}
+
+/// The in-memory work queue: claims by due time without scanning, an
+/// optional bound, dead letters kept out of every claim.
+mod queue {
+    use spendgate_adapter_memory::MemoryWorkQueue;
+    use spendgate_domain::{
+        CommunityId, Hold, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, Ttl,
+        UserId,
+    };
+    use spendgate_ports::{Handover, RepoError, WorkQueue};
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    fn lease() -> Ttl {
+        Ttl::from_millis(1_000).unwrap()
+    }
+
+    fn handover(key: &str) -> Handover {
+        Handover {
+            community: CommunityId::parse("c").unwrap(),
+            hold: Hold {
+                user: UserId::parse("u").unwrap(),
+                key: IdempotencyKey::parse(key).unwrap(),
+                estimate: Micros::new(5).unwrap(),
+                model: ModelAlias::parse("cheap").unwrap(),
+                period: Period::parse("2026-11").unwrap(),
+                created_at: at(0),
+                expires_at: at(1),
+            },
+            trace_id: None,
+            handed_at: at(0),
+        }
+    }
+
+    fn keys(claimed: &[spendgate_ports::Claimed<Handover>]) -> Vec<&str> {
+        claimed.iter().map(|c| c.item.hold.key.as_str()).collect()
+    }
+
+    fn hold(key: &str) -> HoldRef {
+        handover(key).hold.hold_ref()
+    }
+
+    fn community() -> CommunityId {
+        CommunityId::parse("c").unwrap()
+    }
+
+    #[tokio::test]
+    async fn claims_take_the_earliest_due_first_and_skip_running_leases() {
+        let q = MemoryWorkQueue::new();
+        for (key, due) in [("late", 30), ("early", 10), ("future", 1_000), ("mid", 20)] {
+            assert!(q.enqueue(&handover(key), at(due)).await.unwrap());
+        }
+        assert_eq!(
+            keys(&q.claim_due(at(25), 2, lease()).await.unwrap()),
+            ["early", "mid"]
+        );
+        assert_eq!(
+            keys(&q.claim_due(at(30), 10, lease()).await.unwrap()),
+            ["late"]
+        );
+        // The first two are leased until 1,025, the third until 1,030.
+        assert_eq!(
+            keys(&q.claim_due(at(1_025), 10, lease()).await.unwrap()),
+            ["early", "mid", "future"]
+        );
+        assert!(
+            q.claim_due(at(1_029), 10, lease())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            keys(&q.claim_due(at(1_030), 10, lease()).await.unwrap()),
+            ["late"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retried_item_is_due_at_its_new_time_with_one_more_attempt() {
+        let q = MemoryWorkQueue::new();
+        q.enqueue(&handover("k"), at(0)).await.unwrap();
+        q.claim_due(at(0), 1, lease()).await.unwrap();
+        assert!(
+            q.retry_at(&community(), &hold("k"), "down", at(50))
+                .await
+                .unwrap()
+        );
+        assert!(q.claim_due(at(49), 1, lease()).await.unwrap().is_empty());
+        let claimed = q.claim_due(at(50), 1, lease()).await.unwrap();
+        assert_eq!(claimed[0].attempts, 1);
+        assert_eq!(claimed[0].last_error.as_deref(), Some("down"));
+        assert!(q.complete(&community(), &hold("k")).await.unwrap());
+        assert_eq!(q.len().await.unwrap(), 0);
+        assert!(
+            q.claim_due(at(10_000), 1, lease())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bounded_queue_refuses_past_its_capacity_and_accepts_once_drained() {
+        let q = MemoryWorkQueue::bounded(2);
+        assert!(q.enqueue(&handover("a"), at(0)).await.unwrap());
+        assert!(q.enqueue(&handover("b"), at(0)).await.unwrap());
+        assert!(
+            !q.enqueue(&handover("a"), at(0)).await.unwrap(),
+            "a replay is no new item"
+        );
+        assert_eq!(
+            q.enqueue(&handover("c"), at(0)).await,
+            Err(RepoError::Full { capacity: 2 })
+        );
+        assert_eq!(q.len().await.unwrap(), 2);
+        q.complete(&community(), &hold("a")).await.unwrap();
+        assert!(q.enqueue(&handover("c"), at(0)).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_is_never_claimed_nor_retried_and_complete_removes_it() {
+        let q = MemoryWorkQueue::new();
+        q.enqueue(&handover("dead"), at(0)).await.unwrap();
+        q.enqueue(&handover("live"), at(0)).await.unwrap();
+        q.claim_due(at(0), 10, lease()).await.unwrap();
+        assert!(
+            q.dead_letter(&community(), &hold("dead"), "counter out of range", at(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !q.dead_letter(&community(), &hold("none"), "x", at(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !q.retry_at(&community(), &hold("dead"), "x", at(0))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            keys(&q.claim_due(at(5_000), 10, lease()).await.unwrap()),
+            ["live"]
+        );
+        assert_eq!(
+            (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+            (1, 1)
+        );
+        let dead = q.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].item, handover("dead"));
+        assert_eq!((dead[0].attempts, dead[0].dead_at), (1, at(5)));
+        assert_eq!(dead[0].error, "counter out of range");
+        assert!(q.complete(&community(), &hold("dead")).await.unwrap());
+        assert_eq!(q.dead_letter_count().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_new_item_of_a_dead_lettered_call_takes_its_place() {
+        let q = MemoryWorkQueue::bounded(1);
+        q.enqueue(&handover("k"), at(0)).await.unwrap();
+        assert!(
+            q.dead_letter(&community(), &hold("k"), "out of range", at(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            q.enqueue(&handover("k"), at(10)).await.unwrap(),
+            "within the bound"
+        );
+        assert!(
+            !q.enqueue(&handover("k"), at(10)).await.unwrap(),
+            "live now"
+        );
+        assert_eq!(
+            (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+            (1, 0)
+        );
+        assert_eq!(
+            keys(&q.claim_due(at(10), 10, lease()).await.unwrap()),
+            ["k"]
+        );
+    }
 }

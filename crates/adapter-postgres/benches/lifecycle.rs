@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::Result;
 use spendgate_adapter_postgres::{SqlBudgetStore, connect_and_migrate};
 use spendgate_contract::load;
-use spendgate_domain::{BudgetPolicy, Limits, Micros};
+use spendgate_domain::{BudgetPolicy, ConfigVersion, Limits, Micros};
 use spendgate_ports::BudgetStore;
 
 const COMMUNITIES: u64 = 100;
@@ -38,7 +38,11 @@ async fn measure(backend: &str, url: &str, duration: Duration) -> Result<()> {
         Arc::new(SqlBudgetStore::new(db.clone(), BudgetPolicy::default()));
     for n in 0..COMMUNITIES {
         store
-            .set_limits(&load::community(n), Limits::new(Micros::MAX))
+            .set_limits(
+                &load::community(n),
+                Limits::new(Micros::MAX),
+                ConfigVersion::ZERO,
+            )
             .await?;
     }
     let levels = [

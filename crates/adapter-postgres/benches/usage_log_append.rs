@@ -52,6 +52,7 @@ impl Records {
                     community: self.community.clone(),
                     user,
                     key: IdempotencyKey::parse(format!("bench-key-{n:012}"))?,
+                    hold_created_at: Timestamp::from_millis(1_764_547_100_000)?,
                     model: self.model.clone(),
                     tokens: TokenCounts {
                         prompt: 1_200,

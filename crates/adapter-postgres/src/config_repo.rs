@@ -1,20 +1,21 @@
 //! Community configuration and tier overrides: [`ConfigProvider`] and
 //! [`TierOverrideRepo`] on `community_agent_config`.
+//!
+//! Every write is one statement that also issues the row's next
+//! [`ConfigVersion`] (`version = max(version + 1, now)`, `GREATEST` on
+//! PostgreSQL, `MAX` on SQLite; a new row gets `max(1, now)`) and returns
+//! it, so two writes of a row never issue the same version and a reader
+//! can tell which of two reads is newer.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ConnectionTrait, DatabaseConnection, EntityTrait, FromQueryResult, Statement,
-};
-use spendgate_domain::{CommunityId, Limits, Micros, TierOverrides};
+use sea_orm::{DatabaseConnection, DbBackend, FromQueryResult, Statement};
+use spendgate_domain::{CommunityId, ConfigVersion, Limits, Micros, TierOverrides};
 use spendgate_ports::{
-    Clock, CommunityConfig, ConfigProvider, RepoError, SystemClock, TierOverrideRepo,
+    Clock, CommunityConfig, ConfigProvider, RepoError, SystemClock, TierOverrideRepo, Versioned,
 };
 
-use crate::entity::community_agent_config::{ActiveModel, Column, Entity};
 use crate::error::repo_error;
 use crate::overrides::{
     TIER_OVERRIDES, parse_pricing_overrides, parse_tier_overrides, pricing_overrides_json,
@@ -46,16 +47,54 @@ struct ConfigRow {
     monthly_budget_micros: i64,
     per_user_cap_micros: Option<i64>,
     pricing_overrides: Option<String>,
+    version: i64,
 }
 
 #[derive(Debug, FromQueryResult)]
 struct TierRow {
     tier_overrides: Option<String>,
+    version: i64,
+}
+
+#[derive(Debug, FromQueryResult)]
+struct VersionRow {
+    version: i64,
 }
 
 const SELECT_CONFIG: &str = "SELECT community_id, ai_enabled, monthly_budget_micros, \
-     per_user_cap_micros, CAST(pricing_overrides AS TEXT) AS pricing_overrides \
+     per_user_cap_micros, CAST(pricing_overrides AS TEXT) AS pricing_overrides, version \
      FROM community_agent_config";
+
+/// `{greatest}` is `GREATEST` or `MAX`; `$7` the version of a new row.
+const UPSERT_CONFIG: &str = "INSERT INTO community_agent_config (community_id, ai_enabled, \
+     monthly_budget_micros, per_user_cap_micros, pricing_overrides, created_at, updated_at, version) \
+     VALUES ($1, $2, $3, $4, $5, $6, $6, $7) \
+     ON CONFLICT (community_id) DO UPDATE SET ai_enabled = excluded.ai_enabled, \
+     monthly_budget_micros = excluded.monthly_budget_micros, \
+     per_user_cap_micros = excluded.per_user_cap_micros, \
+     pricing_overrides = excluded.pricing_overrides, updated_at = excluded.updated_at, \
+     version = {greatest}(community_agent_config.version + 1, excluded.version) \
+     RETURNING version";
+
+/// A new row gets default limits with AI disabled.
+const UPSERT_TIERS: &str = "INSERT INTO community_agent_config (community_id, tier_overrides, \
+     created_at, updated_at, version) VALUES ($1, $2, $3, $3, $4) \
+     ON CONFLICT (community_id) DO UPDATE SET tier_overrides = excluded.tier_overrides, \
+     updated_at = excluded.updated_at, \
+     version = {greatest}(community_agent_config.version + 1, excluded.version) \
+     RETURNING version";
+
+const CLEAR_TIERS: &str = "UPDATE community_agent_config SET tier_overrides = NULL, \
+     updated_at = $1, version = {greatest}(version + 1, $2) WHERE community_id = $3 \
+     RETURNING version";
+
+fn version(community: &str, value: i64) -> Result<ConfigVersion, RepoError> {
+    ConfigVersion::new(value).map_err(|e| RepoError::BadData {
+        community: community.to_owned(),
+        field: "version".to_owned(),
+        reason: e.to_string(),
+    })
+}
 
 fn micros(community: &str, field: &str, value: i64) -> Result<Micros, RepoError> {
     Micros::new(value).map_err(|e| RepoError::BadData {
@@ -87,6 +126,7 @@ impl ConfigRow {
             ai_enabled: self.ai_enabled,
             limits,
             pricing_overrides,
+            version: version(&id, self.version)?,
         })
     }
 }
@@ -105,6 +145,40 @@ impl SqlConfigRepo {
 
     fn statement(&self, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
         Statement::from_sql_and_values(self.db.get_database_backend(), sql, values)
+    }
+
+    /// `sql` with `{greatest}` as this backend spells it.
+    fn versioned(&self, sql: &str) -> String {
+        let greatest = match self.db.get_database_backend() {
+            DbBackend::Postgres => "GREATEST",
+            _ => "MAX",
+        };
+        sql.replace("{greatest}", greatest)
+    }
+
+    /// Now, and the version a new row written now gets.
+    fn stamp(&self) -> Result<(i64, ConfigVersion), RepoError> {
+        let now = self.clock.now();
+        let first = ConfigVersion::ZERO
+            .next(now)
+            .map_err(|e| RepoError::InvalidInput(e.to_string()))?;
+        Ok((now.as_millis(), first))
+    }
+
+    /// Runs a write returning the row's version; `None` when it wrote no
+    /// row.
+    async fn write(
+        &self,
+        community: &CommunityId,
+        sql: &str,
+        values: Vec<sea_orm::Value>,
+    ) -> Result<Option<ConfigVersion>, RepoError> {
+        VersionRow::find_by_statement(self.statement(&self.versioned(sql), values))
+            .one(&self.db)
+            .await
+            .map_err(repo_error)?
+            .map(|row| version(community.as_str(), row.version))
+            .transpose()
     }
 }
 
@@ -141,7 +215,7 @@ impl ConfigProvider for SqlConfigRepo {
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %config.community))]
-    async fn upsert(&self, config: &CommunityConfig) -> Result<(), RepoError> {
+    async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
         // `Micros` cannot be negative; re-checked here so that no negative
         // ever reaches SQL whatever the type becomes.
         let budget = config.limits.limit.get();
@@ -152,42 +226,31 @@ impl ConfigProvider for SqlConfigRepo {
             ));
         }
         let pricing = pricing_overrides_json(&config.pricing_overrides)?;
-        let now = self.clock.now().as_millis();
-        let row = ActiveModel {
-            community_id: Set(config.community.to_string()),
-            ai_enabled: Set(config.ai_enabled),
-            monthly_budget_micros: Set(budget),
-            per_user_cap_micros: Set(cap),
-            tier_overrides: NotSet,
-            pricing_overrides: Set(Some(pricing)),
-            created_at: Set(now),
-            updated_at: Set(now),
-        };
-        Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(Column::CommunityId)
-                    .update_columns([
-                        Column::AiEnabled,
-                        Column::MonthlyBudgetMicros,
-                        Column::PerUserCapMicros,
-                        Column::PricingOverrides,
-                        Column::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(repo_error)?;
-        Ok(())
+        let (now, first) = self.stamp()?;
+        let values = vec![
+            config.community.as_str().into(),
+            config.ai_enabled.into(),
+            budget.into(),
+            cap.into(),
+            pricing.into(),
+            now.into(),
+            first.get().into(),
+        ];
+        self.write(&config.community, UPSERT_CONFIG, values)
+            .await?
+            .ok_or_else(|| RepoError::Unavailable("the upsert returned no row".into()))
     }
 }
 
 #[async_trait]
 impl TierOverrideRepo for SqlConfigRepo {
     #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn tier_overrides(&self, community: &CommunityId) -> Result<TierOverrides, RepoError> {
+    async fn tier_overrides(
+        &self,
+        community: &CommunityId,
+    ) -> Result<Versioned<TierOverrides>, RepoError> {
         let sql = format!(
-            "SELECT CAST({TIER_OVERRIDES} AS TEXT) AS {TIER_OVERRIDES} \
+            "SELECT CAST({TIER_OVERRIDES} AS TEXT) AS {TIER_OVERRIDES}, version \
              FROM community_agent_config WHERE community_id = $1"
         );
         let row = TierRow::find_by_statement(self.statement(&sql, vec![community.as_str().into()]))
@@ -195,53 +258,42 @@ impl TierOverrideRepo for SqlConfigRepo {
             .await
             .map_err(repo_error)?;
         match row {
-            Some(row) => parse_tier_overrides(community.as_str(), row.tier_overrides.as_deref()),
-            None => Ok(TierOverrides::new()),
+            Some(row) => Ok(Versioned {
+                value: parse_tier_overrides(community.as_str(), row.tier_overrides.as_deref())?,
+                version: version(community.as_str(), row.version)?,
+            }),
+            None => Ok(Versioned {
+                value: TierOverrides::new(),
+                version: ConfigVersion::ZERO,
+            }),
         }
     }
 
     /// A non-empty map replaces the column, creating the community's row
     /// with default limits (AI disabled) when it has none; an empty map sets
-    /// the column to `NULL` on an existing row and creates no row. Either
-    /// way `updated_at` is stamped from the repository's clock, and
-    /// [`ConfigProvider::upsert`] leaves the overrides alone.
+    /// the column to `NULL` on an existing row and creates no row
+    /// (returning [`ConfigVersion::ZERO`]). Either way `updated_at` is
+    /// stamped from the repository's clock and the row's next version
+    /// issued, and [`ConfigProvider::upsert`] leaves the overrides alone.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn set_tier_overrides(
         &self,
         community: &CommunityId,
         overrides: &TierOverrides,
-    ) -> Result<(), RepoError> {
-        let now = self.clock.now().as_millis();
-        if overrides.is_empty() {
-            let sql = format!(
-                "UPDATE community_agent_config SET {TIER_OVERRIDES} = NULL, updated_at = $1 \
-                 WHERE community_id = $2"
-            );
-            self.db
-                .execute_raw(self.statement(&sql, vec![now.into(), community.as_str().into()]))
-                .await
-                .map_err(repo_error)?;
-            return Ok(());
-        }
-        let row = ActiveModel {
-            community_id: Set(community.to_string()),
-            ai_enabled: NotSet,
-            monthly_budget_micros: NotSet,
-            per_user_cap_micros: NotSet,
-            tier_overrides: Set(Some(tier_overrides_json(overrides))),
-            pricing_overrides: NotSet,
-            created_at: Set(now),
-            updated_at: Set(now),
+    ) -> Result<ConfigVersion, RepoError> {
+        let (now, first) = self.stamp()?;
+        let written = if overrides.is_empty() {
+            let values = vec![now.into(), first.get().into(), community.as_str().into()];
+            self.write(community, CLEAR_TIERS, values).await?
+        } else {
+            let values = vec![
+                community.as_str().into(),
+                tier_overrides_json(overrides).into(),
+                now.into(),
+                first.get().into(),
+            ];
+            self.write(community, UPSERT_TIERS, values).await?
         };
-        Entity::insert(row)
-            .on_conflict(
-                OnConflict::column(Column::CommunityId)
-                    .update_columns([Column::TierOverrides, Column::UpdatedAt])
-                    .to_owned(),
-            )
-            .exec_without_returning(&self.db)
-            .await
-            .map_err(repo_error)?;
-        Ok(())
+        Ok(written.unwrap_or(ConfigVersion::ZERO))
     }
 }

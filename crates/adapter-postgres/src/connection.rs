@@ -97,15 +97,16 @@ pub async fn connect_with_settings(
         options
             .map_sqlx_postgres_opts(move |o| o.options([("statement_timeout", setting.clone())]));
     }
+    // The driver's message may quote the URL too: the whole text is
+    // redacted.
     match tokio::time::timeout(settings.connect_timeout, Database::connect(options)).await {
         Ok(connected) => connected.map_err(|e| {
-            RepoError::Unavailable(format!("cannot connect to {}: {e}", redact_url(url)))
+            RepoError::Unavailable(redact_url(&format!("cannot connect to {url}: {e}")))
         }),
-        Err(elapsed) => Err(RepoError::Unavailable(format!(
-            "cannot connect to {} within {:?}: {elapsed}",
-            redact_url(url),
+        Err(elapsed) => Err(RepoError::Unavailable(redact_url(&format!(
+            "cannot connect to {url} within {:?}: {elapsed}",
             settings.connect_timeout
-        ))),
+        )))),
     }
 }
 
@@ -144,12 +145,12 @@ pub async fn connect_and_migrate_with_settings(
         },
     )
     .await?;
-    Migrator::up(&migrating, None).await.map_err(|e| {
-        RepoError::Unavailable(format!("migrating {} failed: {e}", redact_url(url)))
-    })?;
+    Migrator::up(&migrating, None)
+        .await
+        .map_err(|e| RepoError::Unavailable(redact_url(&format!("migrating {url} failed: {e}"))))?;
     migrating
         .close()
         .await
-        .map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        .map_err(|e| RepoError::Unavailable(redact_url(&e.to_string())))?;
     connect_with_settings(url, settings).await
 }

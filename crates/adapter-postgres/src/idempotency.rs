@@ -36,12 +36,16 @@
 //! fingerprint exists, and never overwrites a first answer.
 //!
 //! **purge** is one `DELETE` of the oldest `limit` expired rows, chosen by
-//! a sub-select on the `keep_until` index; the outer `keep_until <= now`
-//! is judged again on the row it deletes, so a record that a claim
-//! replaced meanwhile (on PostgreSQL, after the sub-select read it) stays.
+//! a sub-select on the `keep_until` index and deleted by their physical
+//! row id (`ctid` on PostgreSQL, `rowid` on SQLite), so the delete reads
+//! only the index range and the rows it removes, never the four-column
+//! primary key. The outer `keep_until <= now` is judged again on the row
+//! it deletes, so a record that a claim replaced meanwhile (on PostgreSQL,
+//! after the sub-select read it: the replacement is a new row version,
+//! which the recheck judges) stays.
 
 use async_trait::async_trait;
-use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
 use spendgate_domain::Timestamp;
 use spendgate_ports::{
     Claim, IdempotencyStore, RepoError, RequestId, StoredResponse, check_fingerprint,
@@ -73,9 +77,14 @@ const COMPLETE: &str = "UPDATE idempotency_record \
      WHERE tenant = $1 AND operation = $2 AND resource = $3 AND request_key = $4 \
      AND fingerprint = $5";
 
-const PURGE: &str = "DELETE FROM idempotency_record \
-     WHERE keep_until <= $1 AND (tenant, operation, resource, request_key) IN ( \
-     SELECT tenant, operation, resource, request_key FROM idempotency_record \
+const PURGE_POSTGRES: &str = "DELETE FROM idempotency_record \
+     WHERE keep_until <= $1 AND ctid = ANY(ARRAY( \
+     SELECT ctid FROM idempotency_record \
+     WHERE keep_until <= $1 ORDER BY keep_until LIMIT $2))";
+
+const PURGE_SQLITE: &str = "DELETE FROM idempotency_record \
+     WHERE keep_until <= $1 AND rowid IN ( \
+     SELECT rowid FROM idempotency_record \
      WHERE keep_until <= $1 ORDER BY keep_until LIMIT $2)";
 
 /// A live record as [`READ`] returns it.
@@ -241,9 +250,13 @@ impl IdempotencyStore for SqlIdempotency {
     #[tracing::instrument(skip_all, err, fields(limit))]
     async fn purge(&self, now: Timestamp, limit: u32) -> Result<u64, RepoError> {
         let values = vec![now.as_millis().into(), i64::from(limit).into()];
+        let sql = match self.db.get_database_backend() {
+            DbBackend::Postgres => PURGE_POSTGRES,
+            _ => PURGE_SQLITE,
+        };
         let result = self
             .db
-            .execute_raw(self.statement(PURGE, values))
+            .execute_raw(self.statement(sql, values))
             .await
             .map_err(repo_error)?;
         Ok(result.rows_affected())

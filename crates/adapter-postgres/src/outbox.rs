@@ -27,7 +27,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, Value};
 use spendgate_domain::{CommunityId, HoldRef, Settlement, Timestamp, Ttl};
-use spendgate_ports::{Claimed, Clock, PendingSettlement, RepoError, SystemClock, WorkQueue};
+use spendgate_ports::{
+    Claimed, Clock, DeadLetter, PendingSettlement, RepoError, SystemClock, WorkQueue,
+};
 
 use crate::entity::finalize_outbox::Model;
 use crate::usage_log::{RowReader, check_trace_id, to_i64};
@@ -73,6 +75,10 @@ impl QueueCodec for Outbox {
             ("trace_id", item.trace_id.clone().into()),
             ("source", item.source.as_str().into()),
             ("estimate_micros", item.estimate.get().into()),
+            (
+                "hold_created_at",
+                item.hold_created_at.map(Timestamp::as_millis).into(),
+            ),
         ])
     }
 
@@ -92,6 +98,10 @@ impl QueueCodec for Outbox {
             tokens: read.tokens(model.prompt_tokens, model.completion_tokens)?,
             trace_id: read.trace_id(model.trace_id)?,
             source: read.source(&model.source)?,
+            hold_created_at: model
+                .hold_created_at
+                .map(|ms| read.timestamp("hold_created_at", ms))
+                .transpose()?,
         })
     }
 }
@@ -158,6 +168,30 @@ impl WorkQueue<PendingSettlement> for FinalizeOutbox {
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
         self.queue.retry_at(community, hold, error, due_at).await
+    }
+
+    /// One `UPDATE`: `attempts + 1`, `last_error` cut as for a retry,
+    /// lease dropped, `dead_at = at` and `next_attempt_at` past every
+    /// instant.
+    async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        self.queue.dead_letter(community, hold, error, at).await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter<PendingSettlement>>, RepoError> {
+        self.queue.dead_letters(limit).await
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, RepoError> {
+        self.queue.dead_letter_count().await
     }
 
     async fn len(&self) -> Result<u64, RepoError> {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sea_orm::{DatabaseConnection, Value};
 use spendgate_domain::{CommunityId, Hold, HoldRef, Timestamp, Ttl};
-use spendgate_ports::{Claimed, Clock, Handover, RepoError, SystemClock, WorkQueue};
+use spendgate_ports::{Claimed, Clock, DeadLetter, Handover, RepoError, SystemClock, WorkQueue};
 
 use crate::entity::reconciliation_queue::Model;
 use crate::usage_log::{RowReader, check_trace_id};
@@ -145,6 +145,27 @@ impl WorkQueue<Handover> for SqlReconciliationQueue {
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
         self.queue.retry_at(community, hold, error, due_at).await
+    }
+
+    /// One `UPDATE`: `attempts + 1`, `last_error` cut as for a retry,
+    /// lease dropped, `dead_at = at` and `next_attempt_at` past every
+    /// instant.
+    async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        self.queue.dead_letter(community, hold, error, at).await
+    }
+
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter<Handover>>, RepoError> {
+        self.queue.dead_letters(limit).await
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, RepoError> {
+        self.queue.dead_letter_count().await
     }
 
     async fn len(&self) -> Result<u64, RepoError> {

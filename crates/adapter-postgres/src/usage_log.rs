@@ -7,7 +7,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, Statement,
+    QueryFilter, QueryOrder, Statement,
 };
 use spendgate_domain::{
     CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts,
@@ -142,6 +142,7 @@ fn parse_record(model: Model) -> Result<UsageRecord, RepoError> {
         source: read.source(&model.source)?,
         period: read.period(&model.period)?,
         created_at: read.timestamp("created_at", model.created_at)?,
+        hold_created_at: read.timestamp("hold_created_at", model.hold_created_at)?,
     })
 }
 
@@ -161,6 +162,7 @@ fn row(record: &UsageRecord) -> Result<ActiveModel, RepoError> {
         source: Set(record.source.as_str().to_owned()),
         period: Set(record.period.to_string()),
         created_at: Set(record.created_at.as_millis()),
+        hold_created_at: Set(record.hold_created_at.as_millis()),
     })
 }
 
@@ -172,9 +174,14 @@ async fn insert_ignoring_duplicates<C: ConnectionTrait>(
 ) -> Result<u64, RepoError> {
     Entity::insert_many(rows)
         .on_conflict(
-            OnConflict::columns([Column::CommunityId, Column::UserId, Column::IdempotencyKey])
-                .do_nothing()
-                .to_owned(),
+            OnConflict::columns([
+                Column::CommunityId,
+                Column::UserId,
+                Column::IdempotencyKey,
+                Column::HoldCreatedAt,
+            ])
+            .do_nothing()
+            .to_owned(),
         )
         .exec_without_returning(db)
         .await
@@ -206,8 +213,14 @@ impl UsageLog for SqlUsageLog {
             return Ok(0);
         }
         let mut sorted: Vec<&UsageRecord> = records.iter().collect();
-        sorted
-            .sort_by(|a, b| (&a.community, &a.user, &a.key).cmp(&(&b.community, &b.user, &b.key)));
+        sorted.sort_by(|a, b| {
+            (&a.community, &a.user, &a.key, a.hold_created_at).cmp(&(
+                &b.community,
+                &b.user,
+                &b.key,
+                b.hold_created_at,
+            ))
+        });
         let rows = sorted.into_iter().map(row).collect::<Result<Vec<_>, _>>()?;
         if rows.len() <= ROWS_PER_STATEMENT {
             // One statement is atomic on its own: no BEGIN / COMMIT round trips.
@@ -224,18 +237,22 @@ impl UsageLog for SqlUsageLog {
         Ok(inserted)
     }
 
-    /// One `SELECT` on the unique (community_id, user_id, idempotency_key)
-    /// index; the row is parsed strictly.
+    /// One `SELECT` on the unique (community_id, user_id, idempotency_key,
+    /// hold_created_at) index (a key has a handful of uses at most); the
+    /// row is parsed strictly.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     async fn logged(
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        since: Timestamp,
     ) -> Result<Option<UsageRecord>, RepoError> {
         Entity::find()
             .filter(Column::CommunityId.eq(community.as_str()))
             .filter(Column::UserId.eq(hold.user.as_str()))
             .filter(Column::IdempotencyKey.eq(hold.key.as_str()))
+            .filter(Column::CreatedAt.gte(since.as_millis()))
+            .order_by_desc(Column::CreatedAt)
             .one(&self.db)
             .await
             .map_err(repo_error)?

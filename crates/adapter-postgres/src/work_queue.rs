@@ -7,8 +7,9 @@
 //! A queue table has the columns `id` (`BIGINT` primary key),
 //! `community_id`, `user_id` and `idempotency_key` (UNIQUE together: the
 //! queue's key), `attempts` (`INTEGER`), `next_attempt_at`, `claimed_until`
-//! (nullable: a claimer's lease), `last_error` (nullable) and `created_at`,
-//! plus the columns of its item. [`SqlQueue`] holds the SQL of the port's
+//! (nullable: a claimer's lease), `last_error` (nullable), `created_at`
+//! and `dead_at` (nullable: when it became a dead letter), plus the
+//! columns of its item. [`SqlQueue`] holds the SQL of the port's
 //! operations over such a table; a [`QueueCodec`] brings only what differs
 //! from queue to queue: the table's name, the item's own columns for the
 //! insert, and reading a row back into an item.
@@ -16,8 +17,8 @@
 //! * **enqueue**: one `INSERT … ON CONFLICT (community_id, user_id,
 //!   idempotency_key) DO NOTHING`, with no attempt, no lease, no error, due
 //!   at the caller's `due_at` and `created_at` from the queue's [`Clock`].
-//! * **claim**: the due rows (`next_attempt_at <= now`, no running lease),
-//!   earliest due first, are leased until `now + lease` by one `UPDATE …
+//! * **claim**: the due live rows (`next_attempt_at <= now`, no running
+//!   lease, `dead_at IS NULL`), earliest due first, are leased until `now + lease` by one `UPDATE …
 //!   RETURNING`: on PostgreSQL they are selected `FOR UPDATE SKIP LOCKED`;
 //!   on SQLite the statement runs in a `BEGIN IMMEDIATE` transaction, so
 //!   claimers take turns. Two claimers never get the same row while its
@@ -25,17 +26,21 @@
 //!   [`RepoError::BadData`] and stays leased; the readable rows of the same
 //!   batch are handed back in the same transaction.
 //! * **complete**: `DELETE` by (community, user, key).
-//! * **retry**: one `UPDATE`: `attempts + 1` (saturating), `last_error` cut
-//!   to [`MAX_ERROR_LEN`] bytes at a character boundary, lease dropped, due
-//!   again at the caller's `due_at`.
-//! * **len**: `COUNT(*)`, due or not.
+//! * **retry**: one `UPDATE` of a live row: `attempts + 1` (saturating),
+//!   `last_error` cut to [`MAX_ERROR_LEN`] bytes at a character boundary,
+//!   lease dropped, due again at the caller's `due_at`.
+//! * **dead letter**: one `UPDATE`: `attempts + 1`, `last_error`, lease
+//!   dropped, `dead_at` set, and `next_attempt_at` past every instant, so
+//!   the row also stays out of the due index's range that claims read.
+//!   Listed by `dead_at`, counted with `COUNT(*)`.
+//! * **len**: `COUNT(*)` of the live rows, due or not.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
 use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
-use spendgate_ports::{Claimed, Clock, QueueItem, RepoError};
+use spendgate_ports::{Claimed, Clock, DeadLetter, QueueItem, RepoError};
 
 use crate::error::repo_error;
 use crate::transaction::begin_write;
@@ -81,6 +86,7 @@ struct QueueColumns {
     next_attempt_at: i64,
     attempts: i32,
     last_error: Option<String>,
+    dead_at: Option<i64>,
 }
 
 #[derive(Debug, FromQueryResult)]
@@ -108,14 +114,36 @@ fn placeholders(first: usize, count: usize) -> String {
 /// A leased row as a [`Claimed`] item.
 fn claimed<C: QueueCodec>(queue: QueueColumns, row: C::Row) -> Result<Claimed<C::Item>, RepoError> {
     let item = C::decode(row)?;
-    let attempts = u32::try_from(queue.attempts).map_err(|_| {
-        RowReader::new(&queue.community_id, C::TABLE)
-            .bad("attempts", format!("{} is negative", queue.attempts))
-    })?;
     Ok(Claimed {
         item,
-        attempts,
+        attempts: attempts::<C>(&queue)?,
         last_error: queue.last_error,
+    })
+}
+
+fn attempts<C: QueueCodec>(queue: &QueueColumns) -> Result<u32, RepoError> {
+    u32::try_from(queue.attempts).map_err(|_| {
+        RowReader::new(&queue.community_id, C::TABLE)
+            .bad("attempts", format!("{} is negative", queue.attempts))
+    })
+}
+
+/// A dead row as a [`DeadLetter`].
+fn dead_letter<C: QueueCodec>(
+    queue: QueueColumns,
+    row: C::Row,
+) -> Result<DeadLetter<C::Item>, RepoError> {
+    let read = RowReader::new(&queue.community_id, C::TABLE);
+    let dead_at = queue
+        .dead_at
+        .ok_or_else(|| read.bad("dead_at", "is NULL on a dead letter"))?;
+    let dead_at = read.timestamp("dead_at", dead_at)?;
+    let attempts = attempts::<C>(&queue)?;
+    Ok(DeadLetter {
+        item: C::decode(row)?,
+        attempts,
+        error: queue.last_error.unwrap_or_default(),
+        dead_at,
     })
 }
 
@@ -177,11 +205,20 @@ impl<C: QueueCodec> SqlQueue<C> {
             .map(|(name, _)| *name)
             .collect::<Vec<_>>()
             .join(", ");
+        // A dead letter of the same call is replaced (and revived): it never
+        // ran and never will; a live item stays as it is.
+        let revive = columns
+            .iter()
+            .map(|(name, _)| format!("{name} = excluded.{name}"))
+            .chain(std::iter::once("dead_at = NULL".to_owned()))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = format!(
-            "INSERT INTO {} ({names}) VALUES ({}) \
-             ON CONFLICT (community_id, user_id, idempotency_key) DO NOTHING",
-            C::TABLE,
+            "INSERT INTO {table} ({names}) VALUES ({}) \
+             ON CONFLICT (community_id, user_id, idempotency_key) DO UPDATE SET {revive} \
+             WHERE {table}.dead_at IS NOT NULL",
             placeholders(1, columns.len()),
+            table = C::TABLE,
         );
         let values = columns.into_iter().map(|(_, value)| value).collect();
         let result = self
@@ -213,6 +250,7 @@ impl<C: QueueCodec> SqlQueue<C> {
             "UPDATE {table} SET claimed_until = $1 WHERE id IN ( \
                SELECT id FROM {table} \
                WHERE next_attempt_at <= $2 AND (claimed_until IS NULL OR claimed_until <= $2) \
+                 AND dead_at IS NULL \
                ORDER BY next_attempt_at, id LIMIT $3 {lock}) \
              RETURNING *"
         );
@@ -289,8 +327,8 @@ impl<C: QueueCodec> SqlQueue<C> {
         Ok(result.rows_affected() > 0)
     }
 
-    /// Records a failed attempt on the (community, user, key) row; returns
-    /// whether it was there.
+    /// Records a failed attempt on the live (community, user, key) row;
+    /// returns whether it was there.
     #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %community))]
     pub(crate) async fn retry_at(
         &self,
@@ -304,7 +342,8 @@ impl<C: QueueCodec> SqlQueue<C> {
                 "UPDATE {} SET \
                    attempts = CASE WHEN attempts < $1 THEN attempts + 1 ELSE attempts END, \
                    last_error = $2, claimed_until = NULL, next_attempt_at = $3 \
-                 WHERE community_id = $4 AND user_id = $5 AND idempotency_key = $6",
+                 WHERE community_id = $4 AND user_id = $5 AND idempotency_key = $6 \
+                   AND dead_at IS NULL",
                 C::TABLE
             ),
             vec![
@@ -320,11 +359,78 @@ impl<C: QueueCodec> SqlQueue<C> {
         Ok(result.rows_affected() > 0)
     }
 
-    /// How many rows are queued, due or not.
+    /// Parks the (community, user, key) row as a dead letter; returns
+    /// whether it was there.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %community))]
+    pub(crate) async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        let update = self.statement(
+            &format!(
+                "UPDATE {} SET \
+                   attempts = CASE WHEN attempts < $1 THEN attempts + 1 ELSE attempts END, \
+                   last_error = $2, claimed_until = NULL, next_attempt_at = $3, dead_at = $4 \
+                 WHERE community_id = $5 AND user_id = $6 AND idempotency_key = $7",
+                C::TABLE
+            ),
+            vec![
+                i32::MAX.into(),
+                cut_error(error).into(),
+                i64::MAX.into(),
+                at.as_millis().into(),
+                community.as_str().into(),
+                hold.user.as_str().into(),
+                hold.key.as_str().into(),
+            ],
+        );
+        let result = self.db.execute_raw(update).await.map_err(repo_error)?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Up to `limit` dead rows, the earliest parked first.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, limit))]
+    pub(crate) async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter<C::Item>>, RepoError> {
+        let stmt = self.statement(
+            &format!(
+                "SELECT * FROM {} WHERE dead_at IS NOT NULL ORDER BY dead_at, id LIMIT $1",
+                C::TABLE
+            ),
+            vec![i64::from(limit).into()],
+        );
+        let results = self.db.query_all_raw(stmt).await.map_err(repo_error)?;
+        results
+            .iter()
+            .map(|result| {
+                let queue = QueueColumns::from_query_result(result, "").map_err(repo_error)?;
+                let row = C::Row::from_query_result(result, "").map_err(repo_error)?;
+                dead_letter::<C>(queue, row)
+            })
+            .collect()
+    }
+
+    /// How many dead rows there are.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE))]
+    pub(crate) async fn dead_letter_count(&self) -> Result<u64, RepoError> {
+        self.count("dead_at IS NOT NULL").await
+    }
+
+    /// How many live rows are queued, due or not.
     #[tracing::instrument(skip_all, err, fields(table = C::TABLE))]
     pub(crate) async fn len(&self) -> Result<u64, RepoError> {
+        self.count("dead_at IS NULL").await
+    }
+
+    /// `COUNT(*)` of the rows matching `filter`, a constant condition.
+    async fn count(&self, filter: &'static str) -> Result<u64, RepoError> {
         let stmt = self.statement(
-            &format!("SELECT COUNT(*) AS count FROM {}", C::TABLE),
+            &format!("SELECT COUNT(*) AS count FROM {} WHERE {filter}", C::TABLE),
             vec![],
         );
         let count = Count::find_by_statement(stmt)

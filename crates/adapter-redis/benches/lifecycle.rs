@@ -30,8 +30,8 @@ use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::load::{self, USERS};
 use spendgate_domain::{
-    BudgetPolicy, IdempotencyKey, Limits, Micros, ModelAlias, Reservation, Settlement, Timestamp,
-    Ttl, UserId,
+    BudgetPolicy, ConfigVersion, IdempotencyKey, Limits, Micros, ModelAlias, Reservation,
+    Settlement, Timestamp, Ttl, UserId,
 };
 use spendgate_ports::BudgetStore;
 
@@ -211,7 +211,11 @@ async fn run() -> Res<()> {
         .with_timeout(Duration::from_secs(5));
     for n in 0..COMMUNITIES {
         store
-            .set_limits(&load::community(n), Limits::new(Micros::MAX))
+            .set_limits(
+                &load::community(n),
+                Limits::new(Micros::MAX),
+                ConfigVersion::ZERO,
+            )
             .await?;
     }
 
@@ -248,7 +252,9 @@ async fn run() -> Res<()> {
     println!("\n## Redis time per script (INFO commandstats evalsha usec_per_call; INFO cpu)");
     redis::cmd("FLUSHALL").exec(&mut admin)?;
     let c = load::community(0);
-    store.set_limits(&c, Limits::new(Micros::MAX)).await?;
+    store
+        .set_limits(&c, Limits::new(Micros::MAX), ConfigVersion::ZERO)
+        .await?;
     let base = now()?;
     let calls: u64 = 50_000;
     let mut per_script = (0.0, 0.0);
@@ -323,7 +329,11 @@ async fn run() -> Res<()> {
             _ => {
                 let reaped_community = load::community(COMMUNITIES + 1);
                 store
-                    .set_limits(&reaped_community, Limits::new(Micros::MAX))
+                    .set_limits(
+                        &reaped_community,
+                        Limits::new(Micros::MAX),
+                        ConfigVersion::ZERO,
+                    )
                     .await?;
                 let rc = reaped_community.clone();
                 let s2 = store.clone();
@@ -376,7 +386,9 @@ async fn run() -> Res<()> {
     println!("\n## memory (INFO memory used_memory delta, {MEMORY_SAMPLE} each, one community)");
     redis::cmd("FLUSHALL").exec(&mut admin)?;
     let c = load::community(7);
-    store.set_limits(&c, Limits::new(Micros::MAX)).await?;
+    store
+        .set_limits(&c, Limits::new(Micros::MAX), ConfigVersion::ZERO)
+        .await?;
     // Let the warm-up allocations settle before the baseline.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let baseline = used_memory(&mut admin)?;

@@ -94,8 +94,9 @@ impl From<ConnectError> for RepoError {
     }
 }
 
+/// The client's message may quote a URL too: the whole text is redacted.
 fn unavailable(what: &str, error: &RedisError) -> ConnectError {
-    ConnectError::Unavailable(format!("{what}: {error}"))
+    ConnectError::Unavailable(redact_url(&format!("{what}: {error}")))
 }
 
 /// A reconnecting [`ConnectionManager`] to the standalone Redis at `url`
@@ -138,9 +139,9 @@ pub(crate) async fn cluster<S: AsRef<str>>(
         .min_retry_wait(RETRY_MIN_WAIT_MS)
         .max_retry_wait(RETRY_MAX_WAIT_MS)
         .retry_wait_formula(RETRY_FACTOR_MS, 2);
-    let client = tls::cluster(builder, &nodes, tls)?
-        .build()
-        .map_err(|e| ConnectError::InvalidInput(format!("cluster urls {shown:?}: {e}")))?;
+    let client = tls::cluster(builder, &nodes, tls)?.build().map_err(|e| {
+        ConnectError::InvalidInput(redact_url(&format!("cluster urls {shown:?}: {e}")))
+    })?;
     tokio::time::timeout(CONNECT_DEADLINE, client.get_async_connection())
         .await
         .map_err(|_| ConnectError::Unavailable(format!("connecting to {shown:?} timed out")))?

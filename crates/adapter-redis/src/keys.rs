@@ -26,12 +26,12 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `sg:{c}:r` | hash | the community's records: one per (user, key) digest (a live hold, a finalize marker or a reap tombstone), `V` → the layout header, `L` → limits, `<YYYY-MM>` → that period's totals, `<YYYY-MM>:<user>` → that user's sums in the period |
+//! | `sg:{c}:r` | hash | the community's records: one per (user, key) digest (a live hold, a finalize marker or a reap tombstone), `V` → the layout header, `L` → limits, `LV` → their configuration version, `<YYYY-MM>` → that period's totals, `<YYYY-MM>:<user>` → that user's sums in the period |
 //! | `sg:{c}:x` | zset | expiry buckets that have a list: member and score = `expires_at / 100 ms` |
 //! | `sg:{c}:e:<bucket>` | list | digests of the holds whose expiry falls in that 100 ms bucket ([`expiry_bucket`]; entries of settled or extended holds are skipped by reap) |
 //! | `sg:{c}:q` | list | marker clean-up queue: digest ‖ marker `expires_at` (6 bytes, big-endian ms), oldest first |
 //! | `sg:{c}:u:<YYYY-MM>` | set | the users with sums in the period (for status): added by a user's first reserve of the period, or by a commit_unheld that found no hold |
-//! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":1,"t":{"<tier>":"<level>",…}}`; the only community key with a Redis TTL (a cache, not budget state; `{"v":1,"t":{}}` caches "no overrides") |
+//! | `sg:{c}:tiers` | string | the tier-override cache entry (`RedisTierCache`): `{"v":2,"n":<configuration version>,"t":{"<tier>":"<level>",…}}`, never replaced by an older `n` (`lua/tier_put.lua`); the only community key with a Redis TTL (a cache, not budget state; `{"v":2,"n":…,"t":{}}` caches "no overrides") |
 //! | `sg:{due}:at` | zset | the due index, not a community key: member = community id, score = a lower bound (ms) of the expiry of the community's earliest unreaped hold; read by `due_communities` (`ZRANGEBYSCORE -inf now`) |
 //! | `sg:{due}:gen` | hash | community id → the generation of its entry (a number from `sg:{due}:seq`, renewed by every touch after a reserve, and given by a reap's update to an entry it creates); present exactly when the community is in `sg:{due}:at`; compared by the reap's index update |
 //! | `sg:{due}:seq` | string | the generation sequence (`INCR`), shared by every community so that a generation value never repeats |
@@ -51,8 +51,8 @@
 //! index are members and fields, never key names.
 //!
 //! Fields of `sg:{c}:r` never collide: a digest's first byte is at least
-//! `0x80`, every other field starts with an ASCII character (`L`, `V`, or
-//! the digits of a period).
+//! `0x80`, every other field starts with an ASCII character (`L`, `LV`,
+//! `V`, or the digits of a period).
 //!
 //! * live hold: `H<estimate> <created_at> <expires_at> <period> <user> <model>`;
 //! * finalize marker: `F` ‖ marker `expires_at` (6 bytes, big-endian ms) ‖ `<actual>`
@@ -64,7 +64,10 @@
 //!   reads anything else, and reap prunes the listed periods that ended
 //!   long ago (`store::prune`); absent on a hash written before headers
 //!   existed, which reads as layout 1 with no period listed;
-//! * limits: `"<limit>"` or `"<limit> <per-user cap>"`;
+//! * limits: `"<limit>"` or `"<limit> <per-user cap>"`; their version
+//!   (`LV`): the canonical decimal of the configuration version they were
+//!   set with (set_limits keeps limits of a newer version; absent on a
+//!   hash whose limits were set before versions existed, read as 0);
 //! * totals: `"<committed> <reserved> <holds> <warned 0|1>"`;
 //! * user sums: `"<committed> <reserved>"` (`"0 0"` is reported as absent).
 //!

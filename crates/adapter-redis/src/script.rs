@@ -186,6 +186,10 @@ pub(crate) static IDEM_CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(lu
 pub(crate) static IDEM_COMPLETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(lua!("idem_complete")));
 
+/// `lua/tier_put.lua`: cache tier overrides unless a newer version is
+/// cached (`RedisTierCache`), loaded on first use like [`IDEM_CLAIM`].
+pub(crate) static TIER_PUT: LazyLock<Script> = LazyLock::new(|| Script::new(lua!("tier_put")));
+
 /// How often one call loads its script again after `NOSCRIPT` (the
 /// server's script cache was flushed, or a failover lost it) before giving
 /// up.

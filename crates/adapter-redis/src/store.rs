@@ -10,9 +10,9 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{FromRedisValue, Value};
 use spendgate_domain::{
-    BudgetError, BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
-    LimitScope, Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation, ReserveOutcome,
-    Settlement, Timestamp, Ttl, UnheldCommit, UserId,
+    BudgetError, BudgetPolicy, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef,
+    HoldState, LimitScope, Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation,
+    ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -767,7 +767,12 @@ where
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+        version: ConfigVersion,
+    ) -> Result<(), StoreError> {
         let cap = limits
             .per_user_cap
             .map(|c| c.get().to_string())
@@ -775,7 +780,11 @@ where
         self.invoke(
             Op::SetLimits,
             &[records_key(community)],
-            &[limits.limit.get().to_string().as_bytes(), cap.as_bytes()],
+            &[
+                limits.limit.get().to_string().as_bytes(),
+                cap.as_bytes(),
+                version.get().to_string().as_bytes(),
+            ],
         )
         .await?;
         Ok(())

@@ -5,17 +5,23 @@
 //! The value is a small versioned JSON document:
 //!
 //! ```text
-//! {"v":1,"t":{"4":"enterprise","7":"pro"}}
+//! {"v":2,"n":1765400000000,"t":{"4":"enterprise","7":"pro"}}
 //! ```
 //!
-//! `v` is the encoding version (only `1` is read), `t` maps each
-//! overridden tier (canonical decimal, 1–9) to its access level
-//! (`free`, `pro`, `enterprise`). `{"v":1,"t":{}}` is the negative entry: the
-//! community has no overrides. Reading is strict: malformed JSON, another
-//! version, an unknown or duplicated member, a tier outside 1–9 or not
-//! written canonically (`"04"`), an unknown level, or a key that is not a
-//! string is [`RepoError::BadData`] (the caller treats it as a miss and
-//! the next `put` overwrites it), never a panic.
+//! `v` is the encoding version (only `2` is read), `n` the configuration
+//! version the overrides were read at (a [`ConfigVersion`]), `t` maps each
+//! overridden tier (canonical decimal, 1–9) to its access level (`free`,
+//! `pro`, `enterprise`). `{"v":2,"n":…,"t":{}}` is the negative entry: the
+//! community has no overrides. A put is one script (`lua/tier_put.lua`)
+//! that keeps an entry of a greater `n`, so a reader that read the
+//! database before a write cannot put the older overrides back over the
+//! writer's. Reading is strict: malformed JSON, another encoding version
+//! (entries of version 1, written before configuration versions, are
+//! misses and replaced by the next put), a missing or out-of-range `n`, an
+//! unknown or duplicated member, a tier outside 1–9 or not written
+//! canonically (`"04"`), an unknown level, or a key that is not a string is
+//! [`RepoError::BadData`] (the caller treats it as a miss and the next
+//! `put` overwrites it), never a panic.
 
 use std::fmt;
 use std::time::Duration;
@@ -26,17 +32,18 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue};
 use serde::Deserialize;
 use serde::de::{Error as _, IgnoredAny, MapAccess, Visitor};
-use spendgate_domain::{AccessLevel, CommunityId, Tier, TierOverrides, Ttl};
-use spendgate_ports::{RepoError, TierCache};
+use spendgate_domain::{AccessLevel, CommunityId, ConfigVersion, Tier, TierOverrides, Ttl};
+use spendgate_ports::{RepoError, TierCache, Versioned};
 
 use crate::connection;
 use crate::error::CallError;
 use crate::keys::tier_cache_key;
+use crate::script::{self, TIER_PUT};
 use crate::store::DEFAULT_TIMEOUT;
 use crate::tls::TlsFiles;
 
 /// The encoding version written by [`encode`] and the only one read.
-const VERSION: u64 = 1;
+const VERSION: u64 = 2;
 
 /// The `field` of every [`RepoError::BadData`] this cache returns.
 const FIELD: &str = "tier cache";
@@ -47,7 +54,7 @@ const FIELD: &str = "tier cache";
 /// (reconnects by itself) or the Cluster connection; the connection of a
 /// [`RedisBudgetStore`](crate::RedisBudgetStore) can be shared
 /// (`RedisTierCache::new(store.connection())`). Every call is one command
-/// (`GET`, `SET … PX`, `DEL`) bounded by the timeout: no answer in time,
+/// (`GET`, or the put script) bounded by the timeout: no answer in time,
 /// or any connection or server error, is [`RepoError::Unavailable`].
 #[derive(Clone)]
 pub struct RedisTierCache<C> {
@@ -145,7 +152,10 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn get(&self, community: &CommunityId) -> Result<Option<TierOverrides>, RepoError> {
+    async fn get(
+        &self,
+        community: &CommunityId,
+    ) -> Result<Option<Versioned<TierOverrides>>, RepoError> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(tier_cache_key(community));
         let value = self
@@ -169,36 +179,37 @@ where
         &self,
         community: &CommunityId,
         overrides: &TierOverrides,
+        version: ConfigVersion,
         ttl: Ttl,
     ) -> Result<(), RepoError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(tier_cache_key(community))
-            .arg(encode(overrides))
-            .arg("PX")
-            .arg(ttl.as_millis());
-        self.run::<()>(&cmd)
-            .await
-            .map_err(|e| unavailable("put", community, &e))
-    }
-
-    #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn invalidate(&self, community: &CommunityId) -> Result<(), RepoError> {
-        let mut cmd = redis::cmd("DEL");
-        cmd.arg(tier_cache_key(community));
-        self.run::<()>(&cmd)
-            .await
-            .map_err(|e| unavailable("invalidate", community, &e))
+        let entry = encode(overrides, version);
+        let version = version.get().to_string();
+        let ttl = ttl.as_millis().to_string();
+        script::run::<_, i64, _>(
+            &self.conn,
+            &TIER_PUT,
+            &[tier_cache_key(community)],
+            &[entry.as_bytes(), version.as_bytes(), ttl.as_bytes()],
+            self.timeout,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| unavailable("put", community, &e))
     }
 }
 
-/// The cached value of `overrides`: `{"v":1,"t":{"<tier>":"<level>",…}}`,
-/// tiers ascending. Tier digits and level names need no JSON escaping.
-fn encode(overrides: &TierOverrides) -> String {
+/// The cached value of `overrides` read at `version`:
+/// `{"v":2,"n":<version>,"t":{"<tier>":"<level>",…}}`, tiers ascending.
+/// Tier digits and level names need no JSON escaping.
+fn encode(overrides: &TierOverrides, version: ConfigVersion) -> String {
     let entries: Vec<String> = overrides
         .iter()
         .map(|(tier, level)| format!("\"{}\":\"{}\"", tier.get(), level.as_str()))
         .collect();
-    format!("{{\"v\":{VERSION},\"t\":{{{}}}}}", entries.join(","))
+    format!(
+        "{{\"v\":{VERSION},\"n\":{version},\"t\":{{{}}}}}",
+        entries.join(",")
+    )
 }
 
 /// A document as read. Its members are judged once the whole object is
@@ -207,6 +218,8 @@ fn encode(overrides: &TierOverrides) -> String {
 #[derive(Default)]
 struct Document {
     version: Option<u64>,
+    /// The configuration version, `n`.
+    number: Option<i64>,
     /// The members of `t` in document order, duplicates kept (so they are
     /// refused rather than silently resolved).
     tiers: Option<Vec<(String, serde_json::Value)>>,
@@ -234,10 +247,11 @@ impl<'de> Visitor<'de> for DocumentVisitor {
         while let Some(member) = map.next_key::<String>()? {
             match member.as_str() {
                 "v" if document.version.is_none() => document.version = Some(map.next_value()?),
+                "n" if document.number.is_none() => document.number = Some(map.next_value()?),
                 "t" if document.tiers.is_none() => {
                     document.tiers = Some(map.next_value::<Entries>()?.0);
                 }
-                "v" | "t" => {
+                "v" | "n" | "t" => {
                     return Err(A::Error::custom(format!("duplicate member {member:?}")));
                 }
                 _ => {
@@ -278,7 +292,7 @@ impl<'de> Visitor<'de> for EntriesVisitor {
 }
 
 /// Parses a cached value; the error is the reason it is unreadable.
-fn decode(bytes: &[u8]) -> Result<TierOverrides, String> {
+fn decode(bytes: &[u8]) -> Result<Versioned<TierOverrides>, String> {
     let document: Document =
         serde_json::from_slice(bytes).map_err(|e| format!("malformed entry: {e}"))?;
     let version = document
@@ -292,6 +306,10 @@ fn decode(bytes: &[u8]) -> Result<TierOverrides, String> {
     if let Some(member) = document.unknown {
         return Err(format!("malformed entry: unknown member {member:?}"));
     }
+    let number = document
+        .number
+        .ok_or("malformed entry: no configuration version member \"n\"")?;
+    let config_version = ConfigVersion::new(number).map_err(|e| format!("malformed entry: {e}"))?;
     let entries = document
         .tiers
         .ok_or("malformed entry: no tiers member \"t\"")?;
@@ -315,7 +333,10 @@ fn decode(bytes: &[u8]) -> Result<TierOverrides, String> {
             return Err(format!("tier {key} appears twice"));
         }
     }
-    Ok(overrides)
+    Ok(Versioned {
+        value: overrides,
+        version: config_version,
+    })
 }
 
 #[cfg(test)]
@@ -326,35 +347,52 @@ mod tests {
         Tier::new(n).unwrap()
     }
 
+    fn at(version: i64, overrides: TierOverrides) -> Versioned<TierOverrides> {
+        Versioned {
+            value: overrides,
+            version: ConfigVersion::new(version).unwrap(),
+        }
+    }
+
     #[test]
     fn encodes_compactly_and_round_trips() {
+        let v = |n| ConfigVersion::new(n).unwrap();
         let empty = TierOverrides::new();
-        assert_eq!(encode(&empty), r#"{"v":1,"t":{}}"#);
-        assert_eq!(decode(encode(&empty).as_bytes()), Ok(empty));
+        assert_eq!(encode(&empty, v(0)), r#"{"v":2,"n":0,"t":{}}"#);
+        assert_eq!(decode(encode(&empty, v(0)).as_bytes()), Ok(at(0, empty)));
 
         let some = TierOverrides::from([
             (tier(7), AccessLevel::Pro),
             (tier(4), AccessLevel::Enterprise),
             (tier(1), AccessLevel::Free),
         ]);
-        let text = encode(&some);
+        let text = encode(&some, v(1_765_400_000_000));
         assert_eq!(
             text,
-            r#"{"v":1,"t":{"1":"free","4":"enterprise","7":"pro"}}"#
+            r#"{"v":2,"n":1765400000000,"t":{"1":"free","4":"enterprise","7":"pro"}}"#
         );
-        assert_eq!(decode(text.as_bytes()), Ok(some.clone()));
+        assert_eq!(
+            decode(text.as_bytes()),
+            Ok(at(1_765_400_000_000, some.clone()))
+        );
+        assert_eq!(
+            decode(encode(&some, ConfigVersion::MAX).as_bytes()),
+            Ok(at(ConfigVersion::MAX.get(), some.clone()))
+        );
 
         // Every tier at every level survives.
         for n in 1..=9 {
             for level in [AccessLevel::Free, AccessLevel::Pro, AccessLevel::Enterprise] {
                 let one = TierOverrides::from([(tier(n), level)]);
-                assert_eq!(decode(encode(&one).as_bytes()), Ok(one));
+                assert_eq!(decode(encode(&one, v(3)).as_bytes()), Ok(at(3, one)));
             }
         }
         // Whitespace and member order are JSON's business.
         assert_eq!(
-            decode(br#" { "t" : { "7" : "pro", "4":"enterprise", "1":"free" } , "v" : 1 } "#),
-            Ok(some)
+            decode(
+                br#" { "t" : { "7" : "pro", "4":"enterprise", "1":"free" } , "n" : 9, "v" : 2 } "#
+            ),
+            Ok(at(9, some))
         );
     }
 
@@ -365,43 +403,84 @@ mod tests {
             (b"not json", "malformed"),
             (b"\xff\xfe", "malformed"),
             (b"[1]", "malformed"),
-            (br#"{"v":1,"t":{}} x"#, "malformed"),
-            (br#"{"v":1,"t":{}"#, "malformed"),
+            (br#"{"v":2,"n":1,"t":{}} x"#, "malformed"),
+            (br#"{"v":2,"n":1,"t":{}"#, "malformed"),
             (br#"{"t":{}}"#, "malformed"),
-            (br#"{"v":1}"#, "malformed"),
-            (br#"{"v":"1","t":{}}"#, "malformed"),
-            (br#"{"v":-1,"t":{}}"#, "malformed"),
-            (br#"{"v":1.0,"t":{}}"#, "malformed"),
-            (br#"{"v":1,"v":1,"t":{}}"#, "malformed"),
-            (br#"{"v":1,"t":[]}"#, "malformed"),
-            (br#"{"v":1,"t":null}"#, "malformed"),
-            (br#"{"v":1,"t":{"4":4}}"#, "expected an access level string"),
+            (br#"{"n":1,"t":{}}"#, "malformed"),
+            (br#"{"v":2,"n":1}"#, "malformed"),
+            (br#"{"v":"2","n":1,"t":{}}"#, "malformed"),
+            (br#"{"v":-2,"n":1,"t":{}}"#, "malformed"),
+            (br#"{"v":2.0,"n":1,"t":{}}"#, "malformed"),
+            (br#"{"v":2,"n":1,"v":2,"t":{}}"#, "malformed"),
+            (br#"{"v":2,"n":1,"t":[]}"#, "malformed"),
+            (br#"{"v":2,"n":1,"t":null}"#, "malformed"),
             (
-                br#"{"v":1,"t":{"4":null}}"#,
+                br#"{"v":2,"n":1,"t":{"4":4}}"#,
                 "expected an access level string",
             ),
             (
-                br#"{"v":1,"t":{"4":["pro"]}}"#,
+                br#"{"v":2,"n":1,"t":{"4":null}}"#,
                 "expected an access level string",
             ),
-            (br#"{"t":{"4":"pro"},"v":1,"t":{}}"#, "duplicate member"),
+            (
+                br#"{"v":2,"n":1,"t":{"4":["pro"]}}"#,
+                "expected an access level string",
+            ),
+            (
+                br#"{"t":{"4":"pro"},"v":2,"n":1,"t":{}}"#,
+                "duplicate member",
+            ),
+            (br#"{"v":2,"n":1,"n":2,"t":{}}"#, "duplicate member"),
+            (br#"{"v":1,"t":{}}"#, "version 1"),
+            (br#"{"v":2,"t":{}}"#, "no configuration version"),
+            (br#"{"v":2,"n":-1,"t":{}}"#, "outside"),
+            (br#"{"v":2,"n":9007199254740992,"t":{}}"#, "outside"),
+            (br#"{"v":2,"n":1.5,"t":{}}"#, "malformed"),
+            (br#"{"v":2,"n":"1","t":{}}"#, "malformed"),
             (br#"{"v":0,"t":{}}"#, "version 0"),
-            (br#"{"v":2,"t":{"4":"pro"}}"#, "version 2"),
-            (br#"{"v":2,"x":[]}"#, "version 2"),
-            (br#"{"x":[],"t":{"4":"pro"},"v":2}"#, "version 2"),
-            (br#"{"v":1,"t":{},"x":0}"#, "unknown member \"x\""),
-            (br#"{"v":1,"t":{"0":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"10":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"-4":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"04":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"+4":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{" 4":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"256":"pro"}}"#, "not a number from 1 to 9"),
-            (br#"{"v":1,"t":{"4":"gold"}}"#, "unknown access level"),
-            (br#"{"v":1,"t":{"4":"Pro"}}"#, "unknown access level"),
-            (br#"{"v":1,"t":{"4":""}}"#, "unknown access level"),
-            (br#"{"v":1,"t":{"4":"pro","4":"free"}}"#, "appears twice"),
+            (br#"{"v":3,"n":1,"t":{"4":"pro"}}"#, "version 3"),
+            (br#"{"v":3,"x":[]}"#, "version 3"),
+            (br#"{"x":[],"t":{"4":"pro"},"v":3}"#, "version 3"),
+            (br#"{"v":2,"n":1,"t":{},"x":0}"#, "unknown member \"x\""),
+            (
+                br#"{"v":2,"n":1,"t":{"0":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{"10":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{"-4":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{"04":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{"+4":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{" 4":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{"":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (
+                br#"{"v":2,"n":1,"t":{"256":"pro"}}"#,
+                "not a number from 1 to 9",
+            ),
+            (br#"{"v":2,"n":1,"t":{"4":"gold"}}"#, "unknown access level"),
+            (br#"{"v":2,"n":1,"t":{"4":"Pro"}}"#, "unknown access level"),
+            (br#"{"v":2,"n":1,"t":{"4":""}}"#, "unknown access level"),
+            (
+                br#"{"v":2,"n":1,"t":{"4":"pro","4":"free"}}"#,
+                "appears twice",
+            ),
         ];
         for (bytes, expected) in cases {
             let text = String::from_utf8_lossy(bytes);

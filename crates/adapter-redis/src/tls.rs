@@ -90,7 +90,7 @@ fn check_url(url: &str, files: &TlsFiles) -> Result<bool, ConnectError> {
 /// [`ConnectError::TlsDisabled`] for `rediss://` without the feature.
 pub(crate) fn client(url: &str, files: &TlsFiles) -> Result<redis::Client, ConnectError> {
     let malformed = |e: redis::RedisError| {
-        ConnectError::InvalidInput(format!("redis url {}: {e}", redact_url(url)))
+        ConnectError::InvalidInput(redact_url(&format!("redis url {url}: {e}")))
     };
     let tls = check_url(url, files)?;
     if tls {

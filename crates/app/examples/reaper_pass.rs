@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use spendgate::Spendgate;
 use spendgate::domain::{
-    CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, Period, Reservation, Timestamp, Ttl,
-    UserId,
+    CommunityId, ConfigVersion, IdempotencyKey, Limits, Micros, ModelAlias, Period, Reservation,
+    Timestamp, Ttl, UserId,
 };
 use spendgate::ports::{BudgetStore, CommunityConfig, ConfigProvider};
 use spendgate::workers::{Job, ReaperJob, ReaperSettings};
@@ -127,7 +127,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let c = community(i).map_err(|e| e.to_string())?;
                 let limits = Limits::new(Micros::from_usd(10));
                 store
-                    .set_limits(&c, limits)
+                    .set_limits(&c, limits, ConfigVersion::ZERO)
                     .await
                     .map_err(|e| e.to_string())?;
                 config
@@ -136,8 +136,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         ai_enabled: true,
                         limits,
                         pricing_overrides: Default::default(),
+                        version: ConfigVersion::ZERO,
                     })
                     .await
+                    .map(|_| ())
                     .map_err(|e| e.to_string())
             }
         })

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use spendgate::domain::{
-    CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, Period, TokenCounts, Ttl, UserId,
+    CallId, CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, Period, TokenCounts, Ttl,
+    UserId,
 };
 use spendgate::ports::{Clock, ProviderError, ProviderUsage, SystemClock, UsageSource};
 use spendgate::workers::{ReconciliationSettings, Schedule};
@@ -27,19 +28,19 @@ use spendgate::{Backoff, BudgetSettings, ReserveDecision, ReserveRequest, Spendg
 /// A provider that learns a dropped call's cost `delay` after the drop.
 #[derive(Default)]
 struct SlowProvider {
-    known: Mutex<HashMap<IdempotencyKey, (Instant, ProviderUsage)>>,
+    known: Mutex<HashMap<CallId, (Instant, ProviderUsage)>>,
     delay: Duration,
 }
 
 #[async_trait]
 impl UsageSource for SlowProvider {
-    async fn usage(&self, key: &IdempotencyKey) -> Result<Option<ProviderUsage>, ProviderError> {
+    async fn usage(&self, call: &CallId) -> Result<Option<ProviderUsage>, ProviderError> {
         let known = self
             .known
             .lock()
             .map_err(|_| ProviderError::Unavailable("poisoned".into()))?;
         Ok(known
-            .get(key)
+            .get(call)
             .filter(|(at, _)| at.elapsed() >= self.delay)
             .map(|(_, usage)| usage.clone()))
     }
@@ -181,7 +182,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if (r >> 32) % 100 < 5 {
                     // The stream drops: the provider learns the cost later.
                     provider.known.lock().map_err(|e| e.to_string())?.insert(
-                        key,
+                        hold.call_id(),
                         (
                             Instant::now(),
                             ProviderUsage {

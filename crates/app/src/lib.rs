@@ -54,9 +54,9 @@ pub mod workers;
 pub use builder::{BuildError, Ports, RedisOptions, Spendgate, SpendgateBuilder, WorkerSettings};
 pub use services::budget::{
     Backoff, BudgetChangeError, BudgetReport, BudgetService, BudgetSettings, CostBasis,
-    EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket,
-    MAX_TRACE_ID_LEN, Preview, RebuildError, RebuildReport, ReplayReport, ReserveDecision,
-    ReserveError, ReserveRequest, Settled, StatusError, Usage,
+    EstimateError, ExtendError, FinalizeError, HandoverError, HoldGuard, HoldTicket, KnownHold,
+    MAX_TRACE_ID_LEN, Preview, RebuildError, RebuildReport, ReconcileError, ReplayReport,
+    ReserveDecision, ReserveError, ReserveRequest, SettleRequest, Settled, StatusError, Usage,
 };
 pub use services::community_config::ConfigFreshness;
 pub use services::tiers::{

@@ -14,6 +14,7 @@ use crate::id::UserId;
 use crate::money::{Micros, MoneyError};
 use crate::period::{Period, PeriodError};
 use crate::time::{TimeError, Timestamp, Ttl};
+use crate::version::ConfigVersion;
 
 /// A community's spend limit per period, and an optional cap per user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +429,7 @@ pub fn apply_settlement(
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CommunityBudget {
     limits: Option<Limits>,
+    limits_version: ConfigVersion,
     periods: BTreeMap<Period, PeriodCounters>,
     holds: BTreeMap<HoldRef, Hold>,
     markers: BTreeMap<HoldRef, Marker>,
@@ -453,10 +455,19 @@ impl CommunityBudget {
         self.limits
     }
 
-    /// Sets (or replaces) the limits. Live holds stay; a lowered limit only
-    /// affects later reservations.
-    pub fn set_limits(&mut self, limits: Limits) {
+    /// Sets (or replaces) the limits, unless the budget holds limits of a
+    /// newer configuration: limits of `version` apply when `version` is at
+    /// least that of the limits held (the same version again applies), and
+    /// an older one changes nothing, so a writer that read its limits
+    /// before a newer write cannot undo it. Returns whether they applied.
+    /// Live holds stay; a lowered limit only affects later reservations.
+    pub fn set_limits(&mut self, limits: Limits, version: ConfigVersion) -> bool {
+        if version < self.limits_version {
+            return false;
+        }
         self.limits = Some(limits);
+        self.limits_version = version;
+        true
     }
 
     /// The counters of a period (zero when nothing happened in it).
@@ -886,9 +897,25 @@ mod tests {
     }
 
     #[test]
+    fn limits_of_an_older_version_change_nothing() {
+        let mut budget = CommunityBudget::default();
+        let v = |n| ConfigVersion::new(n).unwrap();
+        let limit = |n| Limits::new(Micros::new(n).unwrap());
+        assert!(budget.set_limits(limit(1_000), v(5)));
+        assert!(!budget.set_limits(limit(9_000), v(4)));
+        assert_eq!(budget.limits(), Some(limit(1_000)));
+        assert!(
+            budget.set_limits(limit(2_000), v(5)),
+            "the same version applies"
+        );
+        assert!(budget.set_limits(limit(3_000), v(6)));
+        assert_eq!(budget.limits(), Some(limit(3_000)));
+    }
+
+    #[test]
     fn conservation_check_reports_drift() {
         let mut budget = CommunityBudget::default();
-        budget.set_limits(Limits::new(Micros::new(1000).unwrap()));
+        budget.set_limits(Limits::new(Micros::new(1000).unwrap()), ConfigVersion::ZERO);
         let policy = BudgetPolicy::default();
         budget
             .reserve(&reservation("u", "k", 10), at(0), policy)
@@ -904,7 +931,7 @@ mod tests {
     #[test]
     fn reap_refuses_drifted_counters_without_changing_anything() {
         let mut budget = CommunityBudget::default();
-        budget.set_limits(Limits::new(Micros::new(1000).unwrap()));
+        budget.set_limits(Limits::new(Micros::new(1000).unwrap()), ConfigVersion::ZERO);
         let policy = BudgetPolicy::default();
         budget
             .reserve(&reservation("u", "k", 10), at(0), policy)

@@ -135,9 +135,29 @@ id_type!(
     64
 );
 
+impl ModelAlias {
+    /// The text of [`ModelAlias::unknown`].
+    pub const UNKNOWN: &'static str = "~unknown";
+
+    /// The model of a cost whose hold nobody knows any more (the store lost
+    /// it) and whose caller did not name the model: what the usage log
+    /// records for it. No price table prices it.
+    pub fn unknown() -> Self {
+        Self(Self::UNKNOWN.to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unknown_model_is_a_valid_alias() {
+        assert_eq!(
+            ModelAlias::parse(ModelAlias::UNKNOWN).unwrap(),
+            ModelAlias::unknown()
+        );
+    }
 
     #[test]
     fn accepts_realistic_ids() {

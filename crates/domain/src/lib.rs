@@ -9,6 +9,7 @@
 //! checks each store against.
 
 pub mod budget;
+pub mod call;
 pub mod hold;
 pub mod id;
 pub mod money;
@@ -16,12 +17,14 @@ pub mod period;
 pub mod pricing;
 pub mod tier;
 pub mod time;
+pub mod version;
 
 pub use budget::{
     Admission, BudgetError, BudgetPolicy, CommunityBudget, ExtendOutcome, FinalizeOutcome,
     LimitScope, Limits, PeriodCounters, PeriodSums, PolicyError, Reaped, Receipt, ReserveOutcome,
     UserSpend, admit, apply_settlement,
 };
+pub use call::CallId;
 pub use hold::{
     Hold, HoldRef, HoldState, Marker, Reservation, SettledAs, Settlement, UnheldCommit,
 };
@@ -33,3 +36,4 @@ pub use pricing::{
 };
 pub use tier::{AccessLevel, Tier, TierError, TierOverrides};
 pub use time::{TimeError, Timestamp, Ttl};
+pub use version::{ConfigVersion, VersionError};

@@ -38,6 +38,9 @@ pub enum TimeError {
 }
 
 impl Timestamp {
+    /// The first millisecond of 1970-01-01: before every other instant.
+    pub const EPOCH: Timestamp = Timestamp(0);
+
     /// The last millisecond of 9999-12-31.
     pub const MAX: Timestamp = Timestamp(253_402_300_799_999);
 

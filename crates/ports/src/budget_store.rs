@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    BudgetError, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
-    Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UnheldCommit, UserId, UserSpend,
+    BudgetError, CommunityBudget, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome,
+    HoldRef, HoldState, Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement,
+    Timestamp, Ttl, UnheldCommit, UserId, UserSpend,
 };
 
 /// Why a [`BudgetStore`] call failed. Every failure leaves the store as it
@@ -264,10 +264,29 @@ pub trait BudgetStore: Send + Sync {
         period: Period,
     ) -> Result<BudgetStatus, StoreError>;
 
-    /// Sets the community's limits for every period, atomically. Live holds
-    /// stay; a lowered limit affects later reservations only.
+    /// Sets the community's limits for every period, atomically, unless
+    /// the store holds limits of a newer configuration: exactly
+    /// [`CommunityBudget::set_limits`]. Live holds stay; a lowered limit
+    /// affects later reservations only.
+    ///
+    /// `version` is the [`ConfigVersion`] of the configuration the limits
+    /// were read from (the database row's). The store keeps it with the
+    /// limits and, in the same atomic step, applies limits only when
+    /// `version` is at least the one it holds; limits of an older version
+    /// change nothing and the call still succeeds. So a writer that read
+    /// the configuration before a newer write (a config sync pass whose
+    /// snapshot predates a budget change, on any replica) can never put
+    /// the older limits back. A store that lost its data holds no version
+    /// and takes any. Callers without a configuration row (tests, tools)
+    /// pass [`ConfigVersion::ZERO`], which never replaces a versioned
+    /// write.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError>;
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+        version: ConfigVersion,
+    ) -> Result<(), StoreError>;
 }

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use spendgate_domain::{CommunityId, Limits, PricingOverrides, TierOverrides};
+use spendgate_domain::{CommunityId, ConfigVersion, Limits, PricingOverrides, TierOverrides};
 
 /// Why a repository (configuration, tier overrides, usage log) call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +27,14 @@ pub enum RepoError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A bounded store (the in-memory fallback of the finalize queue)
+    /// holds as many items as it may; nothing was written. It accepts
+    /// again once items leave it.
+    #[error("full: {capacity} items held, the most it may hold")]
+    Full {
+        /// The most items it holds.
+        capacity: u64,
+    },
 }
 
 /// Everything configured for one community.
@@ -40,9 +48,31 @@ pub struct CommunityConfig {
     pub limits: Limits,
     /// Replacement prices for some aliases.
     pub pricing_overrides: PricingOverrides,
+    /// The version of the row this was read from ([`ConfigVersion::ZERO`]
+    /// for one not read from a repository). Copies (the budget store's
+    /// limits, the caches) keep the newest version they are given;
+    /// [`ConfigProvider::upsert`] ignores it and issues the next.
+    #[serde(default)]
+    pub version: ConfigVersion,
+}
+
+/// A value read from a community's configuration row, with the row's
+/// version, so a cache can keep the newer of two reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// The row's version when it was read; [`ConfigVersion::ZERO`] when the
+    /// community has no row.
+    pub version: ConfigVersion,
 }
 
 /// Reads and writes community configuration.
+///
+/// Every write of a community's row issues its next [`ConfigVersion`]
+/// ([`ConfigVersion::next`] of the row's, at the repository's clock) in the
+/// same atomic step, whichever method writes it (tier overrides share the
+/// row), and every read returns the version it read.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait ConfigProvider: Send + Sync {
@@ -62,26 +92,34 @@ pub trait ConfigProvider: Send + Sync {
         community: &CommunityId,
     ) -> Result<Option<CommunityConfig>, RepoError>;
 
-    /// Creates or replaces a community's configuration, atomically.
+    /// Creates or replaces a community's configuration, atomically, and
+    /// returns the version it issued (`config.version` is ignored).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::InvalidInput`].
-    async fn upsert(&self, config: &CommunityConfig) -> Result<(), RepoError>;
+    async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError>;
 }
 
 /// Reads a community's tier → access level overrides.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait TierOverrideRepo: Send + Sync {
-    /// The community's overrides; empty when it has none.
+    /// The community's overrides (empty when it has none) and the version
+    /// of the row they were read from ([`ConfigVersion::ZERO`] without a
+    /// row).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::BadData`] naming the
     /// community and field when stored overrides are malformed.
-    async fn tier_overrides(&self, community: &CommunityId) -> Result<TierOverrides, RepoError>;
+    async fn tier_overrides(
+        &self,
+        community: &CommunityId,
+    ) -> Result<Versioned<TierOverrides>, RepoError>;
 
     /// Replaces a community's overrides (an empty map removes them),
-    /// atomically.
+    /// atomically, and returns the row's new version
+    /// ([`ConfigVersion::ZERO`] when nothing was written: an empty map for
+    /// a community without a row).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::InvalidInput`].
@@ -89,5 +127,5 @@ pub trait TierOverrideRepo: Send + Sync {
         &self,
         community: &CommunityId,
         overrides: &TierOverrides,
-    ) -> Result<(), RepoError>;
+    ) -> Result<ConfigVersion, RepoError>;
 }

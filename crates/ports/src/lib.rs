@@ -22,7 +22,7 @@ mod usage;
 pub use budget_store::{BudgetStatus, BudgetStore, StoreError};
 pub use cache::TierCache;
 pub use clock::{Clock, SystemClock};
-pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo};
+pub use config::{CommunityConfig, ConfigProvider, RepoError, TierOverrideRepo, Versioned};
 pub use idempotency::{
     Claim, IdempotencyStore, MAX_OPERATION_LEN, MAX_RECORD_BYTES, MAX_REQUEST_KEY_LEN, RequestId,
     StoredResponse, check_fingerprint,
@@ -30,7 +30,8 @@ pub use idempotency::{
 pub use lease::{Lease, MAX_LEASE_ARG_LEN, check_lease_args};
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
-    Claimed, FinalizeQueue, Handover, PendingSettlement, QueueItem, ReconciliationQueue, WorkQueue,
+    Claimed, DeadLetter, FinalizeQueue, Handover, PendingSettlement, QueueItem,
+    ReconciliationQueue, WorkQueue,
 };
 pub use redact::redact_url;
 pub use usage::{CostSource, UsageLog, UsageRecord};

@@ -1,9 +1,14 @@
 //! The model provider's usage endpoint, asked when a stream dropped before
 //! its cost was known.
+//!
+//! The provider knows a call by its [`CallId`], which the gateway passes
+//! with the call (the reserve's answer gives it), never by the caller's
+//! idempotency key alone: keys are chosen per tenant and per user, so a
+//! key names no call across communities.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use spendgate_domain::{IdempotencyKey, Micros, Timestamp, TokenCounts};
+use spendgate_domain::{CallId, Micros, Timestamp, TokenCounts};
 
 /// Why a provider look-up failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,7 +28,8 @@ pub enum ProviderError {
 pub struct ProviderUsage {
     /// The real cost.
     pub cost: Micros,
-    /// The model the provider ran.
+    /// The model the call ran, as the gateway named it with the call: the
+    /// hold's model alias. Reconciliation refuses an answer naming another.
     pub model: String,
     /// Tokens used.
     pub tokens: TokenCounts,
@@ -31,15 +37,16 @@ pub struct ProviderUsage {
     pub completed_at: Timestamp,
 }
 
-/// Looks up a call's usage at the provider by idempotency key.
+/// Looks up a call's usage at the provider by its call id.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait UsageSource: Send + Sync {
-    /// The call's usage, or `None` when the provider does not know the key
-    /// (404): the hold is then left to the reaper.
+    /// The usage of the call named `call`, or `None` when the provider does
+    /// not know it (yet): reconciliation asks again, and after its last
+    /// try settles the hold without the provider's word.
     ///
     /// # Errors
     /// [`ProviderError::Unavailable`] (retry with backoff);
     /// [`ProviderError::InvalidResponse`].
-    async fn usage(&self, key: &IdempotencyKey) -> Result<Option<ProviderUsage>, ProviderError>;
+    async fn usage(&self, call: &CallId) -> Result<Option<ProviderUsage>, ProviderError>;
 }

@@ -7,11 +7,18 @@
 //! twice is harmless because every store and log operation behind it is
 //! idempotent per (community, user, key); work lost is not, so an item
 //! leaves the queue only through [`WorkQueue::complete`].
+//!
+//! Work that can never be done (the store refused it for good: a cost
+//! that would overflow a counter, input it rejects, data it cannot read)
+//! is not retried forever: [`WorkQueue::dead_letter`] parks it as a dead
+//! letter, out of every claim, kept for an operator to read
+//! ([`WorkQueue::dead_letters`]) until it is completed.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    CommunityId, Hold, HoldRef, Micros, ModelAlias, Period, Settlement, Timestamp, TokenCounts, Ttl,
+    CallId, CommunityId, Hold, HoldRef, Micros, ModelAlias, Period, Settlement, Timestamp,
+    TokenCounts, Ttl,
 };
 
 use crate::config::RepoError;
@@ -40,6 +47,9 @@ pub struct PendingSettlement {
     pub model: ModelAlias,
     /// The estimate that was held (0 when unknown).
     pub estimate: Micros,
+    /// When the hold was made, when the caller knew it: which use of the
+    /// key this settlement is for (the usage log keeps every use).
+    pub hold_created_at: Option<Timestamp>,
     /// Tokens used, when the caller knows them.
     pub tokens: TokenCounts,
     /// Trace id, if any.
@@ -77,6 +87,13 @@ pub struct Handover {
     pub handed_at: Timestamp,
 }
 
+impl Handover {
+    /// The id the provider knows the call by.
+    pub fn call_id(&self) -> CallId {
+        CallId::of(&self.community, &self.hold)
+    }
+}
+
 impl QueueItem for Handover {
     fn community(&self) -> &CommunityId {
         &self.community
@@ -98,12 +115,26 @@ pub struct Claimed<T> {
     pub last_error: Option<String>,
 }
 
+/// An item parked because its work can never be done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter<T> {
+    /// The item.
+    pub item: T,
+    /// Failed attempts, the last one included.
+    pub attempts: u32,
+    /// Why it can never be done.
+    pub error: String,
+    /// When it was parked.
+    pub dead_at: Timestamp,
+}
+
 /// A durable queue of work items keyed by (community, user, key).
 ///
 /// Implementations MUST keep an item until [`WorkQueue::complete`] removes
 /// it (a claimer that dies leaves it to be claimed again when its lease
-/// ends), MUST NOT hand one item to two claimers while a lease runs, and
-/// MUST make every call atomic.
+/// ends), MUST NOT hand one item to two claimers while a lease runs,
+/// MUST NOT hand out a dead letter at all, and MUST make every call
+/// atomic.
 // `len` answers from storage and can fail; an `is_empty` would be a
 // second round trip for nothing.
 #[allow(clippy::len_without_is_empty)]
@@ -112,12 +143,16 @@ pub struct Claimed<T> {
 pub trait WorkQueue<T: QueueItem>: Send + Sync {
     /// Queues `item`, first due at `due_at` (a caller that works on the
     /// item itself passes `now` plus the time it needs, so no claimer
-    /// races it). Returns `false`, changing nothing, when an item for the
-    /// same (community, user, key) is already queued.
+    /// races it). Returns `false`, changing nothing, when a live item for
+    /// the same (community, user, key) is already queued. A dead letter of
+    /// the same call is replaced by `item` (it never ran and never will),
+    /// and `true` returned: the new settlement owns the entry.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] (nothing queued);
-    /// [`RepoError::InvalidInput`] for a field the storage cannot hold.
+    /// [`RepoError::InvalidInput`] for a field the storage cannot hold;
+    /// [`RepoError::Full`] from a bounded queue that holds as many items as
+    /// it may (nothing queued).
     async fn enqueue(&self, item: &T, due_at: Timestamp) -> Result<bool, RepoError>;
 
     /// Leases up to `limit` items due at `now` (earliest due first) until
@@ -142,7 +177,8 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
 
     /// Records a failed attempt: one more attempt, `error` kept (cut to a
     /// bounded length), the lease dropped and the item due again at
-    /// `due_at`. Returns whether it was there.
+    /// `due_at`. Returns whether it was there; a dead letter is left as
+    /// it is (`false`).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`].
@@ -154,7 +190,38 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
         due_at: Timestamp,
     ) -> Result<bool, RepoError>;
 
-    /// How many items are queued, due or not.
+    /// Records a failed attempt that can never succeed and parks the item
+    /// as a dead letter: one more attempt, `error` kept (cut to a bounded
+    /// length), the lease dropped, `at` kept as when it died. It is never
+    /// claimed again; [`WorkQueue::complete`] still removes it, and
+    /// [`WorkQueue::enqueue`] of the same (community, user, key) still
+    /// answers `false`. Returns whether it was there.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`].
+    async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError>;
+
+    /// Up to `limit` dead letters, the earliest parked first.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for an item that
+    /// cannot be read back.
+    async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter<T>>, RepoError>;
+
+    /// How many dead letters the queue holds.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`].
+    async fn dead_letter_count(&self) -> Result<u64, RepoError>;
+
+    /// How many items are queued, due or not; dead letters are not
+    /// counted (see [`WorkQueue::dead_letter_count`]).
     ///
     /// # Errors
     /// [`RepoError::Unavailable`].

@@ -41,8 +41,14 @@ pub struct UsageRecord {
     pub community: CommunityId,
     /// The user who made the call.
     pub user: UserId,
-    /// The call's idempotency key; (community, user, key) is unique.
+    /// The call's idempotency key.
     pub key: IdempotencyKey,
+    /// Which use of the key this cost belongs to: when its hold was made
+    /// (or, for a cost whose hold nobody knows any more, when it was
+    /// logged). A key can be used again once the store has forgotten its
+    /// last settlement, so (community, user, key, hold_created_at) is what
+    /// is unique: each use's cost is logged once, and every use is logged.
+    pub hold_created_at: Timestamp,
     /// The model alias used.
     pub model: ModelAlias,
     /// Tokens used.
@@ -65,16 +71,19 @@ pub struct UsageRecord {
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait UsageLog: Send + Sync {
-    /// Appends records, skipping any whose (community, user, key) is already
-    /// logged; returns how many were new. Atomic per call; replaying a batch
-    /// adds nothing.
+    /// Appends records, skipping any whose (community, user, key,
+    /// hold_created_at) is already logged; returns how many were new.
+    /// Atomic per call; replaying a batch adds nothing.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`]: nothing was written, retry the batch.
     async fn append(&self, records: &[UsageRecord]) -> Result<u64, RepoError>;
 
-    /// The record logged for (community, user, key), if any. Answers "was
-    /// this cost already committed?" after the store's marker is gone.
+    /// The latest record logged for (community, user, key) whose
+    /// `created_at` is at or after `since`, if any. Answers "was this cost
+    /// already committed?" when the store cannot: `since` =
+    /// [`Timestamp::EPOCH`] asks about every use of the key, a later `since`
+    /// only about a use settled since then.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for a row that
@@ -83,6 +92,7 @@ pub trait UsageLog: Send + Sync {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        since: Timestamp,
     ) -> Result<Option<UsageRecord>, RepoError>;
 
     /// Sum of logged costs of a community in a period.

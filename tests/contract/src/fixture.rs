@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use spendgate_domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits, Micros,
-    ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits,
+    Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
     UnheldCommit, UserId, UserSpend,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
@@ -98,7 +98,10 @@ impl Ctx {
     /// A fresh community with `limits`.
     pub async fn with_limits(store: &Arc<dyn BudgetStore>, label: &str, limits: Limits) -> Self {
         let ctx = Self::unconfigured(store, label);
-        ctx.store.set_limits(&ctx.community, limits).await.unwrap();
+        ctx.store
+            .set_limits(&ctx.community, limits, ConfigVersion::ZERO)
+            .await
+            .unwrap();
         ctx
     }
 

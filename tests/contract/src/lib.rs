@@ -6,7 +6,8 @@
 //! the memory, Redis, Redis Cluster, PostgreSQL and SQLite stores are held
 //! to the same scenarios and cannot drift apart. The suite has three parts:
 //!
-//! * [`scenarios`]: named, one-behaviour-each specifications of the port;
+//! * [`scenarios`]: named, one-behaviour-each specifications of the port
+//!   (and [`limits`]: those of `set_limits` and configuration versions);
 //! * [`model`]: a property test replaying random interleavings of reserve,
 //!   extend, finalize, commit_unheld, cancel, reap, limit changes and clock
 //!   advances against the store and the domain model side by side, checking
@@ -34,6 +35,7 @@ pub mod concurrency;
 pub mod fixture;
 pub mod idempotency;
 pub mod idempotency_race;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod race;
@@ -118,6 +120,13 @@ macro_rules! budget_store_contract {
             restore_committed_without_limits_keeps_reserves_refused,
             restore_committed_that_would_overflow_is_refused_whole,
             restore_committed_with_no_costs_clears_the_period,
+        );
+
+        $crate::__scenario_tests!(
+            $factory, limits;
+            set_limits_of_an_older_version_after_a_newer_one_changes_nothing,
+            set_limits_of_the_same_or_a_newer_version_applies,
+            racing_set_limits_of_several_versions_leave_the_newest,
         );
 
         $crate::__scenario_tests!(

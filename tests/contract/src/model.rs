@@ -24,8 +24,8 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use spendgate_domain::{
-    BudgetPolicy, CommunityBudget, CommunityId, FinalizeOutcome, HoldRef, Limits, ModelAlias,
-    Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    BudgetPolicy, CommunityBudget, CommunityId, ConfigVersion, FinalizeOutcome, HoldRef, Limits,
+    ModelAlias, Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -102,7 +102,8 @@ pub enum Op {
         /// Community index.
         c: usize,
     },
-    /// Replace a community's limits.
+    /// Replace a community's limits, of a configuration version (from a
+    /// small range, so older and equal versions come up often).
     SetLimits {
         /// Community index.
         c: usize,
@@ -110,6 +111,8 @@ pub enum Op {
         limit: i64,
         /// Optional per-user cap.
         cap: Option<i64>,
+        /// Configuration version.
+        version: i64,
     },
     /// Move the clock forward.
     Advance {
@@ -137,8 +140,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(c, u, k, actual, p)| Op::CommitUnheld { c, u, k, actual, p }),
         1 => (c.clone(), u.clone(), k.clone()).prop_map(|(c, u, k)| Op::Cancel { c, u, k }),
         2 => c.clone().prop_map(|c| Op::Reap { c }),
-        1 => (c, 0..2000i64, proptest::option::of(0..800i64))
-            .prop_map(|(c, limit, cap)| Op::SetLimits { c, limit, cap }),
+        1 => (c, 0..2000i64, proptest::option::of(0..800i64), 0..4i64)
+            .prop_map(|(c, limit, cap, version)| Op::SetLimits { c, limit, cap, version }),
         2 => prop_oneof![
             Just(1i64), Just(999), Just(30_000), Just(120_000), Just(3_600_000), Just(86_400_000)
         ]
@@ -234,6 +237,7 @@ impl Case {
                     c,
                     limit: *limit,
                     cap: *cap,
+                    version: 0,
                 })
                 .await?;
             }
@@ -348,11 +352,17 @@ impl Case {
                 prop_assert_eq!(got, want);
                 c
             }
-            Op::SetLimits { c, limit, cap } => {
+            Op::SetLimits {
+                c,
+                limit,
+                cap,
+                version,
+            } => {
                 let limits = limits(limit, cap);
-                let got = self.store.set_limits(&self.ids[c], limits).await;
+                let version = ConfigVersion::new(version).unwrap();
+                let got = self.store.set_limits(&self.ids[c], limits, version).await;
                 prop_assert_eq!(got, Ok(()));
-                self.models[c].set_limits(limits);
+                self.models[c].set_limits(limits, version);
                 c
             }
             Op::Advance { ms } => {

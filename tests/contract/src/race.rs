@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spendgate_domain::{
-    BudgetPolicy, CommunityBudget, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
-    ModelAlias, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    BudgetPolicy, CommunityBudget, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome,
+    HoldRef, Limits, ModelAlias, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -215,9 +216,11 @@ impl Call {
                     .await,
             ),
             Call::Reap { now } => Seen::Reap(store.reap(c, now).await),
-            Call::SetLimit { limit } => {
-                Seen::Unit(store.set_limits(c, Limits::new(m(limit))).await)
-            }
+            Call::SetLimit { limit } => Seen::Unit(
+                store
+                    .set_limits(c, Limits::new(m(limit)), ConfigVersion::ZERO)
+                    .await,
+            ),
             Call::CommitUnheld { actual, now } => {
                 Seen::Finalize(store.commit_unheld(c, &unheld(k, actual), now).await)
             }
@@ -252,7 +255,7 @@ impl Call {
             ),
             Call::Reap { now } => Seen::Reap(model.reap(now, policy).map_err(err)),
             Call::SetLimit { limit } => {
-                model.set_limits(Limits::new(m(limit)));
+                model.set_limits(Limits::new(m(limit)), ConfigVersion::ZERO);
                 Seen::Unit(Ok(()))
             }
             Call::CommitUnheld { actual, now } => Seen::Finalize(
@@ -313,9 +316,12 @@ async fn round(
     let c = unique_community(label);
     let k = format!("k{n}");
     let store = Arc::clone(&target.store);
-    store.set_limits(&c, Limits::new(m(LIMIT))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(LIMIT)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let mut model = CommunityBudget::default();
-    model.set_limits(Limits::new(m(LIMIT)));
+    model.set_limits(Limits::new(m(LIMIT)), ConfigVersion::ZERO);
     for call in setup {
         let got = call.on_store(store.as_ref(), &c, &k).await;
         let want = call.on_model(&mut model, &c, &k);

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use spendgate_domain::{
-    ExtendOutcome, FinalizeOutcome, LimitScope, Limits, Micros, ModelAlias, Period, Reaped,
-    Receipt, ReserveOutcome, Timestamp, UserSpend,
+    ConfigVersion, ExtendOutcome, FinalizeOutcome, LimitScope, Limits, Micros, ModelAlias, Period,
+    Reaped, Receipt, ReserveOutcome, Timestamp, UserSpend,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -225,7 +225,7 @@ pub async fn lowering_the_limit_keeps_live_holds_and_denies_new_ones(store: Stor
     let c = Ctx::with_limit(&store, "lowered", 1000).await;
     c.reserve("alice", "k1", 800, t0()).await;
     store
-        .set_limits(&c.community, Limits::new(m(500)))
+        .set_limits(&c.community, Limits::new(m(500)), ConfigVersion::ZERO)
         .await
         .unwrap();
     c.assert_counters(november(), 0, 800, 1).await;
@@ -247,7 +247,7 @@ pub async fn set_limits_replaces_the_limit_and_the_cap(store: Store) {
     let c = Ctx::with_limits(&store, "set-limits", capped).await;
     assert_eq!(c.status(november()).await.limits, Some(capped));
     store
-        .set_limits(&c.community, Limits::new(m(2000)))
+        .set_limits(&c.community, Limits::new(m(2000)), ConfigVersion::ZERO)
         .await
         .unwrap();
     assert_eq!(

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use spendgate_adapter_memory::MemoryBudgetStore;
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Period, Reaped,
-    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    BudgetPolicy, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
+    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -88,8 +88,13 @@ impl BudgetStore for LeakyReaper {
     ) -> Result<(), StoreError> {
         self.0.restore_committed(c, p, committed).await
     }
-    async fn set_limits(&self, c: &CommunityId, l: Limits) -> Result<(), StoreError> {
-        self.0.set_limits(c, l).await
+    async fn set_limits(
+        &self,
+        c: &CommunityId,
+        l: Limits,
+        v: ConfigVersion,
+    ) -> Result<(), StoreError> {
+        self.0.set_limits(c, l, v).await
     }
 }
 

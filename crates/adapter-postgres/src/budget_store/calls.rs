@@ -7,8 +7,8 @@ use std::ops::Deref;
 
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, RuntimeErr, Statement, Value};
 use spendgate_domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope, Limits, Micros, Reaped,
-    Receipt, Reservation, ReserveOutcome, Timestamp, Ttl, UnheldCommit,
+    CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, LimitScope, Limits,
+    Micros, Reaped, Receipt, Reservation, ReserveOutcome, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate_ports::StoreError;
 
@@ -326,15 +326,17 @@ impl SqlBudgetStore {
         &self,
         community: &CommunityId,
         limits: Limits,
+        version: ConfigVersion,
     ) -> Result<(), StoreError> {
         let _pass = self.pass(community).await?;
         let stmt = Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT spendgate_budget_set_limits($1, $2, $3, $4, $5)",
+            "SELECT spendgate_budget_set_limits($1, $2, $3, $4, $5, $6)",
             [
                 community.as_str().into(),
                 limits.limit.get().into(),
                 limits.per_user_cap.map(Micros::get).into(),
+                version.get().into(),
             ]
             .into_iter()
             .chain(self.timeout_values()),

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use sea_orm::{FromQueryResult, Statement};
 use spendgate_domain::{
-    Admission, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Limits, Micros,
-    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
-    admit,
+    Admission, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
+    Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
+    UnheldCommit, UserId, admit,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -362,21 +362,30 @@ impl BudgetStore for SqlBudgetStore {
     }
 
     /// One upsert of the community's row (it waits for the row's lock
-    /// like any other write): on PostgreSQL one call of
+    /// like any other write) whose `WHERE` keeps limits of a newer version
+    /// (`budget_community.limits_version`): on PostgreSQL one call of
     /// `spendgate_budget_set_limits`, which bounds the wait.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+        version: ConfigVersion,
+    ) -> Result<(), StoreError> {
         if self.postgres() {
-            return self.call_set_limits(community, limits).await;
+            return self.call_set_limits(community, limits, version).await;
         }
         let txn = self.begin(community).await?;
         txn.exec(
-            "INSERT INTO budget_community (community_id, limit_micros, per_user_cap_micros) VALUES ($1, $2, $3) \
+            "INSERT INTO budget_community (community_id, limit_micros, per_user_cap_micros, limits_version) \
+             VALUES ($1, $2, $3, $4) \
              ON CONFLICT (community_id) DO UPDATE SET limit_micros = excluded.limit_micros, \
-             per_user_cap_micros = excluded.per_user_cap_micros",
+             per_user_cap_micros = excluded.per_user_cap_micros, limits_version = excluded.limits_version \
+             WHERE budget_community.limits_version <= excluded.limits_version",
             vec![
                 limits.limit.get().into(),
                 limits.per_user_cap.map(Micros::get).into(),
+                version.get().into(),
             ],
         )
         .await?;

@@ -3,7 +3,8 @@
 
 use sea_orm::entity::prelude::*;
 
-/// One row of `agent_usage_log`; unique per (community, user, key).
+/// One row of `agent_usage_log`; unique per (community, user, key,
+/// hold_created_at).
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "agent_usage_log")]
 pub struct Model {
@@ -27,6 +28,9 @@ pub struct Model {
     pub period: String,
     /// When the cost was committed, ms since the epoch.
     pub created_at: i64,
+    /// Which use of the key: when its hold was made, ms since the epoch
+    /// (0 for rows logged before uses were told apart).
+    pub hold_created_at: i64,
 }
 
 /// No relations.

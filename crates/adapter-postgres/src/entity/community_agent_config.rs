@@ -24,6 +24,9 @@ pub struct Model {
     pub created_at: i64,
     /// Last update, ms since the epoch; set by every repository write.
     pub updated_at: i64,
+    /// The row's configuration version, issued by every repository write
+    /// (CHECK ≥ 0).
+    pub version: i64,
 }
 
 /// No relations.

@@ -30,6 +30,10 @@ pub struct Model {
     pub created_at: i64,
     /// The estimate that was held, micro-USD (0 when unknown; CHECK ≥ 0).
     pub estimate_micros: i64,
+    /// When the row became a dead letter (ms); `NULL` while live.
+    pub dead_at: Option<i64>,
+    /// When the settled hold was made, when the caller knew it.
+    pub hold_created_at: Option<i64>,
 }
 
 /// No relations.

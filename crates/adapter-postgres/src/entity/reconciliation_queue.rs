@@ -34,6 +34,8 @@ pub struct Model {
     pub last_error: Option<String>,
     /// When the row was queued (ms).
     pub created_at: i64,
+    /// When the row became a dead letter (ms); `NULL` while live.
+    pub dead_at: Option<i64>,
 }
 
 /// No relations.

@@ -540,8 +540,10 @@ $fn$;
 "#;
 
 /// `set_limits`: one upsert of the community's row, waiting for its lock
-/// under the same bounds as every other write.
-const SET_LIMITS: &str = r#"
+/// under the same bounds as every other write. Replaced by the versioned
+/// function of [`super::m20261207_000015_config_versions`], whose `down`
+/// restores this one.
+pub(crate) const SET_LIMITS: &str = r#"
 CREATE OR REPLACE FUNCTION spendgate_budget_set_limits(
     p_community TEXT, p_limit BIGINT, p_cap BIGINT,
     p_lock_timeout TEXT, p_statement_timeout TEXT) RETURNS VOID

@@ -24,6 +24,9 @@ mod m20261128_000009_budget_lookup_function;
 mod m20261128_000010_budget_hold_due_index;
 mod m20261129_000011_create_idempotency_record;
 pub(crate) mod m20261129_000012_budget_operation_functions;
+mod m20261130_000013_queue_dead_letters;
+mod m20261207_000014_usage_log_hold_instance;
+mod m20261207_000015_config_versions;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -46,6 +49,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_budget_hold_due_index::Migration),
             Box::new(m20261129_000011_create_idempotency_record::Migration),
             Box::new(m20261129_000012_budget_operation_functions::Migration),
+            Box::new(m20261130_000013_queue_dead_letters::Migration),
+            Box::new(m20261207_000014_usage_log_hold_instance::Migration),
+            Box::new(m20261207_000015_config_versions::Migration),
         ]
     }
 }

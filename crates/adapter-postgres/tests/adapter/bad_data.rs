@@ -165,7 +165,7 @@ async fn json_null_and_sql_null_mean_no_overrides(t: &TestDb) {
     .unwrap();
     for c in ["json-null", "sql-null"] {
         let id = CommunityId::parse(c).unwrap();
-        assert!(repo.tier_overrides(&id).await.unwrap().is_empty());
+        assert!(repo.tier_overrides(&id).await.unwrap().value.is_empty());
         assert!(
             repo.community(&id)
                 .await

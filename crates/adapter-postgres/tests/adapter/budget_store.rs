@@ -6,9 +6,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use spendgate_adapter_postgres::{SqlBudgetStore, connect};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, IdempotencyKey, Limits,
-    Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UnheldCommit, UserId,
+    BudgetPolicy, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef,
+    IdempotencyKey, Limits, Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome,
+    Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
@@ -92,8 +92,13 @@ impl BudgetStore for Owned {
     ) -> Result<(), StoreError> {
         self.store.restore_committed(c, p, committed).await
     }
-    async fn set_limits(&self, c: &CommunityId, limits: Limits) -> Result<(), StoreError> {
-        self.store.set_limits(c, limits).await
+    async fn set_limits(
+        &self,
+        c: &CommunityId,
+        limits: Limits,
+        version: ConfigVersion,
+    ) -> Result<(), StoreError> {
+        self.store.set_limits(c, limits, version).await
     }
 }
 
@@ -187,7 +192,11 @@ async fn a_reopened_sqlite_file_keeps_counters_and_holds() {
     let before = {
         let store = SqlBudgetStore::new(t.reconnect().await, BudgetPolicy::default());
         store
-            .set_limits(&c, Limits::new(Micros::new(1_000).unwrap()))
+            .set_limits(
+                &c,
+                Limits::new(Micros::new(1_000).unwrap()),
+                ConfigVersion::ZERO,
+            )
             .await
             .unwrap();
         store
@@ -244,7 +253,11 @@ async fn expired_markers_are_cleaned_in_bounded_batches(t: &TestDb) {
     let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
     let c = CommunityId::parse("markers").unwrap();
     store
-        .set_limits(&c, Limits::new(Micros::new(1_000_000).unwrap()))
+        .set_limits(
+            &c,
+            Limits::new(Micros::new(1_000_000).unwrap()),
+            ConfigVersion::ZERO,
+        )
         .await
         .unwrap();
     let n = 1_500;
@@ -283,7 +296,11 @@ async fn corrupt_rows_are_reported_not_trusted(t: &TestDb) {
     let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
     let c = CommunityId::parse("corrupt").unwrap();
     store
-        .set_limits(&c, Limits::new(Micros::new(100).unwrap()))
+        .set_limits(
+            &c,
+            Limits::new(Micros::new(100).unwrap()),
+            ConfigVersion::ZERO,
+        )
         .await
         .unwrap();
     store
@@ -313,7 +330,11 @@ async fn a_closed_pool_is_unavailable_and_reserve_denies(t: &TestDb) {
     let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
     let c = CommunityId::parse("down").unwrap();
     store
-        .set_limits(&c, Limits::new(Micros::new(100).unwrap()))
+        .set_limits(
+            &c,
+            Limits::new(Micros::new(100).unwrap()),
+            ConfigVersion::ZERO,
+        )
         .await
         .unwrap();
     t.db.clone().close().await.unwrap();
@@ -341,7 +362,11 @@ async fn reap_releases_more_than_one_batch(t: &TestDb) {
     let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
     let c = CommunityId::parse("many").unwrap();
     store
-        .set_limits(&c, Limits::new(Micros::new(1_000_000).unwrap()))
+        .set_limits(
+            &c,
+            Limits::new(Micros::new(1_000_000).unwrap()),
+            ConfigVersion::ZERO,
+        )
         .await
         .unwrap();
     let batch = spendgate_adapter_postgres::REAP_BATCH;
@@ -427,8 +452,11 @@ async fn restore_committed_racing_finalize_leaves_one_serial_outcome() {
             actual: m(actual),
         };
         let mut model = CommunityBudget::default();
-        model.set_limits(Limits::new(m(10_000)));
-        store.set_limits(&c, Limits::new(m(10_000))).await.unwrap();
+        model.set_limits(Limits::new(m(10_000)), ConfigVersion::ZERO);
+        store
+            .set_limits(&c, Limits::new(m(10_000)), ConfigVersion::ZERO)
+            .await
+            .unwrap();
         for r in [&reservation, &bob] {
             model.reserve(r, t0, policy).unwrap();
             store.reserve(&c, r, t0).await.unwrap();

@@ -9,7 +9,9 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 use spendgate_adapter_postgres::{
     ConnectSettings, SqlBudgetStore, StoreTimeouts, connect_with_settings,
 };
-use spendgate_domain::{BudgetPolicy, CommunityId, Limits, Micros, Period, ReserveOutcome};
+use spendgate_domain::{
+    BudgetPolicy, CommunityId, ConfigVersion, Limits, Micros, Period, ReserveOutcome,
+};
 use spendgate_ports::{BudgetStore, StoreError};
 
 use crate::budget_store::{NOV, reservation};
@@ -46,7 +48,11 @@ async fn a_locked_community_times_out_while_others_keep_reserving() {
     let other = CommunityId::parse("other").unwrap();
     for c in [&hot, &other] {
         store
-            .set_limits(c, Limits::new(Micros::new(1_000_000).unwrap()))
+            .set_limits(
+                c,
+                Limits::new(Micros::new(1_000_000).unwrap()),
+                ConfigVersion::ZERO,
+            )
             .await
             .unwrap();
     }
@@ -130,7 +136,11 @@ async fn the_pools_statement_timeout_bounds_a_one_statement_call() {
     });
     let hot = CommunityId::parse("hot").unwrap();
     store
-        .set_limits(&hot, Limits::new(Micros::new(1_000_000).unwrap()))
+        .set_limits(
+            &hot,
+            Limits::new(Micros::new(1_000_000).unwrap()),
+            ConfigVersion::ZERO,
+        )
         .await
         .unwrap();
     let blocker = block(&t, "hot").await;
@@ -180,7 +190,11 @@ async fn waiters_on_a_locked_community_leave_the_pool_to_the_others() {
     let other = CommunityId::parse("other").unwrap();
     for c in [&hot, &other] {
         store
-            .set_limits(c, Limits::new(Micros::new(1_000_000).unwrap()))
+            .set_limits(
+                c,
+                Limits::new(Micros::new(1_000_000).unwrap()),
+                ConfigVersion::ZERO,
+            )
             .await
             .unwrap();
     }

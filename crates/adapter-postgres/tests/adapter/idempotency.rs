@@ -219,3 +219,62 @@ crate::on_both_backends!(
     the_table_keeps_answers_whole_and_one_row_per_request,
     a_closed_pool_is_unavailable,
 );
+
+/// How many sessions of this database wait for a lock.
+async fn waiting_sessions(db: &DatabaseConnection) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get_by_index::<i64>(0).unwrap()
+}
+
+/// A purge that meets an expired record while a claim is replacing it (the
+/// claim's transaction holds the row) waits for the claim, judges the
+/// replaced row again, and leaves the new record: the batch it read before
+/// the claim committed deletes nothing live. (PostgreSQL only: SQLite runs
+/// one writer at a time.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_waiting_on_a_claim_that_replaces_an_expired_record_keeps_the_new_one() {
+    let t = TestDb::fresh(Backend::Postgres).await;
+    let store = Arc::new(SqlIdempotency::new(t.db.clone()));
+    let id = create("k1");
+    let expires = t0().plus_millis(10).unwrap();
+    let purge_at = t0().plus_millis(20).unwrap();
+    assert_eq!(
+        store.claim(&id, b"old", t0(), expires).await,
+        Ok(Claim::Started)
+    );
+    let replacing = t.db.begin().await.unwrap();
+    replacing
+        .execute_unprepared(&format!(
+            "UPDATE idempotency_record SET fingerprint = '\\x6e6577'::bytea, \
+             keep_until = {} WHERE request_key = 'k1'",
+            kept().as_millis()
+        ))
+        .await
+        .unwrap();
+    let purge = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.purge(purge_at, 10).await })
+    };
+    let since = Instant::now();
+    while waiting_sessions(&t.db).await < 1 {
+        assert!(
+            since.elapsed() < Duration::from_secs(20),
+            "the purge never waited for the claim's row"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    replacing.commit().await.unwrap();
+    assert_eq!(purge.await.unwrap(), Ok(0));
+    assert_eq!(
+        store.claim(&id, b"new", purge_at, kept()).await,
+        Ok(Claim::Pending)
+    );
+}

@@ -2,7 +2,7 @@
 
 use sea_orm::ConnectionTrait;
 use spendgate_adapter_postgres::{Migrator, MigratorTrait, SqlConfigRepo};
-use spendgate_domain::{CommunityId, Limits, Micros, PricingOverrides};
+use spendgate_domain::{CommunityId, ConfigVersion, Limits, Micros, PricingOverrides};
 use spendgate_ports::{CommunityConfig, ConfigProvider, TierOverrideRepo};
 
 use crate::support::{Backend, ManualClock, TestDb};
@@ -24,6 +24,10 @@ const LEASE: &str = "m20261128_000007_create_worker_lease";
 const RECONCILIATION: &str = "m20261128_000008_create_reconciliation_queue";
 /// The idempotency record table (000011).
 const IDEMPOTENCY: &str = "m20261129_000011_create_idempotency_record";
+/// The queues' dead-letter column (000013).
+const DEAD_LETTERS: &str = "m20261130_000013_queue_dead_letters";
+/// The configuration versions (000015).
+const VERSIONS: &str = "m20261207_000015_config_versions";
 
 /// How many migrations, from `name` to the last one: `down` by this many
 /// undoes `name` and every migration after it.
@@ -320,6 +324,7 @@ async fn updated_at_is_maintained_by_every_write(t: &TestDb) {
         ai_enabled: true,
         limits: Limits::new(Micros::new(5).unwrap()),
         pricing_overrides: PricingOverrides::new(),
+        version: ConfigVersion::ZERO,
     };
     repo.upsert(&config).await.unwrap();
     clock.set(2_000);
@@ -406,12 +411,128 @@ async fn idempotency_record_up_and_down(t: &TestDb) {
     assert_eq!(t.count(index).await, 1);
 }
 
+/// `dead_at` arrives on both queue tables over existing rows (they are
+/// live), and `down` drops it again with the rows kept, a dead row due
+/// again at the time it died.
+async fn queue_dead_letter_column_up_and_down_over_existing_rows(t: &TestDb) {
+    for table in ["finalize_outbox", "reconciliation_queue"] {
+        assert!(has_column(t, table, "dead_at").await, "{table}");
+    }
+    let schema = t.single_connection().await;
+    Migrator::down(&schema, Some(from(DEAD_LETTERS)))
+        .await
+        .expect("down to before the dead letters");
+    for table in ["finalize_outbox", "reconciliation_queue"] {
+        assert!(!has_column(t, table, "dead_at").await, "{table}");
+    }
+    t.exec(
+        "INSERT INTO finalize_outbox (community_id, user_id, idempotency_key, actual_cost_micros, period, model_alias, prompt_tokens, completion_tokens, source, next_attempt_at, created_at) VALUES ('c', 'u', 'old', 3, '2026-11', 'cheap', 0, 0, 'finalize', 0, 0)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    Migrator::up(&schema, None).await.expect("up again");
+    assert_eq!(
+        t.count("SELECT COUNT(*) FROM finalize_outbox WHERE dead_at IS NULL")
+            .await,
+        1
+    );
+    t.exec(
+        "UPDATE finalize_outbox SET dead_at = 7, next_attempt_at = 9223372036854775807",
+        vec![],
+    )
+    .await
+    .unwrap();
+    Migrator::down(&schema, Some(from(DEAD_LETTERS)))
+        .await
+        .expect("down again, over a dead row");
+    assert!(!has_column(t, "finalize_outbox", "dead_at").await);
+    assert_eq!(
+        t.count("SELECT next_attempt_at FROM finalize_outbox").await,
+        7
+    );
+    Migrator::up(&schema, None).await.expect("and up");
+    schema.close().await.unwrap();
+}
+
+/// The version columns arrive over existing rows (a configuration starts
+/// at its `updated_at`, stored limits at 0, so the next sync writes them)
+/// and leave again with `down`, rows kept; on PostgreSQL the set-limits
+/// function takes a version after `up` and none after `down`.
+async fn config_versions_up_and_down_over_existing_rows(t: &TestDb) {
+    let schema = t.single_connection().await;
+    Migrator::down(&schema, Some(from(VERSIONS)))
+        .await
+        .expect("down to before the versions");
+    assert!(!has_column(t, "community_agent_config", "version").await);
+    assert!(!has_column(t, "budget_community", "limits_version").await);
+    t.exec(
+        "INSERT INTO community_agent_config (community_id, ai_enabled, monthly_budget_micros, created_at, updated_at) VALUES ('old', true, 5, 1000, 1765400000000)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    t.exec(
+        "INSERT INTO budget_community (community_id, limit_micros) VALUES ('old', 5)",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let function = "SELECT COUNT(*) FROM pg_proc WHERE proname = 'spendgate_budget_set_limits' AND pronargs = ";
+    if t.backend == Backend::Postgres {
+        assert_eq!(t.count(&format!("{function}5")).await, 1);
+    }
+
+    Migrator::up(&schema, None).await.expect("up again");
+    assert_eq!(
+        t.count("SELECT version FROM community_agent_config WHERE community_id = 'old'")
+            .await,
+        1_765_400_000_000
+    );
+    assert_eq!(
+        t.count("SELECT limits_version FROM budget_community WHERE community_id = 'old'")
+            .await,
+        0
+    );
+    for (sql, what) in [
+        (
+            "UPDATE community_agent_config SET version = -1",
+            "config version",
+        ),
+        (
+            "UPDATE budget_community SET limits_version = -1",
+            "limits version",
+        ),
+    ] {
+        assert!(t.exec(sql, vec![]).await.is_err(), "CHECK on the {what}");
+    }
+    if t.backend == Backend::Postgres {
+        assert_eq!(t.count(&format!("{function}5")).await, 0);
+        assert_eq!(t.count(&format!("{function}6")).await, 1);
+    }
+
+    Migrator::down(&schema, Some(from(VERSIONS)))
+        .await
+        .expect("down again");
+    assert!(!has_column(t, "community_agent_config", "version").await);
+    assert!(!has_column(t, "budget_community", "limits_version").await);
+    assert_eq!(t.count("SELECT COUNT(*) FROM budget_community").await, 1);
+    if t.backend == Backend::Postgres {
+        assert_eq!(t.count(&format!("{function}5")).await, 1);
+        assert_eq!(t.count(&format!("{function}6")).await, 0);
+    }
+    Migrator::up(&schema, None).await.expect("and up");
+    schema.close().await.unwrap();
+}
+
 crate::on_both_backends!(
     up_down_up,
+    queue_dead_letter_column_up_and_down_over_existing_rows,
     idempotency_record_up_and_down,
     check_constraints_refuse_bad_rows,
     outbox_estimate_column_up_and_down_over_existing_rows,
     worker_lease_up_and_down,
     reconciliation_queue_up_and_down,
     updated_at_is_maintained_by_every_write,
+    config_versions_up_and_down_over_existing_rows,
 );

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use spendgate_adapter_postgres::{ConnectSettings, SqlBudgetStore, connect_with_settings};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, HoldRef, IdempotencyKey, Limits, Micros, ModelAlias, Period,
-    Reservation, ReserveOutcome, Ttl, UserId,
+    BudgetPolicy, CommunityId, ConfigVersion, HoldRef, IdempotencyKey, Limits, Micros, ModelAlias,
+    Period, Reservation, ReserveOutcome, Ttl, UserId,
 };
 use spendgate_ports::{BudgetStore, RepoError, StoreError};
 use tokio::net::{TcpListener, TcpStream};
@@ -113,7 +113,11 @@ async fn calls_during_an_outage_fail_fast_and_the_store_recovers() {
     let store = SqlBudgetStore::new(db, BudgetPolicy::default());
     let c = CommunityId::parse("outage").unwrap();
     store
-        .set_limits(&c, Limits::new(Micros::new(1_000).unwrap()))
+        .set_limits(
+            &c,
+            Limits::new(Micros::new(1_000).unwrap()),
+            ConfigVersion::ZERO,
+        )
         .await
         .unwrap();
     assert!(matches!(

@@ -28,6 +28,7 @@ fn pending(community: &str, key: &str, actual: i64) -> PendingSettlement {
         },
         trace_id: Some("trace".into()),
         source: CostSource::Finalize,
+        hold_created_at: Some(ts(1_764_547_100_000)),
     }
 }
 
@@ -307,7 +308,115 @@ async fn concurrent_claimers_never_share_a_row(t: &TestDb) {
     );
 }
 
+/// A dead letter leaves every claim and `len`, keeps its error, attempts
+/// and time for `dead_letters`, is not revived by a retry, and leaves with
+/// `complete`.
+async fn dead_letters_are_never_claimed_and_are_listed_until_completed(t: &TestDb) {
+    let q = queue(t);
+    let (dead, live, later) = (
+        pending("c", "dead", 100),
+        pending("c", "live", 200),
+        pending("c", "later", 300),
+    );
+    q.enqueue(&dead, ts(1_000)).await.unwrap();
+    q.enqueue(&live, ts(1_001)).await.unwrap();
+    q.enqueue(&later, ts(1_002)).await.unwrap();
+    assert_eq!(
+        q.claim_due(ts(1_000), 1, lease(500)).await.unwrap().len(),
+        1
+    );
+    let at = |p: &PendingSettlement, ms| (p.community.clone(), p.hold_ref(), ts(ms));
+    let (c, h, when) = at(&later, 1_500);
+    assert!(
+        q.dead_letter(&c, &h, "corrupt store data", when)
+            .await
+            .unwrap()
+    );
+    let (c, h, when) = at(&dead, 1_400);
+    assert!(
+        q.dead_letter(&c, &h, &"é".repeat(MAX_ERROR_LEN), when)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !q.dead_letter(&c, &pending("c", "none", 1).hold_ref(), "x", when)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !retry(&*q, &dead, "down", 0).await,
+        "a retry does not revive it"
+    );
+
+    let claimed = q
+        .claim_due(ts(253_402_300_000_000), 10, lease(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(key_of).collect::<Vec<_>>(),
+        [key_of(&Claimed {
+            item: live.clone(),
+            attempts: 0,
+            last_error: None,
+        })]
+    );
+    assert_eq!(
+        (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+        (1, 2)
+    );
+    let listed = q.dead_letters(10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!((&listed[0].item, listed[0].dead_at), (&dead, ts(1_400)));
+    assert_eq!(listed[0].attempts, 1);
+    assert_eq!(listed[0].error.len(), MAX_ERROR_LEN);
+    assert_eq!(
+        (&listed[1].item, listed[1].error.as_str()),
+        (&later, "corrupt store data")
+    );
+    assert_eq!(q.dead_letters(1).await.unwrap().len(), 1);
+
+    assert!(complete(&*q, &dead).await);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 1);
+    assert_eq!(t.count("SELECT COUNT(*) FROM finalize_outbox").await, 2);
+}
+
+/// A new settlement of a call whose last one was parked takes its place:
+/// live again, due when asked, its own amount, no attempts or error.
+async fn a_new_settlement_of_a_dead_lettered_call_takes_its_place(t: &TestDb) {
+    let q = queue(t);
+    let first = pending("c", "k", 100);
+    q.enqueue(&first, ts(1_000)).await.unwrap();
+    assert!(
+        q.dead_letter(
+            &first.community,
+            &first.hold_ref(),
+            "out of range",
+            ts(1_100)
+        )
+        .await
+        .unwrap()
+    );
+    let second = pending("c", "k", 7);
+    assert!(q.enqueue(&second, ts(2_000)).await.unwrap());
+    assert!(!q.enqueue(&first, ts(2_000)).await.unwrap(), "live now");
+    assert_eq!(
+        (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+        (1, 0)
+    );
+    let claimed = q.claim_due(ts(2_000), 10, lease(500)).await.unwrap();
+    assert_eq!(
+        claimed,
+        [Claimed {
+            item: second,
+            attempts: 0,
+            last_error: None,
+        }]
+    );
+}
+
 crate::on_both_backends!(
+    a_new_settlement_of_a_dead_lettered_call_takes_its_place,
+    dead_letters_are_never_claimed_and_are_listed_until_completed,
     enqueue_claim_retry_and_complete,
     enqueue_stamps_created_at_from_its_clock,
     attempts_saturate,

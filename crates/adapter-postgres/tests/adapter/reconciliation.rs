@@ -409,7 +409,35 @@ async fn survives_a_process_restart(t: &TestDb) {
     db.close().await.unwrap();
 }
 
+/// A dead hand-over is never claimed, reads back whole from
+/// `dead_letters`, and leaves with `complete`.
+async fn a_dead_letter_is_never_claimed_and_reads_back_whole(t: &TestDb) {
+    let q = queue(t);
+    let (dead, live) = (handover("c", "dead", 5), handover("c", "live", 6));
+    q.enqueue(&dead, ts(0)).await.unwrap();
+    q.enqueue(&live, ts(0)).await.unwrap();
+    assert!(
+        q.dead_letter(&dead.community, &dead.hold_ref(), "refused", ts(7))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        items(&q.claim_due(ts(10), 10, lease(500)).await.unwrap()),
+        [live]
+    );
+    let listed = q.dead_letters(10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((&listed[0].item, listed[0].dead_at), (&dead, ts(7)));
+    assert_eq!(
+        (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+        (1, 1)
+    );
+    assert!(complete(&*q, &dead).await);
+    assert_eq!(q.dead_letter_count().await.unwrap(), 0);
+}
+
 crate::on_both_backends!(
+    a_dead_letter_is_never_claimed_and_reads_back_whole,
     enqueue_claim_retry_and_complete,
     duplicate_enqueue_is_refused,
     not_due_before_due_at,

@@ -5,7 +5,7 @@ use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
 };
 use spendgate_adapter_postgres::{SqlConfigRepo, SqlUsageLog};
-use spendgate_domain::{CommunityId, Limits, Micros, Period, PricingOverrides};
+use spendgate_domain::{CommunityId, ConfigVersion, Limits, Micros, Period, PricingOverrides};
 use spendgate_ports::{CommunityConfig, ConfigProvider, UsageLog};
 
 use crate::support::{Backend, TestDb, pg_admin_url, pg_url_with, unique_name};
@@ -84,6 +84,7 @@ async fn a_community_session_cannot_read_or_write_another_communitys_rows() {
                 ai_enabled: true,
                 limits: Limits::new(Micros::new(1_000).unwrap()),
                 pricing_overrides: PricingOverrides::new(),
+                version: ConfigVersion::ZERO,
             })
             .await
             .unwrap();

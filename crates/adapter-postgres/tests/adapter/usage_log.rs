@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use spendgate_adapter_postgres::SqlUsageLog;
 use spendgate_domain::{
-    CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, TokenCounts, UserId,
+    CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts,
+    UserId,
 };
 use spendgate_ports::{CostSource, RepoError, UsageLog, UsageRecord};
 
@@ -15,6 +16,7 @@ pub fn record(community: &str, user: &str, key: &str, cost: i64, period: &str) -
         community: CommunityId::parse(community).unwrap(),
         user: UserId::parse(user).unwrap(),
         key: IdempotencyKey::parse(key).unwrap(),
+        hold_created_at: ts(1_764_547_100_000),
         model: ModelAlias::parse("cheap").unwrap(),
         tokens: TokenCounts {
             prompt: 1_000,
@@ -215,7 +217,12 @@ fn hold(user: &str, key: &str) -> HoldRef {
 async fn logged_reads_back_what_was_appended(t: &TestDb) {
     let log = SqlUsageLog::new(t.db.clone());
     let a = CommunityId::parse("a").unwrap();
-    assert_eq!(log.logged(&a, &hold("u1", "k1")).await.unwrap(), None);
+    assert_eq!(
+        log.logged(&a, &hold("u1", "k1"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        None
+    );
 
     let first = record("a", "u1", "k1", 100, "2026-11");
     let mut late = record("a", "u1", "k2", 7, "2026-10");
@@ -228,21 +235,40 @@ async fn logged_reads_back_what_was_appended(t: &TestDb) {
     log.append(&[first.clone(), late.clone()]).await.unwrap();
     // Every field comes back as it went in.
     assert_eq!(
-        log.logged(&a, &hold("u1", "k1")).await.unwrap(),
+        log.logged(&a, &hold("u1", "k1"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
         Some(first.clone())
     );
-    assert_eq!(log.logged(&a, &hold("u1", "k2")).await.unwrap(), Some(late));
+    assert_eq!(
+        log.logged(&a, &hold("u1", "k2"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        Some(late)
+    );
     // A replay with another cost changes nothing: the first one stays.
     log.append(&[record("a", "u1", "k1", 999, "2026-11")])
         .await
         .unwrap();
     assert_eq!(
-        log.logged(&a, &hold("u1", "k1")).await.unwrap(),
+        log.logged(&a, &hold("u1", "k1"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
         Some(first)
     );
     // Unknown key, unknown user: None.
-    assert_eq!(log.logged(&a, &hold("u1", "k3")).await.unwrap(), None);
-    assert_eq!(log.logged(&a, &hold("u2", "k1")).await.unwrap(), None);
+    assert_eq!(
+        log.logged(&a, &hold("u1", "k3"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        log.logged(&a, &hold("u2", "k1"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn logged_is_isolated_per_community(t: &TestDb) {
@@ -255,12 +281,32 @@ async fn logged_is_isolated_per_community(t: &TestDb) {
     let in_a = record("a", "u", "k", 10, "2026-11");
     let in_b = record("b", "u", "k", 20, "2026-11");
     log.append(&[in_a.clone(), in_b.clone()]).await.unwrap();
-    assert_eq!(log.logged(&a, &hold("u", "k")).await.unwrap(), Some(in_a));
-    assert_eq!(log.logged(&b, &hold("u", "k")).await.unwrap(), Some(in_b));
-    assert_eq!(log.logged(&c, &hold("u", "k")).await.unwrap(), None);
+    assert_eq!(
+        log.logged(&a, &hold("u", "k"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        Some(in_a)
+    );
+    assert_eq!(
+        log.logged(&b, &hold("u", "k"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        Some(in_b)
+    );
+    assert_eq!(
+        log.logged(&c, &hold("u", "k"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        None
+    );
     // A prefix or case variant of the community is another community.
     let upper = CommunityId::parse("A").unwrap();
-    assert_eq!(log.logged(&upper, &hold("u", "k")).await.unwrap(), None);
+    assert_eq!(
+        log.logged(&upper, &hold("u", "k"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 async fn logged_reports_a_corrupt_row_as_bad_data(t: &TestDb) {
@@ -306,7 +352,10 @@ async fn logged_reports_a_corrupt_row_as_bad_data(t: &TestDb) {
         )
         .await
         .unwrap();
-        let err = log.logged(&corrupt, &hold("u", key)).await.unwrap_err();
+        let err = log
+            .logged(&corrupt, &hold("u", key), Timestamp::EPOCH)
+            .await
+            .unwrap_err();
         assert!(
             matches!(&err, RepoError::BadData { community, field: f, .. } if community == "corrupt" && f == field),
             "{field}: {err:?}"
@@ -316,12 +365,57 @@ async fn logged_reports_a_corrupt_row_as_bad_data(t: &TestDb) {
     let good = record("corrupt", "u", "fine", 3, "2026-11");
     log.append(std::slice::from_ref(&good)).await.unwrap();
     assert_eq!(
-        log.logged(&corrupt, &hold("u", "fine")).await.unwrap(),
+        log.logged(&corrupt, &hold("u", "fine"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
         Some(good)
     );
 }
 
+async fn every_use_of_a_key_is_logged_once(t: &TestDb) {
+    let log = SqlUsageLog::new(t.db.clone());
+    let a = CommunityId::parse("a").unwrap();
+    let mut first = record("a", "u", "reuse", 300_000, "2026-11");
+    first.hold_created_at = ts(1_764_547_000_000);
+    first.created_at = ts(1_764_547_100_000);
+    // The key again, once the store has forgotten its first settlement.
+    let mut second = record("a", "u", "reuse", 400_000, "2026-11");
+    second.hold_created_at = ts(1_764_720_000_000);
+    second.created_at = ts(1_764_720_100_000);
+    assert_eq!(log.append(&[first.clone()]).await.unwrap(), 1);
+    assert_eq!(
+        log.append(&[second.clone(), first.clone()]).await.unwrap(),
+        1
+    );
+    assert_eq!(log.append(&[second.clone()]).await.unwrap(), 0);
+    let period = Period::parse("2026-11").unwrap();
+    assert_eq!(
+        log.total_cost(&a, period).await.unwrap(),
+        Micros::new(700_000).unwrap()
+    );
+    // The latest use, or none logged since a later instant.
+    assert_eq!(
+        log.logged(&a, &hold("u", "reuse"), Timestamp::EPOCH)
+            .await
+            .unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(
+        log.logged(&a, &hold("u", "reuse"), ts(1_764_547_100_000))
+            .await
+            .unwrap(),
+        Some(second)
+    );
+    assert_eq!(
+        log.logged(&a, &hold("u", "reuse"), ts(1_764_720_100_001))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 crate::on_both_backends!(
+    every_use_of_a_key_is_logged_once,
     append_counts_new_rows_and_sums_per_period,
     replaying_ten_thousand_rows_adds_none,
     concurrent_overlapping_writers_log_each_key_once,

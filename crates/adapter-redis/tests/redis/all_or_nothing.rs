@@ -16,8 +16,8 @@ use spendgate_adapter_redis::keys::{
 };
 use spendgate_contract::fixture::{key, m, period, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, ModelAlias, Settlement, Ttl,
-    UnheldCommit,
+    BudgetPolicy, CommunityId, ConfigVersion, FinalizeOutcome, HoldRef, Limits, ModelAlias,
+    Settlement, Ttl, UnheldCommit,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -32,7 +32,10 @@ async fn reap_refused_by_an_unreadable_bucket_changes_nothing() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("reap-all-or-nothing");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "due", 5, 1_000), at(NOW_MS))
         .await
@@ -57,7 +60,10 @@ async fn reap_refused_by_unreadable_totals_changes_nothing() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("reap-bad-totals");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "due", 5, 1_000), at(NOW_MS))
         .await
@@ -79,7 +85,10 @@ async fn a_damaged_marker_queue_head_is_skipped_and_clean_up_goes_on() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("reap-damaged-marker");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "done", 5, 60_000), at(NOW_MS))
         .await
@@ -128,7 +137,10 @@ async fn due_index_scripts_refused_by_an_unreadable_sequence_change_nothing() {
     let mut conn = store.connection();
     let _: () = conn.set(DUE_SEQ_KEY, "garbage").await.unwrap();
     let c = unique_community("due-all-or-nothing");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
 
     // The reserve succeeds; its index touch is refused whole.
     store
@@ -170,7 +182,10 @@ async fn configured(
     let store = standalone_redis().await;
     let conn = raw_standalone().await;
     let c = unique_community(label);
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     (store, conn, c)
 }
 
@@ -334,7 +349,28 @@ async fn set_limits_refused_by_a_record_of_another_type_changes_nothing() {
     tamper(&mut conn, &records_key(&c)).await;
     let before = snapshot(&mut conn, &c).await;
 
-    assert_corrupt(store.set_limits(&c, Limits::new(m(1_000))).await);
+    assert_corrupt(
+        store
+            .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+            .await,
+    );
+    assert_eq!(before, snapshot(&mut conn, &c).await);
+}
+
+#[tokio::test]
+async fn set_limits_refused_by_a_corrupt_limits_version_changes_nothing() {
+    let store = standalone_redis().await;
+    let mut conn = raw_standalone().await;
+    let c = unique_community("limits-version-corrupt");
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
+    let _: () = conn.hset(records_key(&c), "LV", "-7").await.unwrap();
+    let before = snapshot(&mut conn, &c).await;
+
+    let newer = ConfigVersion::new(5).unwrap();
+    assert_corrupt(store.set_limits(&c, Limits::new(m(9)), newer).await);
     assert_eq!(before, snapshot(&mut conn, &c).await);
 }
 
@@ -352,7 +388,10 @@ async fn due_index_scripts_refused_by_an_index_of_another_type_change_nothing() 
     let _: () = conn.set(DUE_SEQ_KEY, 5).await.unwrap();
     tamper(&mut conn, DUE_AT_KEY).await;
     let c = unique_community("due-index-type");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
 
     // The reserve succeeds; its index touch is refused whole, and so is
     // entering the community after a reap that left the hold.

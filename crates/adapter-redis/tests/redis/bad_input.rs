@@ -12,7 +12,7 @@ use spendgate_adapter_redis::keys::{
 };
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::fixture::{hold, key, m, period, unique_community, user};
-use spendgate_domain::{Limits, Micros, ModelAlias, Reservation, Timestamp, Ttl};
+use spendgate_domain::{ConfigVersion, Limits, Micros, ModelAlias, Reservation, Timestamp, Ttl};
 use spendgate_ports::{BudgetStore, StoreError};
 
 use crate::support::{raw_standalone, standalone_redis};
@@ -64,7 +64,7 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     let c = unique_community("bad-input");
     let november = period("2026-11");
     let r = [records_key(&c)];
-    let ok_limits = call(&mut conn, Op::SetLimits, &r, &["1000", ""]).await;
+    let ok_limits = call(&mut conn, Op::SetLimits, &r, &["1000", "", "0"]).await;
     assert!(ok_limits.is_ok(), "{ok_limits:?}");
     // The keys of the reserve below: its expiry's bucket and its period.
     let reserve_keys = [
@@ -307,10 +307,17 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     )
     .await;
     for (args, what) in [
-        (["-5", ""], "negative limit"),
-        (["1e9", ""], "exponent limit"),
-        (["100", "-1"], "negative cap"),
-        (["9007199254740992", ""], "limit past 2^53 - 1"),
+        (["-5", "", "0"], "negative limit"),
+        (["1e9", "", "0"], "exponent limit"),
+        (["100", "-1", "0"], "negative cap"),
+        (["9007199254740992", "", "0"], "limit past 2^53 - 1"),
+        (["100", "", ""], "no limits version"),
+        (["100", "", "-1"], "negative limits version"),
+        (["100", "", "1.5"], "fractional limits version"),
+        (
+            ["100", "", "9007199254740992"],
+            "limits version past 2^53 - 1",
+        ),
     ] {
         refused(&mut conn, Op::SetLimits, &r, &args, what).await;
     }
@@ -342,14 +349,16 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     )
     .await;
 
-    // Nothing but the limits and the layout header set_limits stamps was
-    // ever written for this community.
+    // Nothing but the limits, their version and the layout header
+    // set_limits stamps was ever written for this community.
     let limits: String = conn.hget(records_key(&c), "L").await.unwrap();
     assert_eq!(limits, "1000");
+    let version: String = conn.hget(records_key(&c), "LV").await.unwrap();
+    assert_eq!(version, "0");
     let header: String = conn.hget(records_key(&c), "V").await.unwrap();
     assert_eq!(header, "1");
     let fields: i64 = conn.hlen(records_key(&c)).await.unwrap();
-    assert_eq!(fields, 2);
+    assert_eq!(fields, 3);
     for k in [
         expiry_key(&c),
         marker_queue_key(&c),
@@ -485,7 +494,10 @@ async fn restore_over_unreadable_sums_changes_nothing() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("restore-corrupt");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let now = Timestamp::from_millis(1_794_700_800_000).unwrap();
     let r = Reservation {
         user: user("alice"),

@@ -14,8 +14,8 @@ use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::keys::{DUE_AT_KEY, DUE_GEN_KEY};
 use spendgate_contract::fixture::{hold, key, m, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, HoldState, Limits, ModelAlias, Reservation, ReserveOutcome,
-    Timestamp, Ttl,
+    BudgetPolicy, CommunityId, ConfigVersion, HoldState, Limits, ModelAlias, Reservation,
+    ReserveOutcome, Timestamp, Ttl,
 };
 use spendgate_ports::BudgetStore;
 use tokio::sync::Barrier;
@@ -122,7 +122,10 @@ where
     let mut communities = Vec::new();
     for round in 0..ROUNDS {
         let c = unique_community(&format!("{label}-{round}"));
-        store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+        store
+            .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+            .await
+            .unwrap();
         let start = T0 + i64::try_from(round).unwrap() * 10;
         store
             .reserve(&c, &reservation("old", 1_000), at(start))
@@ -258,7 +261,10 @@ async fn a_failed_index_touch_keeps_the_reserve_and_the_next_reap_repairs_the_in
     };
     let store = RedisBudgetStore::new(conn, BudgetPolicy::default());
     let c = unique_community("due-touch-fails");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let start = T0 + 86_400_000;
 
     broken.store(true, Ordering::SeqCst);
@@ -337,7 +343,10 @@ async fn a_reaper_pass_over_a_large_index_costs_o_due() {
     let mut due_ones = Vec::new();
     for i in 0..1_000 {
         let c = CommunityId::parse(format!("due-{i:04}")).unwrap();
-        store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+        store
+            .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+            .await
+            .unwrap();
         store
             .reserve(&c, &reservation("k", 60_000 - 1_000 + i), at(T0))
             .await

@@ -10,7 +10,9 @@ use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::keys::{hold_digest, records_key, user_sums_key};
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::fixture::{key, m, period, unique_community, user};
-use spendgate_domain::{CommunityId, HoldRef, Limits, ModelAlias, Ttl, UnheldCommit};
+use spendgate_domain::{
+    CommunityId, ConfigVersion, HoldRef, Limits, ModelAlias, Ttl, UnheldCommit,
+};
 use spendgate_ports::{BudgetStore, StoreError};
 
 use crate::fixture::{at, reservation, settlement, snapshot};
@@ -37,7 +39,10 @@ async fn set_limits_stamps_the_layout_version() {
     let mut conn = raw_standalone().await;
     let c = unique_community("header-stamp");
 
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
 
     assert_eq!(header(&mut conn, &c).await.as_deref(), Some("1"));
 }
@@ -47,7 +52,10 @@ async fn the_first_totals_of_each_period_list_it_in_the_header() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("header-periods");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
 
     store
         .reserve(&c, &reservation("alice", "a", 5, 60_000), at(NOV_MS))
@@ -78,7 +86,10 @@ async fn a_hash_without_a_header_is_of_layout_one() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("header-absent");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let _: () = conn.hdel(records_key(&c), "V").await.unwrap();
 
     store
@@ -98,7 +109,10 @@ async fn every_script_refuses_a_hash_of_another_layout_and_changes_nothing() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("header-other-layout");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "a", 5, 1_000), at(NOV_MS))
         .await
@@ -132,7 +146,10 @@ async fn every_script_refuses_a_hash_of_another_layout_and_changes_nothing() {
         store.commit_unheld(&c, &commit, later).await.err(),
         store.reap(&c, at(NOV_MS + 5_000)).await.err(),
         store.status(&c, period("2026-11")).await.err(),
-        store.set_limits(&c, Limits::new(m(5))).await.err(),
+        store
+            .set_limits(&c, Limits::new(m(5)), ConfigVersion::ZERO)
+            .await
+            .err(),
         store
             .restore_committed(&c, period("2026-11"), &BTreeMap::new())
             .await
@@ -156,7 +173,10 @@ where
 {
     let mut conn = store.connection();
     let c = unique_community(label);
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "nov", 5, 1_000), at(NOV_MS))
         .await
@@ -214,7 +234,10 @@ async fn reap_keeps_the_periods_within_the_retention() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("prune-keeps");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "nov", 5, 1_000), at(NOV_MS))
         .await
@@ -235,7 +258,10 @@ async fn a_damaged_period_list_does_not_fail_the_reap() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("prune-damaged");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "feb", 5, 1_000), at(FEB_MS))
         .await
@@ -274,7 +300,10 @@ async fn prune_keeps_a_period_that_counts_a_hold() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("prune-held");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "nov", 5, 60_000), at(NOV_MS))
         .await
@@ -292,7 +321,10 @@ async fn prune_keeps_a_period_that_counts_a_hold() {
 async fn prune_refuses_a_period_the_header_does_not_list() {
     let store = standalone_redis().await;
     let c = unique_community("prune-unlisted");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
 
     let error = prune(&c, &["2026-11"]).await.unwrap_err();
 
@@ -303,7 +335,10 @@ async fn prune_refuses_a_period_the_header_does_not_list() {
 async fn prune_refuses_a_period_named_twice() {
     let store = standalone_redis().await;
     let c = unique_community("prune-twice");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     store
         .reserve(&c, &reservation("alice", "nov", 5, 1_000), at(NOV_MS))
         .await

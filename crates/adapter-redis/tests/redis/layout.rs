@@ -12,8 +12,8 @@ use spendgate_adapter_redis::keys::{
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::fixture::{key, m, period, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, Limits, Reaped, ReserveOutcome, Ttl,
-    UnheldCommit,
+    BudgetPolicy, CommunityId, ConfigVersion, FinalizeOutcome, HoldRef, Limits, Reaped,
+    ReserveOutcome, Ttl, UnheldCommit,
 };
 use spendgate_ports::BudgetStore;
 
@@ -29,7 +29,10 @@ const DEC_1: i64 = 1_796_083_200_000;
 
 async fn configured(store: &impl BudgetStore, label: &str, limit: i64) -> CommunityId {
     let c = unique_community(label);
-    store.set_limits(&c, Limits::new(m(limit))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(limit)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     c
 }
 
@@ -217,11 +220,11 @@ async fn markers_live_for_the_marker_ttl_and_reap_drops_them_without_scanning() 
     assert!(record(&mut conn, &c, "alice", "r").await.is_some());
     store.reap(&c, at(t0 + 1_000 + DAY_MS)).await.unwrap();
     assert_eq!(record(&mut conn, &c, "alice", "r").await, None);
-    // Left: the limits, the layout header, November's totals and alice's
-    // sums.
+    // Left: the limits and their version, the layout header, November's
+    // totals and alice's sums.
     let left: i64 = conn.hlen(records_key(&c)).await.unwrap();
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
-    assert_eq!((left, queued), (4, 0));
+    assert_eq!((left, queued), (5, 0));
 }
 
 /// More markers than one script call drops (1,000) are all dropped by one
@@ -242,14 +245,14 @@ async fn reap_drops_every_expired_marker_in_bounded_batches() {
             .await
             .unwrap();
     }
-    // 2,500 markers, the limits, the layout header, the period's totals
-    // and the user's sums.
+    // 2,500 markers, the limits and their version, the layout header, the
+    // period's totals and the user's sums.
     let records: i64 = conn.hlen(records_key(&c)).await.unwrap();
-    assert_eq!(records, 2_504);
+    assert_eq!(records, 2_505);
     store.reap(&c, at(NOV_15 + DAY_MS)).await.unwrap();
     let records: i64 = conn.hlen(records_key(&c)).await.unwrap();
     let queued: i64 = conn.llen(marker_queue_key(&c)).await.unwrap();
-    assert_eq!((records, queued), (4, 0));
+    assert_eq!((records, queued), (5, 0));
 }
 
 /// Reserve, finalize, cancel and extend are one request each (once the

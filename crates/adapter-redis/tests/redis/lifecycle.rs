@@ -3,8 +3,8 @@
 
 use spendgate_contract::fixture::{key, m, unique_community, user};
 use spendgate_domain::{
-    CommunityId, FinalizeOutcome, Limits, ModelAlias, Period, Reservation, ReserveOutcome,
-    Settlement, Timestamp, Ttl,
+    CommunityId, ConfigVersion, FinalizeOutcome, Limits, ModelAlias, Period, Reservation,
+    ReserveOutcome, Settlement, Timestamp, Ttl,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -43,7 +43,9 @@ pub async fn lifecycle(store: &dyn BudgetStore, label: &str) -> Result<(), Store
 /// [`lifecycle`] on the community `c`, which must be new.
 pub async fn lifecycle_on(store: &dyn BudgetStore, c: &CommunityId) -> Result<(), StoreError> {
     let c = c.clone();
-    store.set_limits(&c, Limits::new(m(1_000))).await?;
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await?;
     let reserved = store.reserve(&c, &reservation("k1"), now()).await?;
     assert!(
         matches!(reserved, ReserveOutcome::Reserved { .. }),

@@ -11,7 +11,8 @@ use spendgate_adapter_redis::keys::{
 use spendgate_adapter_redis::script::Op;
 use spendgate_contract::fixture::{key, m, period, unique_community, user};
 use spendgate_domain::{
-    CommunityId, Limits, ModelAlias, Reaped, Reservation, ReserveOutcome, Timestamp, Ttl,
+    CommunityId, ConfigVersion, Limits, ModelAlias, Reaped, Reservation, ReserveOutcome, Timestamp,
+    Ttl,
 };
 use spendgate_ports::BudgetStore;
 
@@ -81,7 +82,10 @@ async fn reap_reads_only_declared_buckets_and_says_when_due_ones_are_left() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("reap-declared");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let first = expiry_bucket(at(expires_at(&store, &c, "a", 1_000).await));
     let second = expiry_bucket(at(expires_at(&store, &c, "b", 2_000).await));
     let now = NOW_MS + 5_000;
@@ -112,7 +116,10 @@ async fn one_reap_declares_due_buckets_in_bounded_batches_until_none_is_left() {
     let store = standalone_redis().await;
     let mut conn = raw_standalone().await;
     let c = unique_community("reap-many-buckets");
-    store.set_limits(&c, Limits::new(m(10_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(10_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     for i in 0..250 {
         // One hold per 100 ms bucket.
         expires_at(&store, &c, &format!("k{i}"), 100 * (i + 1)).await;

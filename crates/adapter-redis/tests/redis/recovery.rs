@@ -7,8 +7,8 @@ use redis::aio::ConnectionLike;
 use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_contract::fixture::{key, m, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, FinalizeOutcome, Limits, ModelAlias, Reservation, ReserveOutcome, Settlement,
-    Timestamp, Ttl,
+    BudgetPolicy, ConfigVersion, FinalizeOutcome, Limits, ModelAlias, Reservation, ReserveOutcome,
+    Settlement, Timestamp, Ttl,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -40,7 +40,7 @@ where
 {
     let c = unique_community("script-flush");
     store
-        .set_limits(&c, Limits::new(m(1_000_000_000)))
+        .set_limits(&c, Limits::new(m(1_000_000_000)), ConfigVersion::ZERO)
         .await
         .unwrap();
     let mut tasks = Vec::new();
@@ -111,7 +111,10 @@ async fn killed_server_denies_and_the_same_store_serves_after_restart() {
         .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", server.url()))
         .with_timeout(Duration::from_millis(300));
     let c = unique_community("killed");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let r = store
         .reserve(&c, &reservation("before"), now())
         .await
@@ -133,7 +136,10 @@ async fn killed_server_denies_and_the_same_store_serves_after_restart() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         // The restarted server is empty (no persistence): configure again.
-        let outcome = match store.set_limits(&c, Limits::new(m(1_000))).await {
+        let outcome = match store
+            .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+            .await
+        {
             Ok(()) => store.reserve(&c, &reservation("after"), now()).await,
             Err(e) => Err(e),
         };

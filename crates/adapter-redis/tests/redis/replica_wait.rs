@@ -8,7 +8,9 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use spendgate_adapter_redis::{ConnectOptions, RedisBudgetStore, ReplicaWait};
 use spendgate_contract::fixture::{key, m, unique_community, user};
-use spendgate_domain::{BudgetPolicy, HoldRef, HoldState, Limits, Period, ReserveOutcome};
+use spendgate_domain::{
+    BudgetPolicy, ConfigVersion, HoldRef, HoldState, Limits, Period, ReserveOutcome,
+};
 use spendgate_ports::{BudgetStore, StoreError};
 
 use crate::lifecycle::{lifecycle, lifecycle_on, now, reservation};
@@ -61,7 +63,10 @@ async fn a_write_the_replica_does_not_acknowledge_is_unavailable_but_made() {
     let replica = OwnRedis::start_replica_of(&primary);
     let store = waiting_store(&primary, Duration::from_millis(200)).await;
     let c = unique_community("wait-lost");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     replica.pause();
 
     let result = store.reserve(&c, &reservation("k1"), now()).await;
@@ -90,7 +95,10 @@ async fn a_write_waiting_for_the_replica_holds_up_no_other_caller() {
     // Long enough that the reads below finish well inside it.
     let store = waiting_store(&primary, Duration::from_secs(3)).await;
     let c = unique_community("wait-others");
-    store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     replica.pause();
 
     let waiting = tokio::spawn({
@@ -236,7 +244,11 @@ async fn on_a_cluster_the_wait_reaches_the_master_that_ran_the_script() {
         .unwrap();
     // The second has none: its writes are not.
     let result = store
-        .set_limits(&cluster.community_on(false), Limits::new(m(1_000)))
+        .set_limits(
+            &cluster.community_on(false),
+            Limits::new(m(1_000)),
+            ConfigVersion::ZERO,
+        )
         .await;
     assert!(
         matches!(&result, Err(StoreError::Unavailable(m)) if m.contains("replicas required")),

@@ -22,8 +22,8 @@ use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_adapter_redis::keys::records_key;
 use spendgate_contract::fixture::{key, m, unique_community, user};
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, FinalizeOutcome, Limits, ModelAlias, Period, Reservation,
-    ReserveOutcome, Settlement, Timestamp, Ttl,
+    BudgetPolicy, CommunityId, ConfigVersion, FinalizeOutcome, Limits, ModelAlias, Period,
+    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -244,7 +244,10 @@ async fn worker(shared: Arc<Shared>) -> Tally {
         let began_migrating = shared.migrating.load(Ordering::SeqCst);
         let result = if round % 5 == 4 {
             let limits = Limits::new(m(LIMIT));
-            shared.store.set_limits(&shared.community, limits).await
+            shared
+                .store
+                .set_limits(&shared.community, limits, ConfigVersion::ZERO)
+                .await
         } else {
             let now = shared.clock.now();
             shared.store.reap(&shared.community, now).await.map(|_| ())
@@ -371,7 +374,10 @@ async fn a_busy_communitys_counters_stay_exact_while_its_slot_moves_to_another_m
         .with_timeout(OP_TIMEOUT);
     let c = unique_community("reshard");
     let clock = Clock(Instant::now());
-    store.set_limits(&c, Limits::new(m(LIMIT))).await.unwrap();
+    store
+        .set_limits(&c, Limits::new(m(LIMIT)), ConfigVersion::ZERO)
+        .await
+        .unwrap();
     let (background, background_reserved) = background_holds(&store, &c, clock).await;
 
     let records = records_key(&c);

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use spendgate_contract::fixture::{key, m, unique_community, user};
 use spendgate_domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, ModelAlias, Period, Reservation,
-    ReserveOutcome, Settlement, Timestamp, Ttl,
+    CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, ModelAlias,
+    Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
 };
 use spendgate_ports::{BudgetStore, StoreError};
 
@@ -164,7 +164,7 @@ async fn mixed_operations_with_a_concurrent_reaper_conserve_every_counter() {
     let store: Arc<dyn BudgetStore> = Arc::new(standalone_redis().await);
     let c = unique_community("stress");
     store
-        .set_limits(&c, Limits::new(m(9_000_000_000_000)))
+        .set_limits(&c, Limits::new(m(9_000_000_000_000)), ConfigVersion::ZERO)
         .await
         .unwrap();
     let clock = Arc::new(AtomicI64::new(START));

@@ -12,8 +12,8 @@ use redis::cluster_async::ClusterConnection;
 use spendgate_adapter_redis::RedisTierCache;
 use spendgate_adapter_redis::keys::{community_prefix, records_key, tier_cache_key};
 use spendgate_contract::fixture::{m, unique_community};
-use spendgate_domain::{AccessLevel, CommunityId, Limits, Tier, TierOverrides, Ttl};
-use spendgate_ports::{BudgetStore, RepoError, TierCache};
+use spendgate_domain::{AccessLevel, CommunityId, ConfigVersion, Limits, Tier, TierOverrides, Ttl};
+use spendgate_ports::{BudgetStore, RepoError, TierCache, Versioned};
 
 use crate::own_redis::OwnRedis;
 use crate::support::{TEST_TIMEOUT, cluster_redis, cluster_urls, standalone_url};
@@ -54,6 +54,30 @@ fn ttl_ms(ms: i64) -> Ttl {
 
 const MINUTE: i64 = 60_000;
 
+fn v(n: i64) -> ConfigVersion {
+    ConfigVersion::new(n).unwrap()
+}
+
+/// What `get` answers for an entry of `overrides` at version `n`.
+fn hit(n: i64, overrides: TierOverrides) -> Result<Option<Versioned<TierOverrides>>, RepoError> {
+    Ok(Some(Versioned {
+        value: overrides,
+        version: v(n),
+    }))
+}
+
+async fn raw_del<C: ConnectionLike + Clone + Send + Sync + 'static>(
+    cache: &RedisTierCache<C>,
+    c: &CommunityId,
+) {
+    let mut conn = cache.connection();
+    redis::cmd("DEL")
+        .arg(tier_cache_key(c))
+        .exec_async(&mut conn)
+        .await
+        .unwrap();
+}
+
 async fn raw_set<C: ConnectionLike + Clone + Send + Sync + 'static>(
     cache: &RedisTierCache<C>,
     c: &CommunityId,
@@ -92,7 +116,11 @@ async fn pttl<C: ConnectionLike + Clone + Send + Sync + 'static>(
         .unwrap()
 }
 
-fn assert_bad_data(result: Result<Option<TierOverrides>, RepoError>, c: &CommunityId, what: &str) {
+fn assert_bad_data(
+    result: Result<Option<Versioned<TierOverrides>>, RepoError>,
+    c: &CommunityId,
+    what: &str,
+) {
     match result {
         Err(RepoError::BadData {
             community,
@@ -118,13 +146,16 @@ mod scenario {
         assert_eq!(cache.get(&c).await, Ok(None));
 
         let first = tiers(&[(4, AccessLevel::Enterprise), (2, AccessLevel::Pro)]);
-        cache.put(&c, &first, ttl_ms(MINUTE)).await.unwrap();
-        assert_eq!(cache.get(&c).await, Ok(Some(first)));
+        cache.put(&c, &first, v(1), ttl_ms(MINUTE)).await.unwrap();
+        assert_eq!(cache.get(&c).await, hit(1, first));
 
-        // A put replaces the entry and its ttl.
+        // A put of a newer version replaces the entry and its ttl.
         let second = tiers(&[(9, AccessLevel::Free)]);
-        cache.put(&c, &second, ttl_ms(2 * MINUTE)).await.unwrap();
-        assert_eq!(cache.get(&c).await, Ok(Some(second)));
+        cache
+            .put(&c, &second, v(2), ttl_ms(2 * MINUTE))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&c).await, hit(2, second));
         let left = pttl(&cache, &c).await;
         assert!(MINUTE < left && left <= 2 * MINUTE, "pttl {left}");
     }
@@ -134,10 +165,10 @@ mod scenario {
     ) {
         let c = unique_community("tiers-negative");
         cache
-            .put(&c, &TierOverrides::new(), ttl_ms(MINUTE))
+            .put(&c, &TierOverrides::new(), v(0), ttl_ms(MINUTE))
             .await
             .unwrap();
-        assert_eq!(cache.get(&c).await, Ok(Some(TierOverrides::new())));
+        assert_eq!(cache.get(&c).await, hit(0, TierOverrides::new()));
     }
 
     pub async fn entry_expires_after_its_ttl<C: ConnectionLike + Clone + Send + Sync + 'static>(
@@ -146,37 +177,87 @@ mod scenario {
         let short = unique_community("tiers-expires");
         let long = unique_community("tiers-stays");
         let overrides = tiers(&[(5, AccessLevel::Enterprise)]);
-        cache.put(&short, &overrides, ttl_ms(200)).await.unwrap();
-        cache.put(&long, &overrides, ttl_ms(MINUTE)).await.unwrap();
+        cache
+            .put(&short, &overrides, v(3), ttl_ms(200))
+            .await
+            .unwrap();
+        cache
+            .put(&long, &overrides, v(3), ttl_ms(MINUTE))
+            .await
+            .unwrap();
         let left = pttl(&cache, &short).await;
         assert!((1..=200).contains(&left), "pttl {left}");
-        assert_eq!(cache.get(&short).await, Ok(Some(overrides.clone())));
+        assert_eq!(cache.get(&short).await, hit(3, overrides.clone()));
 
         tokio::time::sleep(Duration::from_millis(450)).await;
         assert_eq!(cache.get(&short).await, Ok(None));
         assert_eq!(raw_get(&cache, &short).await, None);
-        assert_eq!(cache.get(&long).await, Ok(Some(overrides)));
+        assert_eq!(cache.get(&long).await, hit(3, overrides));
     }
 
-    pub async fn invalidate_drops_the_entry<C: ConnectionLike + Clone + Send + Sync + 'static>(
+    /// A reader that read the database before a write and caches what it
+    /// read after the writer cached the new overrides leaves them (and
+    /// their expiry) in place; the same version again replaces them.
+    pub async fn an_older_version_never_replaces_a_newer_entry<
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    >(
         cache: RedisTierCache<C>,
     ) {
-        let c = unique_community("tiers-invalidate");
+        let c = unique_community("tiers-older");
+        let newer = tiers(&[(4, AccessLevel::Enterprise)]);
+        let older = tiers(&[(4, AccessLevel::Free)]);
         cache
-            .put(&c, &tiers(&[(1, AccessLevel::Pro)]), ttl_ms(MINUTE))
+            .put(&c, &newer, v(1_765_400_000_005), ttl_ms(MINUTE))
             .await
             .unwrap();
-        cache.invalidate(&c).await.unwrap();
-        assert_eq!(cache.get(&c).await, Ok(None));
-        assert_eq!(raw_get(&cache, &c).await, None);
-        // Invalidating nothing is fine, and so is a negative entry.
-        cache.invalidate(&c).await.unwrap();
+        for stale in [1_765_400_000_004, 1, 0] {
+            cache
+                .put(&c, &older, v(stale), ttl_ms(2 * MINUTE))
+                .await
+                .unwrap();
+            assert_eq!(
+                cache.get(&c).await,
+                hit(1_765_400_000_005, newer.clone()),
+                "{stale}"
+            );
+        }
+        let left = pttl(&cache, &c).await;
+        assert!(0 < left && left <= MINUTE, "pttl {left}");
         cache
-            .put(&c, &TierOverrides::new(), ttl_ms(MINUTE))
+            .put(&c, &older, v(1_765_400_000_005), ttl_ms(MINUTE))
             .await
             .unwrap();
-        cache.invalidate(&c).await.unwrap();
-        assert_eq!(cache.get(&c).await, Ok(None));
+        assert_eq!(cache.get(&c).await, hit(1_765_400_000_005, older));
+    }
+
+    /// Many readers caching an old read while a writer caches the new
+    /// overrides, all at once: the new ones are what stays.
+    pub async fn racing_puts_leave_the_newest_version<
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    >(
+        cache: RedisTierCache<C>,
+    ) {
+        for round in 0..20 {
+            let c = unique_community("tiers-race");
+            let newer = tiers(&[(7, AccessLevel::Enterprise)]);
+            let mut tasks = tokio::task::JoinSet::new();
+            for racer in 0..16 {
+                let (cache, c, newer) = (cache.clone(), c.clone(), newer.clone());
+                tasks.spawn(async move {
+                    if racer == round % 16 {
+                        cache.put(&c, &newer, v(9), ttl_ms(MINUTE)).await
+                    } else {
+                        cache
+                            .put(&c, &TierOverrides::new(), v(8), ttl_ms(MINUTE))
+                            .await
+                    }
+                });
+            }
+            while let Some(put) = tasks.join_next().await {
+                put.unwrap().unwrap();
+            }
+            assert_eq!(cache.get(&c).await, hit(9, newer), "round {round}");
+        }
     }
 
     pub async fn communities_are_isolated<C: ConnectionLike + Clone + Send + Sync + 'static>(
@@ -185,20 +266,18 @@ mod scenario {
         let a = unique_community("tiers-a");
         let b = unique_community("tiers-b");
         let for_a = tiers(&[(3, AccessLevel::Enterprise)]);
-        cache.put(&a, &for_a, ttl_ms(MINUTE)).await.unwrap();
+        cache.put(&a, &for_a, v(5), ttl_ms(MINUTE)).await.unwrap();
         assert_eq!(cache.get(&b).await, Ok(None));
 
         cache
-            .put(&b, &TierOverrides::new(), ttl_ms(MINUTE))
+            .put(&b, &TierOverrides::new(), v(9), ttl_ms(MINUTE))
             .await
             .unwrap();
-        assert_eq!(cache.get(&a).await, Ok(Some(for_a.clone())));
-        assert_eq!(cache.get(&b).await, Ok(Some(TierOverrides::new())));
+        assert_eq!(cache.get(&a).await, hit(5, for_a.clone()));
+        assert_eq!(cache.get(&b).await, hit(9, TierOverrides::new()));
 
-        cache.invalidate(&b).await.unwrap();
-        assert_eq!(cache.get(&a).await, Ok(Some(for_a.clone())));
         raw_set(&cache, &b, b"garbage").await;
-        assert_eq!(cache.get(&a).await, Ok(Some(for_a)));
+        assert_eq!(cache.get(&a).await, hit(5, for_a));
         assert_bad_data(cache.get(&b).await, &b, "garbage in b");
     }
 
@@ -212,18 +291,21 @@ mod scenario {
             b"\xff\xfe\x00",
             b"[1,{}]",
             br#"{"4":"enterprise"}"#,
-            br#"{"v":1,"t":{"4":"enterprise"}"#,
-            br#"{"v":1,"t":{}} trailing"#,
-            br#"{"v":2,"t":{"4":"enterprise"}}"#,
-            br#"{"v":"1","t":{}}"#,
-            br#"{"v":1,"t":{},"extra":true}"#,
-            br#"{"v":1,"t":{"0":"pro"}}"#,
-            br#"{"v":1,"t":{"10":"pro"}}"#,
-            br#"{"v":1,"t":{"04":"pro"}}"#,
-            br#"{"v":1,"t":{"4":"gold"}}"#,
-            br#"{"v":1,"t":{"4":"Enterprise"}}"#,
-            br#"{"v":1,"t":{"4":7}}"#,
-            br#"{"v":1,"t":{"4":"pro","4":"free"}}"#,
+            br#"{"v":1,"t":{"4":"enterprise"}}"#,
+            br#"{"v":2,"n":1,"t":{"4":"enterprise"}"#,
+            br#"{"v":2,"n":1,"t":{}} trailing"#,
+            br#"{"v":3,"n":1,"t":{"4":"enterprise"}}"#,
+            br#"{"v":"2","n":1,"t":{}}"#,
+            br#"{"v":2,"t":{}}"#,
+            br#"{"v":2,"n":-1,"t":{}}"#,
+            br#"{"v":2,"n":1,"t":{},"extra":true}"#,
+            br#"{"v":2,"n":1,"t":{"0":"pro"}}"#,
+            br#"{"v":2,"n":1,"t":{"10":"pro"}}"#,
+            br#"{"v":2,"n":1,"t":{"04":"pro"}}"#,
+            br#"{"v":2,"n":1,"t":{"4":"gold"}}"#,
+            br#"{"v":2,"n":1,"t":{"4":"Enterprise"}}"#,
+            br#"{"v":2,"n":1,"t":{"4":7}}"#,
+            br#"{"v":2,"n":1,"t":{"4":"pro","4":"free"}}"#,
         ];
         for value in corrupt {
             raw_set(&cache, &c, value).await;
@@ -232,7 +314,7 @@ mod scenario {
 
         // Not even a string under the key.
         let mut conn = cache.connection();
-        cache.invalidate(&c).await.unwrap();
+        raw_del(&cache, &c).await;
         redis::cmd("RPUSH")
             .arg(tier_cache_key(&c))
             .arg("x")
@@ -241,10 +323,20 @@ mod scenario {
             .unwrap();
         assert_bad_data(cache.get(&c).await, &c, "a list under the key");
 
-        // The next put replaces whatever was there.
+        // The next put, of any version, replaces whatever was there.
         let overrides = tiers(&[(6, AccessLevel::Free)]);
-        cache.put(&c, &overrides, ttl_ms(MINUTE)).await.unwrap();
-        assert_eq!(cache.get(&c).await, Ok(Some(overrides)));
+        cache
+            .put(&c, &overrides, v(0), ttl_ms(MINUTE))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&c).await, hit(0, overrides.clone()));
+        // So does a put over an unreadable entry of a huge version.
+        raw_set(&cache, &c, br#"{"v":2,"n":99999999999999999,"t":{}}"#).await;
+        cache
+            .put(&c, &overrides, v(1), ttl_ms(MINUTE))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&c).await, hit(1, overrides));
     }
 
     /// The one key, under the community's tag, holding the documented
@@ -260,24 +352,32 @@ mod scenario {
         assert_eq!(key, format!("sg:{{{c}}}:tiers"));
 
         let overrides = tiers(&[(7, AccessLevel::Pro), (4, AccessLevel::Enterprise)]);
-        cache.put(&c, &overrides, ttl_ms(MINUTE)).await.unwrap();
-        assert_eq!(
-            raw_get(&cache, &c).await.as_deref(),
-            Some(r#"{"v":1,"t":{"4":"enterprise","7":"pro"}}"#)
-        );
         cache
-            .put(&c, &TierOverrides::new(), ttl_ms(MINUTE))
+            .put(&c, &overrides, v(1_765_400_000_000), ttl_ms(MINUTE))
             .await
             .unwrap();
         assert_eq!(
             raw_get(&cache, &c).await.as_deref(),
-            Some(r#"{"v":1,"t":{}}"#)
+            Some(r#"{"v":2,"n":1765400000000,"t":{"4":"enterprise","7":"pro"}}"#)
+        );
+        cache
+            .put(
+                &c,
+                &TierOverrides::new(),
+                v(1_765_400_000_001),
+                ttl_ms(MINUTE),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            raw_get(&cache, &c).await.as_deref(),
+            Some(r#"{"v":2,"n":1765400000001,"t":{}}"#)
         );
         // What another writer puts in that form reads back.
-        raw_set(&cache, &c, br#"{"t":{"1":"enterprise"},"v":1}"#).await;
+        raw_set(&cache, &c, br#"{"t":{"1":"enterprise"},"n":3,"v":2}"#).await;
         assert_eq!(
             cache.get(&c).await,
-            Ok(Some(tiers(&[(1, AccessLevel::Enterprise)])))
+            hit(3, tiers(&[(1, AccessLevel::Enterprise)]))
         );
     }
 }
@@ -308,7 +408,8 @@ on_each_deployment!(
     miss_then_put_then_hit,
     negative_entry_is_a_hit,
     entry_expires_after_its_ttl,
-    invalidate_drops_the_entry,
+    an_older_version_never_replaces_a_newer_entry,
+    racing_puts_leave_the_newest_version,
     communities_are_isolated,
     corrupt_values_are_bad_data,
     value_is_the_documented_encoding,
@@ -333,9 +434,12 @@ async fn key_lands_in_the_community_slot_on_the_cluster() {
     let mut conn = cache.connection();
     for label in ["tiers-slot-a", "tiers-slot-b", "tiers-slot-c"] {
         let c = unique_community(label);
-        store.set_limits(&c, Limits::new(m(1_000))).await.unwrap();
+        store
+            .set_limits(&c, Limits::new(m(1_000)), ConfigVersion::ZERO)
+            .await
+            .unwrap();
         cache
-            .put(&c, &tiers(&[(2, AccessLevel::Pro)]), ttl_ms(MINUTE))
+            .put(&c, &tiers(&[(2, AccessLevel::Pro)]), v(1), ttl_ms(MINUTE))
             .await
             .unwrap();
 
@@ -374,12 +478,11 @@ async fn every_call_unavailable<C: ConnectionLike + Clone + Send + Sync + 'stati
 ) {
     let c = unique_community("tiers-down");
     let overrides = tiers(&[(4, AccessLevel::Pro)]);
-    for op in ["get", "put", "invalidate"] {
+    for op in ["get", "put"] {
         let started = Instant::now();
         let result = match op {
             "get" => cache.get(&c).await.map(|_| ()),
-            "put" => cache.put(&c, &overrides, ttl_ms(MINUTE)).await,
-            _ => cache.invalidate(&c).await,
+            _ => cache.put(&c, &overrides, v(1), ttl_ms(MINUTE)).await,
         };
         let took = started.elapsed();
         assert!(
@@ -402,7 +505,7 @@ async fn killed_server_is_unavailable_within_the_timeout_on_standalone() {
         .with_timeout(SHORT);
     let c = unique_community("tiers-killed");
     cache
-        .put(&c, &TierOverrides::new(), ttl_ms(MINUTE))
+        .put(&c, &TierOverrides::new(), v(1), ttl_ms(MINUTE))
         .await
         .unwrap();
     server.kill();
@@ -418,7 +521,7 @@ async fn paused_server_is_unavailable_after_the_timeout_on_standalone() {
         .with_timeout(SHORT);
     let c = unique_community("tiers-paused");
     cache
-        .put(&c, &TierOverrides::new(), ttl_ms(MINUTE))
+        .put(&c, &TierOverrides::new(), v(1), ttl_ms(MINUTE))
         .await
         .unwrap();
     let mut admin = server.admin();
@@ -440,12 +543,12 @@ async fn killed_node_is_unavailable_within_the_timeout_on_a_cluster() {
         .with_timeout(SHORT);
     let c = unique_community("tiers-killed-cluster");
     cache
-        .put(&c, &tiers(&[(8, AccessLevel::Free)]), ttl_ms(MINUTE))
+        .put(&c, &tiers(&[(8, AccessLevel::Free)]), v(1), ttl_ms(MINUTE))
         .await
         .unwrap();
     assert_eq!(
         cache.get(&c).await,
-        Ok(Some(tiers(&[(8, AccessLevel::Free)])))
+        hit(1, tiers(&[(8, AccessLevel::Free)]))
     );
     node.kill();
     every_call_unavailable(&cache, false, "killed cluster node").await;
@@ -460,7 +563,7 @@ async fn paused_node_is_unavailable_after_the_timeout_on_a_cluster() {
         .with_timeout(SHORT);
     let c = unique_community("tiers-paused-cluster");
     cache
-        .put(&c, &TierOverrides::new(), ttl_ms(MINUTE))
+        .put(&c, &TierOverrides::new(), v(1), ttl_ms(MINUTE))
         .await
         .unwrap();
     let mut admin = node.admin();

@@ -14,6 +14,7 @@ use spendgate_ports::{
     ReconciliationQueue, RepoError, StoreError, SystemClock, TierCache, TierOverrideRepo, UsageLog,
     UsageSource,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::services::budget::{BudgetService, BudgetSettings, Core};
 use crate::services::community_config::{ConfigCache, ConfigFreshness};
@@ -144,6 +145,7 @@ impl Spendgate {
     /// Outside a tokio runtime.
     pub fn start_workers(&self, settings: WorkerSettings) -> WorkerHandle {
         let ports = &self.ports;
+        let cancel = CancellationToken::new();
         let mut jobs: Vec<(Arc<dyn Job>, Schedule)> = vec![
             (
                 Arc::new(ReaperJob::with_settings(
@@ -177,10 +179,13 @@ impl Spendgate {
                 settings.drift,
             ),
             (
-                Arc::new(IdempotencyPurgeJob::new(
-                    ports.idempotency.clone(),
-                    settings.idempotency_purge_settings,
-                )),
+                Arc::new(
+                    IdempotencyPurgeJob::new(
+                        ports.idempotency.clone(),
+                        settings.idempotency_purge_settings,
+                    )
+                    .stopped_by(cancel.clone()),
+                ),
                 settings.idempotency_purge,
             ),
         ];
@@ -200,7 +205,7 @@ impl Spendgate {
             holder: settings.holder,
             ttl: settings.lease_ttl,
         };
-        WorkerHandle::start(jobs, ports.clock.clone(), Some(lease))
+        WorkerHandle::start_with(jobs, ports.clock.clone(), Some(lease), cancel)
     }
 }
 
@@ -226,7 +231,7 @@ pub struct WorkerSettings {
     pub drift: Schedule,
     /// Idempotency purge: every 60 s.
     pub idempotency_purge: Schedule,
-    /// Batch and per-pass cap of the idempotency purge.
+    /// Batch of the idempotency purge (a pass runs until nothing is due).
     pub idempotency_purge_settings: IdempotencyPurgeSettings,
     /// This process's lease holder token.
     pub holder: String,
@@ -450,7 +455,7 @@ impl SpendgateBuilder {
             None => None,
         };
         let (store, redis) = self.open_store(sql.as_ref()).await?;
-        let memory_config = Arc::new(MemoryConfig::default());
+        let memory_config = Arc::new(MemoryConfig::with_clock(clock.clone()));
         let config: Arc<dyn ConfigProvider> = self
             .config
             .or_else(|| sql.as_ref().map(sql::Parts::config))
@@ -458,7 +463,7 @@ impl SpendgateBuilder {
         let tier_overrides: Arc<dyn TierOverrideRepo> = self
             .tier_overrides
             .or_else(|| sql.as_ref().map(sql::Parts::tier_overrides))
-            .unwrap_or_else(|| Arc::new(MemoryTierOverrides::default()));
+            .unwrap_or_else(|| Arc::new(MemoryTierOverrides::with_clock(clock.clone())));
         let (redis_cache, redis_lease, redis_idempotency) = match redis {
             Some(shared) => (
                 Some(shared.tier_cache),
@@ -529,6 +534,8 @@ impl SpendgateBuilder {
             clock: ports.clock.clone(),
             prices: self.prices,
             settings: self.settings,
+            marker_ttl: self.policy.marker_ttl(),
+            reconciles: ports.usage_source.is_some(),
         });
         Ok(Spendgate {
             budget,

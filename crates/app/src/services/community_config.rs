@@ -1,11 +1,17 @@
 //! The community configuration the hot path reads: cached in process, so a
 //! reserve does not ask the database each time, and served stale for a
 //! while when the database cannot answer.
+//!
+//! Every entry carries the [`ConfigVersion`] of the row it was read from,
+//! and an entry is never replaced by an older one: a config sync pass, or
+//! a read that raced a write, whose value predates what a write of this
+//! process already cached leaves the newer value in place (an AI switch
+//! turned off stays off).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use spendgate_domain::{CommunityId, Timestamp, Ttl};
+use spendgate_domain::{CommunityId, ConfigVersion, Timestamp, Ttl};
 use spendgate_ports::{Clock, CommunityConfig, ConfigProvider, RepoError};
 
 /// How long cached configuration is used without asking the database, and
@@ -85,10 +91,7 @@ impl ConfigCache {
             return Ok(config);
         }
         match self.provider.community(community).await {
-            Ok(config) => {
-                self.put(community, config.clone());
-                Ok(config)
-            }
+            Ok(config) => Ok(self.put(community, config)),
             Err(error) => match self.cached(community, self.freshness.stale_for) {
                 Some(config) => {
                     tracing::warn!(%community, %error, "configuration read failed; using the last value seen");
@@ -99,13 +102,29 @@ impl ConfigCache {
         }
     }
 
-    /// Records what the database now holds for a community (after a write,
-    /// or from config sync).
-    pub fn put(&self, community: &CommunityId, config: Option<CommunityConfig>) {
+    /// Records what the database held for a community when it was read
+    /// (after a write, or by config sync), unless the cache holds a newer
+    /// version (`None`, no row, is version zero: rows are never deleted).
+    /// Returns the configuration the cache holds afterwards: `config`, or
+    /// the newer one it kept.
+    pub fn put(
+        &self,
+        community: &CommunityId,
+        config: Option<CommunityConfig>,
+    ) -> Option<CommunityConfig> {
+        let version =
+            |c: &Option<CommunityConfig>| c.as_ref().map_or(ConfigVersion::ZERO, |c| c.version);
         let now = self.clock.now();
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(community.clone(), (now, config));
+        let Ok(mut entries) = self.entries.lock() else {
+            return config;
+        };
+        if let Some((_, held)) = entries.get(community)
+            && version(held) > version(&config)
+        {
+            return held.clone();
         }
+        entries.insert(community.clone(), (now, config.clone()));
+        config
     }
 }
 
@@ -127,6 +146,7 @@ mod tests {
             ai_enabled: true,
             limits: Limits::new(Micros::from_usd(1)),
             pricing_overrides: Default::default(),
+            version: ConfigVersion::new(10).unwrap(),
         }
     }
 
@@ -173,6 +193,44 @@ mod tests {
             cache.get(&community()).await,
             Err(RepoError::Unavailable(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn an_older_version_never_replaces_a_newer_entry() {
+        let (cache, clock) = cache(MockConfigProvider::new());
+        let newer = CommunityConfig {
+            ai_enabled: false,
+            version: ConfigVersion::new(11).unwrap(),
+            ..config()
+        };
+        assert_eq!(
+            cache.put(&community(), Some(newer.clone())),
+            Some(newer.clone())
+        );
+        // A config sync pass, or a read, that saw the row before the write.
+        assert_eq!(cache.put(&community(), Some(config())), Some(newer.clone()));
+        assert_eq!(cache.put(&community(), None), Some(newer.clone()));
+        clock.advance(1_000).unwrap();
+        assert_eq!(cache.get(&community()).await.unwrap(), Some(newer));
+    }
+
+    #[tokio::test]
+    async fn a_read_older_than_the_cached_entry_serves_the_cached_one() {
+        let mut provider = MockConfigProvider::new();
+        provider
+            .expect_community()
+            .times(1)
+            .returning(|_| Ok(Some(config())));
+        let (cache, clock) = cache(provider);
+        let newer = CommunityConfig {
+            version: ConfigVersion::new(11).unwrap(),
+            ..config()
+        };
+        cache.put(&community(), Some(newer.clone()));
+        clock.advance(31_000).unwrap();
+        // The stale entry is refreshed from the database, which answers
+        // with a snapshot older than what this process wrote.
+        assert_eq!(cache.get(&community()).await.unwrap(), Some(newer));
     }
 
     #[tokio::test]

@@ -17,6 +17,13 @@ pub const STORE_LATENCY: &str = "spendgate_store_call_seconds";
 pub const TIER_LOOKUPS: &str = "spendgate_tier_lookups_total";
 /// Counter of holds handed to reconciliation, labelled `outcome`.
 pub const HANDOVERS: &str = "spendgate_handovers_total";
+/// Counter of settlements the store refused for good and parked as dead
+/// letters, labelled `reason` (`out_of_range`, `invalid_input`,
+/// `corrupt`).
+pub const DEAD_LETTERS: &str = "spendgate_dead_letter_settlements_total";
+/// Counter of provider answers reconciliation refused, labelled `reason`
+/// (`model_mismatch`): nothing was committed from them.
+pub const RECONCILIATION_REFUSED: &str = "spendgate_reconciliation_refused_total";
 /// Counter of degraded paths taken (a write that could not be made and
 /// was left for a worker), labelled `what`.
 pub const DEGRADED: &str = "spendgate_degraded_total";

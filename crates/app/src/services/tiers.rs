@@ -8,15 +8,21 @@
 //! process saw (for a short while), the defaults. A malformed override in
 //! the database is a typed error for that community, logged and counted,
 //! and never applied in part: the fallback takes over.
+//!
+//! Overrides are cached with the version of the row they were read from,
+//! and a write caches what it wrote with the version it issued; the cache
+//! never replaces an entry with an older version, so a read that raced a
+//! write cannot put the old overrides back for the cache's TTL.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use spendgate_domain::tier::{access_level, validate_model};
 use spendgate_domain::{
-    AccessLevel, CommunityId, ModelAlias, Tier, TierError, TierOverrides, Timestamp, Ttl,
+    AccessLevel, CommunityId, ConfigVersion, ModelAlias, Tier, TierError, TierOverrides, Timestamp,
+    Ttl,
 };
-use spendgate_ports::{Clock, RepoError, TierCache, TierOverrideRepo};
+use spendgate_ports::{Clock, RepoError, TierCache, TierOverrideRepo, Versioned};
 
 use super::telemetry::{self, TIER_LOOKUPS};
 
@@ -105,7 +111,7 @@ pub struct TierAccess {
     cache: Arc<dyn TierCache>,
     clock: Arc<dyn Clock>,
     timings: TierTimings,
-    last_known: Mutex<HashMap<CommunityId, (Timestamp, TierOverrides)>>,
+    last_known: Mutex<HashMap<CommunityId, (Timestamp, Versioned<TierOverrides>)>>,
 }
 
 impl std::fmt::Debug for TierAccess {
@@ -186,21 +192,15 @@ impl TierAccess {
 
     async fn lookup(&self, community: &CommunityId) -> (TierOverrides, OverrideSource) {
         match self.cache.get(community).await {
-            Ok(Some(overrides)) => return (overrides, OverrideSource::Cache),
+            Ok(Some(cached)) => return (cached.value, OverrideSource::Cache),
             Ok(None) => {}
             Err(error) => tracing::warn!(%community, %error, "tier cache read failed"),
         }
         match self.repo.tier_overrides(community).await {
-            Ok(overrides) => {
-                if let Err(error) = self
-                    .cache
-                    .put(community, &overrides, self.timings.cache_ttl)
-                    .await
-                {
-                    tracing::warn!(%community, %error, "tier cache write failed");
-                }
-                self.remember(community, &overrides);
-                (overrides, OverrideSource::Database)
+            Ok(read) => {
+                self.cache_put(community, &read.value, read.version).await;
+                self.remember(community, &read);
+                (read.value, OverrideSource::Database)
             }
             Err(error) => {
                 tracing::warn!(%community, %error, "tier overrides unavailable; falling back");
@@ -212,40 +212,72 @@ impl TierAccess {
         }
     }
 
-    /// Replaces a community's overrides in the database, then drops the
-    /// cached entry so every instance reads the new value.
+    /// Replaces a community's overrides in the database, then caches them
+    /// with the version the database issued, so every instance reads the
+    /// new value and no read that began before the write can put the old
+    /// one back.
     ///
     /// # Errors
     /// [`TierWriteError::Database`]; nothing changed. A cache that cannot
-    /// be invalidated is logged: its entry expires within the cache TTL.
+    /// be written is logged: its entry expires within the cache TTL.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
     pub async fn set_overrides(
         &self,
         community: &CommunityId,
         overrides: &TierOverrides,
     ) -> Result<(), TierWriteError> {
-        self.repo
+        let version = self
+            .repo
             .set_tier_overrides(community, overrides)
             .await
             .map_err(TierWriteError::Database)?;
-        if let Err(error) = self.cache.invalidate(community).await {
-            tracing::warn!(%community, %error, "tier cache not invalidated; it expires within its TTL");
-        }
-        self.remember(community, overrides);
+        self.cache_put(community, overrides, version).await;
+        self.remember(
+            community,
+            &Versioned {
+                value: overrides.clone(),
+                version,
+            },
+        );
         Ok(())
     }
 
-    fn remember(&self, community: &CommunityId, overrides: &TierOverrides) {
-        if let Ok(mut last) = self.last_known.lock() {
-            last.insert(community.clone(), (self.clock.now(), overrides.clone()));
+    async fn cache_put(
+        &self,
+        community: &CommunityId,
+        overrides: &TierOverrides,
+        version: ConfigVersion,
+    ) {
+        if let Err(error) = self
+            .cache
+            .put(community, overrides, version, self.timings.cache_ttl)
+            .await
+        {
+            tracing::warn!(%community, %error, "tier cache write failed; its entry expires within its TTL");
         }
+    }
+
+    /// Keeps what was just read or written as the last known value,
+    /// unless a newer version is kept already (a read that raced a write
+    /// can finish after it).
+    fn remember(&self, community: &CommunityId, seen: &Versioned<TierOverrides>) {
+        let Ok(mut last) = self.last_known.lock() else {
+            return;
+        };
+        if last
+            .get(community)
+            .is_some_and(|(_, held)| held.version > seen.version)
+        {
+            return;
+        }
+        last.insert(community.clone(), (self.clock.now(), seen.clone()));
     }
 
     fn recall(&self, community: &CommunityId) -> Option<TierOverrides> {
         let now = self.clock.now();
         let last = self.last_known.lock().ok()?;
-        let (seen, overrides) = last.get(community)?;
+        let (seen, held) = last.get(community)?;
         let age = now.as_millis().saturating_sub(seen.as_millis());
-        (age < self.timings.last_known_for.as_millis()).then(|| overrides.clone())
+        (age < self.timings.last_known_for.as_millis()).then(|| held.value.clone())
     }
 }

@@ -4,7 +4,8 @@
 use spendgate_domain::CommunityId;
 
 use super::key::Key;
-use super::{MIN_TOKEN_LEN, Origin, SettingsError, invalid};
+use super::tokens::check_secret;
+use super::{Origin, SettingsError, invalid};
 use crate::inbound::cycles::{CyclesKey, UserLevel};
 
 /// Parses `secret=tenant` items: every key names exactly one tenant, and
@@ -22,19 +23,7 @@ pub(super) fn parse_keys(
                 "key #{position}: write it as secret=tenant (each key acts for one tenant)"
             )));
         };
-        if secret.len() < MIN_TOKEN_LEN {
-            return Err(bad(format!(
-                "key #{position}: the secret is shorter than {MIN_TOKEN_LEN} characters"
-            )));
-        }
-        if !secret
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'=' | b'|'))
-        {
-            return Err(bad(format!(
-                "key #{position}: the secret must be printable ASCII without spaces, ',', '=' or '|'"
-            )));
-        }
+        check_secret(secret).map_err(|message| bad(format!("key #{position}: {message}")))?;
         let tenant = CommunityId::parse(tenant.trim())
             .map_err(|e| bad(format!("key #{position}: tenant: {e}")))?;
         if keys.iter().any(|k| k.secret == secret) {

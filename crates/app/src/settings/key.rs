@@ -17,6 +17,10 @@ pub(super) enum Key {
     HttpAllowUnauthenticatedLoopback,
     HttpBodyLimitBytes,
     HttpRequestTimeoutMs,
+    HttpHeaderReadTimeoutMs,
+    HttpIdleTimeoutMs,
+    HttpMaxConnections,
+    HttpMetricsToken,
     WorkersReaperSecs,
     WorkersConfigSyncSecs,
     WorkersFinalizeReplaySecs,
@@ -28,11 +32,13 @@ pub(super) enum Key {
     RedisWaitReplicas,
     RedisWaitTimeoutMs,
     RedisWaitConnections,
+    WorkersReconciliationGiveUp,
+    BudgetFallbackQueueCapacity,
 }
 
 impl Key {
     /// Every key, in the order `spendgate config` prints them.
-    pub(super) const ALL: [Key; 24] = [
+    pub(super) const ALL: [Key; 30] = [
         Key::DatabaseUrl,
         Key::DataFile,
         Key::RedisUrl,
@@ -46,6 +52,10 @@ impl Key {
         Key::HttpAllowUnauthenticatedLoopback,
         Key::HttpBodyLimitBytes,
         Key::HttpRequestTimeoutMs,
+        Key::HttpHeaderReadTimeoutMs,
+        Key::HttpIdleTimeoutMs,
+        Key::HttpMaxConnections,
+        Key::HttpMetricsToken,
         Key::WorkersReaperSecs,
         Key::WorkersConfigSyncSecs,
         Key::WorkersFinalizeReplaySecs,
@@ -57,6 +67,8 @@ impl Key {
         Key::RedisWaitReplicas,
         Key::RedisWaitTimeoutMs,
         Key::RedisWaitConnections,
+        Key::WorkersReconciliationGiveUp,
+        Key::BudgetFallbackQueueCapacity,
     ];
 
     /// The TOML key (dotted inside a section).
@@ -113,6 +125,26 @@ impl Key {
                 "SPENDGATE_HTTP_REQUEST_TIMEOUT_MS",
                 "--request-timeout-ms",
             ),
+            Key::HttpHeaderReadTimeoutMs => (
+                "http.header_read_timeout_ms",
+                "SPENDGATE_HTTP_HEADER_READ_TIMEOUT_MS",
+                "--header-read-timeout-ms",
+            ),
+            Key::HttpIdleTimeoutMs => (
+                "http.idle_timeout_ms",
+                "SPENDGATE_HTTP_IDLE_TIMEOUT_MS",
+                "--idle-timeout-ms",
+            ),
+            Key::HttpMaxConnections => (
+                "http.max_connections",
+                "SPENDGATE_HTTP_MAX_CONNECTIONS",
+                "--max-connections",
+            ),
+            Key::HttpMetricsToken => (
+                "http.metrics_token",
+                "SPENDGATE_HTTP_METRICS_TOKEN",
+                "--metrics-token",
+            ),
             Key::WorkersReaperSecs => (
                 "workers.reaper_secs",
                 "SPENDGATE_WORKERS_REAPER_SECS",
@@ -168,6 +200,16 @@ impl Key {
                 "SPENDGATE_REDIS_WAIT_CONNECTIONS",
                 "--redis-wait-connections",
             ),
+            Key::WorkersReconciliationGiveUp => (
+                "workers.reconciliation_give_up",
+                "SPENDGATE_WORKERS_RECONCILIATION_GIVE_UP",
+                "--reconciliation-give-up",
+            ),
+            Key::BudgetFallbackQueueCapacity => (
+                "budget.fallback_queue_capacity",
+                "SPENDGATE_BUDGET_FALLBACK_QUEUE_CAPACITY",
+                "--fallback-queue-capacity",
+            ),
         }
     }
 
@@ -187,6 +229,9 @@ impl Key {
             Key::HttpAllowUnauthenticatedLoopback => "a boolean",
             Key::HttpBodyLimitBytes
             | Key::HttpRequestTimeoutMs
+            | Key::HttpHeaderReadTimeoutMs
+            | Key::HttpIdleTimeoutMs
+            | Key::HttpMaxConnections
             | Key::WorkersReaperSecs
             | Key::WorkersConfigSyncSecs
             | Key::WorkersFinalizeReplaySecs
@@ -194,7 +239,8 @@ impl Key {
             | Key::WorkersDriftSecs
             | Key::RedisWaitReplicas
             | Key::RedisWaitTimeoutMs
-            | Key::RedisWaitConnections => "an integer",
+            | Key::RedisWaitConnections
+            | Key::BudgetFallbackQueueCapacity => "an integer",
             _ => "a string",
         }
     }
@@ -204,8 +250,9 @@ impl Key {
         Key::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Whether `name` is a TOML section (`[http]`, `[workers]`, `[redis]`).
+    /// Whether `name` is a TOML section (`[http]`, `[workers]`, `[redis]`,
+    /// `[budget]`).
     pub(super) fn is_section(name: &str) -> bool {
-        matches!(name, "http" | "workers" | "redis")
+        matches!(name, "http" | "workers" | "redis" | "budget")
     }
 }

@@ -32,11 +32,17 @@
 //! | `http.allow_unauthenticated_loopback` | `SPENDGATE_ALLOW_UNAUTHENTICATED_LOOPBACK` | `--allow-unauthenticated-loopback` | `false` |
 //! | `http.body_limit_bytes` | `SPENDGATE_HTTP_BODY_LIMIT_BYTES` | `--body-limit-bytes` | `65536` |
 //! | `http.request_timeout_ms` | `SPENDGATE_HTTP_REQUEST_TIMEOUT_MS` | `--request-timeout-ms` | `10000` |
+//! | `http.header_read_timeout_ms` | `SPENDGATE_HTTP_HEADER_READ_TIMEOUT_MS` | `--header-read-timeout-ms` | `10000` |
+//! | `http.idle_timeout_ms` | `SPENDGATE_HTTP_IDLE_TIMEOUT_MS` | `--idle-timeout-ms` | `60000` |
+//! | `http.max_connections` | `SPENDGATE_HTTP_MAX_CONNECTIONS` | `--max-connections` | `1024` |
+//! | `http.metrics_token` | `SPENDGATE_HTTP_METRICS_TOKEN` | `--metrics-token` | none (`/metrics` is open) |
 //! | `workers.reaper_secs` | `SPENDGATE_WORKERS_REAPER_SECS` | `--reaper-secs` | `60` |
 //! | `workers.config_sync_secs` | `SPENDGATE_WORKERS_CONFIG_SYNC_SECS` | `--config-sync-secs` | `300` |
 //! | `workers.finalize_replay_secs` | `SPENDGATE_WORKERS_FINALIZE_REPLAY_SECS` | `--finalize-replay-secs` | `1` |
 //! | `workers.reconciliation_secs` | `SPENDGATE_WORKERS_RECONCILIATION_SECS` | `--reconciliation-secs` | `5` |
 //! | `workers.drift_secs` | `SPENDGATE_WORKERS_DRIFT_SECS` | `--drift-secs` | `300` |
+//! | `workers.reconciliation_give_up` | `SPENDGATE_WORKERS_RECONCILIATION_GIVE_UP` | `--reconciliation-give-up` | `charge-estimate` |
+//! | `budget.fallback_queue_capacity` | `SPENDGATE_BUDGET_FALLBACK_QUEUE_CAPACITY` | `--fallback-queue-capacity` | `100000` |
 //! | `redis.tls_ca_file` | `SPENDGATE_REDIS_TLS_CA_FILE` | `--redis-tls-ca-file` | none (the system's trust store) |
 //! | `redis.tls_cert_file` | `SPENDGATE_REDIS_TLS_CERT_FILE` | `--redis-tls-cert-file` | none |
 //! | `redis.tls_key_file` | `SPENDGATE_REDIS_TLS_KEY_FILE` | `--redis-tls-key-file` | none |
@@ -44,21 +50,30 @@
 //! | `redis.wait_timeout_ms` | `SPENDGATE_REDIS_WAIT_TIMEOUT_MS` | `--redis-wait-timeout-ms` | `100` |
 //! | `redis.wait_connections` | `SPENDGATE_REDIS_WAIT_CONNECTIONS` | `--redis-wait-connections` | `16` |
 //!
-//! A token is `secret` (every community) or `secret=community1|community2`;
-//! the variable takes them comma-separated, the flag repeated. A Cycles key
-//! is `secret=tenant`: each acts for exactly one tenant (community), the
-//! protocol's rule; the user level is the subject level charged as
+//! A token is `[role=]secret[=community1|community2]`, the role
+//! `operator` (configures and spends) or `tenant` (spends and reads):
+//! `operator=secret` acts for every community, `operator=secret=c1|c2` and
+//! `tenant=secret=c1|c2` for those listed. Without a role, as before roles
+//! existed, `secret` is an operator for every community and
+//! `secret=c1|c2` a tenant of those listed. The variable takes tokens
+//! comma-separated, the flag repeated. A Cycles key is `secret=tenant`:
+//! each acts for exactly one tenant (community), the protocol's rule, and
+//! is a tenant's key (no Cycles route changes configuration); the user level is the subject level charged as
 //! spendgate's user (`workspace`, `app`, `workflow`, `agent`, `toolset`).
 //! The `[redis]` keys are TLS files for `rediss://` URLs (a private CA, a
 //! client certificate and key for mutual TLS) and the optional wait for
-//! replicas after each budget write (see [`RedisOptions`]).
+//! replicas after each budget write (see [`RedisOptions`]). The last two
+//! keys say what happens when a part cannot answer for long (see
+//! [`RecoverySettings`]).
 
 mod cycles;
 mod key;
+mod recovery;
 mod redis;
 mod source;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod value;
 
 use std::fmt;
@@ -71,16 +86,21 @@ use spendgate_domain::CommunityId;
 
 use crate::builder::{RedisOptions, WorkerSettings};
 use crate::inbound::cycles::{CyclesKey, UserLevel};
+use crate::inbound::http::{Role, Secret};
+use crate::services::budget::BudgetSettings;
+use crate::workers::ReconciliationSettings;
 use crate::workers::Schedule;
 
 use key::Key;
+pub use recovery::{RecoverySettings, RedactedBudget, give_up_name};
 pub use redis::RedactedRedis;
 pub use source::Origin;
 use source::{Layer, Layers, Raw};
 pub use spendgate_ports::redact_url;
+use tokens::parse_tokens;
 use value::{
     invalid, optional, parse_bind, parse_bool, parse_cluster_urls, parse_data_file,
-    parse_database_url, parse_http_url, parse_redis_url, parse_tokens, positive, sqlite_url,
+    parse_database_url, parse_http_url, parse_redis_url, positive, sqlite_url,
 };
 
 /// The environment variable naming the TOML file.
@@ -93,6 +113,12 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT_BYTES: u64 = 64 * 1024;
 /// How long one request may take by default (10 s).
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How long a client may take to send a request head by default (10 s).
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// How long a kept-alive connection may sit idle by default (60 s).
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+/// How many connections the server keeps open at once by default.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
 /// The shortest API token secret accepted: short secrets are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
 
@@ -181,6 +207,10 @@ pub struct FlagValues {
     pub allow_unauthenticated_loopback: bool,
     pub body_limit_bytes: Option<String>,
     pub request_timeout_ms: Option<String>,
+    pub header_read_timeout_ms: Option<String>,
+    pub idle_timeout_ms: Option<String>,
+    pub max_connections: Option<String>,
+    pub metrics_token: Option<String>,
     pub reaper_secs: Option<String>,
     pub config_sync_secs: Option<String>,
     pub finalize_replay_secs: Option<String>,
@@ -192,6 +222,8 @@ pub struct FlagValues {
     pub redis_wait_replicas: Option<String>,
     pub redis_wait_timeout_ms: Option<String>,
     pub redis_wait_connections: Option<String>,
+    pub reconciliation_give_up: Option<String>,
+    pub fallback_queue_capacity: Option<String>,
 }
 
 impl FlagValues {
@@ -211,6 +243,10 @@ impl FlagValues {
         one(Key::HttpCyclesUserLevel, &self.cycles_user_level);
         one(Key::HttpBodyLimitBytes, &self.body_limit_bytes);
         one(Key::HttpRequestTimeoutMs, &self.request_timeout_ms);
+        one(Key::HttpHeaderReadTimeoutMs, &self.header_read_timeout_ms);
+        one(Key::HttpIdleTimeoutMs, &self.idle_timeout_ms);
+        one(Key::HttpMaxConnections, &self.max_connections);
+        one(Key::HttpMetricsToken, &self.metrics_token);
         one(Key::WorkersReaperSecs, &self.reaper_secs);
         one(Key::WorkersConfigSyncSecs, &self.config_sync_secs);
         one(Key::WorkersFinalizeReplaySecs, &self.finalize_replay_secs);
@@ -222,6 +258,14 @@ impl FlagValues {
         one(Key::RedisWaitReplicas, &self.redis_wait_replicas);
         one(Key::RedisWaitTimeoutMs, &self.redis_wait_timeout_ms);
         one(Key::RedisWaitConnections, &self.redis_wait_connections);
+        one(
+            Key::WorkersReconciliationGiveUp,
+            &self.reconciliation_give_up,
+        );
+        one(
+            Key::BudgetFallbackQueueCapacity,
+            &self.fallback_queue_capacity,
+        );
         if !self.redis_cluster_urls.is_empty() {
             // Each flag may itself be comma-separated.
             let items = self
@@ -290,13 +334,15 @@ impl fmt::Display for LogLevel {
     }
 }
 
-/// An API token of the HTTP API: the secret a client sends, and the
-/// communities it may act for (all when `None`).
+/// An API token of the HTTP API: the secret a client sends, its role, and
+/// the communities it may act for (all when `None`).
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenSetting {
     /// The bearer secret. Never printed: [`fmt::Debug`] and
     /// `spendgate config` show `***`.
     pub secret: String,
+    /// What the token may do.
+    pub role: Role,
     /// The communities the token is limited to; `None` means every one.
     pub communities: Option<Vec<CommunityId>>,
 }
@@ -305,20 +351,21 @@ impl fmt::Debug for TokenSetting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenSetting")
             .field("secret", &"***")
+            .field("role", &self.role)
             .field("communities", &self.communities)
             .finish()
     }
 }
 
 impl TokenSetting {
-    /// `***` or `***=c1|c2`: what the token looks like in printed
-    /// configuration.
+    /// `operator=***`, `operator=***=c1|c2` or `tenant=***=c1|c2`: the
+    /// token as printed configuration shows it, in the explicit syntax.
     pub fn redacted(&self) -> String {
         match &self.communities {
-            None => "***".to_owned(),
+            None => format!("{}=***", self.role),
             Some(list) => {
                 let names: Vec<&str> = list.iter().map(CommunityId::as_str).collect();
-                format!("***={}", names.join("|"))
+                format!("{}=***={}", self.role, names.join("|"))
             }
         }
     }
@@ -342,6 +389,14 @@ pub struct HttpSettings {
     pub body_limit_bytes: u64,
     /// How long one request may take.
     pub request_timeout: Duration,
+    /// How long a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long a kept-alive connection may sit between requests.
+    pub idle_timeout: Duration,
+    /// How many connections are open at once at most.
+    pub max_connections: u32,
+    /// The bearer secret `/metrics` asks for; `None` leaves it open.
+    pub metrics_token: Option<Secret>,
 }
 
 /// How often each background job runs (see [`WorkerSettings`]).
@@ -383,6 +438,9 @@ pub struct Settings {
     pub http: HttpSettings,
     /// The background jobs' intervals.
     pub workers: WorkerIntervals,
+    /// What becomes of dropped calls the provider never reports and of
+    /// settlements while the database is down.
+    pub recovery: RecoverySettings,
 }
 
 impl fmt::Debug for Settings {
@@ -497,7 +555,30 @@ impl Settings {
             Key::HttpRequestTimeoutMs,
             DEFAULT_REQUEST_TIMEOUT_MS,
         )?;
+        let ms = |key, default| positive(layers, key, default).map(Duration::from_millis);
+        let header_read_timeout = ms(Key::HttpHeaderReadTimeoutMs, DEFAULT_HEADER_READ_TIMEOUT_MS)?;
+        let idle_timeout = ms(Key::HttpIdleTimeoutMs, DEFAULT_IDLE_TIMEOUT_MS)?;
+        let max_connections = positive(layers, Key::HttpMaxConnections, DEFAULT_MAX_CONNECTIONS)?;
+        let max_connections = u32::try_from(max_connections).map_err(|_| {
+            let origin = layers
+                .get(Key::HttpMaxConnections)
+                .map_or(Origin::Default, |(_, o)| o);
+            invalid(
+                Key::HttpMaxConnections,
+                origin,
+                format!("{max_connections} is larger than {}", u32::MAX),
+            )
+        })?;
+        let metrics_token = match layers.get(Key::HttpMetricsToken) {
+            Some((raw, origin)) => Some(Secret::new(tokens::parse_secret(
+                Key::HttpMetricsToken,
+                &raw.text(),
+                origin,
+            )?)),
+            None => None,
+        };
         let secs = |key, default| positive(layers, key, default).map(Duration::from_secs);
+        let recovery = recovery::parse(layers)?;
         Ok(Self {
             database_url,
             data_file,
@@ -514,6 +595,10 @@ impl Settings {
                 allow_unauthenticated_loopback,
                 body_limit_bytes,
                 request_timeout: Duration::from_millis(request_timeout_ms),
+                header_read_timeout,
+                idle_timeout,
+                max_connections,
+                metrics_token,
             },
             workers: WorkerIntervals {
                 reaper: secs(Key::WorkersReaperSecs, 60)?,
@@ -522,6 +607,7 @@ impl Settings {
                 reconciliation: secs(Key::WorkersReconciliationSecs, 5)?,
                 drift: secs(Key::WorkersDriftSecs, 300)?,
             },
+            recovery,
         })
     }
 
@@ -564,7 +650,20 @@ impl Settings {
             finalize_replay: Schedule::every(w.finalize_replay),
             reconciliation: Schedule::every(w.reconciliation),
             drift: Schedule::every(w.drift),
+            reconciliation_settings: ReconciliationSettings {
+                on_give_up: self.recovery.reconciliation_give_up,
+                ..ReconciliationSettings::default()
+            },
             ..WorkerSettings::default()
+        }
+    }
+
+    /// The library's budget settings with this configuration's bound on
+    /// the finalize queue's memory fallback.
+    pub fn budget_settings(&self) -> BudgetSettings {
+        BudgetSettings {
+            fallback_queue_capacity: self.recovery.fallback_queue_capacity,
+            ..BudgetSettings::default()
         }
     }
 
@@ -597,6 +696,10 @@ impl Settings {
                 allow_unauthenticated_loopback: self.http.allow_unauthenticated_loopback,
                 body_limit_bytes: self.http.body_limit_bytes,
                 request_timeout_ms: ms(self.http.request_timeout),
+                header_read_timeout_ms: ms(self.http.header_read_timeout),
+                idle_timeout_ms: ms(self.http.idle_timeout),
+                max_connections: self.http.max_connections,
+                metrics_token: self.http.metrics_token.as_ref().map(|_| "***".to_owned()),
             },
             workers: RedactedWorkers {
                 reaper_secs: self.workers.reaper.as_secs(),
@@ -604,8 +707,13 @@ impl Settings {
                 finalize_replay_secs: self.workers.finalize_replay.as_secs(),
                 reconciliation_secs: self.workers.reconciliation.as_secs(),
                 drift_secs: self.workers.drift.as_secs(),
+                reconciliation_give_up: give_up_name(self.recovery.reconciliation_give_up)
+                    .to_owned(),
             },
             redis: RedactedRedis::new(&self.redis),
+            budget: RedactedBudget {
+                fallback_queue_capacity: self.recovery.fallback_queue_capacity,
+            },
         }
     }
 }
@@ -626,6 +734,7 @@ pub struct RedactedSettings {
     pub http: RedactedHttp,
     pub workers: RedactedWorkers,
     pub redis: RedactedRedis,
+    pub budget: RedactedBudget,
 }
 
 /// The `[http]` section of [`RedactedSettings`].
@@ -639,6 +748,11 @@ pub struct RedactedHttp {
     pub allow_unauthenticated_loopback: bool,
     pub body_limit_bytes: u64,
     pub request_timeout_ms: u64,
+    pub header_read_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub max_connections: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 /// The `[workers]` section of [`RedactedSettings`].
@@ -650,4 +764,5 @@ pub struct RedactedWorkers {
     pub finalize_replay_secs: u64,
     pub reconciliation_secs: u64,
     pub drift_secs: u64,
+    pub reconciliation_give_up: String,
 }

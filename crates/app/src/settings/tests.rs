@@ -47,6 +47,48 @@ fn defaults_are_the_embedded_sqlite_file_on_loopback() {
     assert_eq!(s.log_level, None);
     assert!(s.redis_url.is_none() && s.redis_cluster_urls.is_empty());
     assert!(s.http.tokens.is_empty() && !s.http.allow_unauthenticated_loopback);
+    assert_eq!(s.http.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(s.http.idle_timeout, Duration::from_secs(60));
+    assert_eq!(s.http.max_connections, 1024);
+    assert!(s.http.metrics_token.is_none());
+}
+
+#[test]
+fn the_metrics_token_is_read_checked_and_never_printed() {
+    let env = env_of(&[("SPENDGATE_HTTP_METRICS_TOKEN", "scrape-secret-0123456")]);
+    let s = Settings::load(&FlagValues::default(), &env).unwrap();
+    assert_eq!(
+        s.http.metrics_token.as_ref().map(|t| t.expose()),
+        Some("scrape-secret-0123456")
+    );
+    assert_eq!(s.redacted().http.metrics_token.as_deref(), Some("***"));
+    assert!(!format!("{s:?}").contains("scrape-secret"));
+    assert!(
+        !toml::to_string(&s.redacted())
+            .unwrap()
+            .contains("scrape-secret")
+    );
+}
+
+#[test]
+fn connection_bounds_come_from_every_layer_and_print() {
+    let file = file_with("[http]\nheader_read_timeout_ms = 1500\n");
+    let env = env_of(&[("SPENDGATE_HTTP_IDLE_TIMEOUT_MS", "2500")]);
+    let mut flags = flags_with_file(&file);
+    flags.max_connections = Some("64".into());
+    let s = Settings::load(&flags, &env).unwrap();
+    assert_eq!(s.http.header_read_timeout, Duration::from_millis(1500));
+    assert_eq!(s.http.idle_timeout, Duration::from_millis(2500));
+    assert_eq!(s.http.max_connections, 64);
+    let printed = s.redacted().http;
+    assert_eq!(
+        (
+            printed.header_read_timeout_ms,
+            printed.idle_timeout_ms,
+            printed.max_connections
+        ),
+        (1500, 2500, 64)
+    );
 }
 
 #[test]
@@ -261,6 +303,36 @@ fn every_bad_value_is_refused_with_its_setting_named() {
             "99999999999999",
             "http.request_timeout_ms",
         ),
+        (
+            "SPENDGATE_HTTP_HEADER_READ_TIMEOUT_MS",
+            "0",
+            "http.header_read_timeout_ms",
+        ),
+        (
+            "SPENDGATE_HTTP_IDLE_TIMEOUT_MS",
+            "soon",
+            "http.idle_timeout_ms",
+        ),
+        (
+            "SPENDGATE_HTTP_MAX_CONNECTIONS",
+            "4294967296",
+            "http.max_connections",
+        ),
+        (
+            "SPENDGATE_HTTP_MAX_CONNECTIONS",
+            "0",
+            "http.max_connections",
+        ),
+        (
+            "SPENDGATE_HTTP_METRICS_TOKEN",
+            "short",
+            "http.metrics_token",
+        ),
+        (
+            "SPENDGATE_HTTP_METRICS_TOKEN",
+            "has a space 0123456789",
+            "http.metrics_token",
+        ),
         ("SPENDGATE_WORKERS_REAPER_SECS", "0", "workers.reaper_secs"),
         (
             "SPENDGATE_WORKERS_CONFIG_SYNC_SECS",
@@ -416,7 +488,7 @@ fn printed_configuration_hides_secrets() {
         .redacted();
     assert_eq!(r.database_url, "postgres://app:***@db:5432/x");
     assert_eq!(r.redis_url.as_deref(), Some("redis://:***@cache:6379"));
-    assert_eq!(r.http.tokens, ["***", "***=guild-1"]);
+    assert_eq!(r.http.tokens, ["operator=***", "tenant=***=guild-1"]);
     let text = toml::to_string(&r).unwrap();
     assert!(!text.contains("s3cret") && !text.contains("r3dis") && !text.contains(TOKEN));
 }

@@ -4,12 +4,11 @@
 
 use std::net::SocketAddr;
 
-use spendgate_domain::CommunityId;
 use spendgate_ports::redact_url;
 
 use super::key::Key;
 use super::source::{Layers, Raw};
-use super::{MIN_TOKEN_LEN, Origin, SettingsError, TokenSetting};
+use super::{Origin, SettingsError};
 
 pub(super) fn invalid(key: Key, origin: Origin, message: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
@@ -90,8 +89,23 @@ pub(super) fn sqlite_url(data_file: &str) -> String {
     format!("sqlite://{data_file}?mode=rwc")
 }
 
+/// Refuses a URL holding whitespace: [`redact_url`] ends a URL there, so a
+/// password with a space could not be hidden in print. The message does
+/// not quote the URL.
+fn no_whitespace(key: Key, text: &str, origin: &Origin) -> Result<(), SettingsError> {
+    if text.contains(char::is_whitespace) {
+        return Err(invalid(
+            key,
+            origin.clone(),
+            "a URL must not contain whitespace; percent-encode it (a space is %20)",
+        ));
+    }
+    Ok(())
+}
+
 pub(super) fn parse_database_url(text: &str, origin: Origin) -> Result<String, SettingsError> {
     let text = text.trim();
+    no_whitespace(Key::DatabaseUrl, text, &origin)?;
     let known = ["postgres://", "postgresql://", "sqlite:"];
     if known.iter().any(|p| text.starts_with(p)) && text.len() > "sqlite:".len() {
         Ok(text.to_owned())
@@ -112,6 +126,7 @@ pub(super) fn parse_redis_url(
     text: &str,
     origin: Origin,
 ) -> Result<String, SettingsError> {
+    no_whitespace(key, text, &origin)?;
     let known = ["redis://", "rediss://", "redis+unix://", "unix://"];
     match known.iter().find(|p| text.starts_with(*p)) {
         Some(prefix) if text.len() > prefix.len() => Ok(text.to_owned()),
@@ -141,6 +156,7 @@ pub(super) fn parse_http_url(
     text: &str,
     origin: Origin,
 ) -> Result<String, SettingsError> {
+    no_whitespace(key, text, &origin)?;
     let ok = ["http://", "https://"]
         .iter()
         .any(|p| text.len() > p.len() && text.starts_with(p));
@@ -171,52 +187,66 @@ pub(super) fn parse_bind(text: &str, origin: Origin) -> Result<SocketAddr, Setti
     })
 }
 
-pub(super) fn parse_tokens(
-    items: &[String],
-    origin: Origin,
-) -> Result<Vec<TokenSetting>, SettingsError> {
-    let mut tokens: Vec<TokenSetting> = Vec::new();
-    for (index, item) in items.iter().enumerate() {
-        let position = index + 1;
-        let bad = |message: String| invalid(Key::HttpTokens, origin.clone(), message);
-        let (secret, communities) = match item.trim().split_once('=') {
-            Some((secret, list)) => (secret, Some(list)),
-            None => (item.trim(), None),
-        };
-        if secret.len() < MIN_TOKEN_LEN {
-            return Err(bad(format!(
-                "token #{position}: the secret is shorter than {MIN_TOKEN_LEN} characters"
-            )));
-        }
-        if !secret
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b',' | b'=' | b'|'))
-        {
-            return Err(bad(format!(
-                "token #{position}: the secret must be printable ASCII without spaces, ',', '=' or '|'"
-            )));
-        }
-        let communities = match communities {
-            None => None,
-            Some(list) => {
-                let mut ids = Vec::new();
-                for name in list.split('|') {
-                    let id = CommunityId::parse(name.trim())
-                        .map_err(|e| bad(format!("token #{position}: community list: {e}")))?;
-                    ids.push(id);
-                }
-                Some(ids)
-            }
-        };
-        if tokens.iter().any(|t| t.secret == secret) {
-            return Err(bad(format!(
-                "token #{position}: the same secret is configured twice"
-            )));
-        }
-        tokens.push(TokenSetting {
-            secret: secret.to_owned(),
-            communities,
-        });
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::super::{FlagValues, Settings, SettingsError};
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::load(&FlagValues::default(), &move |name| env.get(name).cloned())
     }
-    Ok(tokens)
+
+    #[test]
+    fn printed_configuration_hides_secret_query_parameters_of_every_url() {
+        let settings = load(&[
+            (
+                "SPENDGATE_DATABASE_URL",
+                "postgres://app@db:5432/x?sslmode=require&password=pw-one&sslpassword=pw-two",
+            ),
+            (
+                "SPENDGATE_REDIS_CLUSTER_URLS",
+                "redis://n1:7001?password=pw-three,redis://:pw@four@n2:7002",
+            ),
+            (
+                "SPENDGATE_PROVIDER_USAGE_URL",
+                "https://u:pw-five@provider/v1",
+            ),
+        ])
+        .unwrap();
+        let redacted = settings.redacted();
+        assert_eq!(
+            redacted.database_url,
+            "postgres://app@db:5432/x?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redacted.redis_cluster_urls,
+            ["redis://n1:7001?password=***", "redis://:***@n2:7002"]
+        );
+        let printed = format!("{} {settings:?}", toml::to_string(&redacted).unwrap());
+        for secret in ["pw-one", "pw-two", "pw-three", "four", "pw-five"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+    }
+
+    #[test]
+    fn a_url_holding_whitespace_is_refused_without_quoting_it() {
+        for (key, url) in [
+            ("SPENDGATE_DATABASE_URL", "postgres://app:my secret@db/x"),
+            ("SPENDGATE_REDIS_URL", "redis://:my secret@cache:6379"),
+            ("SPENDGATE_REDIS_CLUSTER_URLS", "redis://:my secret@n1:7001"),
+            (
+                "SPENDGATE_PROVIDER_USAGE_URL",
+                "https://u:my secret@provider/v1",
+            ),
+        ] {
+            let error = load(&[(key, url)]).unwrap_err().to_string();
+            assert!(error.contains("whitespace"), "{error}");
+            assert!(!error.contains("secret"), "{error}");
+        }
+    }
 }

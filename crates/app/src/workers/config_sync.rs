@@ -15,6 +15,13 @@ use crate::services::budget::BudgetService;
 /// lost them, as after a Redis restart) and its whole configuration into
 /// the service's cache. Only what changed since this job's last successful
 /// push is written to the store; the first pass writes everything.
+///
+/// A pass writes what it read at its start, so a budget change or an AI
+/// switch made meanwhile (on any replica) is newer than its snapshot.
+/// Each value carries its row's [`ConfigVersion`](spendgate_domain::ConfigVersion),
+/// and the store ([`BudgetStore::set_limits`]) and the cache keep the
+/// newer of what they hold and what the pass brings: a stale snapshot
+/// changes nothing.
 pub struct ConfigSyncJob {
     config: Arc<dyn ConfigProvider>,
     store: Arc<dyn BudgetStore>,
@@ -89,7 +96,7 @@ impl Job for ConfigSyncJob {
             }
             match self
                 .store
-                .set_limits(&config.community, config.limits)
+                .set_limits(&config.community, config.limits, config.version)
                 .await
             {
                 Ok(()) => {

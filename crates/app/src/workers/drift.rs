@@ -1,15 +1,18 @@
 //! The drift monitor: store counters against the usage log.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use spendgate_domain::{Period, Timestamp};
+use spendgate_domain::{CommunityId, Period, Timestamp};
 use spendgate_ports::{BudgetStore, ConfigProvider, UsageLog};
 
 use super::job::{Job, TickOutcome};
 
 /// Gauge: the store's committed minus the usage log's sum, in micro-USD,
-/// labelled `community`; set only for communities that differ.
+/// labelled `community`; set for communities that differ, and back to 0
+/// by the first pass that finds one of them in agreement again (so an
+/// alert on it clears once the drift is repaired).
 pub const DRIFT: &str = "spendgate_drift_micros";
 
 /// Compares, for every enabled community and the current period, the
@@ -22,6 +25,10 @@ pub struct DriftJob {
     store: Arc<dyn BudgetStore>,
     log: Arc<dyn UsageLog>,
     config: Arc<dyn ConfigProvider>,
+    /// Communities whose gauge this job set to a difference: the ones to
+    /// reset to 0 when they agree again (a gauge for every community in
+    /// agreement would be one series per community for nothing).
+    drifted: Mutex<BTreeSet<CommunityId>>,
 }
 
 impl DriftJob {
@@ -31,7 +38,26 @@ impl DriftJob {
         log: Arc<dyn UsageLog>,
         config: Arc<dyn ConfigProvider>,
     ) -> Self {
-        Self { store, log, config }
+        Self {
+            store,
+            log,
+            config,
+            drifted: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// Records whether `community` drifted in this pass; `true` when it
+    /// agrees again after a pass that found it drifting.
+    fn recovered(&self, community: &CommunityId, drifting: bool) -> bool {
+        // A set of ids cannot be left half-updated: a poisoned lock is
+        // still consistent.
+        let mut drifted = self.drifted.lock().unwrap_or_else(PoisonError::into_inner);
+        if drifting {
+            drifted.insert(community.clone());
+            false
+        } else {
+            drifted.remove(community)
+        }
     }
 }
 
@@ -73,7 +99,12 @@ impl Job for DriftJob {
                 }
             };
             outcome.items += 1;
-            if status.committed != logged {
+            let drifting = status.committed != logged;
+            if self.recovered(c, drifting) {
+                tracing::info!(community = %c, %period, "drift: store and usage log agree again");
+                metrics::gauge!(DRIFT, "community" => c.to_string()).set(0.0);
+            }
+            if drifting {
                 let difference = status.committed.get() - logged.get();
                 tracing::warn!(
                     community = %c,

@@ -21,5 +21,5 @@ pub use finalize_replay::FinalizeReplayJob;
 pub use idempotency_purge::{IdempotencyPurgeJob, IdempotencyPurgeSettings};
 pub use job::{Job, TickOutcome};
 pub use reaper::{ReaperJob, ReaperSettings};
-pub use reconciliation::{ReconciliationJob, ReconciliationSettings};
+pub use reconciliation::{GiveUp, ReconciliationJob, ReconciliationSettings};
 pub use runner::{LeaseConfig, Schedule, ShutdownReport, WorkerHandle, run_once};

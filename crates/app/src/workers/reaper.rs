@@ -189,7 +189,7 @@ impl Job for ReaperJob {
 
 #[cfg(test)]
 mod tests {
-    use spendgate_domain::{CommunityId, Limits, Micros, Reaped, Timestamp};
+    use spendgate_domain::{CommunityId, ConfigVersion, Limits, Micros, Reaped, Timestamp};
     use spendgate_ports::{CommunityConfig, MockBudgetStore, MockConfigProvider, StoreError};
 
     use super::*;
@@ -208,6 +208,7 @@ mod tests {
             ai_enabled: true,
             limits: Limits::new(Micros::from_usd(1)),
             pricing_overrides: Default::default(),
+            version: ConfigVersion::ZERO,
         }
     }
 

@@ -188,7 +188,21 @@ impl WorkerHandle {
         clock: Arc<dyn Clock>,
         lease: Option<LeaseConfig>,
     ) -> Self {
-        let cancel = CancellationToken::new();
+        Self::start_with(jobs, clock, lease, CancellationToken::new())
+    }
+
+    /// Starts one loop per job, stopped when `cancel` fires (or by
+    /// [`WorkerHandle::shutdown`], which cancels it): for jobs built with
+    /// the same token, so a long pass can end early at shutdown.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as `tokio::spawn` does).
+    pub fn start_with(
+        jobs: Vec<(Arc<dyn Job>, Schedule)>,
+        clock: Arc<dyn Clock>,
+        lease: Option<LeaseConfig>,
+        cancel: CancellationToken,
+    ) -> Self {
         let tasks = jobs
             .into_iter()
             .map(|(job, schedule)| {

@@ -4,7 +4,7 @@
 
 use spendgate::ReserveDecision;
 use spendgate::Usage;
-use spendgate::domain::{HoldRef, Micros};
+use spendgate::domain::{HoldRef, Micros, Timestamp};
 
 use crate::support::faults::Step;
 use crate::support::{Env, key, m, user};
@@ -37,7 +37,13 @@ pub async fn dies_after(env: Env, step: Step) {
         (m(400), Micros::ZERO, 0)
     );
     assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(400));
-    assert!(env.log.logged(&c, &hold).await.unwrap().is_some());
+    assert!(
+        env.log
+            .logged(&c, &hold, Timestamp::EPOCH)
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(env.queue.len().await.unwrap(), 0);
     // The dropped guard's hand-over (it never settled) changes nothing
     // that was committed; a reserve of the same key is refused.

@@ -213,6 +213,7 @@ async fn on_mock_store(store: spendgate::ports::MockBudgetStore) -> (Spendgate, 
             ai_enabled: true,
             limits: Limits::new(usd(10)),
             pricing_overrides: Default::default(),
+            version: Default::default(),
         },
     )
     .await

@@ -121,3 +121,72 @@ async fn redis_cluster_instances_share_records() {
     assert_eq!(claim_of(&first, &id).await, Claim::Started);
     assert_eq!(claim_of(&second, &id).await, Claim::Pending);
 }
+
+/// More expired records than a purge pass used to delete (100,000).
+const BACKLOG: i64 = 120_000;
+
+/// Writes `BACKLOG` records expired at 1,000 ms and one live record
+/// (`live-1`, fingerprint `body`), straight into `idempotency_record`
+/// (through the port this would take minutes).
+async fn seed_backlog(url: &str) {
+    use sea_orm::{ConnectionTrait, Database, DbBackend};
+    let db = Database::connect(url).await.unwrap();
+    let fingerprint = match db.get_database_backend() {
+        DbBackend::Postgres => "decode('626f6479', 'hex')",
+        _ => "X'626f6479'",
+    };
+    let insert = |rows: i64, keep_until: i64, prefix: &str| {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+             INSERT INTO idempotency_record (tenant, operation, resource, request_key, \
+             fingerprint, response_status, response_body, keep_until) \
+             SELECT 'acme', 'create', '', '{prefix}' || CAST(i AS TEXT), {fingerprint}, NULL, NULL, \
+             {keep_until} FROM n"
+        )
+    };
+    db.execute_unprepared(&insert(BACKLOG, 1_000, "old-"))
+        .await
+        .unwrap();
+    db.execute_unprepared(&insert(1, 9_000_000_000_000, "live-"))
+        .await
+        .unwrap();
+}
+
+/// One pass of the purge job on `sg`'s records, then a claim of the live
+/// record (still there: `Pending`).
+async fn one_purge_pass_clears(sg: &Spendgate) {
+    use spendgate::workers::{IdempotencyPurgeJob, IdempotencyPurgeSettings, Job};
+    let job = IdempotencyPurgeJob::new(
+        sg.ports().idempotency.clone(),
+        IdempotencyPurgeSettings::default(),
+    );
+    let now = Timestamp::from_millis(1_763_200_000_000).unwrap();
+    let outcome = job.tick(now).await;
+    assert_eq!(
+        (outcome.items, outcome.failures),
+        (u64::try_from(BACKLOG).unwrap(), 0)
+    );
+    assert_eq!(job.tick(now).await.items, 0, "nothing is left to purge");
+    let live = RequestId {
+        key: "live-1".into(),
+        ..request()
+    };
+    assert_eq!(claim_of(sg, &live).await, Claim::Pending);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_purge_pass_clears_a_postgres_backlog_past_the_old_per_pass_cap() {
+    let (_db, url) = PgDb::create().await;
+    let sg = Spendgate::builder().database(&url).build().await.unwrap();
+    seed_backlog(&url).await;
+    one_purge_pass_clears(&sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_purge_pass_clears_a_sqlite_backlog_past_the_old_per_pass_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/spendgate.db?mode=rwc", dir.path().display());
+    let sg = Spendgate::builder().database(&url).build().await.unwrap();
+    seed_backlog(&url).await;
+    one_purge_pass_clears(&sg).await;
+}

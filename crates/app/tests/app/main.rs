@@ -4,11 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod config_sync;
 mod crash;
+mod dead_letters;
 mod facade;
+mod fallback;
 mod idempotency;
 mod memory;
 mod pg_outage;
+mod reconciliation;
 mod redis_lost;
 mod redis_options;
 mod redis_postgres;

@@ -32,15 +32,7 @@ fn outage() -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_unreachable_for_a_minute_loses_and_doubles_no_usage_row() {
     let (db, db_url) = PgDb::create().await;
-    // postgres://[credentials@]host:port/name, with host:port through the proxy.
-    let (scheme, rest) = db_url.split_once("://").unwrap();
-    let (server, name) = rest.split_once('/').unwrap();
-    let (credentials, authority) = match server.rsplit_once('@') {
-        Some((credentials, authority)) => (format!("{credentials}@"), authority),
-        None => (String::new(), server),
-    };
-    let proxy = Proxy::start(authority.to_owned()).await;
-    let proxied = format!("{scheme}://{credentials}127.0.0.1:{}/{name}", proxy.port);
+    let (proxy, proxied) = Proxy::for_url(&db_url).await;
     let ms = |n| Ttl::from_millis(n).unwrap();
     let sg = Spendgate::builder()
         .redis(redis_url())

@@ -3,87 +3,14 @@
 //! community's committed sums, and reserves stay refused until config sync
 //! gives the store its limits back.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use spendgate::domain::{CommunityId, Limits, Micros};
 use spendgate::workers::{ConfigSyncJob, Job};
 use spendgate::{CostBasis, ReserveDecision, ReserveError, Spendgate, Usage};
 
+use crate::support::own_redis::ThrowawayRedis;
 use crate::support::{community, key, m, model, user};
-
-/// A `redis-server` of this test's own on a free loopback port, keeping
-/// nothing on disk.
-struct ThrowawayRedis {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl ThrowawayRedis {
-    async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = tempfile::tempdir().unwrap();
-        let child = spawn(port, &dir);
-        let redis = Self { child, port, dir };
-        redis.wait_ready().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (no shutdown save) and starts an empty one on the
-    /// same port.
-    async fn lose_everything(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.child = spawn(self.port, &self.dir);
-        self.wait_ready().await;
-    }
-
-    async fn wait_ready(&self) {
-        let client = redis::Client::open(self.url()).unwrap();
-        for _ in 0..200 {
-            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                let pong: Result<String, _> = redis::cmd("PING").query_async(&mut conn).await;
-                if pong.is_ok() {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "throw-away redis-server on port {} did not start",
-            self.port
-        );
-    }
-}
-
-fn spawn(port: u16, dir: &tempfile::TempDir) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start redis-server (is it on PATH?): {e}"))
-}
-
-impl Drop for ThrowawayRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn request(c: &CommunityId, k: &str, estimate: Micros) -> spendgate::ReserveRequest {
     let mut request = spendgate::ReserveRequest::tokens(
@@ -190,4 +117,100 @@ async fn redis_data_lost_is_rebuilt_from_the_usage_log_and_reserves_wait_for_con
         };
         hold.cancel().await.unwrap();
     }
+}
+
+/// A spendgate on `redis` and a SQLite file, retrying settlements from
+/// 100 ms, with a community of 1 USD holding 5,000 micro-USD for a call.
+async fn holding(
+    redis: &ThrowawayRedis,
+    db: &tempfile::TempDir,
+    label: &str,
+) -> (Spendgate, CommunityId, spendgate::HoldGuard) {
+    let ms = |n| spendgate::domain::Ttl::from_millis(n).unwrap();
+    let sg = Spendgate::builder()
+        .redis(redis.url())
+        .database(format!(
+            "sqlite:{}/spendgate.db?mode=rwc",
+            db.path().display()
+        ))
+        .settings(spendgate::BudgetSettings {
+            retry: spendgate::Backoff::new(ms(100), ms(500)),
+            ..spendgate::BudgetSettings::default()
+        })
+        .build()
+        .await
+        .unwrap();
+    let c = community(label);
+    sg.budget()
+        .set_budget(&c, Limits::new(m(1_000_000)))
+        .await
+        .unwrap();
+    let ReserveDecision::Reserved(hold) = reserve(&sg, request(&c, "k1", m(5_000))).await.unwrap()
+    else {
+        panic!("expected a hold");
+    };
+    (sg, c, hold)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_finalized_after_a_flush_commits_its_cost_to_its_period_once() {
+    let redis = ThrowawayRedis::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let (sg, c, hold) = holding(&redis, &db, "guard-flush").await;
+    let period = hold.ticket().hold.period;
+    redis.flush().await;
+    let settled = hold.finalize(Usage::cost(m(4_000))).await.unwrap();
+    assert!(
+        matches!(
+            settled,
+            spendgate::Settled::Committed {
+                outcome: spendgate::domain::FinalizeOutcome::CommittedWithoutHold(ref r)
+            } if r.period == period && r.actual == m(4_000)
+        ),
+        "{settled:?}"
+    );
+    assert_eq!(
+        sg.budget()
+            .status(&c, Some(period))
+            .await
+            .unwrap()
+            .committed,
+        m(4_000)
+    );
+    assert_eq!(
+        sg.ports().usage_log.total_cost(&c, period).await.unwrap(),
+        m(4_000)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_finalized_while_redis_is_stopped_is_queued_and_applied_once() {
+    let redis = ThrowawayRedis::start().await;
+    let db = tempfile::tempdir().unwrap();
+    let (sg, c, hold) = holding(&redis, &db, "guard-stop").await;
+    redis.pause();
+    let settled = hold.finalize(Usage::cost(m(4_000))).await.unwrap();
+    assert_eq!(settled, spendgate::Settled::Queued { actual: m(4_000) });
+    redis.resume();
+    let budget = sg.budget();
+    for _ in 0..100 {
+        budget.replay_settlements(100).await.unwrap();
+        if sg.ports().finalize_queue.len().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved, status.holds),
+        (m(4_000), m(0), 0)
+    );
+    assert_eq!(
+        sg.ports()
+            .usage_log
+            .total_cost(&c, status.period)
+            .await
+            .unwrap(),
+        m(4_000)
+    );
 }

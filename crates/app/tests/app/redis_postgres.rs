@@ -41,7 +41,7 @@ async fn env_with_proxy() -> (Env, Arc<Proxy>) {
     (env, proxy)
 }
 
-async fn env() -> Env {
+pub async fn env() -> Env {
     env_with_proxy().await.0
 }
 

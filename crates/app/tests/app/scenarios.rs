@@ -1,9 +1,13 @@
 //! The service's behaviour, one scenario each, run on every backend by
 //! [`crate::service_scenarios!`].
 
-use spendgate::domain::{FinalizeOutcome, HoldRef, Limits, Micros, ModelAlias};
+use spendgate::domain::{
+    ConfigVersion, FinalizeOutcome, HoldRef, Limits, Micros, ModelAlias, Period, Timestamp,
+};
 use spendgate::ports::{CommunityConfig, CostSource};
-use spendgate::{ReserveDecision, ReserveError, Settled, Usage};
+use spendgate::{
+    FinalizeError, KnownHold, ReserveDecision, ReserveError, SettleRequest, Settled, Usage,
+};
 
 use crate::support::{Env, key, m, model, user};
 
@@ -45,7 +49,12 @@ pub async fn estimate_reserve_finalize_commits_the_actual_and_logs_it_once(env: 
         (status.committed, status.reserved, status.holds),
         (m(ACTUAL_1180_412), Micros::ZERO, 0)
     );
-    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    let row = env
+        .log
+        .logged(&c, &hold_ref("k1"), Timestamp::EPOCH)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((row.cost, row.estimate), (m(ACTUAL_1180_412), estimate));
     assert_eq!(row.source, CostSource::Finalize);
     assert_eq!(row.tokens.completion, 412);
@@ -88,6 +97,7 @@ pub async fn disabled_and_unconfigured_communities_are_refused(env: Env) {
             ai_enabled: false,
             limits: Limits::new(Micros::from_usd(10)),
             pricing_overrides: Default::default(),
+            version: ConfigVersion::ZERO,
         })
         .await
         .unwrap();
@@ -149,7 +159,13 @@ pub async fn finalize_while_the_store_is_unreachable_is_queued_and_replayed_once
     let settled = hold.finalize(Usage::cost(m(500))).await.unwrap();
     assert_eq!(settled, Settled::Queued { actual: m(500) });
     assert_eq!(env.queue.len().await.unwrap(), 1);
-    assert!(env.log.logged(&c, &hold_ref("k1")).await.unwrap().is_none());
+    assert!(
+        env.log
+            .logged(&c, &hold_ref("k1"), Timestamp::EPOCH)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Still down: the replay keeps it.
     env.advance_ms(2_000);
@@ -165,7 +181,12 @@ pub async fn finalize_while_the_store_is_unreachable_is_queued_and_replayed_once
 
     let status = budget.status(&c, None).await.unwrap();
     assert_eq!((status.committed, status.reserved), (m(500), Micros::ZERO));
-    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    let row = env
+        .log
+        .logged(&c, &hold_ref("k1"), Timestamp::EPOCH)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.cost, m(500));
     // The caller retries its finalize: nothing more is committed.
     let again = budget.finalize(&ticket, Usage::cost(m(500))).await.unwrap();
@@ -197,7 +218,12 @@ pub async fn usage_log_outage_after_the_commit_is_written_by_the_replay(env: Env
     env.advance_ms(60_000);
     let report = budget.replay_settlements(100).await.unwrap();
     assert_eq!(report.completed, 1);
-    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    let row = env
+        .log
+        .logged(&c, &hold_ref("k1"), Timestamp::EPOCH)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((row.cost, row.estimate), (m(300), m(ESTIMATE_1200_800)));
     let status = budget.status(&c, None).await.unwrap();
     assert_eq!(status.committed, m(300));
@@ -228,7 +254,12 @@ pub async fn finalize_after_the_store_lost_its_data_commits_once_and_logs_once(e
     );
     let status = budget.status(&c, Some(ticket.hold.period)).await.unwrap();
     assert_eq!(status.committed, m(700));
-    let row = env.log.logged(&c, &hold_ref("k1")).await.unwrap().unwrap();
+    let row = env
+        .log
+        .logged(&c, &hold_ref("k1"), Timestamp::EPOCH)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((row.cost, row.estimate), (m(700), m(ESTIMATE_1200_800)));
     assert_eq!(row.source, CostSource::LateFinalize);
 }
@@ -347,6 +378,245 @@ impl Env {
 
 /// Expands to one `#[test]` per scenario, each on a fresh environment from
 /// `$env` (an async fn returning [`Env`]).
+/// 2026-12-01T00:00:00Z, when November's holds are a month behind.
+const DECEMBER_MS: i64 = 1_796_083_200_000;
+
+fn by_ids(env: &Env, c: &spendgate::domain::CommunityId, k: &str, actual: i64) -> SettleRequest {
+    let _ = env;
+    SettleRequest::new(c.clone(), hold_ref(k), Usage::cost(m(actual)))
+}
+
+pub async fn settle_by_ids_while_the_store_is_unreachable_is_queued_and_applied_once(env: Env) {
+    let c = env.community("ids-down", 10).await;
+    let budget = env.sg.budget();
+    env.reserve(env.request(&c, "k1")).await.into_ticket();
+    env.faults.set_store_down(true);
+    let settled = budget.settle(by_ids(&env, &c, "k1", 750)).await.unwrap();
+    assert_eq!(settled, Settled::Queued { actual: m(750) });
+    // A retry while it is queued is answered from the same entry.
+    let again = budget.settle(by_ids(&env, &c, "k1", 750)).await.unwrap();
+    assert_eq!(again, Settled::Queued { actual: m(750) });
+    assert_eq!(env.queue.len().await.unwrap(), 1);
+
+    env.faults.set_store_down(false);
+    env.advance_ms(60_000);
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.completed), (1, 1));
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved, status.holds),
+        (m(750), Micros::ZERO, 0)
+    );
+    assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(750));
+    let replay = budget.settle(by_ids(&env, &c, "k1", 750)).await.unwrap();
+    assert_eq!(
+        replay,
+        Settled::Committed {
+            outcome: FinalizeOutcome::AlreadyFinalized { actual: m(750) }
+        }
+    );
+    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(750));
+}
+
+pub async fn settle_by_ids_of_a_hold_the_store_lost_commits_to_its_period_once(env: Env) {
+    let c = env.community("ids-lost", 10).await;
+    let budget = env.sg.budget();
+    let ticket = env.reserve(env.request(&c, "k1")).await.into_ticket();
+    let november = ticket.hold.period;
+    crate::support::lose_store_data(&env, &c).await;
+    env.clock.set(Timestamp::from_millis(DECEMBER_MS).unwrap());
+    let known = KnownHold {
+        period: Some(november),
+        ..KnownHold::default()
+    };
+    let request = by_ids(&env, &c, "k1", 750).with_known(known);
+    let settled = budget.settle(request.clone()).await.unwrap();
+    let Settled::Committed {
+        outcome: FinalizeOutcome::CommittedWithoutHold(receipt),
+    } = settled
+    else {
+        panic!("expected CommittedWithoutHold, got {settled:?}");
+    };
+    assert_eq!((receipt.actual, receipt.period), (m(750), november));
+    let again = budget.settle(request).await.unwrap();
+    assert_eq!(
+        again,
+        Settled::Committed {
+            outcome: FinalizeOutcome::AlreadyFinalized { actual: m(750) }
+        }
+    );
+    assert_eq!(
+        budget.status(&c, Some(november)).await.unwrap().committed,
+        m(750)
+    );
+    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(0));
+    assert_eq!(env.log.total_cost(&c, november).await.unwrap(), m(750));
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+}
+
+pub async fn settle_by_ids_of_a_lost_hold_without_its_period_charges_the_current_one(env: Env) {
+    let c = env.community("ids-now", 10).await;
+    let budget = env.sg.budget();
+    env.reserve(env.request(&c, "k1")).await.into_ticket();
+    crate::support::lose_store_data(&env, &c).await;
+    env.clock.set(Timestamp::from_millis(DECEMBER_MS).unwrap());
+    budget.settle(by_ids(&env, &c, "k1", 750)).await.unwrap();
+    let december = Period::parse("2026-12").unwrap();
+    assert_eq!(budget.status(&c, None).await.unwrap().period, december);
+    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(750));
+    assert_eq!(env.log.total_cost(&c, december).await.unwrap(), m(750));
+}
+
+pub async fn settle_by_ids_with_another_cost_is_refused_and_changes_nothing(env: Env) {
+    let c = env.community("ids-other", 10).await;
+    let budget = env.sg.budget();
+    env.reserve(env.request(&c, "k1")).await.into_ticket();
+    budget.settle(by_ids(&env, &c, "k1", 300)).await.unwrap();
+    let refused = budget
+        .settle(by_ids(&env, &c, "k1", 400))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused,
+        FinalizeError::SettledOtherwise {
+            first: m(300),
+            asked: m(400)
+        }
+    );
+    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(300));
+}
+
+pub async fn a_release_by_ids_of_an_unknown_hold_writes_nothing(env: Env) {
+    let c = env.community("ids-unknown", 10).await;
+    let budget = env.sg.budget();
+    let refused = budget
+        .settle(SettleRequest::cancel(c.clone(), hold_ref("never")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, FinalizeError::UnknownHold { .. }),
+        "{refused:?}"
+    );
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.holds), (m(0), 0));
+    assert!(
+        env.log
+            .logged(&c, &hold_ref("never"), Timestamp::EPOCH)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+pub async fn token_usage_of_a_lost_hold_needs_its_model(env: Env) {
+    let c = env.community("ids-model", 10).await;
+    let budget = env.sg.budget();
+    env.reserve(env.request(&c, "k1")).await.into_ticket();
+    crate::support::lose_store_data(&env, &c).await;
+    let tokens = SettleRequest::new(c.clone(), hold_ref("k1"), Usage::tokens(1_180, 412));
+    let refused = budget.settle(tokens.clone()).await.unwrap_err();
+    assert_eq!(refused, FinalizeError::ModelUnknown);
+    let known = KnownHold {
+        model: Some(model("cheap")),
+        ..KnownHold::default()
+    };
+    let settled = budget.settle(tokens.with_known(known)).await.unwrap();
+    assert!(
+        matches!(
+            settled,
+            Settled::Committed {
+                outcome: FinalizeOutcome::CommittedWithoutHold(ref r)
+            } if r.actual == m(ACTUAL_1180_412)
+        ),
+        "{settled:?}"
+    );
+}
+
+pub async fn a_key_used_again_after_the_store_forgot_it_is_logged_for_each_use(env: Env) {
+    let c = env.community("reuse", 10).await;
+    let budget = env.sg.budget();
+    let first = env.reserve(env.request(&c, "reuse")).await;
+    first.finalize(Usage::cost(m(300_000))).await.unwrap();
+    // Past the marker's retention the store has forgotten the key.
+    env.advance_ms(25 * 3_600_000);
+    let second = env.reserve(env.request(&c, "reuse")).await;
+    assert!(!second.is_replay());
+    second.finalize(Usage::cost(m(400_000))).await.unwrap();
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(status.committed, m(700_000));
+    assert_eq!(
+        env.log.total_cost(&c, status.period).await.unwrap(),
+        m(700_000)
+    );
+    let report = budget.rebuild(&c, None).await.unwrap();
+    assert_eq!((report.before, report.after), (m(700_000), m(700_000)));
+}
+
+pub async fn two_callers_settling_one_lost_hold_at_once_commit_it_once_and_log_it_once(env: Env) {
+    let c = env.community("ids-race", 10).await;
+    let budget = env.sg.budget();
+    let keys: Vec<String> = (0..20).map(|n| format!("k{n}")).collect();
+    for k in &keys {
+        env.reserve(env.request(&c, k)).await.into_ticket();
+    }
+    crate::support::lose_store_data(&env, &c).await;
+    for k in &keys {
+        let settle = |request: SettleRequest| {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.settle(request).await })
+        };
+        let (ra, rb) = tokio::join!(
+            settle(by_ids(&env, &c, k, 100)),
+            settle(by_ids(&env, &c, k, 100))
+        );
+        ra.unwrap().unwrap();
+        rb.unwrap().unwrap();
+    }
+    env.advance_ms(60_000);
+    budget.replay_settlements(100).await.unwrap();
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!(status.committed, m(2_000));
+    assert_eq!(
+        env.log.total_cost(&c, status.period).await.unwrap(),
+        m(2_000)
+    );
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+}
+
+pub async fn two_callers_settling_one_live_hold_at_once_commit_it_once_and_log_it_once(env: Env) {
+    let c = env.community("ids-live-race", 10).await;
+    let budget = env.sg.budget();
+    for n in 0..20 {
+        let k = format!("k{n}");
+        let ticket = env.reserve(env.request(&c, &k)).await.into_ticket();
+        // Settled after the reserve: a row keyed by the settlement's time
+        // would differ from one keyed by the hold's.
+        env.advance_ms(1);
+        let guard_side = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.finalize(&ticket, Usage::cost(m(100))).await })
+        };
+        let ids_side = {
+            let budget = budget.clone();
+            let request = by_ids(&env, &c, &k, 100);
+            tokio::spawn(async move { budget.settle(request).await })
+        };
+        let (a, b) = tokio::join!(guard_side, ids_side);
+        a.unwrap().unwrap();
+        b.unwrap().unwrap();
+    }
+    env.advance_ms(60_000);
+    budget.replay_settlements(100).await.unwrap();
+    let status = budget.status(&c, None).await.unwrap();
+    assert_eq!((status.committed, status.holds), (m(2_000), 0));
+    assert_eq!(
+        env.log.total_cost(&c, status.period).await.unwrap(),
+        m(2_000)
+    );
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+}
+
 #[macro_export]
 macro_rules! service_scenarios {
     ($env:path; $($name:ident),* $(,)?) => {
@@ -372,6 +642,15 @@ macro_rules! service_scenarios {
             dropped_guard_is_handed_to_reconciliation_not_cancelled,
             heartbeat_keeps_a_long_stream_past_its_ttl,
             replayed_reserve_returns_the_first_hold,
+            settle_by_ids_while_the_store_is_unreachable_is_queued_and_applied_once,
+            settle_by_ids_of_a_hold_the_store_lost_commits_to_its_period_once,
+            settle_by_ids_of_a_lost_hold_without_its_period_charges_the_current_one,
+            settle_by_ids_with_another_cost_is_refused_and_changes_nothing,
+            a_release_by_ids_of_an_unknown_hold_writes_nothing,
+            token_usage_of_a_lost_hold_needs_its_model,
+            a_key_used_again_after_the_store_forgot_it_is_logged_for_each_use,
+            two_callers_settling_one_lost_hold_at_once_commit_it_once_and_log_it_once,
+            two_callers_settling_one_live_hold_at_once_commit_it_once_and_log_it_once,
         );
     };
 }

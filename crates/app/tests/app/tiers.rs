@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use spendgate::domain::{AccessLevel, Tier, TierOverrides, Timestamp};
-use spendgate::ports::{MockTierCache, MockTierOverrideRepo, RepoError};
+use spendgate::domain::{AccessLevel, ConfigVersion, Tier, TierOverrides, Timestamp};
+use spendgate::ports::{MockTierCache, MockTierOverrideRepo, RepoError, Versioned};
 use spendgate::{OverrideSource, TierAccess, TierRefusal, TierTimings};
 use spendgate_adapter_memory::ManualClock;
 
@@ -18,6 +18,13 @@ fn clock() -> Arc<ManualClock> {
 
 fn pro_at_tier_one() -> TierOverrides {
     TierOverrides::from([(Tier::new(1).unwrap(), AccessLevel::Pro)])
+}
+
+fn at(version: i64, value: TierOverrides) -> Versioned<TierOverrides> {
+    Versioned {
+        value,
+        version: ConfigVersion::new(version).unwrap(),
+    }
 }
 
 fn down() -> RepoError {
@@ -54,7 +61,7 @@ async fn a_cache_hit_does_not_read_the_database() {
     let mut cache = MockTierCache::new();
     cache
         .expect_get()
-        .returning(|_| Ok(Some(pro_at_tier_one())));
+        .returning(|_| Ok(Some(at(3, pro_at_tier_one()))));
     let tiers = access(MockTierOverrideRepo::new(), cache, clock());
     let decision = tiers.access_level(&community("t"), 1).await.unwrap();
     assert_eq!(
@@ -70,12 +77,14 @@ async fn a_miss_reads_the_database_and_fills_the_cache_negative_entries_too() {
     cache
         .expect_put()
         .times(1)
-        .withf(|_, overrides, ttl| overrides.is_empty() && ttl.as_millis() == 300_000)
-        .returning(|_, _, _| Ok(()));
+        .withf(|_, overrides, version, ttl| {
+            overrides.is_empty() && version.get() == 4 && ttl.as_millis() == 300_000
+        })
+        .returning(|_, _, _, _| Ok(()));
     let mut repo = MockTierOverrideRepo::new();
     repo.expect_tier_overrides()
         .times(1)
-        .returning(|_| Ok(TierOverrides::new()));
+        .returning(|_| Ok(at(4, TierOverrides::new())));
     let tiers = access(repo, cache, clock());
     let decision = tiers.access_level(&community("t"), 5).await.unwrap();
     assert_eq!(
@@ -88,10 +97,10 @@ async fn a_miss_reads_the_database_and_fills_the_cache_negative_entries_too() {
 async fn cache_down_falls_back_to_the_database() {
     let mut cache = MockTierCache::new();
     cache.expect_get().returning(|_| Err(down()));
-    cache.expect_put().returning(|_, _, _| Err(down()));
+    cache.expect_put().returning(|_, _, _, _| Err(down()));
     let mut repo = MockTierOverrideRepo::new();
     repo.expect_tier_overrides()
-        .returning(|_| Ok(pro_at_tier_one()));
+        .returning(|_| Ok(at(1, pro_at_tier_one())));
     let tiers = access(repo, cache, clock());
     let decision = tiers.access_level(&community("t"), 1).await.unwrap();
     assert_eq!(
@@ -105,12 +114,12 @@ async fn both_down_serve_the_last_value_seen_for_a_short_while_then_the_defaults
     let clock = clock();
     let mut cache = MockTierCache::new();
     cache.expect_get().returning(|_| Err(down()));
-    cache.expect_put().returning(|_, _, _| Ok(()));
+    cache.expect_put().returning(|_, _, _, _| Ok(()));
     let mut repo = MockTierOverrideRepo::new();
     let mut first = true;
     repo.expect_tier_overrides().returning(move |_| {
         if std::mem::take(&mut first) {
-            Ok(pro_at_tier_one())
+            Ok(at(1, pro_at_tier_one()))
         } else {
             Err(down())
         }
@@ -163,18 +172,108 @@ async fn malformed_overrides_are_never_applied_in_part() {
 }
 
 #[tokio::test]
-async fn writing_overrides_invalidates_the_cache() {
+async fn writing_overrides_caches_them_with_the_version_the_database_issued() {
     let mut cache = MockTierCache::new();
-    cache.expect_invalidate().times(1).returning(|_| Ok(()));
+    cache
+        .expect_put()
+        .times(1)
+        .withf(|_, overrides, version, _| *overrides == pro_at_tier_one() && version.get() == 42)
+        .returning(|_, _, _, _| Ok(()));
     let mut repo = MockTierOverrideRepo::new();
     repo.expect_set_tier_overrides()
         .times(1)
-        .returning(|_, _| Ok(()));
+        .returning(|_, _| Ok(ConfigVersion::new(42).unwrap()));
     let tiers = access(repo, cache, clock());
     tiers
         .set_overrides(&community("t"), &pro_at_tier_one())
         .await
         .unwrap();
+}
+
+/// Overrides in memory whose reads of a community can be held: the read
+/// takes its snapshot, then waits until released.
+struct HeldReads {
+    inner: spendgate_adapter_memory::MemoryTierOverrides,
+    read: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    /// Once set, reads fail as in a database outage.
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl spendgate::ports::TierOverrideRepo for HeldReads {
+    async fn tier_overrides(
+        &self,
+        c: &spendgate::domain::CommunityId,
+    ) -> Result<Versioned<TierOverrides>, RepoError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(down());
+        }
+        let snapshot = self.inner.tier_overrides(c).await;
+        self.read.notify_one();
+        self.release.notified().await;
+        snapshot
+    }
+
+    async fn set_tier_overrides(
+        &self,
+        c: &spendgate::domain::CommunityId,
+        overrides: &TierOverrides,
+    ) -> Result<ConfigVersion, RepoError> {
+        self.inner.set_tier_overrides(c, overrides).await
+    }
+}
+
+#[tokio::test]
+async fn a_read_that_raced_a_write_does_not_put_the_old_overrides_back_in_the_cache() {
+    let clock = clock();
+    let repo = Arc::new(HeldReads {
+        inner: spendgate_adapter_memory::MemoryTierOverrides::with_clock(clock.clone()),
+        read: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let c = community("t");
+    repo.inner.set(c.clone(), TierOverrides::new()).unwrap();
+    let timings = TierTimings {
+        cache_ttl: spendgate::domain::Ttl::from_millis(1_000).unwrap(),
+        last_known_for: spendgate::domain::Ttl::from_millis(60_000).unwrap(),
+    };
+    let tiers = Arc::new(TierAccess::new(
+        repo.clone(),
+        Arc::new(spendgate_adapter_memory::MemoryTierCache::new(
+            clock.clone(),
+        )),
+        clock.clone(),
+        timings,
+    ));
+    // A reserve misses the cache and reads the database (no overrides)...
+    let reader = {
+        let (tiers, c) = (tiers.clone(), c.clone());
+        tokio::spawn(async move { tiers.access_level(&c, 1).await })
+    };
+    repo.read.notified().await;
+    // ...an operator gives tier 1 `pro` meanwhile...
+    tiers.set_overrides(&c, &pro_at_tier_one()).await.unwrap();
+    // ...and the reader caches what it read only then.
+    repo.release.notify_one();
+    let raced = reader.await.unwrap().unwrap();
+    assert_eq!(raced.level, AccessLevel::Free, "it answers with its read");
+    let next = tiers.access_level(&c, 1).await.unwrap();
+    assert_eq!(
+        (next.level, next.source),
+        (AccessLevel::Pro, OverrideSource::Cache),
+        "the cache keeps the newer overrides"
+    );
+    // So does the last known value, served once the cache entry expired
+    // and the database is down.
+    clock.advance(2_000).unwrap();
+    repo.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let recalled = tiers.access_level(&c, 1).await.unwrap();
+    assert_eq!(
+        (recalled.level, recalled.source),
+        (AccessLevel::Pro, OverrideSource::LastKnown)
+    );
 }
 
 #[tokio::test]

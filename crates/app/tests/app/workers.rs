@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use spendgate::domain::{Micros, Timestamp, TokenCounts, Ttl};
 use spendgate::ports::{Clock, CostSource, ProviderUsage};
 use spendgate::workers::{
-    ConfigSyncJob, DriftJob, FinalizeReplayJob, Job, LeaseConfig, ReaperJob, ReconciliationJob,
-    ReconciliationSettings, Schedule, TickOutcome, WorkerHandle,
+    ConfigSyncJob, DriftJob, FinalizeReplayJob, GiveUp, Job, LeaseConfig, ReaperJob,
+    ReconciliationJob, ReconciliationSettings, Schedule, TickOutcome, WorkerHandle,
 };
 use spendgate::{ReserveError, Usage};
 use spendgate_adapter_memory::{ManualClock, MemoryLease};
@@ -134,11 +134,12 @@ async fn reconciliation_finalizes_a_dropped_call_with_the_providers_cost() {
     let c = env.community("reconcile", 10).await;
     let hold = env.reserve(env.request(&c, "k1")).await;
     let key = hold.ticket().hold.key.clone();
+    let call = hold.call_id();
     drop(hold);
     assert_eq!(env.handovers(1).await.len(), 1);
     env.provider
         .record(
-            key.clone(),
+            call,
             ProviderUsage {
                 cost: m(480),
                 model: "cheap".into(),
@@ -166,18 +167,32 @@ async fn reconciliation_finalizes_a_dropped_call_with_the_providers_cost() {
         user: crate::support::user("alice"),
         key,
     };
-    let row = env.log.logged(&c, &hold_ref).await.unwrap().unwrap();
+    let row = env
+        .log
+        .logged(&c, &hold_ref, Timestamp::EPOCH)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.source, CostSource::Reconciliation);
     assert!(env.reconciliation.items().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconciliation_gives_up_after_three_tries_and_leaves_the_hold_to_the_reaper() {
+async fn reconciliation_set_to_release_gives_up_after_three_tries_and_leaves_the_hold_to_the_reaper()
+ {
     let env = memory().await;
     let c = env.community("give-up", 10).await;
     drop(env.reserve(env.request(&c, "k1")).await);
     assert_eq!(env.handovers(1).await.len(), 1);
-    let job = reconciliation(&env);
+    let job = ReconciliationJob::new(
+        env.reconciliation.clone(),
+        env.provider.clone(),
+        env.sg.budget().clone(),
+        ReconciliationSettings {
+            on_give_up: GiveUp::Release,
+            ..ReconciliationSettings::default()
+        },
+    );
     env.advance_ms(30_000);
     for wait in [10_000, 20_000, 0] {
         assert_eq!(job.tick(now(&env)).await.failures, 1);
@@ -232,6 +247,72 @@ async fn drift_monitor_reports_a_cost_the_usage_log_lacks() {
             failures: 1
         }
     );
+}
+
+/// The drift gauge's value for `community` in `snapshot`, if set.
+fn drift_gauge(
+    snapshot: &metrics_util::debugging::Snapshotter,
+    community: &spendgate::domain::CommunityId,
+) -> Option<f64> {
+    snapshot
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == spendgate::workers::drift::DRIFT)
+        .filter(|(key, ..)| {
+            key.key()
+                .labels()
+                .any(|l| l.key() == "community" && l.value() == community.as_str())
+        })
+        .find_map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Gauge(g) => Some(g.into_inner()),
+            _ => None,
+        })
+}
+
+#[test]
+fn the_drift_gauge_returns_to_zero_once_store_and_log_agree_again() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let env = memory().await;
+            let c = env.community("drift-reset", 10).await;
+            let ports = env.sg.ports();
+            let job = DriftJob::new(
+                ports.store.clone(),
+                ports.usage_log.clone(),
+                ports.config.clone(),
+            );
+            job.tick(now(&env)).await;
+            assert_eq!(drift_gauge(&snapshotter, &c), None, "no drift, no series");
+            let commit = spendgate::domain::UnheldCommit {
+                user: crate::support::user("mallory"),
+                key: crate::support::key("k9"),
+                actual: m(5),
+                period: spendgate::domain::Period::containing(now(&env)).unwrap(),
+                model: crate::support::model("cheap"),
+            };
+            ports
+                .store
+                .commit_unheld(&c, &commit, now(&env))
+                .await
+                .unwrap();
+            assert_eq!(job.tick(now(&env)).await.failures, 1);
+            assert_eq!(drift_gauge(&snapshotter, &c), Some(5.0));
+            // Reading a snapshot zeroes the debugging recorder's gauges:
+            // the next drifting pass sets the difference again.
+            assert_eq!(job.tick(now(&env)).await.failures, 1);
+            // Repaired: the store's sums are the log's again.
+            env.sg.budget().rebuild(&c, None).await.unwrap();
+            assert_eq!(job.tick(now(&env)).await.failures, 0);
+            assert_eq!(drift_gauge(&snapshotter, &c), Some(0.0));
+        });
+    });
 }
 
 /// A job that records how many of its passes overlap.

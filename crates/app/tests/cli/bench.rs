@@ -88,6 +88,26 @@ async fn bench_against_a_server_nobody_listens_on_exits_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_against_a_server_nobody_listens_on_prints_no_secret_of_its_url() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    for url in [
+        format!("http://bench:url-secret@127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}/?token=url-secret"),
+    ] {
+        let run = Sandbox::new()
+            .with_progress()
+            .run(&["bench", "--url", &url, "--duration-secs", "1"])
+            .await;
+        assert_eq!(run.exit, Exit::Unavailable, "stderr: {}", run.err);
+        let printed = format!("{}{}", run.out, run.err);
+        assert!(printed.contains("***"), "{printed}");
+        assert!(!printed.contains("url-secret"), "{printed}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_runs_cycles_lifecycles_against_a_server() {
     let app = Spendgate::builder().build().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

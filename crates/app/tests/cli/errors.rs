@@ -5,12 +5,10 @@ use crate::support::Sandbox;
 use spendgate::inbound::cli::Exit;
 
 #[tokio::test]
-async fn finalize_of_an_unknown_hold_exits_5() {
+async fn cancel_of_an_unknown_hold_exits_5() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
-    let run = s
-        .run(&["finalize", "guild-1", "alice", "never", "--actual-usd", "1"])
-        .await;
+    let run = s.run(&["cancel", "guild-1", "alice", "never"]).await;
     assert_eq!(run.exit, Exit::NotFound);
     assert_eq!(run.exit.code(), 5);
     assert!(
@@ -19,6 +17,54 @@ async fn finalize_of_an_unknown_hold_exits_5() {
         "{}",
         run.err
     );
+}
+
+#[tokio::test]
+async fn finalize_of_an_unknown_hold_commits_the_cost_without_it_once() {
+    let s = Sandbox::new();
+    s.budget("guild-1", "10").await;
+    let s = &s;
+    let finalize = || {
+        s.run(&[
+            "finalize",
+            "guild-1",
+            "alice",
+            "lost",
+            "--actual-usd",
+            "0.75",
+            "--json",
+        ])
+    };
+    let first = finalize().await.ok_json();
+    assert_eq!(first["result"], "committed_without_hold");
+    let again = finalize().await.ok_json();
+    assert_eq!(again["result"], "already_finalized");
+    assert_eq!(s.status("guild-1").await["committed_usd"], "0.75");
+}
+
+#[tokio::test]
+async fn finalize_of_an_unknown_hold_by_tokens_without_the_model_exits_2() {
+    let s = Sandbox::new();
+    s.budget("guild-1", "10").await;
+    let run = s
+        .run(&[
+            "finalize",
+            "guild-1",
+            "alice",
+            "lost",
+            "--prompt-tokens",
+            "10",
+            "--completion-tokens",
+            "10",
+        ])
+        .await;
+    assert_eq!(run.exit, Exit::Usage, "{}", run.err);
+    assert!(
+        run.err.contains("give the model or the cost"),
+        "{}",
+        run.err
+    );
+    assert_eq!(s.status("guild-1").await["committed_usd"], "0");
 }
 
 #[tokio::test]

@@ -80,35 +80,34 @@ async fn finalize_by_token_counts_prices_them_with_the_model() {
 }
 
 #[tokio::test]
-async fn finalize_twice_reports_the_first_cost_and_changes_nothing() {
+async fn finalize_again_with_another_cost_exits_2_and_changes_nothing() {
     let s = Sandbox::new();
     s.budget("guild-1", "10").await;
     s.reserve_usd("guild-1", "alice", "k1", "1").await.ok_json();
-    s.run(&[
-        "finalize",
-        "guild-1",
-        "alice",
-        "k1",
-        "--actual-usd",
-        "0.5",
-        "--json",
-    ])
-    .await
-    .ok_json();
-    let again = s
-        .run(&[
+    let s = &s;
+    let finalize = |usd: &'static str| async move {
+        s.run(&[
             "finalize",
             "guild-1",
             "alice",
             "k1",
             "--actual-usd",
-            "0.9",
+            usd,
             "--json",
         ])
         .await
-        .ok_json();
-    assert_eq!(again["result"], "already_finalized");
-    assert_eq!(again["actual_usd"], "0.5");
+    };
+    finalize("0.5").await.ok_json();
+    let same = finalize("0.5").await.ok_json();
+    assert_eq!(same["result"], "already_finalized");
+    assert_eq!(same["actual_usd"], "0.5");
+    let other = finalize("0.9").await;
+    assert_eq!(other.exit, Exit::Usage, "{}", other.err);
+    assert!(
+        other.err.contains("already settled with 0.5"),
+        "{}",
+        other.err
+    );
     assert_eq!(s.status("guild-1").await["committed_usd"], "0.5");
 }
 

@@ -8,9 +8,17 @@ mod support;
 
 mod bench;
 mod budget;
+mod call_id;
 mod config;
+mod dead_letters;
 mod errors;
 mod holds;
 mod maintenance;
 mod migrate;
+mod outages;
+#[path = "../app/support/own_redis.rs"]
+mod own_redis;
 mod serve;
+#[path = "../app/support/servers.rs"]
+#[allow(dead_code)] // the Redis helpers serve the other test binaries
+mod servers;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Sandbox {
     dir: tempfile::TempDir,
     env: HashMap<String, String>,
+    progress: bool,
 }
 
 /// What one command printed and how it ended.
@@ -50,7 +51,14 @@ impl Sandbox {
         Self {
             dir: tempfile::tempdir().unwrap(),
             env: HashMap::new(),
+            progress: false,
         }
+    }
+
+    /// Commands print their progress lines on stderr, as on a terminal.
+    pub fn with_progress(mut self) -> Self {
+        self.progress = true;
+        self
     }
 
     /// Sets a variable of the fake environment.
@@ -81,7 +89,7 @@ impl Sandbox {
             let mut console = Console {
                 out: &mut out,
                 err: &mut err,
-                progress: false,
+                progress: self.progress,
                 env: &env,
                 install_logging: false,
             };
@@ -104,7 +112,7 @@ impl Sandbox {
             let mut console = Console {
                 out: &mut out,
                 err: &mut err,
-                progress: false,
+                progress: self.progress,
                 env: &env,
                 install_logging: false,
             };

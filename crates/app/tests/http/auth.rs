@@ -1,11 +1,9 @@
 //! Bearer tokens: missing or wrong is 401, a token scoped to other
 //! communities is 403, and no token configured means no auth.
 
-use std::collections::BTreeSet;
-
 use serde_json::json;
 use spendgate::domain::CommunityId;
-use spendgate::inbound::http::ApiToken;
+use spendgate::inbound::http::{ApiToken, HttpOptions, Secret};
 
 use crate::support::{Backend, Server, admin, community, options};
 
@@ -14,10 +12,7 @@ const TENANT: &str = "tenant-token-abcdef";
 async fn scoped(backend: Backend) -> (Server, String, String) {
     let mine = community("mine");
     let theirs = community("theirs");
-    let tenant = ApiToken {
-        secret: TENANT.to_owned(),
-        communities: Some(BTreeSet::from([CommunityId::parse(mine.as_str()).unwrap()])),
-    };
+    let tenant = ApiToken::tenant(TENANT, [CommunityId::parse(mine.as_str()).unwrap()]);
     let s = Server::start_with(backend, options(vec![admin(), tenant])).await;
     for c in [&mine, &theirs] {
         s.put(format!("/api/v1/communities/{c}/budget"))
@@ -111,6 +106,33 @@ async fn a_community_scoped_token_acts_on_its_community_only() {
 async fn health_metrics_and_openapi_need_no_token() {
     let s = Server::start(Backend::Memory).await;
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        assert_eq!(s.get(path).token(None).send().await.status, 200, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_metrics_token_when_one_is_set() {
+    const SCRAPER: &str = "scrape-secret-0123456";
+    let options = HttpOptions {
+        metrics_token: Some(Secret::new(SCRAPER)),
+        ..options(vec![admin()])
+    };
+    let s = Server::start_with(Backend::Memory, options).await;
+    for presented in [
+        None,
+        Some(crate::support::ADMIN),
+        Some("scrape-secret-012345"),
+    ] {
+        s.get("/metrics")
+            .token(presented)
+            .send()
+            .await
+            .assert_problem(401, "unauthorized");
+    }
+    let r = s.get("/metrics").token(Some(SCRAPER)).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.content_type().starts_with("text/plain"));
+    for path in ["/healthz", "/readyz", "/openapi.json"] {
         assert_eq!(s.get(path).token(None).send().await.status, 200, "{path}");
     }
 }

@@ -335,7 +335,7 @@ async fn client_errors(env: Env) {
         .unwrap_err();
     assert_eq!(error.status(), Some(401));
     assert_eq!(error.error_code(), Some(ErrorCode::Unauthorized));
-    // Another tenant's reservation.
+    // Another tenant's reservation: as unknown as one never made.
     let created = env
         .client
         .create_reservation(&env.create("t1", 100, 60_000))
@@ -343,8 +343,8 @@ async fn client_errors(env: Env) {
         .unwrap();
     let id = created.reservation_id.unwrap();
     let error = env.other_client.get_reservation(&id).await.unwrap_err();
-    assert_eq!(error.status(), Some(403));
-    assert_eq!(error.error_code(), Some(ErrorCode::Forbidden));
+    assert_eq!(error.status(), Some(404));
+    assert_eq!(error.error_code(), Some(ErrorCode::NotFound));
     let commit = CommitRequest::builder()
         .actual(Amount::usd_microcents(100))
         .build();
@@ -353,7 +353,7 @@ async fn client_errors(env: Env) {
         .commit_reservation(&id, &commit)
         .await
         .unwrap_err();
-    assert_eq!(error.status(), Some(403));
+    assert_eq!(error.status(), Some(404));
     // Naming another tenant in the subject.
     let mut foreign = env.create("t2", 100, 60_000);
     foreign.subject.tenant = Some(env.other.clone());

@@ -27,8 +27,8 @@ on_every_backend!(
     a_body_over_the_limit_is_413,
     a_reserve_while_the_store_is_down_is_503_with_retry_after,
     an_unknown_route_is_404_and_a_wrong_method_405,
-    an_unknown_hold_is_404_on_every_hold_route,
-    a_settle_while_the_store_is_down_is_503_and_a_budget_change_is_202_not_applied,
+    a_finalize_of_a_hold_the_store_does_not_know_commits_without_it_and_the_rest_is_404,
+    a_settle_while_the_store_is_down_is_202_queued_and_a_budget_change_is_202_not_applied,
     extend_of_a_settled_hold_is_409_not_live,
 );
 
@@ -110,21 +110,24 @@ async fn a_community_with_ai_disabled_is_403_ai_disabled(s: Server) {
         ai_enabled: false,
         limits: spendgate::domain::Limits::new(spendgate::domain::Micros::from_usd(10)),
         pricing_overrides: Default::default(),
+        version: Default::default(),
     };
     s.sg.budget().configure(&config).await.unwrap();
     s.reserve(&c, "k").await.assert_problem(403, "ai-disabled");
     assert_eq!(s.budget(&c).await["holds"], 0);
 }
 
-async fn an_unknown_hold_is_404_on_every_hold_route(s: Server) {
+async fn a_finalize_of_a_hold_the_store_does_not_know_commits_without_it_and_the_rest_is_404(
+    s: Server,
+) {
     let c = s.community("unknown", 10).await;
     let base = format!("/api/v1/communities/{c}/reservations/alice/nope");
     s.get(base.clone())
         .send()
         .await
         .assert_problem(404, "unknown-hold");
+    // Nothing is held and nothing is to be charged: 404, nothing written.
     for (action, body) in [
-        ("finalize", json!({"actual_micros": 1})),
         ("cancel", json!({})),
         ("extend", json!({"ttl_ms": 1000})),
         ("hand-over", json!({})),
@@ -138,6 +141,30 @@ async fn an_unknown_hold_is_404_on_every_hold_route(s: Server) {
         r.assert_problem(404, "unknown-hold");
     }
     assert_eq!(s.budget(&c).await["committed_micros"], 0);
+    // A cost is money spent: the store may have lost the hold, so it is
+    // committed without one, once.
+    let finalize = || async {
+        s.post(format!("{base}/finalize"))
+            .key("nope")
+            .json(json!({"actual_micros": 1}))
+            .send()
+            .await
+    };
+    let r = finalize().await;
+    assert_eq!(
+        (r.status, r.json["result"].as_str()),
+        (200, Some("committed_without_hold")),
+        "{}",
+        r.text
+    );
+    let again = finalize().await;
+    assert_eq!(
+        (again.status, again.json["result"].as_str()),
+        (200, Some("already_finalized")),
+        "{}",
+        again.text
+    );
+    assert_eq!(s.budget(&c).await["committed_micros"], 1);
 }
 
 async fn malformed_json_is_400(s: Server) {
@@ -410,31 +437,48 @@ async fn a_reserve_while_the_store_is_down_is_503_with_retry_after(s: Server) {
     assert_eq!(s.reserve(&c, "k1").await.status, 201);
 }
 
-async fn a_settle_while_the_store_is_down_is_503_and_a_budget_change_is_202_not_applied(s: Server) {
+async fn a_settle_while_the_store_is_down_is_202_queued_and_a_budget_change_is_202_not_applied(
+    s: Server,
+) {
     let c = s.community("queued", 10).await;
     s.reserve(&c, "k1").await;
-    // The hold is looked up first: with the store down that is a 503, and
-    // the caller retries.
+    // Settled by ids, never after a look-up: the settlement is kept and
+    // the answer says so.
     s.store.down.store(true, Ordering::SeqCst);
-    let r = s
-        .post(format!(
+    let finalize = || async {
+        s.post(format!(
             "/api/v1/communities/{c}/reservations/alice/k1/finalize"
         ))
         .key("k1")
         .json(json!({"actual_micros": 400}))
         .send()
-        .await;
-    r.assert_problem(503, "unavailable");
+        .await
+    };
+    let r = finalize().await;
+    assert_eq!(
+        (
+            r.status,
+            r.json["result"].as_str(),
+            r.json["actual_micros"].as_i64()
+        ),
+        (202, Some("queued"), Some(400)),
+        "{}",
+        r.text
+    );
+    assert_eq!(s.sg.ports().finalize_queue.len().await.unwrap(), 1);
     s.store.down.store(false, Ordering::SeqCst);
-    let r = s
-        .post(format!(
-            "/api/v1/communities/{c}/reservations/alice/k1/finalize"
-        ))
-        .key("k1")
-        .json(json!({"actual_micros": 400}))
-        .send()
-        .await;
+    let r = finalize().await;
     assert_eq!(r.status, 200, "{}", r.text);
+    let report = s.sg.budget().replay_settlements(100).await.unwrap();
+    assert_eq!(report.claimed, 0, "not due yet: {report:?}");
+    let budget = s.budget(&c).await;
+    assert_eq!(
+        (
+            budget["committed_micros"].as_i64(),
+            budget["holds"].as_i64()
+        ),
+        (Some(400), Some(0))
+    );
     // A budget saved while the store is down is saved, not yet applied.
     s.store.down.store(true, Ordering::SeqCst);
     let r = s

@@ -20,6 +20,7 @@ on_every_backend!(
     cancel_releases_the_estimate_and_commits_nothing,
     extend_pushes_the_expiry_out,
     hand_over_answers_202_and_leaves_the_hold_to_reconciliation,
+    hand_over_without_a_provider_is_409_and_leaves_the_hold,
     lookup_reports_held_then_finalized,
     finalize_replayed_answers_the_first_actual,
     finalize_replayed_with_another_actual_is_409,
@@ -180,6 +181,19 @@ async fn extend_pushes_the_expiry_out(s: Server) {
         looked.json["hold"]["expires_at_ms"],
         r.json["expires_at_ms"]
     );
+}
+
+async fn hand_over_without_a_provider_is_409_and_leaves_the_hold(s: Server) {
+    let s = Server::start_without_provider(s.backend).await;
+    let c = s.community("no-provider", 10).await;
+    s.reserve(&c, "k1").await;
+    s.post(format!("{}/hand-over", hold(&c, "k1")))
+        .key("k1")
+        .send()
+        .await
+        .assert_problem(409, "no-usage-source");
+    assert_eq!(s.sg.ports().reconciliation.len().await.unwrap(), 0);
+    assert_eq!(s.budget(&c).await["holds"], 1);
 }
 
 async fn hand_over_answers_202_and_leaves_the_hold_to_reconciliation(s: Server) {

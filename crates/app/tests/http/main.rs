@@ -5,13 +5,24 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod auth;
+mod call_id;
+mod connections;
 mod cycles;
+mod cycles_tenancy;
 mod cycles_wire;
+mod dead_letters;
 mod errors;
 mod lifecycle;
+mod loopback;
 mod openapi;
 mod ops;
+mod outages;
+#[path = "../app/support/own_redis.rs"]
+mod own_redis;
 mod properties;
+#[path = "../app/support/proxy.rs"]
+mod proxy;
+mod roles;
 #[path = "../app/support/servers.rs"]
 mod servers;
 mod settings;

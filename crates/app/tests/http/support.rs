@@ -12,12 +12,12 @@ use reqwest::Method;
 use serde_json::Value;
 use spendgate::Spendgate;
 use spendgate::domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Limits, Micros, Period,
-    Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
+    CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Limits, Micros,
+    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate::inbound::http::{ApiToken, HttpOptions, serve};
 use spendgate::ports::{BudgetStatus, BudgetStore, StoreError};
-use spendgate_adapter_memory::MemoryBudgetStore;
+use spendgate_adapter_memory::{MemoryBudgetStore, MemoryUsageSource};
 
 use crate::servers::{PgDb, redis_cluster_urls, redis_url};
 use tokio::task::JoinHandle;
@@ -156,9 +156,14 @@ impl BudgetStore for SwitchStore {
         self.gate().await?;
         self.inner.status(c, p).await
     }
-    async fn set_limits(&self, c: &CommunityId, l: Limits) -> Result<(), StoreError> {
+    async fn set_limits(
+        &self,
+        c: &CommunityId,
+        l: Limits,
+        v: ConfigVersion,
+    ) -> Result<(), StoreError> {
         self.gate().await?;
-        self.inner.set_limits(c, l).await
+        self.inner.set_limits(c, l, v).await
     }
 }
 
@@ -269,6 +274,7 @@ impl Call<'_> {
 
 /// A running server and what the test needs to drive it.
 pub struct Server {
+    pub backend: Backend,
     pub sg: Spendgate,
     pub store: Arc<SwitchStore>,
     pub base: String,
@@ -287,6 +293,16 @@ impl Server {
     }
 
     pub async fn start_with(backend: Backend, options: HttpOptions) -> Self {
+        Self::launch(backend, options, true).await
+    }
+
+    /// Served as [`Server::start`], with no provider usage source: nothing
+    /// reconciles a handed-over hold.
+    pub async fn start_without_provider(backend: Backend) -> Self {
+        Self::launch(backend, options(vec![admin()]), false).await
+    }
+
+    async fn launch(backend: Backend, options: HttpOptions, provider: bool) -> Self {
         let (base, keep): (Spendgate, Box<dyn std::any::Any + Send + Sync>) = match backend {
             Backend::Memory => (Spendgate::builder().build().await.unwrap(), Box::new(())),
             Backend::Sqlite => {
@@ -316,6 +332,39 @@ impl Server {
                 (sg, Box::new(db))
             }
         };
+        Self::serve_over(backend, base, keep, options, provider).await
+    }
+
+    /// Served over a spendgate on the Redis at `redis` and the database at
+    /// `database` (servers of the test's own, to flush, pause or cut), with
+    /// a provider usage source; `keep` lives as long as the server.
+    pub async fn on(
+        redis: &str,
+        database: &str,
+        options: HttpOptions,
+        keep: Box<dyn std::any::Any + Send + Sync>,
+    ) -> Self {
+        let ms = |n| spendgate::domain::Ttl::from_millis(n).unwrap();
+        let base = Spendgate::builder()
+            .redis(redis)
+            .database(database)
+            .settings(spendgate::BudgetSettings {
+                retry: spendgate::Backoff::new(ms(100), ms(1_000)),
+                ..spendgate::BudgetSettings::default()
+            })
+            .build()
+            .await
+            .unwrap();
+        Self::serve_over(Backend::RedisPostgres, base, keep, options, true).await
+    }
+
+    async fn serve_over(
+        backend: Backend,
+        base: Spendgate,
+        keep: Box<dyn std::any::Any + Send + Sync>,
+        options: HttpOptions,
+        provider: bool,
+    ) -> Self {
         let ports = base.ports().clone();
         let inner: Arc<dyn BudgetStore> = match backend {
             Backend::Memory => Arc::new(MemoryBudgetStore::new(Default::default())),
@@ -329,7 +378,12 @@ impl Server {
             delay_ms: AtomicU64::new(0),
             calls: AtomicU64::new(0),
         });
-        let sg = Spendgate::builder()
+        let mut builder = Spendgate::builder();
+        if provider {
+            builder = builder.usage_source(Arc::new(MemoryUsageSource::default()));
+        }
+        let sg = builder
+            .settings(base.budget().settings())
             .store(store.clone())
             .config(ports.config.clone())
             .tier_overrides(ports.tier_overrides.clone())
@@ -347,6 +401,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(serve(listener, sg.clone(), options, shutdown.clone()));
         Self {
+            backend,
             sg,
             store,
             base: base_url,
@@ -434,10 +489,7 @@ pub fn tokens_body() -> Value {
 }
 
 pub fn admin() -> ApiToken {
-    ApiToken {
-        secret: ADMIN.to_owned(),
-        communities: None,
-    }
+    ApiToken::operator(ADMIN)
 }
 
 pub fn options(tokens: Vec<ApiToken>) -> HttpOptions {
@@ -445,8 +497,7 @@ pub fn options(tokens: Vec<ApiToken>) -> HttpOptions {
         tokens,
         body_limit_bytes: 64 * 1024,
         request_timeout: Duration::from_secs(10),
-        metrics: None,
-        cycles: Default::default(),
+        ..HttpOptions::default()
     }
 }
 

@@ -72,7 +72,8 @@ pub struct SettingsArgs {
     /// HTTP listen address [env: SPENDGATE_HTTP_BIND] [default: 127.0.0.1:8080].
     #[arg(long, global = true, value_name = "ADDR")]
     pub bind: Option<String>,
-    /// API token, `secret` or `secret=community1|community2`; repeatable
+    /// API token, `[operator=|tenant=]secret[=community1|community2]`
+    /// (bare `secret`: operator of all; `secret=c1|c2`: tenant); repeatable
     /// [env: SPENDGATE_API_TOKENS, comma-separated].
     #[arg(long = "api-token", global = true, value_name = "TOKEN")]
     pub api_tokens: Vec<String>,
@@ -95,6 +96,22 @@ pub struct SettingsArgs {
     /// HTTP request timeout [env: SPENDGATE_HTTP_REQUEST_TIMEOUT_MS] [default: 10000].
     #[arg(long, global = true, value_name = "MS")]
     pub request_timeout_ms: Option<String>,
+    /// Longest a client may take to send a request head
+    /// [env: SPENDGATE_HTTP_HEADER_READ_TIMEOUT_MS] [default: 10000].
+    #[arg(long, global = true, value_name = "MS")]
+    pub header_read_timeout_ms: Option<String>,
+    /// Longest a kept-alive connection may sit idle
+    /// [env: SPENDGATE_HTTP_IDLE_TIMEOUT_MS] [default: 60000].
+    #[arg(long, global = true, value_name = "MS")]
+    pub idle_timeout_ms: Option<String>,
+    /// Connections open at once; one more is answered 503
+    /// [env: SPENDGATE_HTTP_MAX_CONNECTIONS] [default: 1024].
+    #[arg(long, global = true, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Bearer secret `/metrics` asks for [env: SPENDGATE_HTTP_METRICS_TOKEN]
+    /// [default: none, /metrics needs no token].
+    #[arg(long, global = true, value_name = "SECRET")]
+    pub metrics_token: Option<String>,
     /// Reaper interval [env: SPENDGATE_WORKERS_REAPER_SECS] [default: 60].
     #[arg(long, global = true, value_name = "SECS")]
     pub reaper_secs: Option<String>,
@@ -133,6 +150,15 @@ pub struct SettingsArgs {
     /// [env: SPENDGATE_REDIS_WAIT_CONNECTIONS] [default: 16].
     #[arg(long, global = true, value_name = "N")]
     pub redis_wait_connections: Option<String>,
+    /// What to do with a dropped call the provider never reports:
+    /// charge-estimate or release [env: SPENDGATE_WORKERS_RECONCILIATION_GIVE_UP]
+    /// [default: charge-estimate].
+    #[arg(long, global = true, value_name = "ACTION")]
+    pub reconciliation_give_up: Option<String>,
+    /// Settlements kept in memory while the database is down
+    /// [env: SPENDGATE_BUDGET_FALLBACK_QUEUE_CAPACITY] [default: 100000].
+    #[arg(long, global = true, value_name = "N")]
+    pub fallback_queue_capacity: Option<String>,
 }
 
 impl SettingsArgs {
@@ -153,6 +179,10 @@ impl SettingsArgs {
             allow_unauthenticated_loopback: self.allow_unauthenticated_loopback,
             body_limit_bytes: self.body_limit_bytes.clone(),
             request_timeout_ms: self.request_timeout_ms.clone(),
+            header_read_timeout_ms: self.header_read_timeout_ms.clone(),
+            idle_timeout_ms: self.idle_timeout_ms.clone(),
+            max_connections: self.max_connections.clone(),
+            metrics_token: self.metrics_token.clone(),
             reaper_secs: self.reaper_secs.clone(),
             config_sync_secs: self.config_sync_secs.clone(),
             finalize_replay_secs: self.finalize_replay_secs.clone(),
@@ -164,6 +194,8 @@ impl SettingsArgs {
             redis_wait_replicas: self.redis_wait_replicas.clone(),
             redis_wait_timeout_ms: self.redis_wait_timeout_ms.clone(),
             redis_wait_connections: self.redis_wait_connections.clone(),
+            reconciliation_give_up: self.reconciliation_give_up.clone(),
+            fallback_queue_capacity: self.fallback_queue_capacity.clone(),
         }
     }
 }
@@ -239,6 +271,13 @@ pub enum Command {
         /// The period, YYYY-MM (the current one by default).
         #[arg(long, value_parser = parse_period)]
         period: Option<Period>,
+    },
+    /// List the settlements the store refused for good (dead letters of
+    /// the finalize queue), which are never replayed.
+    DeadLetters {
+        /// How many to list, the earliest parked first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
     /// Load generator: reserve → finalize lifecycles at a concurrency for
     /// a duration, directly on the configured stores or against a server
@@ -357,6 +396,14 @@ pub struct FinalizeArgs {
     /// A trace id carried into the usage log.
     #[arg(long)]
     pub trace_id: Option<String>,
+    /// The hold's model, as `reserve` printed it: prices the tokens when
+    /// the store has lost the hold.
+    #[arg(long, value_parser = parse_model)]
+    pub model: Option<ModelAlias>,
+    /// The hold's period (YYYY-MM), as `reserve` printed it: where the cost
+    /// goes when the store has lost the hold (else the current period).
+    #[arg(long, value_parser = parse_period)]
+    pub period: Option<Period>,
 }
 
 fn parse_usd(text: &str) -> Result<Micros, String> {

@@ -103,6 +103,9 @@ pub enum CliError {
     /// A migration command failed.
     #[error("migration: {0}")]
     Migration(#[source] RepoError),
+    /// The finalize queue could not be read.
+    #[error("finalize queue: {0}")]
+    Queue(#[source] RepoError),
     /// No hold is kept for the ids given (or none still to be settled).
     #[error("{0}")]
     NotFound(String),
@@ -178,8 +181,13 @@ impl CliError {
                 ReserveError::AiDisabled(_) => Exit::Other,
             },
             CliError::Finalize(e) => match e {
-                FinalizeError::Pricing(_) | FinalizeError::InvalidInput(_) => Exit::Usage,
-                FinalizeError::NotKept(_) => Exit::Unavailable,
+                FinalizeError::Pricing(_)
+                | FinalizeError::InvalidInput(_)
+                | FinalizeError::ModelUnknown
+                | FinalizeError::SettledOtherwise { .. }
+                | FinalizeError::CostOutOfRange(_) => Exit::Usage,
+                FinalizeError::NotKept(_) | FinalizeError::ModelUnavailable(_) => Exit::Unavailable,
+                FinalizeError::UnknownHold { .. } => Exit::NotFound,
                 FinalizeError::Store(e) => store_exit(e),
             },
             CliError::Status(e) => match e {
@@ -201,7 +209,7 @@ impl CliError {
                 RebuildError::Store(e) => store_exit(e),
             },
             CliError::Store(e) => store_exit(e),
-            CliError::Migration(e) => repo_exit(e),
+            CliError::Migration(e) | CliError::Queue(e) => repo_exit(e),
             CliError::NotFound(_) => Exit::NotFound,
             CliError::ServerUnreachable { .. } | CliError::ServerUnavailable(_) => {
                 Exit::Unavailable

@@ -3,7 +3,7 @@
 //! `request_id`, optional `details`), never as the native API's problem
 //! details.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::Write as _;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -34,11 +34,12 @@ pub enum CyclesError {
     /// 401 `UNAUTHORIZED`: no `X-Cycles-API-Key`, or an unknown one.
     #[error("a valid X-Cycles-API-Key header is required")]
     Unauthorized,
-    /// 403 `FORBIDDEN`: another tenant named in the subject or a filter,
-    /// or another tenant's reservation.
+    /// 403 `FORBIDDEN`: another tenant named in the subject or a filter.
+    /// (Another tenant's reservation id is a [`CyclesError::NotFound`].)
     #[error("{0}")]
     Forbidden(String),
-    /// 404 `NOT_FOUND`: no such reservation, or no budget for the tenant.
+    /// 404 `NOT_FOUND`: no such reservation for this tenant (never made,
+    /// or made for another tenant), or no budget for the tenant.
     #[error("{0}")]
     NotFound(String),
     /// 409 `BUDGET_EXCEEDED`: the estimate (or, under `REJECT`, the
@@ -122,15 +123,29 @@ pub struct ErrorBody {
     details: Option<Value>,
 }
 
-/// A request id unique within the process: errors carry one so a report
-/// can be matched with the server's log line.
+/// A request id, `req_` and 128 random bits in hex: errors carry one so a
+/// report can be matched with the server's log line. Random rather than
+/// counted, so an id tells a client nothing about the process or how many
+/// errors others met. Should the system's random source fail (it does not
+/// once the system has booted), the id is `req_unavailable` and the
+/// failure is logged.
 fn request_id() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!(
-        "req_{:x}_{:x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    let mut bits = [0_u8; 16];
+    match getrandom::fill(&mut bits) {
+        Ok(()) => {
+            let mut id = String::with_capacity(4 + 2 * bits.len());
+            id.push_str("req_");
+            for byte in bits {
+                // Writing to a String cannot fail.
+                let _ = write!(id, "{byte:02x}");
+            }
+            id
+        }
+        Err(error) => {
+            tracing::error!(%error, "no random request id: the system's random source failed");
+            "req_unavailable".to_owned()
+        }
+    }
 }
 
 impl IntoResponse for CyclesError {
@@ -184,5 +199,28 @@ impl IntoResponse for Reply {
             self.body,
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_are_128_random_bits_that_name_no_process_or_sequence() {
+        let ids: Vec<String> = (0..64).map(|_| request_id()).collect();
+        for id in &ids {
+            let hex = id.strip_prefix("req_").unwrap_or_default();
+            assert_eq!(hex.len(), 32, "{id}");
+            assert!(
+                hex.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{id}"
+            );
+        }
+        let mut distinct = ids.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ids.len());
     }
 }

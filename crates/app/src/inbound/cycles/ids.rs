@@ -1,8 +1,9 @@
 //! Reservation and event ids, made by the server and deterministic.
 //!
 //! A reservation id is `rsv_<tag><hash>_<user>`:
-//! * `tag`: 8 hex digits of SHA-256 over the tenant, so a request with
-//!   another tenant's id is told apart from an unknown id (403, not 404);
+//! * `tag`: 8 hex digits of SHA-256 over the tenant, so an id made for
+//!   another tenant is refused from the id alone (as an unknown id, 404)
+//!   and never looked up in that tenant's holds;
 //! * `hash`: 32 hex digits of SHA-256 over (tenant, create idempotency
 //!   key); the hold's key in the store is `cy.<hash>`;
 //! * `user`: the spendgate user the hold belongs to (the configured

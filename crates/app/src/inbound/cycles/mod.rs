@@ -7,10 +7,10 @@
 //! | Route | Answers | Errors |
 //! |---|---|---|
 //! | `POST /v1/reservations` | 200 `ALLOW` with the reservation; `dry_run`: 200 `ALLOW` / `DENY` | 400 `INVALID_REQUEST`, `UNIT_MISMATCH`; 401; 403; 404 (no budget); 409 `BUDGET_EXCEEDED`, `BUDGET_FROZEN`, `IDEMPOTENCY_MISMATCH`, `RESERVATION_FINALIZED`; 500 |
-//! | `POST /v1/reservations/{id}/commit` | 200 `COMMITTED` | 400; 401; 403; 404; 409 `BUDGET_EXCEEDED` (`REJECT`), `RESERVATION_FINALIZED`, `IDEMPOTENCY_MISMATCH`; 410 `RESERVATION_EXPIRED`; 500 |
+//! | `POST /v1/reservations/{id}/commit` | 200 `COMMITTED` | 400; 401; 404 (also another tenant's id); 409 `BUDGET_EXCEEDED` (`REJECT`), `RESERVATION_FINALIZED`, `IDEMPOTENCY_MISMATCH`; 410 `RESERVATION_EXPIRED`; 500 |
 //! | `POST /v1/reservations/{id}/release` | 200 `RELEASED` | as commit, without `BUDGET_EXCEEDED` |
 //! | `POST /v1/reservations/{id}/extend` | 200 `ACTIVE` with the new expiry | as release |
-//! | `GET /v1/reservations/{id}` | 200 `ReservationDetail` | 401; 403; 404; 410 (expired) |
+//! | `GET /v1/reservations/{id}` | 200 `ReservationDetail` | 401; 404 (also another tenant's id); 410 (expired) |
 //! | `GET /v1/reservations?idempotency_key=…` | 200 `ReservationListResponse` | 400 without `idempotency_key`; 401; 403 |
 //! | `GET /v1/balances` | 200 the tenant's ledger (and the user's, under a per-user cap) | 400; 401; 403; 404 |
 //! | `POST /v1/decide` | 200 `ALLOW` / `DENY` | 400; 401; 403; 409 `IDEMPOTENCY_MISMATCH`; 500 |
@@ -18,8 +18,10 @@
 //!
 //! # How the models meet
 //! * **Tenant = community.** Each `X-Cycles-API-Key` is bound to one
-//!   tenant ([`CyclesKey`]). A subject or filter naming another tenant, or
-//!   an id made for another tenant that exists there, is a 403.
+//!   tenant ([`CyclesKey`]) and is a tenant's key: it spends and reads,
+//!   and no Cycles route changes configuration. A subject or filter naming
+//!   another tenant is a 403; a reservation id made for another tenant is
+//!   answered as an unknown one (404), without looking anything up.
 //! * **User.** One subject level ([`CyclesOptions::user_level`], `agent`
 //!   by default) is spendgate's user, so the per-user cap applies to it;
 //!   the other levels only appear in `scope_path` and `affected_scopes`.
@@ -38,7 +40,19 @@
 //!   markers after the longest 24 h TTL).
 //! * **Time.** TTL + grace period is the hold's lifetime in the store.
 //!   Commit and release after it, and extend after the TTL, answer 410
-//!   without touching the store; the reaper releases the hold. Extend adds
+//!   without touching the store; the reaper releases the hold.
+//! * **Settling.** Commit and release settle the hold by its ids through
+//!   [`crate::BudgetService::settle`]; the hold is read first only for the
+//!   protocol's answers (410 past the expiry, 409 once finalized), and a
+//!   store that cannot answer that read, or no longer knows the hold, does
+//!   not stop a commit. A commit the budget store cannot take is written
+//!   ahead to the finalize queue and applied exactly once when it can; the
+//!   spec has no answer for "accepted, not yet applied" (no 202) and the
+//!   commit will not fail, so it answers 200 `COMMITTED` as made, rather
+//!   than a 500 that would send the client retrying something already
+//!   kept. When the idempotency records cannot be claimed (on Redis
+//!   deployments they live on the same Redis) nothing is done and the
+//!   answer is 500 `INTERNAL_ERROR`: retry with the same key. Extend adds
 //!   `extend_by_ms` to the current expiry (the store never moves an expiry
 //!   earlier, so racing extends cannot shorten a lease).
 //! * **Overage.** `REJECT`: an actual above the estimate is 409
@@ -74,8 +88,19 @@
 //! * `GET /v1/reservations` only finds a reservation by its
 //!   `idempotency_key` (with the user level's filter when the subject named
 //!   it): the stores keep no listing. Without the key it is a 400.
+//! * The spec answers 403 for a reservation id of another tenant.
+//!   spendgate answers 404 `NOT_FOUND` with the message an id never made
+//!   gets, and looks nothing up: a 403 (or a 403 only when the hold
+//!   exists) would tell a tenant what another tenant did, and existence
+//!   must not leak across tenants.
 //! * A retried extend whose first attempt was applied but never answered
 //!   (a crash between the two) extends twice.
+//! * A commit for a reservation the store does not know, and whose record
+//!   is gone too (a Redis restarted without persistence loses both), is
+//!   committed without a hold (200 `COMMITTED`) rather than 404: spendgate
+//!   cannot tell it from one that never existed, and will not lose a cost
+//!   the client says it spent. A release of one is still 404 (nothing to
+//!   release, nothing written).
 //! * Errors carry `request_id` (also as `X-Request-Id`); unknown paths,
 //!   timeouts and oversized bodies outside these routes answer the native
 //!   problem details.
@@ -96,7 +121,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::middleware;
 use axum::routing::{get, post};
-use spendgate_domain::{CommunityId, HoldState, Timestamp, Ttl, UserId};
+use spendgate_domain::{CommunityId, Timestamp, Ttl, UserId};
 use spendgate_ports::IdempotencyStore;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
@@ -234,9 +259,6 @@ impl utoipa::Modify for ApiKeyAuth {
 pub(crate) struct CyclesState {
     app: Spendgate,
     keys: Arc<Vec<KeyDigest>>,
-    /// The tenants of the configured keys, to tell another tenant's id
-    /// (403) from an unknown one (404).
-    tenants: Arc<Vec<CommunityId>>,
     user_level: UserLevel,
     keep_records: Ttl,
 }
@@ -246,9 +268,6 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
     app: Spendgate,
     options: &CyclesOptions,
 ) -> Router<S> {
-    let mut tenants: Vec<CommunityId> = options.keys.iter().map(|k| k.tenant.clone()).collect();
-    tenants.sort();
-    tenants.dedup();
     let state = CyclesState {
         app,
         keys: Arc::new(
@@ -258,7 +277,6 @@ pub(crate) fn router<S: Clone + Send + Sync + 'static>(
                 .map(|key| KeyDigest::new(&key.secret, key.tenant.clone()))
                 .collect(),
         ),
-        tenants: Arc::new(tenants),
         user_level: options.user_level,
         keep_records: Ttl::from_duration(options.keep_records).unwrap_or(Ttl::DAY),
     };
@@ -299,9 +317,10 @@ impl CyclesState {
         UserId::parse(raw).map_err(|e| CyclesError::invalid(&format!("subject.{level}"), e))
     }
 
-    /// The reservation `text` names for `tenant`: 404 when no such id was
-    /// made, 403 when it was made for another configured tenant that holds
-    /// it.
+    /// The reservation `text` names for `tenant`. An id that does not
+    /// parse, and one made for any other tenant, is a 404 worded as for an
+    /// id never made, decided from the id alone: whether another tenant
+    /// holds it must not leak.
     async fn resolve(
         &self,
         tenant: &CommunityId,
@@ -310,25 +329,10 @@ impl CyclesState {
         let not_found = || CyclesError::NotFound(format!("no reservation {text}"));
         let id = ids::parse(text).ok_or_else(not_found)?;
         if id.tag == ids::tenant_tag(tenant) {
-            return Ok(id);
+            Ok(id)
+        } else {
+            Err(not_found())
         }
-        for other in self.tenants.iter() {
-            if other == tenant || ids::tenant_tag(other) != id.tag {
-                continue;
-            }
-            let found = self
-                .app
-                .budget()
-                .lookup(other, &id.hold)
-                .await
-                .map_err(|e| CyclesError::Internal(e.to_string()))?;
-            if found != HoldState::Unknown {
-                return Err(CyclesError::Forbidden(format!(
-                    "reservation {text} belongs to another tenant"
-                )));
-            }
-        }
-        Err(not_found())
     }
 }
 

@@ -100,8 +100,7 @@ impl CyclesState {
     responses(
         (status = 200, description = "The reservation", body = ReservationView),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: another tenant's reservation", body = ErrorBody),
-        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such reservation for this tenant (another tenant's id included)", body = ErrorBody),
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 500, description = "INTERNAL_ERROR", body = ErrorBody),
     ),

@@ -4,7 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use spendgate_domain::{
-    CommunityId, FinalizeOutcome, Hold, HoldState, Micros, Reservation, SettledAs, Timestamp, Ttl,
+    CommunityId, FinalizeOutcome, HoldState, Micros, Period, Reservation, SettledAs, Timestamp, Ttl,
 };
 
 use super::auth::{self, Json, Tenant};
@@ -17,7 +17,7 @@ use super::wire::{
 };
 use super::{CyclesState, reserve_error};
 use crate::services::budget::{
-    ExtendError, FinalizeError, HoldTicket, ReserveDecision, Settled, Usage,
+    ExtendError, FinalizeError, KnownHold, ReserveDecision, SettleRequest, Settled, Usage,
 };
 
 /// The spec's TTL bounds, in ms.
@@ -144,12 +144,14 @@ pub(super) async fn create(
         .await)
 }
 
-/// A hold found for a commit, release or extend.
+/// A commit, release or extend, claimed, with what is known of its hold.
 struct Found {
     id: ReservationId,
     claimed: Claimed,
     record: Option<ReservationRecord>,
-    state: HoldState,
+    /// What the store holds for it; `None` when the store could not answer
+    /// (a commit or release is then kept and applied when it can).
+    state: Option<HoldState>,
 }
 
 impl Found {
@@ -157,16 +159,76 @@ impl Found {
         self.record.as_ref().map_or(0, |r| r.grace_period_ms)
     }
 
-    /// The estimate as the record kept it, for answers after the hold is
-    /// gone.
-    fn recorded_estimate(&self) -> Option<Micros> {
-        self.record
-            .as_ref()
-            .and_then(|r| Micros::new(r.estimate_micros).ok())
+    /// The estimate held: the store's, else the record's.
+    fn estimate(&self) -> Option<Micros> {
+        match &self.state {
+            Some(HoldState::Held { hold }) => Some(hold.estimate),
+            _ => self
+                .record
+                .as_ref()
+                .and_then(|r| Micros::new(r.estimate_micros).ok()),
+        }
+    }
+
+    /// What the store or the record knows of the hold, for a settlement
+    /// the store may have to make without it.
+    fn known(&self) -> KnownHold {
+        if let Some(HoldState::Held { hold }) = &self.state {
+            return KnownHold::from(hold);
+        }
+        let Some(record) = &self.record else {
+            return KnownHold::default();
+        };
+        let created_at = Timestamp::from_millis(record.created_at_ms).ok();
+        KnownHold {
+            model: record.action.model().ok(),
+            period: created_at.and_then(|at| Period::containing(at).ok()),
+            estimate: Micros::new(record.estimate_micros).ok(),
+            created_at,
+        }
+    }
+
+    /// The 410 the protocol asks for a hold past `until` (its expiry, with
+    /// the grace for commit and release) or reaped, when the store could
+    /// tell; a settled hold is answered by the settlement itself.
+    fn check_not_expired(&self, now: Timestamp, grace_counts: bool) -> Result<(), CyclesError> {
+        match &self.state {
+            Some(HoldState::Held { hold }) => {
+                let until = if grace_counts {
+                    hold.expires_at
+                } else {
+                    hold.expires_at
+                        .plus_millis(-self.grace_ms())
+                        .unwrap_or(hold.expires_at)
+                };
+                if now < until {
+                    Ok(())
+                } else {
+                    Err(expired(&self.id))
+                }
+            }
+            Some(HoldState::Settled {
+                settled: SettledAs::Reaped { .. },
+            }) => Err(expired(&self.id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// A finalized hold's first cost, when the store said so.
+    fn finalized_with(&self) -> Option<Micros> {
+        match &self.state {
+            Some(HoldState::Settled {
+                settled: SettledAs::Finalized { actual },
+            }) => Some(*actual),
+            _ => None,
+        }
     }
 }
 
 /// Resolves `text`, claims the request and reads the hold and its record.
+/// The read only serves the protocol's answers (410 past the expiry, 409
+/// once finalized): a store that cannot answer it, or no longer knows the
+/// hold, does not stop a commit.
 async fn find(
     state: &CyclesState,
     tenant: &CommunityId,
@@ -180,16 +242,13 @@ async fn find(
         Begun::Replay(reply) => return Ok(Err(reply)),
         Begun::Fresh(claimed) => claimed,
     };
-    let found = state
-        .app
-        .budget()
-        .lookup(tenant, &id.hold)
-        .await
-        .map_err(|e| CyclesError::Internal(e.to_string()))?;
-    if found == HoldState::Unknown {
-        return Err(CyclesError::NotFound(format!("no reservation {}", id.text)));
-    }
-    // Only for a hold that exists: reading a record claims it.
+    let found = match state.app.budget().lookup(tenant, &id.hold).await {
+        Ok(found) => Some(found),
+        Err(error) => {
+            tracing::warn!(%tenant, reservation = %id.text, %error, "budget store unavailable; settling by ids");
+            None
+        }
+    };
     let record = state.load_record(tenant, &id.text).await?;
     Ok(Ok(Found {
         id,
@@ -210,21 +269,16 @@ fn expired(id: &ReservationId) -> CyclesError {
     CyclesError::ReservationExpired(format!("reservation {} has expired", id.text))
 }
 
-/// The live hold, or the error its state calls for (a settled hold is
-/// answered by the caller first).
-fn live(found: &Found, now: Timestamp, until: Timestamp) -> Result<Hold, CyclesError> {
-    match &found.state {
-        HoldState::Held { hold } if now < until => Ok(hold.clone()),
-        HoldState::Settled {
-            settled: SettledAs::Finalized { .. },
-        } => Err(finalized(&found.id)),
-        _ => Err(expired(&found.id)),
-    }
+fn not_found(id: &ReservationId) -> CyclesError {
+    CyclesError::NotFound(format!("no reservation {}", id.text))
 }
 
-fn finalize_error(error: FinalizeError) -> CyclesError {
+fn finalize_error(error: FinalizeError, id: &ReservationId) -> CyclesError {
     match error {
         FinalizeError::InvalidInput(message) => CyclesError::InvalidRequest(message),
+        error @ FinalizeError::CostOutOfRange(_) => CyclesError::invalid("actual", error),
+        FinalizeError::SettledOtherwise { .. } => finalized(id),
+        FinalizeError::UnknownHold { .. } => not_found(id),
         other => CyclesError::Internal(format!("{other}; retry with the same key")),
     }
 }
@@ -247,8 +301,7 @@ fn positive(amount: Option<Micros>) -> Option<Amount> {
         (status = 200, description = "COMMITTED", body = CommitView),
         (status = 400, description = "INVALID_REQUEST or UNIT_MISMATCH", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: another tenant", body = ErrorBody),
-        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such reservation for this tenant (another tenant's id included)", body = ErrorBody),
         (status = 409, description = "BUDGET_EXCEEDED (REJECT), RESERVATION_FINALIZED or IDEMPOTENCY_MISMATCH", body = ErrorBody),
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 500, description = "INTERNAL_ERROR: retry with the same key", body = ErrorBody),
@@ -279,62 +332,58 @@ pub(super) async fn commit(
         Ok(found) => found,
         Err(replay) => return Ok(replay),
     };
-    if let HoldState::Settled {
-        settled: SettledAs::Finalized { actual: first },
-    } = found.state
-        && found.claimed.retried
-        && first == actual
-    {
-        // This request's first attempt committed, then was cut off.
-        let view = CommitView {
-            status: "COMMITTED",
-            charged: Amount::of(first),
-            released: positive(
-                found
-                    .recorded_estimate()
-                    .and_then(|e| e.checked_sub(first).ok()),
-            ),
-        };
-        return Ok(found
-            .claimed
-            .finish(&state, Reply::json(StatusCode::OK, &view)?)
-            .await);
+    if let Some(first) = found.finalized_with() {
+        if found.claimed.retried && first == actual {
+            // This request's first attempt committed, then was cut off.
+            let view = CommitView {
+                status: "COMMITTED",
+                charged: Amount::of(first),
+                released: positive(found.estimate().and_then(|e| e.checked_sub(first).ok())),
+            };
+            return Ok(found
+                .claimed
+                .finish(&state, Reply::json(StatusCode::OK, &view)?)
+                .await);
+        }
+        return Err(finalized(&found.id));
     }
-    let until = match &found.state {
-        HoldState::Held { hold } => hold.expires_at,
-        _ => Timestamp::MAX,
-    };
-    let hold = live(&found, state.now(), until)?;
+    found.check_not_expired(state.now(), true)?;
     let policy = found
         .record
         .as_ref()
         .map_or(OveragePolicy::default(), |r| r.overage_policy);
-    if policy == OveragePolicy::Reject && actual > hold.estimate {
+    if let Some(estimate) = found.estimate()
+        && policy == OveragePolicy::Reject
+        && actual > estimate
+    {
         return Err(CyclesError::BudgetExceeded(format!(
             "actual {} exceeds the reserved {} USD_MICROCENTS under overage_policy REJECT; the reservation stays active",
             Amount::of(actual).amount,
-            Amount::of(hold.estimate).amount
+            Amount::of(estimate).amount
         )));
     }
-    let ticket = HoldTicket {
-        community: tenant.clone(),
-        hold: hold.clone(),
-        trace_id: None,
-    };
+    let request = SettleRequest::new(tenant.clone(), found.id.hold.clone(), Usage::cost(actual))
+        .with_known(found.known());
     let settled = state
         .app
         .budget()
-        .finalize(&ticket, Usage::cost(actual))
+        .settle(request)
         .await
-        .map_err(finalize_error)?;
+        .map_err(|e| finalize_error(e, &found.id))?;
+    let estimate = found.estimate();
     let (charged, released) = match settled {
-        Settled::Queued { actual } => (actual, hold.estimate.checked_sub(actual).ok()),
+        // Kept durably and applied exactly once when the store answers:
+        // the protocol has no "accepted" answer, and the commit will not
+        // fail, so it is answered as made (see the module docs).
+        Settled::Queued { actual } => (actual, estimate.and_then(|e| e.checked_sub(actual).ok())),
         Settled::Committed { outcome } => match outcome {
             FinalizeOutcome::Finalized(r) => (r.actual, r.estimate.checked_sub(r.actual).ok()),
             FinalizeOutcome::LateFinalized(r) | FinalizeOutcome::CommittedWithoutHold(r) => {
                 (r.actual, None)
             }
-            FinalizeOutcome::AlreadyFinalized { actual: first } if first == actual => (first, None),
+            FinalizeOutcome::AlreadyFinalized { actual: first } if found.claimed.retried => {
+                (first, estimate.and_then(|e| e.checked_sub(first).ok()))
+            }
             _ => return Err(finalized(&found.id)),
         },
     };
@@ -363,8 +412,7 @@ pub(super) async fn commit(
         (status = 200, description = "RELEASED", body = ReleaseView),
         (status = 400, description = "INVALID_REQUEST or UNIT_MISMATCH", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: another tenant", body = ErrorBody),
-        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such reservation for this tenant (another tenant's id included)", body = ErrorBody),
         (status = 409, description = "RESERVATION_FINALIZED or IDEMPOTENCY_MISMATCH", body = ErrorBody),
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 500, description = "INTERNAL_ERROR: retry with the same key", body = ErrorBody),
@@ -392,42 +440,42 @@ pub(super) async fn release(
         Ok(found) => found,
         Err(replay) => return Ok(replay),
     };
-    if let HoldState::Settled {
-        settled: SettledAs::Finalized { actual },
-    } = found.state
-        && found.claimed.retried
-        && actual == Micros::ZERO
-    {
-        let view = ReleaseView {
-            status: "RELEASED",
-            released: Amount::of(found.recorded_estimate().unwrap_or(Micros::ZERO)),
-        };
-        return Ok(found
-            .claimed
-            .finish(&state, Reply::json(StatusCode::OK, &view)?)
-            .await);
+    if let Some(first) = found.finalized_with() {
+        if found.claimed.retried && first == Micros::ZERO {
+            let view = ReleaseView {
+                status: "RELEASED",
+                released: Amount::of(found.estimate().unwrap_or(Micros::ZERO)),
+            };
+            return Ok(found
+                .claimed
+                .finish(&state, Reply::json(StatusCode::OK, &view)?)
+                .await);
+        }
+        return Err(finalized(&found.id));
     }
-    let until = match &found.state {
-        HoldState::Held { hold } => hold.expires_at,
-        _ => Timestamp::MAX,
-    };
-    let hold = live(&found, state.now(), until)?;
-    let ticket = HoldTicket {
-        community: tenant.clone(),
-        hold: hold.clone(),
-        trace_id: None,
-    };
+    if found.state == Some(HoldState::Unknown) {
+        // Nothing held, nothing to charge: nothing to release.
+        return Err(not_found(&found.id));
+    }
+    found.check_not_expired(state.now(), true)?;
+    let request =
+        SettleRequest::cancel(tenant.clone(), found.id.hold.clone()).with_known(found.known());
     let settled = state
         .app
         .budget()
-        .cancel(&ticket)
+        .settle(request)
         .await
-        .map_err(finalize_error)?;
+        .map_err(|e| finalize_error(e, &found.id))?;
+    let estimate = found.estimate().unwrap_or(Micros::ZERO);
     let released = match settled {
-        Settled::Queued { .. } => hold.estimate,
+        Settled::Queued { .. } => estimate,
         Settled::Committed { outcome } => match outcome {
             FinalizeOutcome::Finalized(r) => r.estimate,
-            FinalizeOutcome::AlreadyFinalized { actual } if actual == Micros::ZERO => hold.estimate,
+            FinalizeOutcome::AlreadyFinalized { actual }
+                if actual == Micros::ZERO && found.claimed.retried =>
+            {
+                estimate
+            }
             FinalizeOutcome::LateFinalized(_) => return Err(expired(&found.id)),
             _ => return Err(finalized(&found.id)),
         },
@@ -456,8 +504,7 @@ pub(super) async fn release(
         (status = 200, description = "ACTIVE, with the new expiry", body = ExtendView),
         (status = 400, description = "INVALID_REQUEST or UNIT_MISMATCH", body = ErrorBody),
         (status = 401, description = "UNAUTHORIZED", body = ErrorBody),
-        (status = 403, description = "FORBIDDEN: another tenant", body = ErrorBody),
-        (status = 404, description = "NOT_FOUND", body = ErrorBody),
+        (status = 404, description = "NOT_FOUND: no such reservation for this tenant (another tenant's id included)", body = ErrorBody),
         (status = 409, description = "RESERVATION_FINALIZED or IDEMPOTENCY_MISMATCH", body = ErrorBody),
         (status = 410, description = "RESERVATION_EXPIRED", body = ErrorBody),
         (status = 500, description = "INTERNAL_ERROR: retry with the same key", body = ErrorBody),
@@ -490,15 +537,21 @@ pub(super) async fn extend(
     };
     let grace = found.grace_ms();
     let now = state.now();
-    // Extend is refused past the expiry itself, not past the grace.
-    let until = match &found.state {
-        HoldState::Held { hold } => hold
-            .expires_at
-            .plus_millis(-grace)
-            .unwrap_or(hold.expires_at),
-        _ => Timestamp::MAX,
+    let hold = match &found.state {
+        Some(HoldState::Held { hold }) => hold.clone(),
+        Some(HoldState::Unknown) => return Err(not_found(&found.id)),
+        Some(HoldState::Settled {
+            settled: SettledAs::Finalized { .. },
+        }) => return Err(finalized(&found.id)),
+        Some(HoldState::Settled { .. }) => return Err(expired(&found.id)),
+        None => {
+            return Err(CyclesError::Internal(
+                "budget store unavailable; nothing was extended, retry with the same key".into(),
+            ));
+        }
     };
-    let hold = live(&found, now, until)?;
+    // Extend is refused past the expiry itself, not past the grace.
+    found.check_not_expired(now, false)?;
     let wanted = hold
         .expires_at
         .plus_millis(body.extend_by_ms)
@@ -511,9 +564,7 @@ pub(super) async fn extend(
         .extend(&tenant, &found.id.hold, ttl)
         .await
         .map_err(|error| match error {
-            ExtendError::UnknownHold(_) => {
-                CyclesError::NotFound(format!("no reservation {}", found.id.text))
-            }
+            ExtendError::UnknownHold(_) => not_found(&found.id),
             other => CyclesError::Internal(other.to_string()),
         })?;
     let expires_at = match outcome {

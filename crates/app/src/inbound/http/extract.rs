@@ -1,6 +1,9 @@
 //! Extractors that turn every malformed part of a request into an
 //! [`ApiError`] (never axum's plain-text rejections), and that enforce the
-//! token's community scope where the community is read.
+//! token's grant where the community is read: [`Tenant`] checks the
+//! community, [`Operator`] the community and the operator role. Handlers
+//! that change configuration take an [`Operator`]; that is the one place
+//! the role rule lives.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,15 +16,21 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use spendgate_domain::{CommunityId, HoldRef, IdempotencyKey, UserId};
 
+use super::Role;
 use super::problem::ApiError;
 
 /// The header carrying a write's idempotency key.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// The communities the request's token may act on; `None` is every one.
-/// Put in the request's extensions by the auth middleware.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Scope(pub(crate) Option<Arc<BTreeSet<CommunityId>>>);
+/// What the request's token may do: its role, and the communities it may
+/// act on (`None` is every one). Put in the request's extensions by the
+/// auth middleware; a request without one is refused (401), so a route
+/// mounted outside the middleware fails closed.
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub(crate) role: Role,
+    pub(crate) communities: Option<Arc<BTreeSet<CommunityId>>>,
+}
 
 /// A JSON body of type `T`. Any content type is read as JSON; an empty
 /// body reads as `{}`, so routes whose fields are all optional accept it.
@@ -93,7 +102,8 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
 }
 
 /// The `{community}` of the path, parsed and checked against the token's
-/// scope (403 outside it).
+/// communities (403 `community-forbidden` outside them). Either role may
+/// pass: spending and reading are what a tenant does.
 #[derive(Debug, Clone)]
 pub(crate) struct Tenant(pub(crate) CommunityId);
 
@@ -101,16 +111,47 @@ impl<S: Send + Sync> FromRequestParts<S> for Tenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let raw = path_param(parts, state, "community").await?;
-        let community =
-            CommunityId::parse(raw.as_str()).map_err(|e| ApiError::invalid("community", e))?;
-        let scope = parts.extensions.get::<Scope>().cloned().unwrap_or_default();
-        match scope.0 {
-            Some(allowed) if !allowed.contains(&community) => {
-                Err(ApiError::CommunityForbidden(community.to_string()))
-            }
-            _ => Ok(Tenant(community)),
+        granted(parts, state)
+            .await
+            .map(|(community, _)| Tenant(community))
+    }
+}
+
+/// The `{community}` of a configuration write (budget, tiers): checked as
+/// [`Tenant`], then the token must be an operator's (403
+/// `insufficient-role` for a tenant's), so a tenant can never change its
+/// own limits.
+#[derive(Debug, Clone)]
+pub(crate) struct Operator(pub(crate) CommunityId);
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match granted(parts, state).await? {
+            (community, Role::Operator) => Ok(Operator(community)),
+            (_, role) => Err(ApiError::InsufficientRole(role)),
         }
+    }
+}
+
+/// The path's community, if the request's grant covers it, and the role.
+async fn granted<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+) -> Result<(CommunityId, Role), ApiError> {
+    let raw = path_param(parts, state, "community").await?;
+    let community =
+        CommunityId::parse(raw.as_str()).map_err(|e| ApiError::invalid("community", e))?;
+    let grant = parts
+        .extensions
+        .get::<Grant>()
+        .ok_or(ApiError::Unauthorized)?;
+    match &grant.communities {
+        Some(allowed) if !allowed.contains(&community) => {
+            Err(ApiError::CommunityForbidden(community.to_string()))
+        }
+        _ => Ok((community, grant.role)),
     }
 }
 

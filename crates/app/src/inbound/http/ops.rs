@@ -1,17 +1,19 @@
 //! What operators and orchestrators call: liveness, readiness, metrics and
-//! the OpenAPI document. None of it needs a token.
+//! the OpenAPI document. None of it needs an API token; `/metrics` asks for
+//! the metrics token when one is configured.
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use spendgate_domain::{CommunityId, Period};
+use subtle::ConstantTimeEq;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::ApiState;
-use super::problem::Problem;
+use super::problem::{ApiError, Problem};
 use super::wire::{
     BudgetBody, BudgetChangeView, BudgetView, ExtendBody, ExtendView, FinalizeBody, HandoverView,
     HoldStateView, HoldView, ReadyView, ReservationView, ReserveBody, SettleBody, SettlementView,
@@ -117,7 +119,10 @@ impl Modify for CommonProblems {
                         .or_insert_with(|| problem(description).into());
                 };
                 add("401", "Missing or unknown bearer token");
-                add("403", "Token not allowed for this community");
+                add(
+                    "403",
+                    "Token not allowed for this community (`community-forbidden`), or, without tokens, a Host or Origin that is not loopback (`not-loopback`)",
+                );
                 add("422", "Invalid value (an id, a period, money)");
                 add("503", "Timed out or a backend is unavailable; retry");
                 if write {
@@ -191,9 +196,18 @@ pub(crate) async fn readyz(State(state): State<ApiState>) -> Response {
     get,
     path = "/metrics",
     tag = "operations",
-    responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
+        (status = 401, description = "A metrics token is configured and this request does not carry it as `Authorization: Bearer`", body = Problem, content_type = "application/problem+json"),
+    )
 )]
-pub(crate) async fn metrics(State(state): State<ApiState>) -> Response {
+pub(crate) async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let presented = super::bearer_digest(&headers);
+        if !presented.is_some_and(|digest| bool::from(digest.ct_eq(expected))) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
     state.metrics.run_upkeep();
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(

@@ -13,6 +13,7 @@ use spendgate_domain::{LimitScope, Micros};
 use spendgate_ports::{RepoError, StoreError};
 use utoipa::ToSchema;
 
+use super::Role;
 use super::wire::{micros_i64, usd};
 use crate::services::budget::{
     BudgetChangeError, ExtendError, FinalizeError, HandoverError, ReserveError, StatusError,
@@ -26,7 +27,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://spendgate.dev/problems/";
 
 /// Seconds a client should wait before retrying after a 503.
-const RETRY_AFTER_SECS: u32 = 1;
+pub(super) const RETRY_AFTER_SECS: u32 = 1;
 
 /// A boxed cause, for variants whose source may be of several types.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -81,6 +82,22 @@ pub enum ApiError {
     /// The token is valid but limited to other communities.
     #[error("this token is not allowed for community {0}")]
     CommunityForbidden(String),
+    /// Without tokens, a request named a host other than this machine, or
+    /// came from another site's page (`Origin`): the defence against DNS
+    /// rebinding.
+    #[error(
+        "without API tokens only loopback clients are served; {header} {value:?} is not loopback"
+    )]
+    NotLoopback {
+        /// `Host` or `Origin`.
+        header: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The token's role may not do this: a tenant's token tried to change
+    /// configuration (a budget, tier overrides). Use an operator's token.
+    #[error("a {0} token may not change a community's configuration; an operator token is needed")]
+    InsufficientRole(Role),
     /// The body is not JSON, or not the JSON of this route's shape.
     #[error("malformed JSON body: {0}")]
     MalformedJson(#[source] Cause),
@@ -116,6 +133,10 @@ pub enum ApiError {
         /// The path's key.
         path: String,
     },
+    /// A settlement's cost would take a counter out of the micro-USD
+    /// range; nothing was committed, and the same request cannot succeed.
+    #[error("cost out of range: {0}")]
+    CostOutOfRange(#[source] Cause),
     /// The estimate does not fit the budget: do not make the call.
     #[error("budget exceeded: {remaining} left under the {scope:?} limit of {limit}")]
     BudgetExceeded {
@@ -156,6 +177,10 @@ pub enum ApiError {
     /// The hold expired or was settled; an extend changed nothing.
     #[error("the hold is no longer live")]
     HoldNotLive,
+    /// A hand-over on a server with no provider usage source: nothing would
+    /// ask what the call cost. Finalize it with its cost instead.
+    #[error("no provider usage source is configured: finalize the call with its cost")]
+    NoUsageSource,
     /// A backend could not answer: the request was denied or not applied;
     /// retrying it (with the same idempotency key) is safe.
     #[error("temporarily unavailable: {0}")]
@@ -163,6 +188,10 @@ pub enum ApiError {
     /// The request did not finish within the configured timeout.
     #[error("request timed out")]
     Timeout,
+    /// The server has as many connections open as it accepts (the
+    /// number); this one is answered and closed. Retry after a moment.
+    #[error("the server has its maximum of {0} connections open; retry shortly")]
+    TooManyConnections(u32),
     /// A backend refused the request for a reason that is not the
     /// caller's: corrupt data, a counter out of range.
     #[error("internal error: {0}")]
@@ -188,6 +217,16 @@ impl ApiError {
                 "community-forbidden",
                 "Token not allowed for this community",
             ),
+            ApiError::NotLoopback { .. } => (
+                S::FORBIDDEN,
+                "not-loopback",
+                "Only loopback clients are served without tokens",
+            ),
+            ApiError::InsufficientRole(_) => (
+                S::FORBIDDEN,
+                "insufficient-role",
+                "Token's role may not change configuration",
+            ),
             ApiError::MalformedJson(_) => (S::BAD_REQUEST, "malformed-json", "Malformed JSON"),
             ApiError::BadHeader { .. } => (S::BAD_REQUEST, "bad-header", "Missing or bad header"),
             ApiError::PayloadTooLarge { .. } => (
@@ -202,6 +241,11 @@ impl ApiError {
                 S::UNPROCESSABLE_ENTITY,
                 "idempotency-key-mismatch",
                 "Idempotency-Key differs from the path key",
+            ),
+            ApiError::CostOutOfRange(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "cost-out-of-range",
+                "Cost out of range",
             ),
             ApiError::BudgetExceeded { .. } => {
                 (S::PAYMENT_REQUIRED, "budget-exceeded", "Budget exceeded")
@@ -221,6 +265,11 @@ impl ApiError {
             ),
             ApiError::AlreadySettled => (S::CONFLICT, "already-settled", "Call already settled"),
             ApiError::HoldNotLive => (S::CONFLICT, "hold-not-live", "Hold no longer live"),
+            ApiError::NoUsageSource => (
+                S::CONFLICT,
+                "no-usage-source",
+                "No provider usage source to reconcile with",
+            ),
             ApiError::Unavailable(_) => (
                 S::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -230,6 +279,11 @@ impl ApiError {
                 S::SERVICE_UNAVAILABLE,
                 "request-timeout",
                 "Request timed out",
+            ),
+            ApiError::TooManyConnections(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "too-many-connections",
+                "Too many connections",
             ),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
@@ -254,7 +308,9 @@ impl ApiError {
         };
         match self {
             ApiError::InvalidValue { field, .. } => problem.field = Some(field.clone()),
-            ApiError::BadHeader { header, .. } => problem.field = Some((*header).to_owned()),
+            ApiError::BadHeader { header, .. } | ApiError::NotLoopback { header, .. } => {
+                problem.field = Some((*header).to_owned());
+            }
             ApiError::BudgetExceeded {
                 remaining,
                 limit,
@@ -355,8 +411,15 @@ impl From<FinalizeError> for ApiError {
         match error {
             FinalizeError::Pricing(e) => ApiError::invalid("usage", e),
             FinalizeError::InvalidInput(message) => ApiError::invalid("request", message),
+            FinalizeError::CostOutOfRange(e) => ApiError::CostOutOfRange(e.into()),
             FinalizeError::Store(e) => ApiError::Internal(e.into()),
             FinalizeError::NotKept(e) => ApiError::Unavailable(e.into()),
+            FinalizeError::UnknownHold { user, key } => ApiError::UnknownHold { user, key },
+            error @ FinalizeError::ModelUnknown => ApiError::invalid("model", error),
+            FinalizeError::ModelUnavailable(e) => ApiError::Unavailable(e.into()),
+            error @ FinalizeError::SettledOtherwise { .. } => {
+                ApiError::KeyReused(error.to_string())
+            }
         }
     }
 }
@@ -384,6 +447,11 @@ impl From<HandoverError> for ApiError {
     fn from(error: HandoverError) -> Self {
         match error {
             HandoverError::Queue(e) => repo_error(e),
+            HandoverError::NoUsageSource => ApiError::NoUsageSource,
+            HandoverError::UnknownHold { user, key } => ApiError::UnknownHold { user, key },
+            HandoverError::AlreadySettled { .. } => ApiError::AlreadySettled,
+            HandoverError::StoreUnavailable(e) => ApiError::Unavailable(e.into()),
+            HandoverError::Store(e) => store_error(e),
         }
     }
 }

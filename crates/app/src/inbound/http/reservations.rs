@@ -2,17 +2,18 @@
 //! hand over one call's hold, by (community, user, key).
 //!
 //! The server keeps no guard between requests: a reserve gives the guard
-//! up ([`crate::HoldGuard::into_ticket`]) and the settling routes rebuild
-//! the ticket from the store ([`BudgetService::lookup`]). A call already
-//! finalized answers its first actual (a replay); one the store has never
-//! seen, or forgot, is a 404.
+//! up ([`crate::HoldGuard::into_ticket`]) and the settling routes settle by
+//! ids ([`BudgetService::settle`]), never by reading the hold first: a
+//! store that cannot answer keeps the settlement queued (202), a store that
+//! lost the hold commits the cost without it. A call already finalized
+//! answers its first actual (a replay), or 409 for another actual.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use spendgate_domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, Hold, HoldRef, HoldState, Micros, ModelAlias,
-    SettledAs, TokenCounts, UserId,
+    CallId, CommunityId, ExtendOutcome, FinalizeOutcome, Hold, HoldRef, HoldState, Micros,
+    ModelAlias, Period, SettledAs, Timestamp, TokenCounts, UserId,
 };
 
 use super::ApiState;
@@ -23,8 +24,8 @@ use super::wire::{
     ReservationView, ReserveBody, SettleBody, SettlementView, micros_i64, usd,
 };
 use crate::services::budget::{
-    BudgetService, CostBasis, EstimateError, ExtendError, HoldTicket, ReserveDecision,
-    ReserveRequest, Settled, Usage,
+    BudgetService, CostBasis, EstimateError, ExtendError, KnownHold, ReserveDecision,
+    ReserveRequest, SettleRequest, Settled, Usage,
 };
 
 /// A reserve's answer and its status (201 new, 200 replay).
@@ -230,12 +231,11 @@ pub(crate) async fn lookup(
     ),
     request_body = FinalizeBody,
     responses(
-        (status = 200, description = "Committed (or a replay: the first actual)", body = SettlementView),
+        (status = 200, description = "Committed (also without a hold, when the store lost it), or a replay: the first actual", body = SettlementView),
         (status = 202, description = "Store unavailable: kept and applied when it is back", body = SettlementView),
-        (status = 404, description = "Unknown hold", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already finalized with another actual", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid value, or Idempotency-Key differs from the path key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Neither store nor finalize queue answered: retry", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid value; a cost that would take a counter out of range (cost-out-of-range: kept as a dead letter, retrying cannot help); token counts for a hold the store lost, without its model; or Idempotency-Key differs from the path key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Neither store nor finalize queue answered, or (token counts without the model) the store could not tell the model: retry", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -268,7 +268,25 @@ pub(crate) async fn finalize(
             ));
         }
     };
-    settle(state.app.budget(), &community, &hold, usage, body.trace_id).await
+    let known = KnownHold {
+        model: body
+            .model
+            .map(|m| ModelAlias::parse(m).map_err(|e| ApiError::invalid("model", e)))
+            .transpose()?,
+        period: body
+            .period
+            .map(|p| Period::parse(&p).map_err(|e| ApiError::invalid("period", e)))
+            .transpose()?,
+        estimate: None,
+        created_at: body
+            .created_at_ms
+            .map(|ms| Timestamp::from_millis(ms).map_err(|e| ApiError::invalid("created_at_ms", e)))
+            .transpose()?,
+    };
+    let request = SettleRequest::new(community, hold, usage)
+        .with_known(known)
+        .with_trace_id(body.trace_id);
+    settle(state.app.budget(), request).await
 }
 
 /// Cancels a call that never ran: its estimate is released, nothing
@@ -287,7 +305,7 @@ pub(crate) async fn finalize(
     responses(
         (status = 200, description = "Cancelled (or a replay of the cancel)", body = SettlementView),
         (status = 202, description = "Store unavailable: kept and applied when it is back", body = SettlementView),
-        (status = 404, description = "Unknown hold", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown hold: nothing held, nothing written", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already finalized with a cost", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Idempotency-Key differs from the path key", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Neither store nor finalize queue answered: retry", body = Problem, content_type = "application/problem+json"),
@@ -302,14 +320,8 @@ pub(crate) async fn cancel(
     Body(body): Body<SettleBody>,
 ) -> Answer<SettlementView> {
     check_key(&key, &hold)?;
-    settle(
-        state.app.budget(),
-        &community,
-        &hold,
-        Usage::cost(Micros::ZERO),
-        body.trace_id,
-    )
-    .await
+    let request = SettleRequest::cancel(community, hold).with_trace_id(body.trace_id);
+    settle(state.app.budget(), request).await
 }
 
 /// Pushes a live hold's expiry out (a long stream's heartbeat).
@@ -381,7 +393,7 @@ pub(crate) async fn extend(
     responses(
         (status = 202, description = "Handed over", body = HandoverView),
         (status = 404, description = "Unknown hold", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already finalized", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finalized, or no provider usage source is configured (no-usage-source): finalize with the cost instead", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Idempotency-Key differs from the path key", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Store or reconciliation queue unavailable", body = Problem, content_type = "application/problem+json"),
     ),
@@ -395,17 +407,11 @@ pub(crate) async fn hand_over(
     Body(body): Body<SettleBody>,
 ) -> Answer<HandoverView> {
     check_key(&key, &hold)?;
-    let budget = state.app.budget();
-    let ticket = match budget.lookup(&community, &hold).await?.into_payable() {
-        Ok(held) => HoldTicket {
-            community: community.clone(),
-            hold: held,
-            trace_id: body.trace_id,
-        },
-        Err(HoldState::Unknown) => return Err(unknown(&hold)),
-        Err(_) => return Err(ApiError::AlreadySettled),
-    };
-    budget.hand_over(&ticket).await?;
+    state
+        .app
+        .budget()
+        .hand_over_by_ids(&community, &hold, body.trace_id)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(HandoverView {
@@ -417,20 +423,13 @@ pub(crate) async fn hand_over(
     ))
 }
 
-/// Settles (user, key) by ids: an unsettled or reaped hold is finalized;
-/// a finalized one answers its first actual, or 409 when `usage` names
-/// another cost.
-async fn settle(
-    budget: &BudgetService,
-    community: &CommunityId,
-    hold: &HoldRef,
-    usage: Usage,
-    trace_id: Option<String>,
-) -> Answer<SettlementView> {
+/// Settles a call by its ids through the service and answers what
+/// happened: 200 committed (or a replay), 202 queued.
+async fn settle(budget: &BudgetService, request: SettleRequest) -> Answer<SettlementView> {
     let mut view = SettlementView {
-        community: community.to_string(),
-        user: hold.user.to_string(),
-        key: hold.key.to_string(),
+        community: request.community.to_string(),
+        user: request.hold.user.to_string(),
+        key: request.hold.key.to_string(),
         result: String::new(),
         actual_usd: String::new(),
         actual_micros: 0,
@@ -441,79 +440,37 @@ async fn settle(
         period: None,
         replay: false,
     };
-    let ticket = match budget.lookup(community, hold).await?.into_payable() {
-        Ok(held) => HoldTicket {
-            community: community.clone(),
-            hold: held,
-            trace_id,
-        },
-        Err(HoldState::Settled {
-            settled: SettledAs::Finalized { actual },
-        }) => {
-            // The marker keeps no model, so token usage cannot be priced
-            // here: it is answered as a replay of the first actual.
-            if let Usage::Cost { actual: asked, .. } = usage
-                && asked != actual
-            {
-                return Err(different_actual(actual, asked));
-            }
-            view.result = "already_finalized".to_owned();
-            view.replay = true;
-            set_actual(&mut view, actual);
-            return Ok((StatusCode::OK, Json(view)));
-        }
-        Err(_) => return Err(unknown(hold)),
-    };
-    let settled = budget.finalize(&ticket, usage).await?;
-    let (status, outcome) = match settled {
+    let receipt = match budget.settle(request).await? {
         Settled::Queued { actual } => {
             view.result = "queued".to_owned();
             set_actual(&mut view, actual);
             return Ok((StatusCode::ACCEPTED, Json(view)));
         }
-        Settled::Committed { outcome } => (StatusCode::OK, outcome),
-    };
-    let receipt = match outcome {
-        FinalizeOutcome::Finalized(receipt) => {
-            view.result = "finalized".to_owned();
-            receipt
-        }
-        FinalizeOutcome::LateFinalized(receipt) => {
-            view.result = "late_finalized".to_owned();
-            receipt
-        }
-        FinalizeOutcome::CommittedWithoutHold(receipt) => {
-            view.result = "committed_without_hold".to_owned();
-            receipt
-        }
-        FinalizeOutcome::AlreadyFinalized { actual } => {
-            // Raced with another finalize of the same call.
-            let asked = match usage {
-                Usage::Cost { actual, .. } => actual,
-                Usage::Tokens { tokens } => budget
-                    .estimate(
-                        community,
-                        &ticket.hold.model,
-                        tokens.prompt,
-                        tokens.completion,
-                        false,
-                    )
-                    .await
-                    .map_err(estimate_error)?,
-            };
-            if asked != actual {
-                return Err(different_actual(actual, asked));
+        Settled::Committed { outcome } => match outcome {
+            FinalizeOutcome::Finalized(receipt) => {
+                view.result = "finalized".to_owned();
+                receipt
             }
-            view.result = "already_finalized".to_owned();
-            view.replay = true;
-            set_actual(&mut view, actual);
-            return Ok((status, Json(view)));
-        }
-        other => {
-            return Err(ApiError::Internal(
-                format!("unexpected finalize outcome {other:?}").into(),
-            ));
-        }
+            FinalizeOutcome::LateFinalized(receipt) => {
+                view.result = "late_finalized".to_owned();
+                receipt
+            }
+            FinalizeOutcome::CommittedWithoutHold(receipt) => {
+                view.result = "committed_without_hold".to_owned();
+                receipt
+            }
+            FinalizeOutcome::AlreadyFinalized { actual } => {
+                view.result = "already_finalized".to_owned();
+                view.replay = true;
+                set_actual(&mut view, actual);
+                return Ok((StatusCode::OK, Json(view)));
+            }
+            other => {
+                return Err(ApiError::Internal(
+                    format!("unexpected finalize outcome {other:?}").into(),
+                ));
+            }
+        },
     };
     set_actual(&mut view, receipt.actual);
     view.estimate_usd = Some(usd(receipt.estimate));
@@ -521,20 +478,12 @@ async fn settle(
     view.overshoot_usd = Some(usd(receipt.overshoot));
     view.overshoot_micros = Some(micros_i64(receipt.overshoot));
     view.period = Some(receipt.period.to_string());
-    Ok((status, Json(view)))
+    Ok((StatusCode::OK, Json(view)))
 }
 
 fn set_actual(view: &mut SettlementView, actual: Micros) {
     view.actual_usd = usd(actual);
     view.actual_micros = micros_i64(actual);
-}
-
-fn different_actual(first: Micros, asked: Micros) -> ApiError {
-    ApiError::KeyReused(format!(
-        "the call was already settled with {}; this request asks {}",
-        usd(first),
-        usd(asked)
-    ))
 }
 
 /// The header key must be the path's key on the routes of one hold.
@@ -568,6 +517,7 @@ pub(crate) fn hold_view(community: &CommunityId, hold: &Hold) -> HoldView {
         community: community.to_string(),
         user: hold.user.to_string(),
         key: hold.key.to_string(),
+        call_id: CallId::of(community, hold).to_string(),
         model: hold.model.to_string(),
         estimate_usd: usd(hold.estimate),
         estimate_micros: micros_i64(hold.estimate),

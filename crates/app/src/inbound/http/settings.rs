@@ -13,7 +13,7 @@ use spendgate_domain::{AccessLevel, Limits, Period, Tier, TierOverrides};
 use utoipa::IntoParams;
 
 use super::ApiState;
-use super::extract::{Body, KeyHeader, Tenant};
+use super::extract::{Body, KeyHeader, Operator, Tenant};
 use super::problem::{ApiError, Problem};
 use super::wire::{
     self, BudgetBody, BudgetChangeView, BudgetView, TiersBody, TiersView, UserSpendView,
@@ -93,7 +93,7 @@ pub(crate) async fn budget(
 }
 
 /// Sets a community's monthly limit and per-user cap (creating its
-/// configuration, AI enabled, when it has none).
+/// configuration, AI enabled, when it has none). Operators only.
 #[utoipa::path(
     put,
     path = "/api/v1/communities/{community}/budget",
@@ -106,6 +106,7 @@ pub(crate) async fn budget(
     responses(
         (status = 200, description = "Saved and applied", body = BudgetChangeView),
         (status = 202, description = "Saved; the budget store gets it at the next config sync", body = BudgetChangeView),
+        (status = 403, description = "A tenant's token (`insufficient-role`: only operators change budgets), or a token not allowed for this community (`community-forbidden`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid amount", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable: nothing changed", body = Problem, content_type = "application/problem+json"),
     ),
@@ -113,7 +114,7 @@ pub(crate) async fn budget(
 )]
 pub(crate) async fn set_budget(
     State(state): State<ApiState>,
-    Tenant(community): Tenant,
+    Operator(community): Operator,
     KeyHeader(_): KeyHeader,
     Body(body): Body<BudgetBody>,
 ) -> Result<(StatusCode, Json<BudgetChangeView>), ApiError> {
@@ -170,7 +171,7 @@ pub(crate) async fn tiers(
     tiers_view(&community.to_string(), &overrides, source).map(Json)
 }
 
-/// Replaces a community's tier overrides.
+/// Replaces a community's tier overrides. Operators only.
 #[utoipa::path(
     put,
     path = "/api/v1/communities/{community}/tiers",
@@ -182,6 +183,7 @@ pub(crate) async fn tiers(
     request_body = TiersBody,
     responses(
         (status = 200, description = "Saved", body = TiersView),
+        (status = 403, description = "A tenant's token (`insufficient-role`: only operators change tiers), or a token not allowed for this community (`community-forbidden`)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A tier outside 1–9 or an unknown level", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable: nothing changed", body = Problem, content_type = "application/problem+json"),
     ),
@@ -189,7 +191,7 @@ pub(crate) async fn tiers(
 )]
 pub(crate) async fn set_tiers(
     State(state): State<ApiState>,
-    Tenant(community): Tenant,
+    Operator(community): Operator,
     KeyHeader(_): KeyHeader,
     Body(body): Body<TiersBody>,
 ) -> Result<Json<TiersView>, ApiError> {

@@ -122,6 +122,20 @@ pub struct FinalizeBody {
     pub completion_tokens: Option<u64>,
     /// A trace id carried into the usage log (at most 256 bytes).
     pub trace_id: Option<String>,
+    /// The hold's model, as the reserve answered it. Needed with token
+    /// counts when the store has lost the hold; otherwise the store's
+    /// record is used.
+    #[schema(example = "cheap")]
+    pub model: Option<String>,
+    /// The hold's period (`YYYY-MM`), as the reserve answered it: where the
+    /// cost is charged if the store has lost the hold (else the current
+    /// period).
+    #[schema(example = "2026-12")]
+    pub period: Option<String>,
+    /// When the hold was made (`created_at_ms` of the reserve's answer):
+    /// tells this use of the key from an earlier one if the store has lost
+    /// the hold.
+    pub created_at_ms: Option<i64>,
 }
 
 /// `POST …/cancel` and `…/hand-over`: an optional body.
@@ -175,6 +189,11 @@ pub struct HoldView {
     pub user: String,
     /// The call's idempotency key.
     pub key: String,
+    /// The call's id, unique across communities, users and reuses of the
+    /// key: pass it to the provider with the call, so that reconciliation
+    /// can ask for this call's usage if the stream drops.
+    #[schema(example = "sgc1_5f0c6a524a3e4b8e9d631b2f3c4d5e6f")]
+    pub call_id: String,
     /// The model alias the estimate was priced for.
     pub model: String,
     /// What is held, USD.

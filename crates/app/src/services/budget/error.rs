@@ -1,7 +1,7 @@
 //! Why a budget service call failed, one enum per call, each variant one a
 //! caller can act on.
 
-use spendgate_domain::{AccessLevel, CommunityId, ModelAlias, PricingError, TierError};
+use spendgate_domain::{AccessLevel, CommunityId, Micros, ModelAlias, PricingError, TierError};
 use spendgate_ports::{RepoError, StoreError};
 
 /// Why no estimate could be made.
@@ -71,14 +71,71 @@ pub enum FinalizeError {
     /// A request field is malformed (a trace id too long).
     #[error("invalid request: {0}")]
     InvalidInput(String),
-    /// The store refused the settlement (a counter out of range, corrupt
-    /// data). It stays in the finalize queue, where an operator finds it.
+    /// The cost would take a counter out of the micro-USD range: the
+    /// store refused the settlement whole and the hold stays until it is
+    /// settled with a cost that fits, or reaped. Retrying it unchanged
+    /// cannot succeed; its finalize queue entry is a dead letter, which
+    /// an operator lists with `spendgate dead-letters`.
+    #[error("cost out of range: {0}")]
+    CostOutOfRange(#[source] StoreError),
+    /// The store refused the settlement for another reason (invalid input,
+    /// corrupt data, no limits yet). A refusal that cannot pass is kept
+    /// as a dead letter, one that may pass stays queued for a later replay.
     #[error("budget store refused the settlement: {0}")]
     Store(#[source] StoreError),
     /// Neither the store nor the finalize queue could take the settlement:
     /// nothing durable holds it, so the caller must retry it.
     #[error("settlement not kept: store and finalize queue both unavailable: {0}")]
     NotKept(#[source] RepoError),
+    /// A release (a cost of 0) of a call the store knows nothing of: nothing
+    /// is held and nothing is to be committed, so nothing was written.
+    #[error("no hold for user {user} and key {key}: nothing to release")]
+    UnknownHold {
+        /// The user given.
+        user: String,
+        /// The key given.
+        key: String,
+    },
+    /// Token usage of a call whose model nobody knows: the store has no
+    /// hold for it and the caller named no model. Nothing was written;
+    /// settle it with the model or with the cost.
+    #[error(
+        "the store has no hold for this call, so its model is unknown: give the model or the cost"
+    )]
+    ModelUnknown,
+    /// Token usage whose model had to be read from the store, which could
+    /// not answer. Nothing was written; retry, or settle with the model or
+    /// with the cost (which is then kept even while the store is down).
+    #[error("cannot cost the tokens: the store could not tell the call's model: {0}")]
+    ModelUnavailable(#[source] StoreError),
+    /// The call was already settled with another cost: a second settlement
+    /// of the same call changes nothing.
+    #[error("the call was already settled with {first} USD; this settlement asks {asked} USD")]
+    SettledOtherwise {
+        /// The cost committed the first time.
+        first: Micros,
+        /// The cost this settlement asked for.
+        asked: Micros,
+    },
+}
+
+/// Why a provider's answer did not settle a handed-over hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconcileError {
+    /// The provider reported another model than the hold's: the answer is
+    /// about another call (or the gateway named the model otherwise), so
+    /// nothing was committed from it.
+    #[error("provider reported model {reported:?} for a hold of model {expected}; not committed")]
+    ModelMismatch {
+        /// The hold's model alias.
+        expected: ModelAlias,
+        /// The model the provider reported.
+        reported: String,
+    },
+    /// The settlement itself failed.
+    #[error(transparent)]
+    Finalize(#[from] FinalizeError),
 }
 
 /// Why an extend failed.
@@ -137,10 +194,37 @@ pub enum BudgetChangeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandoverError {
+    /// No provider usage source is configured: nothing would ever ask what
+    /// the call cost, and the reaper would release it for free. Settle it
+    /// with its cost instead.
+    #[error("no provider usage source is configured: settle the call with its cost")]
+    NoUsageSource,
     /// The reconciliation queue could not take it; the hold is left to the
     /// reaper, which releases its estimate.
     #[error("reconciliation queue unavailable: {0}")]
     Queue(#[source] RepoError),
+    /// The store has no hold (nor reap tombstone) for the call.
+    #[error("no hold for user {user} and key {key}")]
+    UnknownHold {
+        /// The user given.
+        user: String,
+        /// The key given.
+        key: String,
+    },
+    /// The call was already finalized or cancelled: there is nothing left
+    /// to reconcile.
+    #[error("the call was already settled with {actual} USD")]
+    AlreadySettled {
+        /// The cost it was settled with.
+        actual: Micros,
+    },
+    /// The store could not say what it holds for the call; nothing was
+    /// queued and the hold is unchanged, so retrying is safe.
+    #[error("budget store unavailable: {0}")]
+    StoreUnavailable(#[source] StoreError),
+    /// The store answered with data it cannot read back.
+    #[error("budget store: {0}")]
+    Store(#[source] StoreError),
 }
 
 /// Why a period could not be rebuilt from the usage log.

@@ -5,13 +5,21 @@
 //! the store must still reach the usage log later. It is kept in memory
 //! and replayed with the rest; it survives a database outage, not a
 //! process crash during one (the drift monitor reports such a loss).
+//!
+//! The memory is bounded ([`super::BudgetSettings::fallback_queue_capacity`]
+//! entries): past it an enqueue is refused with [`RepoError::Full`], as if
+//! the queue were down, so a settlement the store cannot take either is
+//! [`super::FinalizeError::NotKept`] (the caller must retry it) instead of
+//! growing the process without limit.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use spendgate_adapter_memory::MemoryWorkQueue;
 use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
-use spendgate_ports::{Claimed, FinalizeQueue, PendingSettlement, RepoError, WorkQueue};
+use spendgate_ports::{
+    Claimed, DeadLetter, FinalizeQueue, PendingSettlement, RepoError, WorkQueue,
+};
 
 use crate::services::telemetry::{self, DEGRADED};
 
@@ -22,10 +30,12 @@ pub(crate) struct FallbackQueue {
 }
 
 impl FallbackQueue {
-    pub(crate) fn new(durable: Arc<FinalizeQueue>) -> Self {
+    /// `durable`, with at most `capacity` settlements kept in memory while
+    /// it cannot answer.
+    pub(crate) fn new(durable: Arc<FinalizeQueue>, capacity: usize) -> Self {
         Self {
             durable,
-            memory: MemoryWorkQueue::new(),
+            memory: MemoryWorkQueue::bounded(capacity),
         }
     }
 }
@@ -88,6 +98,36 @@ impl WorkQueue<PendingSettlement> for FallbackQueue {
             return Ok(true);
         }
         self.durable.retry_at(community, hold, error, due_at).await
+    }
+
+    async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        if self.memory.dead_letter(community, hold, error, at).await? {
+            return Ok(true);
+        }
+        self.durable.dead_letter(community, hold, error, at).await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter<PendingSettlement>>, RepoError> {
+        let mut dead = self.memory.dead_letters(limit).await?;
+        let left = limit.saturating_sub(u32::try_from(dead.len()).unwrap_or(u32::MAX));
+        if left > 0 {
+            dead.extend(self.durable.dead_letters(left).await?);
+        }
+        Ok(dead)
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, RepoError> {
+        let in_memory = self.memory.dead_letter_count().await?;
+        Ok(in_memory.saturating_add(self.durable.dead_letter_count().await?))
     }
 
     async fn len(&self) -> Result<u64, RepoError> {

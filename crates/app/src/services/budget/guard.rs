@@ -1,10 +1,11 @@
 //! The guard an accepted reserve returns: settle it with `finalize` or
 //! `cancel`. Dropped unsettled, it hands the hold to reconciliation, never
-//! cancels it: the call may have cost money.
+//! cancels it: the call may have cost money. Without a provider usage
+//! source nothing would reconcile it, so it is charged its estimate.
 
 use std::time::Duration;
 
-use spendgate_domain::{ExtendOutcome, Micros, Timestamp, Ttl};
+use spendgate_domain::{CallId, ExtendOutcome, Micros, Timestamp, Ttl};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{BudgetService, ExtendError, FinalizeError, HandoverError, HoldTicket, Settled, Usage};
@@ -25,7 +26,9 @@ pub(super) struct Grant {
 /// or [`HoldGuard::cancel`] if the call never ran. A guard dropped
 /// unsettled (a panic, a dropped stream, a forgotten branch), or whose
 /// settlement failed without being kept, is handed to reconciliation on the
-/// current tokio runtime.
+/// current tokio runtime; when no provider usage source is configured it is
+/// finalized with its estimate instead (a call that may have run is never
+/// made free).
 #[derive(Debug)]
 pub struct HoldGuard {
     service: BudgetService,
@@ -50,6 +53,12 @@ impl HoldGuard {
     /// caller that must pass it across a process boundary).
     pub fn ticket(&self) -> &HoldTicket {
         &self.ticket
+    }
+
+    /// The call's id: pass it to the provider with the call, so that
+    /// reconciliation can ask for this call's usage if the stream drops.
+    pub fn call_id(&self) -> CallId {
+        self.ticket.call_id()
     }
 
     /// The amount held.
@@ -89,14 +98,20 @@ impl HoldGuard {
     /// Commits what the call used and releases the estimate.
     ///
     /// # Errors
-    /// As [`BudgetService::finalize`]. On an error the guard is handed to
+    /// As [`BudgetService::settle`]. On an error the guard is handed to
     /// reconciliation as it drops, unless the error means the settlement is
     /// already kept.
     pub async fn finalize(mut self, usage: Usage) -> Result<Settled, FinalizeError> {
         self.stop_heartbeat();
         let result = self.service.finalize(&self.ticket, usage).await;
         self.settled = match &result {
-            Ok(_) | Err(FinalizeError::Store(_)) => true,
+            Ok(_)
+            | Err(
+                FinalizeError::Store(_)
+                | FinalizeError::CostOutOfRange(_)
+                | FinalizeError::SettledOtherwise { .. }
+                | FinalizeError::UnknownHold { .. },
+            ) => true,
             Err(_) => false,
         };
         result
@@ -168,9 +183,14 @@ impl HoldGuard {
     /// Hands the hold to reconciliation now, rather than on drop.
     ///
     /// # Errors
-    /// [`HandoverError`]: the hold is then left to the reaper.
+    /// [`HandoverError::NoUsageSource`]: nothing was handed over, and the
+    /// guard, dropped, charges the estimate. [`HandoverError::Queue`]: the
+    /// hold is left to the reaper.
     pub async fn hand_over(mut self) -> Result<(), HandoverError> {
         self.stop_heartbeat();
+        if !self.service.reconciles() {
+            return Err(HandoverError::NoUsageSource);
+        }
         self.settled = true;
         self.service.hand_over(&self.ticket).await
     }
@@ -191,7 +211,14 @@ impl Drop for HoldGuard {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
-                    if let Err(error) = service.hand_over(&ticket).await {
+                    if !service.reconciles() {
+                        telemetry::count(HANDOVERS, "outcome", "charged_estimate");
+                        tracing::warn!(community = %ticket.community, "hold dropped unsettled and no provider to ask: charging its estimate");
+                        let estimate = Usage::cost(ticket.hold.estimate);
+                        if let Err(error) = service.finalize(&ticket, estimate).await {
+                            tracing::error!(community = %ticket.community, %error, "dropped hold not charged; the reaper releases it");
+                        }
+                    } else if let Err(error) = service.hand_over(&ticket).await {
                         tracing::error!(community = %ticket.community, %error, "dropped hold not handed over; the reaper releases it");
                     }
                 });

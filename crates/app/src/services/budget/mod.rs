@@ -10,20 +10,23 @@
 //! Settling never blocks on a store outage and never loses the cost: see
 //! the `settle` module for the write-ahead path through the finalize queue.
 
+mod by_ids;
+mod dead_letter;
 mod error;
 mod fallback_queue;
 mod guard;
 mod outcome;
 mod priced;
 mod rebuild;
+mod reconcile;
 mod request;
 mod settle;
 
 use std::sync::Arc;
 
 use spendgate_domain::{
-    CommunityId, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable, Reservation,
-    ReserveOutcome, Tier, TokenCounts, Ttl,
+    CommunityId, ConfigVersion, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable,
+    Reservation, ReserveOutcome, Tier, TokenCounts, Ttl,
 };
 use spendgate_ports::{
     BudgetStore, Clock, CommunityConfig, FinalizeQueue, Handover, ReconciliationQueue, RepoError,
@@ -32,13 +35,15 @@ use spendgate_ports::{
 
 pub use error::{
     BudgetChangeError, EstimateError, ExtendError, FinalizeError, HandoverError, RebuildError,
-    ReserveError, StatusError,
+    ReconcileError, ReserveError, StatusError,
 };
 pub use guard::HoldGuard;
 pub use outcome::{BudgetReport, ReserveDecision, Settled};
 pub use priced::Preview;
 pub use rebuild::RebuildReport;
-pub use request::{CostBasis, HoldTicket, MAX_TRACE_ID_LEN, ReserveRequest, Usage};
+pub use request::{
+    CostBasis, HoldTicket, KnownHold, MAX_TRACE_ID_LEN, ReserveRequest, SettleRequest, Usage,
+};
 pub use settle::{Backoff, ReplayReport};
 
 use super::community_config::ConfigCache;
@@ -57,11 +62,19 @@ pub struct BudgetSettings {
     pub retry: Backoff,
     /// How long after a hand-over reconciliation first asks the provider.
     pub handover_delay: Ttl,
+    /// The most settlements kept in process memory while the finalize
+    /// queue's database cannot answer; past it a settlement the store
+    /// cannot take either is [`FinalizeError::NotKept`].
+    pub fallback_queue_capacity: usize,
 }
+
+/// The default of [`BudgetSettings::fallback_queue_capacity`].
+pub const DEFAULT_FALLBACK_QUEUE_CAPACITY: usize = 100_000;
 
 impl Default for BudgetSettings {
     /// Holds of 5 min, a 30 s in-flight lease, retries from 1 s doubling
-    /// to 1 h, reconciliation 30 s after a hand-over.
+    /// to 1 h, reconciliation 30 s after a hand-over, 100,000 settlements
+    /// at most in memory during a database outage.
     fn default() -> Self {
         let secs = |s: u32| Ttl::from_secs(s).unwrap_or(Ttl::DAY);
         Self {
@@ -69,6 +82,7 @@ impl Default for BudgetSettings {
             in_flight_lease: secs(30),
             retry: Backoff::default(),
             handover_delay: secs(30),
+            fallback_queue_capacity: DEFAULT_FALLBACK_QUEUE_CAPACITY,
         }
     }
 }
@@ -84,6 +98,12 @@ pub(crate) struct Core {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) prices: PriceTable,
     pub(crate) settings: BudgetSettings,
+    /// How long the store keeps a settled call's marker (the deployment's
+    /// [`spendgate_domain::BudgetPolicy`]).
+    pub(crate) marker_ttl: Ttl,
+    /// Whether a provider usage source is configured: without one nothing
+    /// reconciles a handed-over hold.
+    pub(crate) reconciles: bool,
 }
 
 /// Estimates, reserves, settles and reports budgets. Cheap to clone: every
@@ -115,7 +135,10 @@ impl BudgetService {
     /// The service over `core`; the finalize queue gets a memory fallback
     /// for while it cannot answer.
     pub(crate) fn new(mut core: Core) -> Self {
-        core.finalize_queue = Arc::new(fallback_queue::FallbackQueue::new(core.finalize_queue));
+        core.finalize_queue = Arc::new(fallback_queue::FallbackQueue::new(
+            core.finalize_queue,
+            core.settings.fallback_queue_capacity,
+        ));
         Self {
             core: Arc::new(core),
         }
@@ -321,66 +344,22 @@ impl BudgetService {
     }
 
     /// Settles a hold with what the call used, for a caller holding the
-    /// ticket rather than the guard (the guard's `finalize` calls this).
+    /// ticket rather than the guard (the guard's `finalize` calls this): a
+    /// [`BudgetService::settle`] that knows the hold.
     ///
     /// # Errors
-    /// See [`FinalizeError`]; a store outage is not an error but
-    /// [`Settled::Queued`].
-    #[tracing::instrument(
-        skip_all,
-        err,
-        fields(community = %ticket.community, user = %ticket.hold.user, key = %ticket.hold.key, model = %ticket.hold.model)
-    )]
+    /// As [`BudgetService::settle`].
     pub async fn finalize(
         &self,
         ticket: &HoldTicket,
         usage: Usage,
     ) -> Result<Settled, FinalizeError> {
-        check_trace_id(ticket.trace_id.as_ref()).map_err(FinalizeError::InvalidInput)?;
-        let (actual, tokens) = match usage {
-            Usage::Cost { actual, tokens } => (actual, tokens.unwrap_or_default()),
-            Usage::Tokens { tokens } => {
-                let prices = match self.prices_for(&ticket.community).await {
-                    Ok(prices) => prices,
-                    Err(error) => {
-                        tracing::warn!(%error, "community pricing unavailable; costing with the default table");
-                        telemetry::count(telemetry::DEGRADED, "what", "pricing_defaults");
-                        self.core.prices.clone()
-                    }
-                };
-                let actual = prices
-                    .estimate(&ticket.hold.model, tokens, false)
-                    .map_err(FinalizeError::Pricing)?;
-                (actual, tokens)
-            }
-        };
-        self.settle(settle::pending(ticket, actual, tokens)).await
-    }
-
-    /// Settles a handed-over hold with the cost the provider reported
-    /// (usage log source `reconciliation`; a late finalize if the hold was
-    /// reaped meanwhile). The reconciliation job calls this.
-    ///
-    /// # Errors
-    /// As [`BudgetService::finalize`].
-    #[tracing::instrument(
-        skip_all,
-        err,
-        fields(community = %ticket.community, user = %ticket.hold.user, key = %ticket.hold.key)
-    )]
-    pub async fn reconcile(
-        &self,
-        ticket: &HoldTicket,
-        actual: Micros,
-        tokens: TokenCounts,
-    ) -> Result<Settled, FinalizeError> {
-        let mut pending = settle::pending(ticket, actual, tokens);
-        pending.source = spendgate_ports::CostSource::Reconciliation;
-        self.settle(pending).await
+        self.settle(ticket.settlement(usage)).await
     }
 
     /// Records configuration read elsewhere (config sync) so the hot path
-    /// uses it without asking the database.
+    /// uses it without asking the database, unless the cache already holds
+    /// a newer version of it.
     pub(crate) fn remember_config(&self, config: &CommunityConfig) {
         self.core
             .config
@@ -390,7 +369,7 @@ impl BudgetService {
     /// Releases a hold without committing a cost: the call never ran.
     ///
     /// # Errors
-    /// As [`BudgetService::finalize`].
+    /// As [`BudgetService::settle`].
     pub async fn cancel(&self, ticket: &HoldTicket) -> Result<Settled, FinalizeError> {
         self.finalize(ticket, Usage::cost(Micros::ZERO)).await
     }
@@ -412,13 +391,21 @@ impl BudgetService {
     }
 
     /// Hands a hold whose call may have cost money, but whose cost is not
-    /// known, to reconciliation: it asks the provider later and finalizes
-    /// with the real cost, or leaves the hold to the reaper.
+    /// known, to reconciliation: it asks the provider later by the call's
+    /// id and finalizes with the real cost; when the provider never
+    /// reports the call, it charges the estimate (or, if so configured,
+    /// leaves the hold to the reaper).
     ///
     /// # Errors
-    /// [`HandoverError::Queue`]: the hold is then left to the reaper.
+    /// [`HandoverError::NoUsageSource`] when no provider is configured
+    /// (nothing would ever reconcile it); [`HandoverError::Queue`]. Either
+    /// way the hold is left as it is.
     #[tracing::instrument(skip_all, err, fields(community = %ticket.community, user = %ticket.hold.user, key = %ticket.hold.key))]
     pub async fn hand_over(&self, ticket: &HoldTicket) -> Result<(), HandoverError> {
+        if !self.core.reconciles {
+            telemetry::count(HANDOVERS, "outcome", "no_usage_source");
+            return Err(HandoverError::NoUsageSource);
+        }
         let now = self.core.clock.now();
         let due = now.plus(self.core.settings.handover_delay).unwrap_or(now);
         let handover = Handover {
@@ -442,10 +429,16 @@ impl BudgetService {
         result
     }
 
+    /// Whether handed-over holds are reconciled (a provider usage source is
+    /// configured).
+    pub fn reconciles(&self) -> bool {
+        self.core.reconciles
+    }
+
     /// What the store keeps for (user, key) now: the unsettled hold, how it
-    /// was settled (until marker retention ends), or nothing. A caller that
-    /// kept only the call's ids settles with
-    /// [`BudgetService::ticket`].
+    /// was settled (until marker retention ends), or nothing. A read: a
+    /// caller that settles by ids calls [`BudgetService::settle`], which
+    /// does not depend on it.
     ///
     /// # Errors
     /// [`StatusError::Store`].
@@ -462,32 +455,6 @@ impl BudgetService {
             .lookup(community, hold, now)
             .await
             .map_err(StatusError::Store)
-    }
-
-    /// The ticket of a hold still to be paid for, to finalize, cancel or
-    /// hand over by ids alone: an unsettled hold, or a reaped one (whose
-    /// finalize is a late finalize that still commits). `None` when it was
-    /// finalized or cancelled, or is unknown (see [`BudgetService::lookup`]
-    /// for which).
-    ///
-    /// # Errors
-    /// [`StatusError::Store`].
-    pub async fn ticket(
-        &self,
-        community: &CommunityId,
-        hold: &HoldRef,
-        trace_id: Option<String>,
-    ) -> Result<Option<HoldTicket>, StatusError> {
-        Ok(self
-            .lookup(community, hold)
-            .await?
-            .into_payable()
-            .ok()
-            .map(|hold| HoldTicket {
-                community: community.clone(),
-                hold,
-                trace_id,
-            }))
     }
 
     /// The community's budget for `period` (the current one when `None`).
@@ -572,31 +539,38 @@ impl BudgetService {
                 ai_enabled: true,
                 limits,
                 pricing_overrides: Default::default(),
+                version: ConfigVersion::ZERO,
             },
         };
         self.configure(&config).await
     }
 
     /// Writes a community's whole configuration (AI switch, limits,
-    /// pricing): the database first, then the store's limits.
+    /// pricing): the database first, then the cache and the store's limits
+    /// with the version the database issued (`config.version` is
+    /// ignored), so neither can be put back to an older value by a config
+    /// sync pass that read the row before this write.
     ///
     /// # Errors
     /// As [`BudgetService::set_budget`].
     #[tracing::instrument(skip_all, err, fields(community = %config.community))]
     pub async fn configure(&self, config: &CommunityConfig) -> Result<(), BudgetChangeError> {
-        self.core
+        let version = self
+            .core
             .config
             .provider()
             .upsert(config)
             .await
             .map_err(BudgetChangeError::Database)?;
-        self.core
-            .config
-            .put(&config.community, Some(config.clone()));
+        let written = CommunityConfig {
+            version,
+            ..config.clone()
+        };
+        self.core.config.put(&config.community, Some(written));
         let _timer = StoreTimer::start("set_limits");
         self.core
             .store
-            .set_limits(&config.community, config.limits)
+            .set_limits(&config.community, config.limits, version)
             .await
             .map_err(BudgetChangeError::StoreNotUpdated)
     }

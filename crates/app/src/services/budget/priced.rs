@@ -5,14 +5,14 @@
 //! spendgate concept such callers cannot name.
 
 use spendgate_domain::{
-    Admission, BudgetPolicy, CommunityId, Hold, IdempotencyKey, LimitScope, Micros, ModelAlias,
+    Admission, BudgetPolicy, CommunityId, HoldRef, IdempotencyKey, LimitScope, Micros, ModelAlias,
     Period, Reservation, ReserveOutcome, UserId, admit,
 };
 use spendgate_ports::{CommunityConfig, StoreError};
 
 use super::{
-    BudgetService, FinalizeError, HoldTicket, ReserveDecision, ReserveError, Settled, StatusError,
-    Usage, check_trace_id, reserve_label,
+    BudgetService, FinalizeError, KnownHold, ReserveDecision, ReserveError, SettleRequest, Settled,
+    StatusError, Usage, check_trace_id, reserve_label,
 };
 use crate::services::telemetry::{self, RESERVES};
 
@@ -138,7 +138,7 @@ impl BudgetService {
     /// idempotently per (community, user, key), to the current period.
     ///
     /// # Errors
-    /// As [`BudgetService::finalize`].
+    /// As [`BudgetService::settle`].
     pub async fn commit_spent(
         &self,
         community: &CommunityId,
@@ -147,22 +147,23 @@ impl BudgetService {
         model: ModelAlias,
         actual: Micros,
     ) -> Result<Settled, FinalizeError> {
-        let now = self.core().clock.now();
-        let period =
-            Period::containing(now).map_err(|e| FinalizeError::InvalidInput(e.to_string()))?;
-        let ticket = HoldTicket {
-            community: community.clone(),
-            hold: Hold {
-                user,
-                key,
-                estimate: Micros::ZERO,
-                model,
-                period,
-                created_at: now,
-                expires_at: now,
-            },
-            trace_id: None,
+        let period = Period::containing(self.core().clock.now())
+            .map_err(|e| FinalizeError::InvalidInput(e.to_string()))?;
+        // No creation time: an event has no hold, and a replay of it must
+        // find the first one's usage row, whenever it comes.
+        let known = KnownHold {
+            model: Some(model),
+            period: Some(period),
+            ..KnownHold::default()
         };
-        self.finalize(&ticket, Usage::cost(actual)).await
+        self.settle(
+            SettleRequest::new(
+                community.clone(),
+                HoldRef { user, key },
+                Usage::cost(actual),
+            )
+            .with_known(known),
+        )
+        .await
     }
 }

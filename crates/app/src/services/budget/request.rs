@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    CommunityId, Hold, HoldRef, IdempotencyKey, Micros, ModelAlias, TokenCounts, Ttl, UserId,
+    CallId, CommunityId, Hold, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp,
+    TokenCounts, Ttl, UserId,
 };
 
 /// The longest trace id kept, in bytes (the usage log's column).
@@ -155,5 +156,106 @@ impl HoldTicket {
     /// The hold's (user, key).
     pub fn hold_ref(&self) -> HoldRef {
         self.hold.hold_ref()
+    }
+
+    /// The id of the call, unique across communities, users and reuses of
+    /// the key: what the gateway passes to the provider with the call, and
+    /// what reconciliation asks the provider's usage endpoint by.
+    pub fn call_id(&self) -> CallId {
+        CallId::of(&self.community, &self.hold)
+    }
+}
+
+/// What a caller settling by ids knows of the hold besides its ids.
+///
+/// The store's own record always wins; these facts are used only where the
+/// store has none (it lost the hold, or cannot answer right now): the model
+/// to cost token usage with and to log, the period to charge (law 4: the
+/// period the hold was made in; without it, the current one), the estimate
+/// and the hold's creation time for the usage log. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownHold {
+    /// The model alias the hold was reserved for.
+    pub model: Option<ModelAlias>,
+    /// The period the hold was made in.
+    pub period: Option<Period>,
+    /// The estimate that was held.
+    pub estimate: Option<Micros>,
+    /// When the hold was made.
+    pub created_at: Option<Timestamp>,
+}
+
+impl From<&Hold> for KnownHold {
+    fn from(hold: &Hold) -> Self {
+        Self {
+            model: Some(hold.model.clone()),
+            period: Some(hold.period),
+            estimate: Some(hold.estimate),
+            created_at: Some(hold.created_at),
+        }
+    }
+}
+
+/// A settlement named by the call's ids: what a caller without the guard
+/// (an HTTP or Cycles client, the command line, a recovering process)
+/// hands [`super::BudgetService::settle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleRequest {
+    /// The community charged.
+    pub community: CommunityId,
+    /// The call's (user, key).
+    pub hold: HoldRef,
+    /// What the call used; a cost of 0 releases the hold (a cancel).
+    pub usage: Usage,
+    /// What the caller knows of the hold.
+    pub known: KnownHold,
+    /// A trace id carried into the usage log.
+    pub trace_id: Option<String>,
+}
+
+impl SettleRequest {
+    /// Settles (user, key) of `community` with `usage`, knowing nothing
+    /// else of the hold.
+    pub fn new(community: CommunityId, hold: HoldRef, usage: Usage) -> Self {
+        Self {
+            community,
+            hold,
+            usage,
+            known: KnownHold::default(),
+            trace_id: None,
+        }
+    }
+
+    /// Releases (user, key) of `community` without a cost: the call never
+    /// ran.
+    pub fn cancel(community: CommunityId, hold: HoldRef) -> Self {
+        Self::new(community, hold, Usage::cost(Micros::ZERO))
+    }
+
+    /// The same request with what the caller knows of the hold.
+    #[must_use]
+    pub fn with_known(mut self, known: KnownHold) -> Self {
+        self.known = known;
+        self
+    }
+
+    /// The same request with a trace id.
+    #[must_use]
+    pub fn with_trace_id(mut self, trace_id: Option<String>) -> Self {
+        self.trace_id = trace_id;
+        self
+    }
+}
+
+impl HoldTicket {
+    /// The settlement of this ticket's hold with `usage`.
+    pub fn settlement(&self, usage: Usage) -> SettleRequest {
+        SettleRequest {
+            community: self.community.clone(),
+            hold: self.hold_ref(),
+            usage,
+            known: KnownHold::from(&self.hold),
+            trace_id: self.trace_id.clone(),
+        }
     }
 }

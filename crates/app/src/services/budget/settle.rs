@@ -2,12 +2,23 @@
 //! usage log, nothing lost on a crash or an outage (laws 3 and 5).
 //!
 //! 1. The settlement is written to the finalize queue first, leased to
-//!    this caller for the in-flight lease (write-ahead).
+//!    this caller for the in-flight lease (write-ahead). The queue holds
+//!    one entry per call: a caller that finds one there (a retry racing
+//!    the first attempt, or a settlement already queued) still asks the
+//!    store, which is idempotent, but leaves steps 3 and 4 to the entry's
+//!    owner or the replay, so each settlement's usage row has one writer.
 //! 2. The store finalizes it. If the store knows nothing of the key (its
 //!    data was lost, or the marker expired), the usage log is asked whether
 //!    the cost was already logged; if not, the store commits it without a
-//!    hold, to the period the reservation was made in.
-//! 3. The usage row is appended (idempotent per community, user, key).
+//!    hold, to the period the reservation was made in (or, when nobody
+//!    knows that any more, the period the settlement was asked in). A
+//!    release (a cost of 0) of an unknown hold writes nothing.
+//! 3. The usage row is appended, idempotent per (community, user, key,
+//!    hold_created_at): each use of a key is logged once, and a key used
+//!    again after the store forgot it is logged again. A replay the store
+//!    answers `AlreadyFinalized` first looks for the row of that settlement
+//!    (logged within the marker's retention), so a row is never written
+//!    twice under two creation times.
 //! 4. The queue entry is completed.
 //!
 //! When the queue's database cannot answer, the entry is kept in process
@@ -84,13 +95,16 @@ pub struct ReplayReport {
     pub completed: u64,
     /// Entries left for a later pass (store or log unavailable).
     pub retried: u64,
-    /// Entries the store refused (counter out of range, corrupt data);
-    /// left queued at the longest backoff for an operator.
+    /// Entries the store refused: parked as dead letters when retrying
+    /// cannot help (counter out of range, invalid input, corrupt data),
+    /// else left queued at the longest backoff.
     pub refused: u64,
 }
 
 /// One attempt at steps 2–3.
 enum Attempt {
+    /// A release of a hold the store does not know: nothing to do.
+    Nothing,
     /// The store has the settlement; `logged` says whether the usage row is
     /// there too.
     Committed {
@@ -122,10 +136,11 @@ pub(super) fn pending(
         tokens,
         trace_id: ticket.trace_id.clone(),
         source: CostSource::Finalize,
+        hold_created_at: Some(ticket.hold.created_at),
     }
 }
 
-fn hold_ref(pending: &PendingSettlement) -> HoldRef {
+pub(super) fn hold_ref(pending: &PendingSettlement) -> HoldRef {
     HoldRef {
         user: pending.settlement.user.clone(),
         key: pending.settlement.key.clone(),
@@ -144,7 +159,7 @@ fn finalize_label(outcome: &FinalizeOutcome) -> &'static str {
 
 impl BudgetService {
     /// Steps 1–4 for a new settlement.
-    pub(super) async fn settle(
+    pub(super) async fn settle_pending(
         &self,
         pending: PendingSettlement,
     ) -> Result<Settled, FinalizeError> {
@@ -156,8 +171,23 @@ impl BudgetService {
             tracing::warn!(%error, "finalize queue unavailable; settling without write-ahead");
             telemetry::count(DEGRADED, "what", "finalize_queue");
         }
-        let journaled = journal.is_ok();
-        match self.attempt(&pending, now).await {
+        // One queue entry per call: a caller that finds one already there
+        // (a retry while the first attempt is still in flight or queued)
+        // leaves its care to that entry's owner, usage row included, so a
+        // row is only ever written by one writer per settlement.
+        let journaled = matches!(journal, Ok(true));
+        let owner = !matches!(journal, Ok(false));
+        match self.attempt(&pending, now, owner).await {
+            Attempt::Nothing => {
+                if journaled {
+                    self.after_commit(&pending, true, 0, now).await;
+                }
+                telemetry::count(FINALIZES, "outcome", "unknown_hold");
+                Err(FinalizeError::UnknownHold {
+                    user: pending.settlement.user.to_string(),
+                    key: pending.settlement.key.to_string(),
+                })
+            }
             Attempt::Committed { outcome, logged } => {
                 if journaled {
                     self.after_commit(&pending, logged, 0, now).await;
@@ -167,8 +197,10 @@ impl BudgetService {
             }
             Attempt::Unavailable(reason) => match journal {
                 Ok(_) => {
-                    self.retry(&pending, &reason, core.settings.retry.due_after(1, now))
-                        .await;
+                    if journaled {
+                        self.retry(&pending, &reason, core.settings.retry.due_after(1, now))
+                            .await;
+                    }
                     telemetry::count(QUEUED_SETTLEMENTS, "reason", "store_unavailable");
                     telemetry::count(FINALIZES, "outcome", "queued");
                     Ok(Settled::Queued {
@@ -182,16 +214,8 @@ impl BudgetService {
                 }
             },
             Attempt::Refused(error) => {
-                if journaled {
-                    self.retry(
-                        &pending,
-                        &error.to_string(),
-                        core.settings.retry.max_due(now),
-                    )
-                    .await;
-                }
                 telemetry::count(FINALIZES, "outcome", "refused");
-                Err(FinalizeError::Store(error))
+                Err(self.refused(&pending, error, journaled, now).await)
             }
         }
     }
@@ -216,7 +240,18 @@ impl BudgetService {
         };
         for entry in claimed {
             let failures = entry.attempts.saturating_add(1);
-            match self.attempt(&entry.item, now).await {
+            match self.attempt(&entry.item, now, true).await {
+                Attempt::Nothing => {
+                    telemetry::count(FINALIZES, "outcome", "unknown_hold");
+                    if self
+                        .after_commit(&entry.item, true, entry.attempts, now)
+                        .await
+                    {
+                        report.completed += 1;
+                    } else {
+                        report.retried += 1;
+                    }
+                }
                 Attempt::Committed { outcome, logged } => {
                     telemetry::count(FINALIZES, "outcome", finalize_label(&outcome));
                     if self
@@ -238,13 +273,7 @@ impl BudgetService {
                     report.retried += 1;
                 }
                 Attempt::Refused(error) => {
-                    tracing::error!(community = %entry.item.community, %error, "queued settlement refused by the store");
-                    self.retry(
-                        &entry.item,
-                        &error.to_string(),
-                        core.settings.retry.max_due(now),
-                    )
-                    .await;
+                    self.refused(&entry.item, error, true, now).await;
                     report.refused += 1;
                 }
             }
@@ -287,7 +316,7 @@ impl BudgetService {
         }
     }
 
-    async fn retry(&self, pending: &PendingSettlement, reason: &str, due: Timestamp) {
+    pub(super) async fn retry(&self, pending: &PendingSettlement, reason: &str, due: Timestamp) {
         let core = self.core();
         if let Err(error) = core
             .finalize_queue
@@ -299,8 +328,9 @@ impl BudgetService {
         }
     }
 
-    /// Steps 2–3 once.
-    async fn attempt(&self, pending: &PendingSettlement, now: Timestamp) -> Attempt {
+    /// Steps 2–3 once; step 3 only when `log` (the caller owns the
+    /// settlement's queue entry, or there is none).
+    async fn attempt(&self, pending: &PendingSettlement, now: Timestamp, log: bool) -> Attempt {
         let core = self.core();
         let community = &pending.community;
         let finalized = {
@@ -311,8 +341,20 @@ impl BudgetService {
         };
         let outcome = match finalized {
             Ok(outcome) => outcome,
+            Err(StoreError::UnknownHold { .. }) if pending.settlement.actual == Micros::ZERO => {
+                return Attempt::Nothing;
+            }
             Err(StoreError::UnknownHold { .. }) => {
-                match core.usage_log.logged(community, &hold_ref(pending)).await {
+                // Without the hold's creation time every use of the key is
+                // asked about: counting a cost twice is worse than the one
+                // case this misses (a key used again, then lost by the
+                // store, settled by a caller who forgot when it reserved).
+                let since = pending.hold_created_at.unwrap_or(Timestamp::EPOCH);
+                match core
+                    .usage_log
+                    .logged(community, &hold_ref(pending), since)
+                    .await
+                {
                     Ok(Some(record)) => {
                         // Committed and logged before the store lost its
                         // marker: committing again would count it twice.
@@ -347,7 +389,7 @@ impl BudgetService {
             Err(StoreError::Unavailable(reason)) => return Attempt::Unavailable(reason),
             Err(error) => return Attempt::Refused(error),
         };
-        let logged = self.log(pending, &outcome, now).await;
+        let logged = log && self.log(pending, &outcome, now).await;
         Attempt::Committed { outcome, logged }
     }
 
@@ -362,13 +404,15 @@ impl BudgetService {
             CostSource::Reconciliation => CostSource::Reconciliation,
             _ => store_source,
         };
-        let (cost, estimate, period, model, source) = match outcome {
+        let known_use = pending.hold_created_at;
+        let (cost, estimate, period, model, source, hold_created_at) = match outcome {
             FinalizeOutcome::Finalized(r) => (
                 r.actual,
                 r.estimate,
                 r.period,
                 r.model.clone(),
                 source(CostSource::Finalize),
+                r.created_at,
             ),
             FinalizeOutcome::LateFinalized(r) => (
                 r.actual,
@@ -376,6 +420,7 @@ impl BudgetService {
                 r.period,
                 r.model.clone(),
                 source(CostSource::LateFinalize),
+                r.created_at,
             ),
             FinalizeOutcome::CommittedWithoutHold(r) => (
                 r.actual,
@@ -383,14 +428,27 @@ impl BudgetService {
                 r.period,
                 r.model.clone(),
                 source(CostSource::LateFinalize),
+                known_use.unwrap_or(r.created_at),
             ),
-            FinalizeOutcome::AlreadyFinalized { actual } => (
-                *actual,
-                pending.estimate,
-                pending.period,
-                pending.model.clone(),
-                pending.source,
-            ),
+            FinalizeOutcome::AlreadyFinalized { actual } => {
+                match self.logged_since_marker(pending, now).await {
+                    Ok(true) => return true,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, "usage log unavailable; the replay writes the row");
+                        telemetry::count(DEGRADED, "what", "usage_log");
+                        return false;
+                    }
+                }
+                (
+                    *actual,
+                    pending.estimate,
+                    pending.period,
+                    pending.model.clone(),
+                    pending.source,
+                    known_use.unwrap_or(now),
+                )
+            }
             other => {
                 tracing::error!(?other, "unexpected finalize outcome; usage row not written");
                 return false;
@@ -400,6 +458,7 @@ impl BudgetService {
             community: pending.community.clone(),
             user: pending.settlement.user.clone(),
             key: pending.settlement.key.clone(),
+            hold_created_at,
             model,
             tokens: pending.tokens,
             cost,
@@ -422,6 +481,34 @@ impl BudgetService {
                 false
             }
         }
+    }
+}
+
+impl BudgetService {
+    /// Whether the settlement the store answered `AlreadyFinalized` for has
+    /// its usage row. Its marker lives [`Core::marker_ttl`] from the
+    /// commit, so that settlement was committed, and its row logged, after
+    /// `now - marker_ttl`; an earlier row of the same key is an earlier use
+    /// (whose marker had to expire before the key could be held again).
+    ///
+    /// [`Core::marker_ttl`]: super::Core
+    async fn logged_since_marker(
+        &self,
+        pending: &PendingSettlement,
+        now: Timestamp,
+    ) -> Result<bool, spendgate_ports::RepoError> {
+        let core = self.core();
+        let marker_born = now
+            .plus_millis(-core.marker_ttl.as_millis())
+            .unwrap_or(Timestamp::EPOCH);
+        let since = pending
+            .hold_created_at
+            .map_or(marker_born, |created| created.max(marker_born));
+        Ok(core
+            .usage_log
+            .logged(&pending.community, &hold_ref(pending), since)
+            .await?
+            .is_some())
     }
 }
 

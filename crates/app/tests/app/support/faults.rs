@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use spendgate::domain::{
-    CommunityId, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Period, Reaped, Reservation,
-    ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Period, Reaped,
+    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
 use spendgate::ports::{
-    BudgetStatus, BudgetStore, Claimed, PendingSettlement, RepoError, StoreError, UsageLog,
-    UsageRecord, WorkQueue,
+    BudgetStatus, BudgetStore, Claimed, DeadLetter, PendingSettlement, RepoError, StoreError,
+    UsageLog, UsageRecord, WorkQueue,
 };
 
 /// A step of the settlement path after which an adapter may stop.
@@ -228,9 +228,14 @@ impl BudgetStore for FaultyStore {
         self.faults.store()?;
         self.inner().restore_committed(c, p, committed).await
     }
-    async fn set_limits(&self, community: &CommunityId, limits: Limits) -> Result<(), StoreError> {
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+        version: ConfigVersion,
+    ) -> Result<(), StoreError> {
         self.faults.store()?;
-        self.inner().set_limits(community, limits).await
+        self.inner().set_limits(community, limits, version).await
     }
 }
 
@@ -252,9 +257,10 @@ impl UsageLog for FaultyLog {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        since: Timestamp,
     ) -> Result<Option<UsageRecord>, RepoError> {
         self.faults.repo(&self.faults.log_down, "usage log")?;
-        self.inner.logged(community, hold).await
+        self.inner.logged(community, hold, since).await
     }
 
     async fn total_cost(
@@ -327,6 +333,33 @@ impl WorkQueue<PendingSettlement> for FaultyQueue {
         self.faults
             .repo(&self.faults.queue_down, "finalize queue")?;
         self.inner.retry_at(community, hold, error, due_at).await
+    }
+
+    async fn dead_letter(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        error: &str,
+        at: Timestamp,
+    ) -> Result<bool, RepoError> {
+        self.faults
+            .repo(&self.faults.queue_down, "finalize queue")?;
+        self.inner.dead_letter(community, hold, error, at).await
+    }
+
+    async fn dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter<PendingSettlement>>, RepoError> {
+        self.faults
+            .repo(&self.faults.queue_down, "finalize queue")?;
+        self.inner.dead_letters(limit).await
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, RepoError> {
+        self.faults
+            .repo(&self.faults.queue_down, "finalize queue")?;
+        self.inner.dead_letter_count().await
     }
 
     async fn len(&self) -> Result<u64, RepoError> {

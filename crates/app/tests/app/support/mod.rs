@@ -2,6 +2,7 @@
 //! cuttable proxy.
 
 pub mod faults;
+pub mod own_redis;
 pub mod proxy;
 pub mod servers;
 
@@ -13,7 +14,7 @@ use spendgate::domain::{
     CommunityId, IdempotencyKey, Limits, Micros, ModelAlias, Timestamp, UserId,
 };
 use spendgate::ports::{FinalizeQueue, Handover, UsageLog};
-use spendgate::{ReserveDecision, ReserveRequest, Spendgate};
+use spendgate::{BudgetSettings, ReserveDecision, ReserveRequest, Spendgate};
 use spendgate_adapter_memory::{ManualClock, MemoryUsageSource, MemoryWorkQueue};
 
 use faults::{Faults, FaultyLog, FaultyQueue, FaultyStore};
@@ -92,6 +93,15 @@ impl Env {
     /// Wraps the store, log and queue of `parts` in fault switches and
     /// builds the spendgate under test on them, with `clock`.
     pub async fn assemble(parts: Parts, clock: Arc<ManualClock>) -> Self {
+        Self::assemble_with(parts, clock, BudgetSettings::default()).await
+    }
+
+    /// [`Env::assemble`] with the service's `settings`.
+    pub async fn assemble_with(
+        parts: Parts,
+        clock: Arc<ManualClock>,
+        settings: BudgetSettings,
+    ) -> Self {
         let ports = parts.spendgate.ports().clone();
         let faults = Arc::new(Faults::default());
         let store = Arc::new(FaultyStore::new(ports.store.clone(), faults.clone()));
@@ -114,6 +124,7 @@ impl Env {
             .usage_source(provider.clone())
             .lease(ports.lease.clone())
             .clock(clock.clone())
+            .settings(settings)
             .build()
             .await
             .unwrap();
@@ -205,6 +216,11 @@ impl Env {
 
 /// An environment on memory alone.
 pub async fn memory() -> Env {
+    memory_with(BudgetSettings::default()).await
+}
+
+/// [`memory`] with the service's `settings`.
+pub async fn memory_with(settings: BudgetSettings) -> Env {
     let clock = Env::clock_at_mid_november();
     let spendgate = Spendgate::builder()
         .clock(clock.clone())
@@ -216,7 +232,7 @@ pub async fn memory() -> Env {
         keep: Box::new(()),
         wipe: Wipe::FreshMemoryStore,
     };
-    Env::assemble(parts, clock).await
+    Env::assemble_with(parts, clock, settings).await
 }
 
 /// An environment on one SQLite file: budgets, configuration, usage log

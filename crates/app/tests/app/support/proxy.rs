@@ -54,6 +54,21 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the server of `url`
+    /// (`scheme://[credentials@]host:port/rest`), and the same URL through
+    /// it.
+    pub async fn for_url(url: &str) -> (Self, String) {
+        let (scheme, rest) = url.split_once("://").unwrap();
+        let (server, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (credentials, authority) = match server.rsplit_once('@') {
+            Some((credentials, authority)) => (format!("{credentials}@"), authority),
+            None => (String::new(), server),
+        };
+        let proxy = Self::start(authority.to_owned()).await;
+        let proxied = format!("{scheme}://{credentials}127.0.0.1:{}/{path}", proxy.port);
+        (proxy, proxied)
+    }
+
     /// Drops every open connection and refuses new ones (or lets them in
     /// again).
     pub fn set_cut(&self, cut: bool) {

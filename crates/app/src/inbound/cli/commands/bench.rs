@@ -103,7 +103,8 @@ pub async fn bench(
             let base = url.trim_end_matches('/').to_owned();
             if !(base.starts_with("http://") || base.starts_with("https://")) {
                 return Err(CliError::Usage(format!(
-                    "--url must start with http:// or https://, got {url}"
+                    "--url must start with http:// or https://, got {}",
+                    redact_url(url)
                 )));
             }
             let client = reqwest::Client::builder()
@@ -112,8 +113,8 @@ pub async fn bench(
                 .build()
                 .map_err(|e| CliError::Failed(format!("HTTP client: {e}")))?;
             let described = match &cycles {
-                Some(_) => format!("{base} (Cycles /v1)"),
-                None => base.clone(),
+                Some(_) => format!("{} (Cycles /v1)", redact_url(&base)),
+                None => redact_url(&base),
             };
             (
                 Target::Http {
@@ -298,15 +299,15 @@ async fn set_budget(
                 .send()
                 .await
                 .map_err(|source| CliError::ServerUnreachable {
-                    what: format!("PUT {url}"),
-                    source,
+                    what: redact_url(&format!("PUT {url}")),
+                    source: source.without_url(),
                 })?;
             let status = response.status();
             if status.is_success() {
                 return Ok(());
             }
             let body = response.text().await.unwrap_or_default();
-            let message = format!("PUT {url}: {status}: {body}");
+            let message = redact_url(&format!("PUT {url}: {status}: {body}"));
             Err(if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
                 CliError::ServerUnavailable(message)
             } else {

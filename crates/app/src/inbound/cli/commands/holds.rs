@@ -2,14 +2,15 @@
 //! ids, across separate invocations of the program.
 
 use serde_json::{Value, json};
-use spendgate_domain::{
-    ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Micros, SettledAs, TokenCounts, Ttl,
-};
+use spendgate_domain::{ExtendOutcome, FinalizeOutcome, HoldRef, Micros, TokenCounts, Ttl};
 
 use crate::Spendgate;
 use crate::inbound::cli::output::{CliError, Exit, Report, usd};
 use crate::inbound::cli::{FinalizeArgs, HoldIds, ReserveArgs};
-use crate::services::budget::{CostBasis, ReserveDecision, ReserveRequest, Settled, Usage};
+use crate::services::budget::{
+    CostBasis, FinalizeError, KnownHold, ReserveDecision, ReserveRequest, SettleRequest, Settled,
+    Usage,
+};
 
 fn ttl_arg(name: &str, ms: u32) -> Result<Ttl, CliError> {
     Ttl::from_millis(i64::from(ms)).map_err(|e| CliError::Usage(format!("invalid {name}: {e}")))
@@ -76,6 +77,7 @@ pub async fn reserve(app: &Spendgate, args: ReserveArgs) -> Result<Report, CliEr
                 ids,
                 json!({
                     "result": if replay { "already_reserved" } else { "reserved" },
+                    "call_id": ticket.call_id().as_str(),
                     "model": hold.model.as_str(),
                     "estimate_usd": usd(hold.estimate),
                     "remaining_usd": remaining.map(usd),
@@ -86,7 +88,7 @@ pub async fn reserve(app: &Spendgate, args: ReserveArgs) -> Result<Report, CliEr
                 }),
             );
             let mut text = format!(
-                "{} ${} for {} / {} / {} (period {})",
+                "{} ${} for {} / {} / {} (period {}, call id {})",
                 if replay {
                     "already reserved:"
                 } else {
@@ -96,7 +98,8 @@ pub async fn reserve(app: &Spendgate, args: ReserveArgs) -> Result<Report, CliEr
                 args.ids.community,
                 args.ids.user,
                 args.ids.key,
-                hold.period
+                hold.period,
+                ticket.call_id()
             );
             if let Some(remaining) = remaining {
                 text.push_str(&format!("; ${remaining} left"));
@@ -158,7 +161,26 @@ pub async fn finalize(app: &Spendgate, args: FinalizeArgs) -> Result<Report, Cli
             ));
         }
     };
-    settle(app, &args.ids, usage, args.trace_id, "finalized").await
+    let known = KnownHold {
+        model: args.model,
+        period: args.period,
+        ..KnownHold::default()
+    };
+    let request = settle_request(&args.ids, usage)
+        .with_known(known)
+        .with_trace_id(args.trace_id);
+    settle(app, &args.ids, request, "finalized").await
+}
+
+fn settle_request(ids: &HoldIds, usage: Usage) -> SettleRequest {
+    SettleRequest::new(
+        ids.community.clone(),
+        HoldRef {
+            user: ids.user.clone(),
+            key: ids.key.clone(),
+        },
+        usage,
+    )
 }
 
 /// `cancel`: releases the hold without cost.
@@ -166,36 +188,27 @@ pub async fn finalize(app: &Spendgate, args: FinalizeArgs) -> Result<Report, Cli
 /// # Errors
 /// As [`finalize`].
 pub async fn cancel(app: &Spendgate, ids: HoldIds) -> Result<Report, CliError> {
-    settle(app, &ids, Usage::cost(Micros::ZERO), None, "cancelled").await
+    let request = settle_request(&ids, Usage::cost(Micros::ZERO));
+    settle(app, &ids, request, "cancelled").await
 }
 
+/// Settles by ids through the service: never by reading the hold first,
+/// so a store that cannot answer queues the settlement and a store that
+/// lost the hold commits the cost without it.
 async fn settle(
     app: &Spendgate,
     ids: &HoldIds,
-    usage: Usage,
-    trace_id: Option<String>,
+    request: SettleRequest,
     verb: &str,
 ) -> Result<Report, CliError> {
-    let hold_ref = HoldRef {
-        user: ids.user.clone(),
-        key: ids.key.clone(),
-    };
-    let budget = app.budget();
-    let Some(ticket) = budget.ticket(&ids.community, &hold_ref, trace_id).await? else {
-        return match budget.lookup(&ids.community, &hold_ref).await? {
-            HoldState::Settled {
-                settled: SettledAs::Finalized { actual },
-            } => Ok(Report::ok(
-                merge(
-                    ids_json(ids),
-                    json!({ "result": "already_finalized", "actual_usd": usd(actual) }),
-                ),
-                format!("already settled with ${actual}; nothing changed"),
-            )),
-            _ => Err(not_found(ids)),
-        };
-    };
-    let settled = budget.finalize(&ticket, usage).await?;
+    let settled = app
+        .budget()
+        .settle(request)
+        .await
+        .map_err(|error| match error {
+            FinalizeError::UnknownHold { .. } => not_found(ids),
+            other => other.into(),
+        })?;
     let (result, fields, text) = match settled {
         Settled::Committed { outcome } => match &outcome {
             FinalizeOutcome::Finalized(r)

@@ -4,13 +4,16 @@
 pub mod bench;
 pub mod budget;
 pub mod config;
+pub mod dead_letters;
 pub mod holds;
 pub mod maintenance;
 pub mod migrate;
 pub mod serve;
+mod unreachable;
 
 use std::sync::Arc;
 
+use spendgate_ports::StoreError;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{CliError, Report};
@@ -46,11 +49,11 @@ pub(super) async fn dispatch(
             holds::reserve(&app, args).await
         }
         Command::Finalize(args) => {
-            let app = open(settings, console).await?;
+            let app = open_for_settling(settings, console).await?;
             holds::finalize(&app, args).await
         }
         Command::Cancel { ids } => {
-            let app = open(settings, console).await?;
+            let app = open_for_settling(settings, console).await?;
             holds::cancel(&app, ids).await
         }
         Command::Extend { ids, ttl_ms } => {
@@ -68,6 +71,10 @@ pub(super) async fn dispatch(
         Command::Rebuild { community, period } => {
             let app = open(settings, console).await?;
             maintenance::rebuild(&app, &community, period, console).await
+        }
+        Command::DeadLetters { limit } => {
+            let app = open(settings, console).await?;
+            dead_letters::dead_letters(&app, limit).await
         }
         Command::Bench(args) => bench::bench(settings, args, console).await,
     }
@@ -89,7 +96,8 @@ pub async fn open(settings: &Settings, console: &mut Console<'_>) -> Result<Spen
     ));
     let mut builder = Spendgate::builder()
         .database(settings.database_url.clone())
-        .redis_options(settings.redis.clone());
+        .redis_options(settings.redis.clone())
+        .settings(settings.budget_settings());
     if let Some(url) = &settings.redis_url {
         builder = builder.redis(url.clone());
     }
@@ -100,6 +108,32 @@ pub async fn open(settings: &Settings, console: &mut Console<'_>) -> Result<Spen
         builder = builder.usage_source(usage_source(url)?);
     }
     builder.build().await.map_err(CliError::Build)
+}
+
+/// [`open`] for `finalize` and `cancel`: when the budget store cannot be
+/// reached, the services run over a store that answers every call
+/// "unavailable", so the settlement is written to the finalize queue in the
+/// database and reported queued (`serve`'s replay worker applies it),
+/// rather than the command refusing to run while the money is spent.
+///
+/// # Errors
+/// As [`open`], except an unreachable budget store.
+pub async fn open_for_settling(
+    settings: &Settings,
+    console: &mut Console<'_>,
+) -> Result<Spendgate, CliError> {
+    match open(settings, console).await {
+        Err(CliError::Build(crate::BuildError::Store(StoreError::Unavailable(reason)))) => {
+            console.progress("budget store unreachable: the settlement will be queued");
+            Spendgate::builder()
+                .database(settings.database_url.clone())
+                .store(Arc::new(unreachable::UnreachableStore::new(reason)))
+                .build()
+                .await
+                .map_err(CliError::Build)
+        }
+        other => other,
+    }
 }
 
 #[cfg(feature = "http")]

@@ -70,6 +70,7 @@ fn http_options(settings: &Settings) -> Result<HttpOptions, CliError> {
             .iter()
             .map(|t| ApiToken {
                 secret: t.secret.clone(),
+                role: t.role,
                 communities: t
                     .communities
                     .as_ref()
@@ -78,6 +79,10 @@ fn http_options(settings: &Settings) -> Result<HttpOptions, CliError> {
             .collect(),
         body_limit_bytes,
         request_timeout: settings.http.request_timeout,
+        header_read_timeout: settings.http.header_read_timeout,
+        idle_timeout: settings.http.idle_timeout,
+        max_connections: settings.http.max_connections,
+        metrics_token: settings.http.metrics_token.clone(),
         cycles: CyclesOptions {
             keys: settings.http.cycles_keys.clone(),
             user_level: settings.http.cycles_user_level,

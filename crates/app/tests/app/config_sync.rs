@@ -1,0 +1,142 @@
+//! Config sync against configuration changed during its pass (issue 23):
+//! a pass that read its snapshot before a budget change and an AI switch
+//! turned off puts neither back, on every store (memory, SQLite,
+//! PostgreSQL, Redis, Redis Cluster), in the store or in the cache.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use spendgate::domain::{CommunityId, ConfigVersion, Limits};
+use spendgate::ports::{CommunityConfig, ConfigProvider, RepoError};
+use spendgate::workers::{ConfigSyncJob, Job};
+use spendgate::{ReserveError, ReserveRequest, Spendgate};
+use tokio::sync::Notify;
+
+use crate::support::servers::{PgDb, redis_cluster_urls, redis_url};
+use crate::support::{community, key, model, usd, user};
+
+/// The configuration whose `active_communities` takes its snapshot, says
+/// so, then waits until released: the pass is held between its read and
+/// its writes.
+struct HeldSnapshot {
+    inner: Arc<dyn ConfigProvider>,
+    taken: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl ConfigProvider for HeldSnapshot {
+    async fn active_communities(&self) -> Result<Vec<CommunityConfig>, RepoError> {
+        let snapshot = self.inner.active_communities().await;
+        self.taken.notify_one();
+        self.release.notified().await;
+        snapshot
+    }
+
+    async fn community(&self, c: &CommunityId) -> Result<Option<CommunityConfig>, RepoError> {
+        self.inner.community(c).await
+    }
+
+    async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
+        self.inner.upsert(config).await
+    }
+}
+
+async fn a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg: Spendgate) {
+    let budget = sg.budget();
+    let spending = community("sync-budget");
+    let switched = community("sync-ai-off");
+    for c in [&spending, &switched] {
+        budget.set_budget(c, Limits::new(usd(10))).await.unwrap();
+    }
+    let held = Arc::new(HeldSnapshot {
+        inner: sg.ports().config.clone(),
+        taken: Notify::new(),
+        release: Notify::new(),
+    });
+    let job = ConfigSyncJob::new(held.clone(), sg.ports().store.clone(), budget.clone());
+    let now = sg.ports().clock.now();
+    let pass = tokio::spawn(async move { job.tick(now).await });
+    held.taken.notified().await;
+
+    // While the pass holds its snapshot: a lower budget, and AI off.
+    budget
+        .set_budget(&spending, Limits::new(usd(1)))
+        .await
+        .unwrap();
+    let mut off = sg
+        .ports()
+        .config
+        .community(&switched)
+        .await
+        .unwrap()
+        .unwrap();
+    off.ai_enabled = false;
+    budget.configure(&off).await.unwrap();
+
+    held.release.notify_one();
+    assert_eq!(pass.await.unwrap().failures, 0);
+
+    let status = budget.status(&spending, None).await.unwrap();
+    assert_eq!(status.limits, Some(Limits::new(usd(1))), "the store");
+    let request = ReserveRequest::tokens(
+        switched.clone(),
+        user("alice"),
+        key("k1"),
+        model("cheap"),
+        1,
+        1_200,
+        800,
+    );
+    let refused = budget.reserve(request).await;
+    assert!(
+        matches!(refused, Err(ReserveError::AiDisabled(_))),
+        "the cache: {refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_memory_a_stale_sync_pass_changes_nothing_newer() {
+    let sg = Spendgate::builder().build().await.unwrap();
+    a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_stale_sync_pass_changes_nothing_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/spendgate.db?mode=rwc", dir.path().display());
+    let sg = Spendgate::builder().database(url).build().await.unwrap();
+    a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_stale_sync_pass_changes_nothing_newer() {
+    let (_db, url) = PgDb::create().await;
+    let sg = Spendgate::builder().database(url).build().await.unwrap();
+    a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_stale_sync_pass_changes_nothing_newer() {
+    let (_db, url) = PgDb::create().await;
+    let sg = Spendgate::builder()
+        .redis(redis_url())
+        .database(url)
+        .build()
+        .await
+        .unwrap();
+    a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_a_stale_sync_pass_changes_nothing_newer() {
+    let (_db, url) = PgDb::create().await;
+    let urls = redis_cluster_urls();
+    let sg = Spendgate::builder()
+        .redis_cluster(urls.clone())
+        .database(url)
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the Redis Cluster at {urls:?}: {e}"));
+    a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
+}
