@@ -8,11 +8,12 @@
 -- where none does (or only an expired marker or tombstone), `actual` is
 -- committed to the period ARGV[5] (the period's committed and the user's;
 -- no limit check, nothing released, hold count unchanged), the user joins
--- the period's user set, and a finalized marker is written and queued
--- exactly as a finalize writes it, so a replay is `already finalized`.
+-- the period's user set (when the cost is not 0), and a finalized marker
+-- is written and queued exactly as a finalize writes it, so a replay is
+-- `already finalized`.
 --
 -- KEYS[1] record hash  KEYS[2] marker queue
--- KEYS[3] commit_unheld only: the user set of the period ARGV[5]
+-- KEYS[3] the user set of the period ARGV[5]
 -- ARGV[1] hold digest  ARGV[2] actual  ARGV[3] now  ARGV[4] marker expires_at
 -- ARGV[5] period: for finalize, the period of now (read along with the
 --   record: usually the hold's); for commit_unheld, the period to commit
@@ -24,6 +25,8 @@
 -- | {1 finalized | 2 late | 4 committed without a hold, actual, estimate,
 --    overshoot, period, model, created_at}
 -- | {3, actual} already finalized
+-- | {5, period} the user joins the user set of the hold's period, which
+--   is not ARGV[5]: nothing written; call again with that period
 --
 -- Every argument is checked and every sum computed before the first write,
 -- so an error leaves the store as it was.
@@ -60,8 +63,7 @@ if model ~= nil then
 end
 local unheld = model
 local Q = community_key(P, KEYS[2])
-local U
-if unheld ~= nil then U = community_key(P, KEYS[3], guess, "user set") end
+local U = community_key(P, KEYS[3], guess, "user set")
 
 local got = redis.call("HMGET", R, d, "L", "V", guess, guess .. ":" .. me)
 local header_v = got[3]
@@ -133,6 +135,13 @@ if releases then
   ur = ur - est
   if ur < 0 then fail("overflow", "user reserved would go negative") end
 end
+-- A user joins the period's user set (the paged listing, users.lua) with
+-- its first non-zero sums: here when its hold had estimate 0 (reserve
+-- kept no sums for it) or there was no hold. The set declared is the
+-- guessed period's; a hold of another period answers {5, period} before
+-- any write, and the adapter calls again with that period.
+local joins = sums_v == false and (uc > 0 or ur > 0)
+if joins and per ~= guess then return { 5, per } end
 -- The writes. The marker queue and the user set may be tampered keys of
 -- another type, which Redis finds only on the write (WRONGTYPE): they go
 -- first, the queue entry undone if the SADD fails, so a refused call
@@ -141,20 +150,26 @@ end
 -- it.
 local r = redis.pcall("RPUSH", Q, d .. marker_until)
 if not tonumber(r) then refuse_write(r, "marker queue") end
-local outcome = 2
-if releases then
-  outcome = 1
-elseif kind == 0 then
-  -- The period's user set, for status (a hold's user joined it at reserve).
+if joins then
   r = redis.pcall("SADD", U, user)
   if not tonumber(r) then
     redis.call("RPOP", Q)
     refuse_write(r, "user set")
   end
+end
+local outcome = 2
+if releases then
+  outcome = 1
+elseif kind == 0 then
   outcome = 4
 end
-redis.call("HSET", R, d, "F" .. marker_until .. actual_s, per, format(TOTALS_FMT, committed, reserved, holds, warned),
-  UF, format(USER_SUMS_FMT, uc, ur))
+local marker = "F" .. marker_until .. actual_s
+local totals = format(TOTALS_FMT, committed, reserved, holds, warned)
+if sums_v or joins then
+  redis.call("HSET", R, d, marker, per, totals, UF, format(USER_SUMS_FMT, uc, ur))
+else
+  redis.call("HSET", R, d, marker, per, totals)
+end
 if totals_v == false then
   -- The period's first totals in this hash (a commit without a hold, or
   -- a late finalize into a period pruned meanwhile): listed in the header.

@@ -153,18 +153,23 @@ for i, h in ipairs(due) do
     periods[per] = s
     order[#order + 1] = per
   end
-  local u = s.users[user]
-  if u == nil then
-    local sums_v = redis.call("HGET", R, per .. ":" .. user)
-    local uc, ur
-    -- @inline user_sums
-    u = { c = uc, r = ur }
-    s.users[user] = u
+  -- A hold of estimate 0 changes no user's sums (its reserve wrote none):
+  -- no sums are read or written for it.
+  if est > 0 then
+    local u = s.users[user]
+    if u == nil then
+      local sums_v = redis.call("HGET", R, per .. ":" .. user)
+      local uc, ur
+      -- @inline user_sums
+      u = { c = uc, r = ur }
+      s.users[user] = u
+    end
+    u.r = u.r - est
+    if u.r < 0 then fail("overflow", "reserved would go negative on reap") end
   end
-  u.r = u.r - est
   s.r = s.r - est
   s.n = s.n - 1
-  if s.r < 0 or s.n < 0 or u.r < 0 then fail("overflow", "reserved would go negative on reap") end
+  if s.r < 0 or s.n < 0 then fail("overflow", "reserved would go negative on reap") end
   reclaimed = reclaimed + est
   if reclaimed > MAX then fail("overflow", "reclaimed") end
   records[i] = "R" .. texp .. " " .. sub(h.v, 2)

@@ -1,7 +1,7 @@
 -- reserve: hold an estimate if it fits under the limit and the user's cap,
 -- atomically with the check. One round trip; three commands: HMGET of
 -- record + limits + period totals + the user's sums, RPUSH to the expiry
--- index, HSET of the fields read (plus SADD for the user's first hold of
+-- index, HSET of the fields read (plus SADD for the user's first sums of
 -- the period, and ZADD + ZRANGE for the first hold of a 100 ms expiry
 -- bucket).
 --
@@ -145,8 +145,12 @@ if ur > MAX then fail("overflow", "user reserved") end
 -- only a new one can be a new earliest expiry (one ZRANGE, once per
 -- bucket).
 local b, added = index(X, E, d, expires)
--- The period's user list, for status.
-if sums_v == false then
+-- The period's user list, for the paged listing (users.lua). A user
+-- whose sums stay zero gets no sums and no entry: a reserve of estimate
+-- 0 costs nothing, so it must not grow the list either (finalize adds
+-- the user once a cost makes its sums non-zero).
+local user_sums = sums_v or est > 0
+if sums_v == false and est > 0 then
   local r = redis.pcall("SADD", U, user)
   if not tonumber(r) then
     redis.call("RPOP", E)
@@ -154,10 +158,13 @@ if sums_v == false then
     refuse_write(r, "user set")
   end
 end
-redis.call("HSET", R,
-  d, hold_record(est_s, now, expires, per, user, model),
-  per, format(TOTALS_FMT, committed, reserved + est, holds + 1, warned),
-  UF, format(USER_SUMS_FMT, uc, ur))
+local record = hold_record(est_s, now, expires, per, user, model)
+local totals = format(TOTALS_FMT, committed, reserved + est, holds + 1, warned)
+if user_sums then
+  redis.call("HSET", R, d, record, per, totals, UF, format(USER_SUMS_FMT, uc, ur))
+else
+  redis.call("HSET", R, d, record, per, totals)
+end
 if totals_v == false then
   -- The period's first totals in this hash: listed in the header.
   local header_new

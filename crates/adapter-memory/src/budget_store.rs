@@ -9,7 +9,7 @@ use spendgate_domain::{
     HoldRef, HoldState, Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement,
     Timestamp, Ttl, UnheldCommit, UserId,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
 /// A [`BudgetStore`] holding every community's [`CommunityBudget`] in
 /// process memory. Each call takes one lock, so calls are atomic and
@@ -146,15 +146,30 @@ impl BudgetStore for MemoryBudgetStore {
         self.with_budget(community, |b| b.restore_committed(period, committed))
     }
 
-    async fn status(
+    async fn status_with_user<'a>(
         &self,
         community: &CommunityId,
         period: Period,
+        user: Option<&'a UserId>,
     ) -> Result<BudgetStatus, StoreError> {
         let communities = self.lock()?;
         let empty = CommunityBudget::default();
         let budget = communities.get(community).unwrap_or(&empty);
-        Ok(BudgetStatus::from_model(budget, period))
+        Ok(BudgetStatus::from_model(budget, period, user))
+    }
+
+    async fn users<'a>(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        let communities = self.lock()?;
+        let empty = CommunityBudget::default();
+        let budget = communities.get(community).unwrap_or(&empty);
+        UsersPage::from_model(budget, period, cursor, size)
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))
     }
 
     async fn set_limits(

@@ -1,7 +1,5 @@
 //! Reading script replies and stored records back into domain types.
 
-use std::collections::BTreeMap;
-
 use redis::Value;
 use spendgate_domain::{
     Hold, HoldRef, HoldState, IdempotencyKey, Limits, Micros, ModelAlias, Period, SettledAs,
@@ -209,7 +207,7 @@ pub(crate) fn status(
     period: Period,
     limits: Option<Limits>,
     totals: &str,
-    users: &[Value],
+    user_sums: Option<&str>,
 ) -> Result<BudgetStatus, StoreError> {
     let mut status = BudgetStatus {
         period,
@@ -218,7 +216,7 @@ pub(crate) fn status(
         reserved: Micros::ZERO,
         holds: 0,
         warned: false,
-        users: BTreeMap::new(),
+        user: user_sums.map(user_spend).transpose()?,
     };
     if !totals.is_empty() {
         let parts: Vec<&str> = totals.split(' ').collect();
@@ -234,25 +232,39 @@ pub(crate) fn status(
             _ => return Err(stored_corrupt("warned flag")),
         };
     }
+    Ok(status)
+}
+
+/// A user's sums field, `"<committed> <reserved>"`; `""` (no field) is
+/// zeros.
+pub(crate) fn user_spend(sums: &str) -> Result<UserSpend, StoreError> {
+    if sums.is_empty() {
+        return Ok(UserSpend::default());
+    }
+    let (c, r) = sums
+        .split_once(' ')
+        .ok_or_else(|| stored_corrupt("user sums"))?;
+    Ok(UserSpend {
+        committed: parse_micros(c, "user committed")?,
+        reserved: parse_micros(r, "user reserved")?,
+    })
+}
+
+/// A page's `{user, sums, ...}` pairs, without users whose sums are both
+/// zero.
+pub(crate) fn user_pairs(users: &[Value]) -> Result<Vec<(UserId, UserSpend)>, StoreError> {
+    let mut page = Vec::with_capacity(users.len() / 2);
     for pair in users.chunks(2) {
         let [user, sums] = pair else {
             return Err(stored_corrupt("user sums"));
         };
         let user = UserId::parse(bulk(user, "user")?).map_err(|_| stored_corrupt("user"))?;
-        let sums = bulk(sums, "user sums")?;
-        let (c, r) = sums
-            .split_once(' ')
-            .ok_or_else(|| stored_corrupt("user sums"))?;
-        let spend = UserSpend {
-            committed: parse_micros(c, "user committed")?,
-            reserved: parse_micros(r, "user reserved")?,
-        };
-        status.users.insert(user, spend);
+        let spend = user_spend(&bulk(sums, "user sums")?)?;
+        if spend != UserSpend::default() {
+            page.push((user, spend));
+        }
     }
-    status
-        .users
-        .retain(|_, s| s.committed != Micros::ZERO || s.reserved != Micros::ZERO);
-    Ok(status)
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -371,26 +383,35 @@ mod tests {
     }
 
     #[test]
-    fn status_drops_users_without_spend_and_reads_totals() {
+    fn status_reads_totals_and_the_one_user_asked_for() {
         let period = Period::parse("2026-11").unwrap();
+        let status = status(period, None, "5 10 1 1", Some("5 10")).unwrap();
+        assert_eq!(status.committed, Micros::new(5).unwrap());
+        assert_eq!(status.reserved, Micros::new(10).unwrap());
+        assert_eq!(status.holds, 1);
+        assert!(status.warned);
+        assert_eq!(status.user.map(|u| u.reserved), Micros::new(10).ok());
+        let empty = super::status(period, None, "", Some("")).unwrap();
+        assert_eq!(
+            (empty.committed, empty.holds, empty.warned, empty.user),
+            (Micros::ZERO, 0, false, Some(UserSpend::default()))
+        );
+        assert!(super::status(period, None, "1 2 3", None).is_err());
+        assert!(super::status(period, None, "1 2 3 2", None).is_err());
+        assert!(super::status(period, None, "", Some("12")).is_err());
+    }
+
+    #[test]
+    fn user_pages_drop_users_without_spend() {
         let users = [
             bulk_value("alice"),
             bulk_value("5 10"),
             bulk_value("bob"),
             bulk_value("0 0"),
         ];
-        let status = status(period, None, "5 10 1 1", &users).unwrap();
-        assert_eq!(status.committed, Micros::new(5).unwrap());
-        assert_eq!(status.reserved, Micros::new(10).unwrap());
-        assert_eq!(status.holds, 1);
-        assert!(status.warned);
-        assert_eq!(status.users.len(), 1);
-        let empty = super::status(period, None, "", &[]).unwrap();
-        assert_eq!(
-            (empty.committed, empty.holds, empty.warned),
-            (Micros::ZERO, 0, false)
-        );
-        assert!(super::status(period, None, "1 2 3", &[]).is_err());
-        assert!(super::status(period, None, "1 2 3 2", &[]).is_err());
+        let page = user_pairs(&users).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].0.as_str(), "alice");
+        assert!(user_pairs(&users[..3]).is_err());
     }
 }

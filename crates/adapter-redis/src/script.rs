@@ -78,8 +78,11 @@ pub enum Op {
     Finalize,
     /// Release expired holds and drop expired markers (`lua/reap.lua`).
     Reap,
-    /// Read limits and a period's counters (`lua/status.lua`).
+    /// Read limits, a period's totals and at most one user's sums
+    /// (`lua/status.lua`).
     Status,
+    /// One page of a period's users and their sums (`lua/users.lua`).
+    Users,
     /// Replace the limits (`lua/set_limits.lua`).
     SetLimits,
     /// Set a period's committed sums from an outside record
@@ -98,7 +101,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in a fixed order.
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Reserve,
         Op::Extend,
         Op::Finalize,
@@ -109,6 +112,7 @@ impl Op {
         Op::DueTouch,
         Op::DueUpdate,
         Op::Prune,
+        Op::Users,
     ];
 
     /// The full script text, its includes expanded.
@@ -124,6 +128,7 @@ impl Op {
             Op::DueTouch => lua!("due_touch"),
             Op::DueUpdate => lua!("due_update"),
             Op::Prune => lua!("prune"),
+            Op::Users => lua!("users"),
         }
     }
 
@@ -140,6 +145,7 @@ impl Op {
             Op::DueTouch => "due_touch",
             Op::DueUpdate => "due_update",
             Op::Prune => "prune",
+            Op::Users => "users",
         }
     }
 
@@ -147,7 +153,7 @@ impl Op {
     /// which a store waiting for replicas must see replicated. The due
     /// index scripts write only a hint the reaper's sweep repairs.
     pub fn is_budget_write(self) -> bool {
-        !matches!(self, Op::Status | Op::DueTouch | Op::DueUpdate)
+        !matches!(self, Op::Status | Op::Users | Op::DueTouch | Op::DueUpdate)
     }
 
     /// The SHA1 the script is called by.
@@ -168,11 +174,12 @@ impl Op {
             Op::DueTouch => &scripts[7],
             Op::DueUpdate => &scripts[8],
             Op::Prune => &scripts[9],
+            Op::Users => &scripts[10],
         }
     }
 }
 
-static SCRIPTS: LazyLock<[Script; 10]> =
+static SCRIPTS: LazyLock<[Script; 11]> =
     LazyLock::new(|| Op::ALL.map(|op| Script::new(op.source())));
 
 /// `lua/idem_claim.lua`: read-compare-or-create one

@@ -14,7 +14,7 @@ use spendgate_domain::{
     HoldState, LimitScope, Limits, Micros, ModelAlias, Period, Reaped, Receipt, Reservation,
     ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
 use crate::codec::{self, Reply};
 use crate::connection::ConnectOptions;
@@ -388,7 +388,7 @@ where
         // guess that saves a read in the common case: the current period
         // for a finalize, the commit's period for commit_unheld (which is
         // also where the cost goes when there is no hold).
-        let period = match unheld {
+        let mut period = match unheld {
             Some((period, _)) => period,
             None => Period::containing(now).map_err(|e| domain(community, e))?,
         };
@@ -396,26 +396,41 @@ where
         let actual_text = actual.get().to_string();
         let now_text = now.as_millis().to_string();
         let marker_text = marker_expires.as_millis().to_string();
-        let period_text = period.to_string();
         // A finalize sends six arguments; commit_unheld adds the model.
         let (model, count) = match unheld {
             Some((_, model)) => (model.as_str().as_bytes(), 7),
             None => (&b""[..], 6),
         };
-        let args: [&[u8]; 7] = [
-            &digest,
-            actual_text.as_bytes(),
-            now_text.as_bytes(),
-            marker_text.as_bytes(),
-            period_text.as_bytes(),
-            hold.user.as_str().as_bytes(),
-            model,
-        ];
-        let mut keys = vec![records_key(community), marker_queue_key(community)];
-        if unheld.is_some() {
-            keys.push(user_sums_key(community, period));
+        // The script declares the guessed period's user set; when the
+        // user must join another period's (a hold of estimate 0 from an
+        // earlier period, now with a cost), it answers 5 with that period
+        // and changes nothing, and the second call names it.
+        let mut reply = None;
+        for _ in 0..2 {
+            let period_text = period.to_string();
+            let args: [&[u8]; 7] = [
+                &digest,
+                actual_text.as_bytes(),
+                now_text.as_bytes(),
+                marker_text.as_bytes(),
+                period_text.as_bytes(),
+                hold.user.as_str().as_bytes(),
+                model,
+            ];
+            let keys = [
+                records_key(community),
+                marker_queue_key(community),
+                user_sums_key(community, period),
+            ];
+            let got = self.invoke(Op::Finalize, &keys, &args[..count]).await?;
+            if got.code()? != 5 {
+                reply = Some(got);
+                break;
+            }
+            period = Period::parse(&got.text(1, "period")?)
+                .map_err(|_| StoreError::Corrupt("finalize: period of the hold".into()))?;
         }
-        let reply = self.invoke(Op::Finalize, &keys, &args[..count]).await?;
+        let reply = reply.ok_or_else(|| unexpected("finalize", 5))?;
         match reply.code()? {
             0 if unheld.is_none() => Err(unknown(hold)),
             1 => Ok(FinalizeOutcome::Finalized(receipt(&reply)?)),
@@ -674,24 +689,73 @@ where
     }
 
     #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn status(
+    async fn status_with_user<'a>(
         &self,
         community: &CommunityId,
         period: Period,
+        user: Option<&'a UserId>,
     ) -> Result<BudgetStatus, StoreError> {
-        let keys = [records_key(community), user_sums_key(community, period)];
-        let reply = self
-            .invoke(Op::Status, &keys, &[period.to_string().as_bytes()])
-            .await?;
+        let keys = [records_key(community)];
+        let period_text = period.to_string();
+        let reply = match user {
+            Some(u) => {
+                let args: [&[u8]; 2] = [period_text.as_bytes(), u.as_str().as_bytes()];
+                self.invoke(Op::Status, &keys, &args).await?
+            }
+            None => {
+                self.invoke(Op::Status, &keys, &[period_text.as_bytes()])
+                    .await?
+            }
+        };
         let limits = codec::limits(&reply.text(0, "limits")?)?;
         let totals = reply.text(1, "period totals")?;
-        let items = reply.into_items();
-        let users = match items.get(2) {
-            Some(Value::Array(users)) => users.as_slice(),
-            Some(Value::Nil) | None => &[],
-            _ => return Err(StoreError::Corrupt("status reply without user sums".into())),
+        let sums = match user {
+            Some(_) => Some(reply.text(2, "user sums")?),
+            None => None,
         };
-        codec::status(period, limits, &totals, users)
+        codec::status(period, limits, &totals, sums.as_deref())
+    }
+
+    /// A page of the period's user set, scanned (SSCAN) by `lua/users.lua`:
+    /// unordered, the cursor is the scan's.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn users<'a>(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        let scan = match cursor {
+            Some(c) => c
+                .as_str()
+                .parse::<u64>()
+                .map_err(|_| StoreError::InvalidInput("cursor".into()))?,
+            None => 0,
+        };
+        let keys = [records_key(community), user_sums_key(community, period)];
+        let (period_text, scan_text, size_text) =
+            (period.to_string(), scan.to_string(), size.get().to_string());
+        let args: [&[u8]; 3] = [
+            period_text.as_bytes(),
+            scan_text.as_bytes(),
+            size_text.as_bytes(),
+        ];
+        let reply = self.invoke(Op::Users, &keys, &args).await?;
+        let next = reply.text(0, "cursor")?;
+        let items = reply.into_items();
+        let users = match items.get(1) {
+            Some(Value::Array(users)) => codec::user_pairs(users)?,
+            _ => return Err(StoreError::Corrupt("users reply without users".into())),
+        };
+        let next = match next.as_str() {
+            "0" => None,
+            more => Some(
+                UsersCursor::parse(more)
+                    .map_err(|_| StoreError::Corrupt("users reply cursor".into()))?,
+            ),
+        };
+        Ok(UsersPage { users, next })
     }
 
     #[tracing::instrument(skip_all, err)]

@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("not reserved: {other:?}"),
     }
 
-    let report = budget.status(&community, None).await?;
+    let report = budget.status(&community, None, None).await?;
     println!(
         "{}: committed {} reserved {} remaining {} of {:?}",
         report.period,

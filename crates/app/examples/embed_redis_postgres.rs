@@ -44,6 +44,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let settled = hold.finalize(Usage::tokens(3_950, 870)).await?;
         println!("{settled:?}");
     }
-    println!("{:?}", budget.status(&community, None).await?);
+    println!("{:?}", budget.status(&community, None, None).await?);
     Ok(())
 }

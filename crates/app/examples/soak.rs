@@ -231,7 +231,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let expected = expected.lock().map_err(|e| e.to_string())?.clone();
         for c in &communities {
             let want = Micros::new(expected.get(c).copied().unwrap_or(0))?;
-            let status = sg.budget().status(c, Some(period)).await?;
+            let status = sg.budget().status(c, Some(period), None).await?;
             let logged = sg.ports().usage_log.total_cost(c, period).await?;
             if status.holds != 0 || status.committed != want || logged != want {
                 failures.push(format!(

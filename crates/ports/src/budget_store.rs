@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::listing::{PageSize, UsersCursor, UsersPage};
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
@@ -76,15 +78,19 @@ pub struct BudgetStatus {
     pub holds: u64,
     /// Whether the warning already fired this period.
     pub warned: bool,
-    /// Per-user sums; users whose sums are both zero are left out.
-    pub users: BTreeMap<UserId, UserSpend>,
+    /// The sums of the user the status was read for
+    /// ([`BudgetStore::status_with_user`]; zeros when that user has none),
+    /// `None` when no user was asked for. A status never carries every
+    /// user: that is O(users), so the listing is paged
+    /// ([`BudgetStore::users`]).
+    pub user: Option<UserSpend>,
 }
 
 impl BudgetStatus {
     /// What the reference model says a community's status is for `period`;
     /// the in-memory store answers with it and the contract suite compares
     /// every other store against it.
-    pub fn from_model(budget: &CommunityBudget, period: Period) -> Self {
+    pub fn from_model(budget: &CommunityBudget, period: Period, user: Option<&UserId>) -> Self {
         let counters = budget.counters(period);
         Self {
             period,
@@ -93,7 +99,7 @@ impl BudgetStatus {
             reserved: counters.totals.reserved,
             holds: counters.totals.holds,
             warned: counters.totals.warned,
-            users: counters.users,
+            user: user.map(|u| counters.users.get(u).copied().unwrap_or_default()),
         }
     }
 }
@@ -254,15 +260,62 @@ pub trait BudgetStore: Send + Sync {
         committed: &BTreeMap<UserId, Micros>,
     ) -> Result<(), StoreError>;
 
-    /// The community's counters for `period`.
+    /// The community's limits and totals for `period`, without any user's
+    /// sums: [`BudgetStore::status_with_user`] with no user. O(1) in the
+    /// number of users.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    /// As [`BudgetStore::status_with_user`].
     async fn status(
         &self,
         community: &CommunityId,
         period: Period,
+    ) -> Result<BudgetStatus, StoreError> {
+        self.status_with_user(community, period, None).await
+    }
+
+    /// The community's limits and totals for `period` and, when `user` is
+    /// given, that user's sums (zeros when it has none), read at once.
+    /// Implementations MUST answer in O(1) in the number of the period's
+    /// users: this is what every hot path (balances, decide, dry run, the
+    /// guard) reads, and one community's size must not stall another's
+    /// calls on a shared store.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn status_with_user<'a>(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        user: Option<&'a UserId>,
     ) -> Result<BudgetStatus, StoreError>;
+
+    /// One page of `period`'s users whose sums are not both zero, at most
+    /// `size` of them (a store that scans, Redis, may exceed a `size`
+    /// below [`USERS_PAGE_MAX`](crate::USERS_PAGE_MAX) by the rest of one
+    /// scan step, and never goes past that maximum with the server's
+    /// default set encodings), resuming after `cursor` (`None`: from the
+    /// start).
+    /// The listing is complete when a page's `next` is `None`. Each call
+    /// costs O(`size`), never O(users).
+    ///
+    /// Every user that has sums for the whole listing appears on some
+    /// page. Pages are in [`UserId`] order where the store keeps one (the
+    /// memory and SQL stores); on Redis they follow a set scan: unordered,
+    /// and a user may appear on two pages when the set grew during the
+    /// listing (callers that merge pages keep the later sums). A cursor
+    /// is only valid for the store, community and period that issued it.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] for a cursor this store did not issue;
+    /// [`StoreError::Unavailable`]; [`StoreError::Corrupt`].
+    async fn users<'a>(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError>;
 
     /// Sets the community's limits for every period, atomically, unless
     /// the store holds limits of a newer configuration: exactly

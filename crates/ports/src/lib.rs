@@ -14,6 +14,7 @@ mod clock;
 mod config;
 mod idempotency;
 mod lease;
+mod listing;
 mod provider;
 mod queue;
 mod redact;
@@ -28,6 +29,9 @@ pub use idempotency::{
     StoredResponse, check_fingerprint,
 };
 pub use lease::{Lease, MAX_LEASE_ARG_LEN, check_lease_args};
+pub use listing::{
+    CursorError, PageSize, PageSizeError, USERS_PAGE_MAX, UsersCursor, UsersPage, user_after,
+};
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
     Claimed, DeadLetter, FinalizeQueue, Handover, PendingSettlement, QueueItem,

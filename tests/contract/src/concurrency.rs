@@ -72,9 +72,9 @@ pub async fn thousand_reserves_of_seven(store: Arc<dyn BudgetStore>) {
         settler.await.unwrap().unwrap();
     }
     ctx.assert_counters(november(), 994, 0, 0).await;
-    let status = ctx.status(november()).await;
-    let per_user: Micros = status
-        .users
+    let per_user: Micros = ctx
+        .users(november())
+        .await
         .values()
         .try_fold(Micros::ZERO, |sum, u| sum.checked_add(u.committed))
         .unwrap();

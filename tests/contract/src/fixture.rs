@@ -1,5 +1,6 @@
 //! Ids, instants and a thin driver shared by the scenarios.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,7 +10,7 @@ use spendgate_domain::{
     Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
     UnheldCommit, UserId, UserSpend,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, USERS_PAGE_MAX};
 
 /// The TTL scenarios give holds unless they say otherwise: one minute.
 pub const TTL_MS: i64 = 60_000;
@@ -209,20 +210,29 @@ impl Ctx {
         self.store.status(&self.community, period).await.unwrap()
     }
 
-    /// Asserts one user's committed and reserved sums in a period (both
-    /// zero: the user is absent from the status).
+    /// Every user of `period` with sums, read page by page.
+    pub async fn users(&self, period: Period) -> BTreeMap<UserId, UserSpend> {
+        listing(self.store.as_ref(), &self.community, period).await
+    }
+
+    /// Asserts one user's committed and reserved sums in a period, as the
+    /// status read for that user gives them and as the listing does (both
+    /// zero: the user is absent from the listing).
     pub async fn assert_user(&self, period: Period, u: &str, committed: i64, reserved: i64) {
-        let status = self.status(period).await;
-        let got = status.users.get(&user(u)).copied();
-        let want = (committed != 0 || reserved != 0).then_some(UserSpend {
+        let want = UserSpend {
             committed: m(committed),
             reserved: m(reserved),
-        });
-        assert_eq!(
-            got, want,
-            "{period}: sums of user {u} in {:?}",
-            status.users
-        );
+        };
+        let status = self
+            .store
+            .status_with_user(&self.community, period, Some(&user(u)))
+            .await
+            .unwrap();
+        assert_eq!(status.user, Some(want), "{period}: status of user {u}");
+        let users = self.users(period).await;
+        let listed = users.get(&user(u)).copied();
+        let want = (want != UserSpend::default()).then_some(want);
+        assert_eq!(listed, want, "{period}: sums of user {u} in {users:?}");
     }
 
     /// Asserts a period's committed, reserved and hold count.
@@ -233,5 +243,53 @@ impl Ctx {
             (m(committed), m(reserved), holds),
             "{period}: (committed, reserved, holds)"
         );
+    }
+}
+
+/// Every user of `community`'s `period` with sums, read through
+/// [`BudgetStore::users`] in pages of two (a scanning store may return a
+/// scan step more), so that every scenario also walks the cursor. A user listed twice (allowed on a scanning store) must
+/// carry the same sums both times: nothing changes during the listing.
+pub async fn listing(
+    store: &dyn BudgetStore,
+    community: &CommunityId,
+    period: Period,
+) -> BTreeMap<UserId, UserSpend> {
+    listing_in_pages(store, community, period, PageSize::new(2).unwrap()).await
+}
+
+/// [`listing`] in pages of `size`: the model test reads after every step
+/// and pages of the largest size keep it at one call.
+pub async fn listing_in_pages(
+    store: &dyn BudgetStore,
+    community: &CommunityId,
+    period: Period,
+    size: PageSize,
+) -> BTreeMap<UserId, UserSpend> {
+    let mut users = BTreeMap::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .users(community, period, cursor.as_ref(), size)
+            .await
+            .unwrap();
+        assert!(
+            page.users.len() <= usize::from(USERS_PAGE_MAX),
+            "a page of {}",
+            page.users.len()
+        );
+        for (user, spend) in page.users {
+            assert!(
+                spend != UserSpend::default(),
+                "{user} listed with zero sums"
+            );
+            if let Some(before) = users.insert(user.clone(), spend) {
+                assert_eq!(before, spend, "{user} listed twice with other sums");
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return users,
+        }
     }
 }

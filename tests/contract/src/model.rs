@@ -27,9 +27,9 @@ use spendgate_domain::{
     BudgetPolicy, CommunityBudget, CommunityId, ConfigVersion, FinalizeOutcome, HoldRef, Limits,
     ModelAlias, Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError};
 
-use crate::fixture::{december_start, key, m, unique_community, user};
+use crate::fixture::{december_start, key, listing_in_pages, m, unique_community, user};
 
 const COMMUNITIES: usize = 3;
 const USERS: usize = 5;
@@ -416,8 +416,12 @@ impl Case {
             .map_err(|e| TestCaseError::fail(format!("law 2 (model): {e}")))?;
         for period in &self.periods {
             let got = self.status(c, *period).await?;
-            let want = BudgetStatus::from_model(&self.models[c], *period);
+            let want = BudgetStatus::from_model(&self.models[c], *period, None);
             prop_assert_eq!(&got, &want, "status of {}", period);
+            let listed =
+                listing_in_pages(self.store.as_ref(), &self.ids[c], *period, PageSize::MAX).await;
+            let users = self.models[c].counters(*period).users;
+            prop_assert_eq!(&listed, &users, "users of {}", period);
             let ledger = self.committed.get(&(c, *period)).copied().unwrap_or(0);
             prop_assert_eq!(got.committed, m(ledger), "law 2: committed of {}", period);
         }

@@ -16,7 +16,7 @@
 //!
 //! Rounds default to 200; `SPENDGATE_RACE_ROUNDS` overrides.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,11 +25,11 @@ use std::time::Duration;
 use spendgate_domain::{
     BudgetPolicy, CommunityBudget, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome,
     HoldRef, Limits, ModelAlias, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UnheldCommit,
+    UnheldCommit, UserId, UserSpend,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
 
-use crate::fixture::{TTL_MS, at, key, m, mid_november, november, unique_community, user};
+use crate::fixture::{TTL_MS, at, key, listing, m, mid_november, november, unique_community, user};
 
 /// How long a round holds the community's lock while its racers queue.
 pub const LOCK_HOLD: Duration = Duration::from_millis(25);
@@ -277,10 +277,12 @@ fn linearizable(
     calls: &[Call],
     seen: &[Seen],
     pending: &[usize],
-    status: &BudgetStatus,
+    end: &(BudgetStatus, BTreeMap<UserId, UserSpend>),
 ) -> bool {
     if pending.is_empty() {
-        return BudgetStatus::from_model(model, status.period) == *status;
+        let (status, users) = end;
+        return BudgetStatus::from_model(model, status.period, None) == *status
+            && model.counters(status.period).users == *users;
     }
     // Racers with the same call and the same result are interchangeable:
     // try one of each kind.
@@ -295,7 +297,7 @@ fn linearizable(
         }
         let mut rest = pending.to_vec();
         rest.remove(at_pos);
-        if linearizable(&next, c, k, calls, seen, &rest, status) {
+        if linearizable(&next, c, k, calls, seen, &rest, end) {
             return true;
         }
     }
@@ -354,13 +356,16 @@ async fn round(
         seen.push(task.await.unwrap());
     }
 
-    let status = store.status(&c, november()).await.unwrap();
+    let end = (
+        store.status(&c, november()).await.unwrap(),
+        listing(store.as_ref(), &c, november()).await,
+    );
     let pending: Vec<usize> = (0..racers.len()).collect();
     assert!(
-        linearizable(&model, &c, &k, racers, &seen, &pending, &status),
+        linearizable(&model, &c, &k, racers, &seen, &pending, &end),
         "round {n}: no serial order of the racers explains what they saw and the status \
          the store ended in (conservation or exactly-once broken)\n racers: {racers:#?}\n \
-         seen: {seen:#?}\n status: {status:#?}"
+         seen: {seen:#?}\n end: {end:#?}"
     );
     seen
 }

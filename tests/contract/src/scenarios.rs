@@ -64,7 +64,7 @@ pub async fn reserve_within_the_limit_is_reserved(store: Store) {
     c.assert_counters(november(), 0, 300, 1).await;
     let status = c.status(november()).await;
     assert_eq!(status.limits, Some(Limits::new(m(1000))));
-    assert_eq!(status.users.get(&user("alice")).unwrap().reserved, m(300));
+    c.assert_user(november(), "alice", 0, 300).await;
 }
 
 /// A replayed reserve returns the first hold and holds nothing more, even
@@ -268,14 +268,7 @@ pub async fn finalize_releases_the_estimate_and_commits_the_actual(store: Store)
     let done = c.finalize("alice", "k1", 250, at(t0(), 10)).await.unwrap();
     assert_eq!(done, FinalizeOutcome::Finalized(receipt(250, 300, 0, t0())));
     c.assert_counters(november(), 250, 0, 0).await;
-    let status = c.status(november()).await;
-    assert_eq!(
-        status.users.get(&user("alice")),
-        Some(&UserSpend {
-            committed: m(250),
-            reserved: Micros::ZERO
-        })
-    );
+    c.assert_user(november(), "alice", 250, 0).await;
 }
 
 /// A replayed finalize commits nothing and reports the first cost.
@@ -714,10 +707,10 @@ pub async fn status_lists_only_users_with_spend(store: Store) {
     c.cancel("alice", "k1", t0()).await.unwrap();
     c.reserve("bob", "k1", 30, t0()).await;
     c.finalize("bob", "k1", 10, t0()).await.unwrap();
-    let status = c.status(november()).await;
-    assert_eq!(status.users.len(), 1, "{:?}", status.users);
+    let users = c.users(november()).await;
+    assert_eq!(users.len(), 1, "{users:?}");
     assert_eq!(
-        status.users.get(&user("bob")),
+        users.get(&user("bob")),
         Some(&UserSpend {
             committed: m(10),
             reserved: Micros::ZERO

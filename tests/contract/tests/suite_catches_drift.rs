@@ -8,9 +8,9 @@ use async_trait::async_trait;
 use spendgate_adapter_memory::MemoryBudgetStore;
 use spendgate_domain::{
     BudgetPolicy, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, Limits,
-    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
 /// The memory store, except that its reaper forgets to release anything:
 /// the leak the seed's layout had when the reaper ran late.
@@ -62,8 +62,22 @@ impl BudgetStore for LeakyReaper {
     async fn reap(&self, _: &CommunityId, _: Timestamp) -> Result<Reaped, StoreError> {
         Ok(Reaped::default())
     }
-    async fn status(&self, c: &CommunityId, p: Period) -> Result<BudgetStatus, StoreError> {
-        self.0.status(c, p).await
+    async fn status_with_user<'a>(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        u: Option<&'a UserId>,
+    ) -> Result<BudgetStatus, StoreError> {
+        self.0.status_with_user(c, p, u).await
+    }
+    async fn users<'a>(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        self.0.users(c, p, cursor, size).await
     }
     async fn due_communities(
         &self,

@@ -7,9 +7,11 @@ use sea_orm::{FromQueryResult, Statement};
 use spendgate_domain::{
     Admission, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
     Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UnheldCommit, UserId, admit,
+    UnheldCommit, UserId, UserSpend, admit,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{
+    BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage, user_after,
+};
 
 use super::rows::{CountersRow, StatusRow, UserRow, counters_from, limits_from, user_from};
 use super::writes::{Write, counters_write, settle_write, user_write};
@@ -261,29 +263,39 @@ impl BudgetStore for SqlBudgetStore {
         }
     }
 
-    /// One round trip: the limits, the period's counters and its users' sums
-    /// as rows of one `UNION ALL`.
+    /// One round trip: the limits, the period's counters and the one user's
+    /// sums (when asked for) as rows of one `UNION ALL`, each found by its
+    /// primary key.
     #[tracing::instrument(skip_all, err, fields(community = %community))]
-    async fn status(
+    async fn status_with_user<'a>(
         &self,
         community: &CommunityId,
         period: Period,
+        user: Option<&'a UserId>,
     ) -> Result<BudgetStatus, StoreError> {
-        let stmt = Statement::from_sql_and_values(
-            self.db.get_database_backend(),
-            "SELECT 'l' AS kind, CAST(NULL AS TEXT) AS user_id, CAST(limit_micros AS BIGINT) AS a, \
+        const LIMITS_AND_TOTALS: &str = "SELECT 'l' AS kind, CAST(NULL AS TEXT) AS user_id, CAST(limit_micros AS BIGINT) AS a, \
                CAST(per_user_cap_micros AS BIGINT) AS b, CAST(NULL AS BIGINT) AS c, CAST(NULL AS BIGINT) AS d \
                FROM budget_community WHERE community_id = $1 \
              UNION ALL SELECT 'p', CAST(NULL AS TEXT), CAST(committed_micros AS BIGINT), \
                CAST(reserved_micros AS BIGINT), CAST(holds AS BIGINT), \
                CAST(CASE WHEN warned THEN 1 ELSE 0 END AS BIGINT) \
-               FROM budget_period WHERE community_id = $1 AND period = $2 \
-             UNION ALL SELECT 'u', CAST(user_id AS TEXT), CAST(committed_micros AS BIGINT), \
-               CAST(reserved_micros AS BIGINT), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) \
-               FROM budget_user_period WHERE community_id = $1 AND period = $2 \
-               AND (committed_micros > 0 OR reserved_micros > 0)",
-            [community.as_str().into(), period.to_string().into()],
-        );
+               FROM budget_period WHERE community_id = $1 AND period = $2";
+        let mut values: Vec<sea_orm::Value> =
+            vec![community.as_str().into(), period.to_string().into()];
+        let sql = match user {
+            Some(u) => {
+                values.push(u.as_str().into());
+                format!(
+                    "{LIMITS_AND_TOTALS} UNION ALL SELECT 'u', CAST(user_id AS TEXT), \
+                       CAST(committed_micros AS BIGINT), CAST(reserved_micros AS BIGINT), \
+                       CAST(NULL AS BIGINT), CAST(NULL AS BIGINT) \
+                       FROM budget_user_period \
+                       WHERE community_id = $1 AND period = $2 AND user_id = $3"
+                )
+            }
+            None => LIMITS_AND_TOTALS.to_owned(),
+        };
+        let stmt = Statement::from_sql_and_values(self.db.get_database_backend(), sql, values);
         let rows = StatusRow::find_by_statement(stmt)
             .all(&self.db)
             .await
@@ -295,7 +307,7 @@ impl BudgetStore for SqlBudgetStore {
             reserved: Micros::ZERO,
             holds: 0,
             warned: false,
-            users: Default::default(),
+            user: user.map(|_| UserSpend::default()),
         };
         for row in rows {
             match row.kind.as_str() {
@@ -315,16 +327,63 @@ impl BudgetStore for SqlBudgetStore {
                     ) = (c.committed, c.reserved, c.holds, c.warned);
                 }
                 _ => {
-                    let (user, spend) = user_from(&UserRow {
+                    let (_, spend) = user_from(&UserRow {
                         user_id: row.user_id.unwrap_or_default(),
                         committed_micros: row.a.unwrap_or_default(),
                         reserved_micros: row.b.unwrap_or_default(),
                     })?;
-                    status.users.insert(user, spend);
+                    status.user = Some(spend);
                 }
             }
         }
         Ok(status)
+    }
+
+    /// A keyset page in `user_id` order over the table's primary key: one
+    /// more row than the page is read to tell whether users follow.
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn users<'a>(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        let after = cursor
+            .map(user_after)
+            .transpose()
+            .map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        let mut values: Vec<sea_orm::Value> =
+            vec![community.as_str().into(), period.to_string().into()];
+        let resume = match &after {
+            Some(a) => {
+                values.push(a.as_str().into());
+                "AND user_id > $3"
+            }
+            None => "",
+        };
+        let read = i64::from(u16::from(size)) + 1;
+        values.push(read.into());
+        let sql = format!(
+            "SELECT CAST(user_id AS TEXT) AS user_id, CAST(committed_micros AS BIGINT) AS committed_micros, \
+               CAST(reserved_micros AS BIGINT) AS reserved_micros \
+               FROM budget_user_period WHERE community_id = $1 AND period = $2 {resume} \
+               AND (committed_micros > 0 OR reserved_micros > 0) \
+               ORDER BY user_id LIMIT ${}",
+            values.len()
+        );
+        let stmt = Statement::from_sql_and_values(self.db.get_database_backend(), sql, values);
+        let rows = UserRow::find_by_statement(stmt)
+            .all(&self.db)
+            .await
+            .map_err(store_error)?;
+        let more = rows.len() > size.get();
+        let users = rows
+            .iter()
+            .take(size.get())
+            .map(user_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(UsersPage::ordered(users, more))
     }
 
     /// One range scan of the holds expired at `now` (see

@@ -30,18 +30,24 @@ pub(super) fn counters_write(period: Period, c: PeriodSums) -> Result<Write, Sto
     })
 }
 
+/// A user's sums in a period; sums that are both zero keep no row (as the
+/// model keeps no entry), so a reserve of estimate 0 adds no user.
 pub(super) fn user_write(period: Period, user: &UserId, s: UserSpend) -> Write {
+    let keys = vec![period.to_string().into(), user.as_str().into()];
+    if s == UserSpend::default() {
+        return Write {
+            sql: "DELETE FROM budget_user_period WHERE community_id = $1 AND period = $2 AND user_id = $3",
+            values: keys,
+        };
+    }
+    let mut values = keys;
+    values.extend([s.committed.get().into(), s.reserved.get().into()]);
     Write {
         sql: "INSERT INTO budget_user_period (community_id, period, user_id, committed_micros, reserved_micros) \
               VALUES ($1, $2, $3, $4, $5) \
               ON CONFLICT (community_id, period, user_id) DO UPDATE SET \
               committed_micros = excluded.committed_micros, reserved_micros = excluded.reserved_micros",
-        values: vec![
-            period.to_string().into(),
-            user.as_str().into(),
-            s.committed.get().into(),
-            s.reserved.get().into(),
-        ],
+        values,
     }
 }
 

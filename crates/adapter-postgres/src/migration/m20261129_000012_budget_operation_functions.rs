@@ -192,7 +192,12 @@ BEGIN
             holds = excluded.holds, warned = excluded.warned;
 END
 $fn$;
+"#;
 
+/// Writes a user's sums in a period (inserted on the user's first write).
+/// Its own statement so that a later migration can replace it and its
+/// `down` put this one back.
+pub(crate) const WRITE_USER: &str = r#"
 -- Writes a user's sums in a period (inserted on the user's first write).
 CREATE OR REPLACE FUNCTION spendgate_budget_write_user(p_community TEXT, p_period TEXT,
     p_user TEXT, p_committed BIGINT, p_reserved BIGINT) RETURNS VOID
@@ -588,7 +593,9 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         let db = manager.get_connection();
-        for sql in [CHECKS, RESERVE, SETTLE, EXTEND, REAP, SET_LIMITS] {
+        for sql in [
+            CHECKS, WRITE_USER, RESERVE, SETTLE, EXTEND, REAP, SET_LIMITS,
+        ] {
             db.execute_unprepared(sql).await?;
         }
         Ok(())

@@ -27,6 +27,7 @@ pub(crate) mod m20261129_000012_budget_operation_functions;
 mod m20261130_000013_queue_dead_letters;
 mod m20261207_000014_usage_log_hold_instance;
 mod m20261207_000015_config_versions;
+mod m20261207_000016_no_row_for_zero_user_sums;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000013_queue_dead_letters::Migration),
             Box::new(m20261207_000014_usage_log_hold_instance::Migration),
             Box::new(m20261207_000015_config_versions::Migration),
+            Box::new(m20261207_000016_no_row_for_zero_user_sums::Migration),
         ]
     }
 }

@@ -10,7 +10,7 @@ use spendgate_domain::{
     IdempotencyKey, Limits, Micros, ModelAlias, Period, Reaped, Reservation, ReserveOutcome,
     Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
 use crate::support::{Backend, TestDb, ts};
 
@@ -66,8 +66,22 @@ impl BudgetStore for Owned {
     async fn reap(&self, c: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
         self.store.reap(c, now).await
     }
-    async fn status(&self, c: &CommunityId, period: Period) -> Result<BudgetStatus, StoreError> {
-        self.store.status(c, period).await
+    async fn status_with_user<'a>(
+        &self,
+        c: &CommunityId,
+        period: Period,
+        user: Option<&'a UserId>,
+    ) -> Result<BudgetStatus, StoreError> {
+        self.store.status_with_user(c, period, user).await
+    }
+    async fn users<'a>(
+        &self,
+        c: &CommunityId,
+        period: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        self.store.users(c, period, cursor, size).await
     }
     async fn due_communities(
         &self,
@@ -395,11 +409,54 @@ async fn reap_releases_more_than_one_batch(t: &TestDb) {
     assert_eq!(t.count("SELECT COUNT(*) FROM budget_marker").await, n);
 }
 
+/// A reserve of estimate 0 (and its cancel, and its reap) keeps no user
+/// row: users whose sums are both zero have none, so a free call cannot
+/// grow a period's user list. A cost adds the row.
+async fn a_reserve_of_estimate_zero_keeps_no_user_row(t: &TestDb) {
+    let store = SqlBudgetStore::new(t.db.clone(), BudgetPolicy::default());
+    let c = CommunityId::parse("free-calls").unwrap();
+    store
+        .set_limits(
+            &c,
+            Limits::new(Micros::new(1_000_000).unwrap()),
+            ConfigVersion::ZERO,
+        )
+        .await
+        .unwrap();
+    for k in ["k1", "k2", "k3"] {
+        store
+            .reserve(&c, &reservation("free", k, 0, 1_000), ts(NOV))
+            .await
+            .unwrap();
+    }
+    let k1 = HoldRef {
+        user: UserId::parse("free").unwrap(),
+        key: IdempotencyKey::parse("k1").unwrap(),
+    };
+    store.cancel(&c, &k1, ts(NOV + 1)).await.unwrap();
+    store.reap(&c, ts(NOV + 5_000)).await.unwrap();
+    let rows = "SELECT COUNT(*) FROM budget_user_period";
+    assert_eq!(t.count(rows).await, 0);
+
+    store
+        .reserve(&c, &reservation("free", "k4", 0, 1_000), ts(NOV + 6_000))
+        .await
+        .unwrap();
+    let k4 = Settlement {
+        user: UserId::parse("free").unwrap(),
+        key: IdempotencyKey::parse("k4").unwrap(),
+        actual: Micros::new(40).unwrap(),
+    };
+    store.finalize(&c, &k4, ts(NOV + 6_001)).await.unwrap();
+    assert_eq!(t.count(rows).await, 1, "a cost adds the user");
+}
+
 crate::on_both_backends!(
     expired_markers_are_cleaned_in_bounded_batches,
     corrupt_rows_are_reported_not_trusted,
     a_closed_pool_is_unavailable_and_reserve_denies,
     reap_releases_more_than_one_batch,
+    a_reserve_of_estimate_zero_keeps_no_user_row,
 );
 
 /// `restore_committed` racing `finalize` of a live hold of the same
@@ -527,10 +584,14 @@ async fn restore_committed_racing_finalize_leaves_one_serial_outcome() {
         then_restore
             .restore_committed(november(), &restored)
             .unwrap();
-        let status = store.status(&c, november()).await.unwrap();
-        if status == BudgetStatus::from_model(&then_finalize, november()) {
+        let alice = UserId::parse("alice").unwrap();
+        let status = store
+            .status_with_user(&c, november(), Some(&alice))
+            .await
+            .unwrap();
+        if status == BudgetStatus::from_model(&then_finalize, november(), Some(&alice)) {
             finalize_last += 1;
-        } else if status == BudgetStatus::from_model(&then_restore, november()) {
+        } else if status == BudgetStatus::from_model(&then_restore, november(), Some(&alice)) {
             restore_last += 1;
         } else {
             panic!("round {n}: no serial order explains {status:#?}");

@@ -54,8 +54,10 @@ where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
     /// Prunes the periods of `listed` that ended more than the retention
-    /// before `now` and count no hold; one script call, and none when no
-    /// listed period is that old. Returns how many periods were pruned.
+    /// before `now` and count no hold: script calls of bounded work each
+    /// (`lua/prune.lua` deletes at most a batch of users' sums a call)
+    /// until none is left, and none when no listed period is that old.
+    /// Returns how many periods were pruned.
     ///
     /// # Errors
     /// As any script call: [`StoreError::Unavailable`],
@@ -74,8 +76,14 @@ where
         keys.extend(periods.iter().map(|p| user_sums_key(community, *p)));
         let texts: Vec<String> = periods.iter().map(Period::to_string).collect();
         let args: Vec<&[u8]> = texts.iter().map(String::as_bytes).collect();
-        let reply = self.invoke(Op::Prune, &keys, &args).await?;
-        reply.int(0, "pruned periods")
+        let mut pruned = 0;
+        loop {
+            let reply = self.invoke(Op::Prune, &keys, &args).await?;
+            pruned += reply.int(0, "pruned periods")?;
+            if reply.int(2, "more")? == 0 {
+                return Ok(pruned);
+            }
+        }
     }
 }
 

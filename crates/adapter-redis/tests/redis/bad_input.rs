@@ -289,7 +289,7 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
     ] {
         refused(&mut conn, Op::Reap, &keys, &args, what).await;
     }
-    let status_keys = [records_key(&c), user_sums_key(&c, period("2026-10"))];
+    let status_keys = [records_key(&c)];
     refused(
         &mut conn,
         Op::Status,
@@ -302,10 +302,21 @@ async fn scripts_refuse_garbage_numbers_ids_and_keys_without_writing() {
         &mut conn,
         Op::Status,
         &status_keys,
-        &["2026-11"],
-        "another period",
+        &["2026-11", "a b"],
+        "status user with a space",
     )
     .await;
+    let users_keys = [records_key(&c), user_sums_key(&c, november)];
+    for (args, what) in [
+        (["2026-11", "x", "10"], "cursor"),
+        (["2026-11", "-1", "10"], "negative cursor"),
+        (["2026-11", "0", "0"], "page size 0"),
+        (["2026-11", "0", "1001"], "page size past 1000"),
+        (["2026-11", "0", "1.5"], "fractional page size"),
+        (["2026-10", "0", "10"], "another period's user set"),
+    ] {
+        refused(&mut conn, Op::Users, &users_keys, &args, what).await;
+    }
     for (args, what) in [
         (["-5", "", "0"], "negative limit"),
         (["1e9", "", "0"], "exponent limit"),

@@ -280,7 +280,8 @@ async fn a_damaged_period_list_does_not_fail_the_reap() {
     );
 }
 
-/// Runs the prune script as the adapter would, for `periods`.
+/// Runs the prune script once, as the adapter would, for `periods`:
+/// {pruned periods, fields deleted, more}.
 async fn prune(c: &CommunityId, periods: &[&str]) -> redis::RedisResult<Vec<i64>> {
     let mut conn = raw_standalone().await;
     let script = redis::Script::new(Op::Prune.source());
@@ -310,7 +311,7 @@ async fn prune_keeps_a_period_that_counts_a_hold() {
         .unwrap();
     let before = snapshot(&mut conn, &c).await;
 
-    assert_eq!(prune(&c, &["2026-11"]).await.unwrap(), [0, 0]);
+    assert_eq!(prune(&c, &["2026-11"]).await.unwrap(), [0, 0, 0]);
     assert_eq!(before, snapshot(&mut conn, &c).await);
     let digest = hold_digest(&user("alice"), &key("nov"));
     let record: Option<Vec<u8>> = conn.hget(records_key(&c), &digest[..]).await.unwrap();

@@ -41,3 +41,4 @@ mod support;
 mod tier_cache;
 #[cfg(feature = "tls")]
 mod tls;
+mod users;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use spendgate_contract::fixture::{key, m, unique_community, user};
+use spendgate_contract::fixture::{key, listing, m, unique_community, user};
 use spendgate_domain::{
     CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, ModelAlias,
     Period, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
@@ -206,7 +206,7 @@ async fn mixed_operations_with_a_concurrent_reaper_conserve_every_counter() {
         committed += s.committed.get();
         reserved += s.reserved.get();
         holds += s.holds;
-        for (u, spend) in s.users {
+        for (u, spend) in listing(store.as_ref(), &c, p).await {
             *users.entry(u.to_string()).or_default() += spend.committed.get();
         }
     }

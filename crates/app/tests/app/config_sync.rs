@@ -77,7 +77,7 @@ async fn a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg: 
     held.release.notify_one();
     assert_eq!(pass.await.unwrap().failures, 0);
 
-    let status = budget.status(&spending, None).await.unwrap();
+    let status = budget.status(&spending, None, None).await.unwrap();
     assert_eq!(status.limits, Some(Limits::new(usd(1))), "the store");
     let request = ReserveRequest::tokens(
         switched.clone(),

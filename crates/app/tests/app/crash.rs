@@ -31,7 +31,7 @@ pub async fn dies_after(env: Env, step: Step) {
     } else {
         assert_eq!((report.claimed, report.completed), (1, 1));
     }
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved, status.holds),
         (m(400), Micros::ZERO, 0)
@@ -71,7 +71,7 @@ pub async fn store_and_queue_both_down_keep_the_settlement_in_memory_until_they_
     env.advance_ms(60_000);
     let report = env.sg.budget().replay_settlements(100).await.unwrap();
     assert_eq!((report.claimed, report.completed), (1, 1));
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.reserved), (m(400), Micros::ZERO));
     assert_eq!(env.log.total_cost(&c, status.period).await.unwrap(), m(400));
 }
@@ -153,7 +153,7 @@ async fn database_down_while_calls_finish_loses_no_usage_row_and_doubles_none() 
     let report = env.sg.budget().replay_settlements(100).await.unwrap();
     assert_eq!((report.claimed, report.completed), (20, 20));
     let expected = m((100..120).sum());
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved),
         (expected, Micros::ZERO)

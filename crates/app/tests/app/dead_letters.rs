@@ -53,7 +53,7 @@ pub async fn a_finalize_whose_cost_would_overflow_is_refused_and_parked_as_a_dea
     env.advance_ms(7_200_000);
     let report = budget.replay_settlements(100).await.unwrap();
     assert_eq!(report.claimed, 0, "a dead letter is never replayed");
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.holds), (almost(), 1));
 
     // The hold is still there to settle with a cost that fits; that

@@ -48,7 +48,10 @@ async fn an_oversized_trace_id_is_refused_before_any_hold() {
         matches!(refused, ReserveError::InvalidInput(_)),
         "{refused:?}"
     );
-    assert_eq!(env.sg.budget().status(&c, None).await.unwrap().holds, 0);
+    assert_eq!(
+        env.sg.budget().status(&c, None, None).await.unwrap().holds,
+        0
+    );
 }
 
 #[tokio::test]
@@ -104,7 +107,7 @@ async fn usage_that_cannot_be_costed_writes_nothing_and_hands_the_hold_over() {
         matches!(error, FinalizeError::Pricing(PricingError::Overflow)),
         "{error:?}"
     );
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.holds), (Micros::ZERO, 1));
     assert_eq!(env.queue.len().await.unwrap(), 0);
     assert_eq!(env.handovers(1).await.len(), 1);
@@ -118,7 +121,7 @@ async fn status_shows_overspend_beside_a_remaining_floored_at_zero() {
     hold.finalize(Usage::cost(Micros::from_usd(3)))
         .await
         .unwrap();
-    let report = env.sg.budget().status(&c, None).await.unwrap();
+    let report = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(report.remaining, Micros::ZERO);
     assert_eq!(report.overspend, Micros::from_usd(2));
 }

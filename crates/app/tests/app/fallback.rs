@@ -53,7 +53,7 @@ async fn a_full_fallback_queue_refuses_a_settlement_the_store_cannot_take_either
         .finalize(&tickets[2], Usage::cost(Micros::new(100).unwrap()))
         .await
         .unwrap();
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.holds),
         (Micros::new(300).unwrap(), 0)

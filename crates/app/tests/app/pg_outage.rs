@@ -124,7 +124,7 @@ async fn postgres_unreachable_for_a_minute_loses_and_doubles_no_usage_row() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     assert_eq!(logged, (want_rows, want_sum), "usage rows (count, sum)");
-    let status = sg.budget().status(&c, None).await.unwrap();
+    let status = sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.reserved), (m(want_sum), m(0)));
     println!(
         "{} calls finished, {during_cut} of them during a {} s cut",

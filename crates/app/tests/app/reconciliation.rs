@@ -58,8 +58,11 @@ async fn the_same_key_in_another_community_never_gets_the_cost_of_this_call() {
         "the provider knows a's call only"
     );
     let budget = env.sg.budget();
-    assert_eq!(budget.status(&a, None).await.unwrap().committed, m(480));
-    let status_b = budget.status(&b, None).await.unwrap();
+    assert_eq!(
+        budget.status(&a, None, None).await.unwrap().committed,
+        m(480)
+    );
+    let status_b = budget.status(&b, None, None).await.unwrap();
     assert_eq!((status_b.committed, status_b.holds), (Micros::ZERO, 1));
     let k1 = HoldRef {
         user: user("alice"),
@@ -86,13 +89,13 @@ async fn a_call_the_provider_never_reports_is_charged_its_estimate_after_the_las
     env.advance_ms(30_000);
     for wait in [10_000, 20_000] {
         assert_eq!(job.tick(now(&env)).await.failures, 1);
-        let status = env.sg.budget().status(&c, None).await.unwrap();
+        let status = env.sg.budget().status(&c, None, None).await.unwrap();
         assert_eq!(status.committed, Micros::ZERO, "not before the last try");
         env.advance_ms(wait);
     }
     assert_eq!(job.tick(now(&env)).await.failures, 1);
     assert!(env.reconciliation.items().unwrap().is_empty());
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved, status.holds),
         (estimate, Micros::ZERO, 0),
@@ -138,7 +141,7 @@ fn an_answer_about_another_model_is_refused_counted_and_commits_nothing() {
                     ),
                     "{refused:?}"
                 );
-                let status = env.sg.budget().status(&c, None).await.unwrap();
+                let status = env.sg.budget().status(&c, None, None).await.unwrap();
                 assert_eq!((status.committed, status.holds), (Micros::ZERO, 1));
                 assert_eq!(env.queue.len().await.unwrap(), 0, "nothing queued either");
             });

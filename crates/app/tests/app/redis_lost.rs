@@ -85,7 +85,7 @@ async fn redis_data_lost_is_rebuilt_from_the_usage_log_and_reserves_wait_for_con
             matches!(refused, ReserveError::NotConfigured(_)),
             "never accepted without a limit: {refused:?}"
         );
-        assert_eq!(budget.status(c, None).await.unwrap().committed, m(0));
+        assert_eq!(budget.status(c, None, None).await.unwrap().committed, m(0));
     }
     for (c, sum) in &expected {
         let report = budget.rebuild(c, None).await.unwrap();
@@ -98,7 +98,7 @@ async fn redis_data_lost_is_rebuilt_from_the_usage_log_and_reserves_wait_for_con
     let sync = ConfigSyncJob::new(ports.config.clone(), ports.store.clone(), budget.clone());
     assert_eq!(sync.tick(ports.clock.now()).await.failures, 0);
     for (c, sum) in &expected {
-        let status = budget.status(c, None).await.unwrap();
+        let status = budget.status(c, None, None).await.unwrap();
         assert_eq!(
             (status.committed, status.limits),
             (*sum, Some(Limits::new(limit)))
@@ -171,7 +171,7 @@ async fn a_guard_finalized_after_a_flush_commits_its_cost_to_its_period_once() {
     );
     assert_eq!(
         sg.budget()
-            .status(&c, Some(period))
+            .status(&c, Some(period), None)
             .await
             .unwrap()
             .committed,
@@ -200,7 +200,7 @@ async fn a_guard_finalized_while_redis_is_stopped_is_queued_and_applied_once() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved, status.holds),
         (m(4_000), m(0), 0)

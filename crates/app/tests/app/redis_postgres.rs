@@ -87,6 +87,7 @@ async fn cut_redis_denies_reserves_and_queues_finalizes_until_it_is_back() {
         .status(
             &c,
             Some(spendgate::domain::Period::parse("2026-11").unwrap()),
+            None,
         )
         .await
         .unwrap();

@@ -33,7 +33,7 @@ pub async fn estimate_reserve_finalize_commits_the_actual_and_logs_it_once(env: 
     let hold = env.reserve(env.request(&c, "k1")).await;
     assert_eq!(hold.estimate(), estimate);
     assert_eq!(hold.limit(), Some(Micros::from_usd(10)));
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.reserved, status.holds), (estimate, 1));
 
     let settled = hold.finalize(Usage::tokens(1_180, 412)).await.unwrap();
@@ -44,7 +44,7 @@ pub async fn estimate_reserve_finalize_commits_the_actual_and_logs_it_once(env: 
         panic!("expected Finalized, got {settled:?}");
     };
     assert_eq!(receipt.actual, m(ACTUAL_1180_412));
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved, status.holds),
         (m(ACTUAL_1180_412), Micros::ZERO, 0)
@@ -79,7 +79,7 @@ pub async fn tier_refusal_comes_before_any_hold(env: Env) {
             "{refused:?}"
         );
     }
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.reserved, status.holds), (Micros::ZERO, 0));
 }
 
@@ -106,7 +106,7 @@ pub async fn disabled_and_unconfigured_communities_are_refused(env: Env) {
         matches!(refused, ReserveError::AiDisabled(_)),
         "{refused:?}"
     );
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(status.holds, 0);
 }
 
@@ -128,7 +128,7 @@ pub async fn budget_exceeded_holds_nothing(env: Env) {
         (remaining, limit),
         (Micros::from_usd(1), Micros::from_usd(1))
     );
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.reserved, status.holds), (Micros::ZERO, 0));
 }
 
@@ -146,7 +146,7 @@ pub async fn reserve_while_the_store_is_unreachable_is_denied(env: Env) {
         "{refused:?}"
     );
     env.faults.set_store_down(false);
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(status.holds, 0);
 }
 
@@ -179,7 +179,7 @@ pub async fn finalize_while_the_store_is_unreachable_is_queued_and_replayed_once
     let report = budget.replay_settlements(100).await.unwrap();
     assert_eq!(report.claimed, 0);
 
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.reserved), (m(500), Micros::ZERO));
     let row = env
         .log
@@ -196,7 +196,7 @@ pub async fn finalize_while_the_store_is_unreachable_is_queued_and_replayed_once
             outcome: FinalizeOutcome::AlreadyFinalized { actual: m(500) }
         }
     );
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(status.committed, m(500));
     assert_eq!(env.queue.len().await.unwrap(), 0);
 }
@@ -225,7 +225,7 @@ pub async fn usage_log_outage_after_the_commit_is_written_by_the_replay(env: Env
         .unwrap()
         .unwrap();
     assert_eq!((row.cost, row.estimate), (m(300), m(ESTIMATE_1200_800)));
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(status.committed, m(300));
 }
 
@@ -252,7 +252,10 @@ pub async fn finalize_after_the_store_lost_its_data_commits_once_and_logs_once(e
             outcome: FinalizeOutcome::AlreadyFinalized { actual: m(700) }
         }
     );
-    let status = budget.status(&c, Some(ticket.hold.period)).await.unwrap();
+    let status = budget
+        .status(&c, Some(ticket.hold.period), None)
+        .await
+        .unwrap();
     assert_eq!(status.committed, m(700));
     let row = env
         .log
@@ -273,12 +276,12 @@ pub async fn rebuild_after_the_store_lost_its_data_restores_committed_from_the_l
     }
     let live = env.reserve(env.request(&c, "k3")).await;
     crate::support::lose_store_data(&env, &c).await;
-    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(0));
+    assert_eq!(budget.status(&c, None, None).await.unwrap().committed, m(0));
 
     let report = budget.rebuild(&c, None).await.unwrap();
     assert_eq!((report.before, report.after), (m(0), m(500)));
     assert_eq!(report.users.get(&user("alice")), Some(&m(500)));
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.limits), (m(500), None));
     let refused = budget.reserve(env.request(&c, "k4")).await.unwrap_err();
     assert!(
@@ -289,7 +292,10 @@ pub async fn rebuild_after_the_store_lost_its_data_restores_committed_from_the_l
     assert_eq!((again.before, again.after), (m(500), m(500)), "idempotent");
     // The hold the store forgot still pays once, on top of the rebuilt sum.
     live.finalize(Usage::cost(m(100))).await.unwrap();
-    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(600));
+    assert_eq!(
+        budget.status(&c, None, None).await.unwrap().committed,
+        m(600)
+    );
 }
 
 pub async fn dropped_guard_is_handed_to_reconciliation_not_cancelled(env: Env) {
@@ -301,7 +307,7 @@ pub async fn dropped_guard_is_handed_to_reconciliation_not_cancelled(env: Env) {
     assert_eq!(handed.len(), 1);
     assert_eq!(handed[0].hold, expected);
     assert_eq!(handed[0].community, c);
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.reserved, status.committed, status.holds),
         (m(ESTIMATE_1200_800), Micros::ZERO, 1),
@@ -355,7 +361,7 @@ pub async fn replayed_reserve_returns_the_first_hold(env: Env) {
         matches!(decision, ReserveDecision::AlreadySettled),
         "{decision:?}"
     );
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.reserved, status.committed),
         (Micros::ZERO, Micros::ZERO)
@@ -402,7 +408,7 @@ pub async fn settle_by_ids_while_the_store_is_unreachable_is_queued_and_applied_
     env.advance_ms(60_000);
     let report = budget.replay_settlements(100).await.unwrap();
     assert_eq!((report.claimed, report.completed), (1, 1));
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved, status.holds),
         (m(750), Micros::ZERO, 0)
@@ -415,7 +421,10 @@ pub async fn settle_by_ids_while_the_store_is_unreachable_is_queued_and_applied_
             outcome: FinalizeOutcome::AlreadyFinalized { actual: m(750) }
         }
     );
-    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(750));
+    assert_eq!(
+        budget.status(&c, None, None).await.unwrap().committed,
+        m(750)
+    );
 }
 
 pub async fn settle_by_ids_of_a_hold_the_store_lost_commits_to_its_period_once(env: Env) {
@@ -446,10 +455,14 @@ pub async fn settle_by_ids_of_a_hold_the_store_lost_commits_to_its_period_once(e
         }
     );
     assert_eq!(
-        budget.status(&c, Some(november)).await.unwrap().committed,
+        budget
+            .status(&c, Some(november), None)
+            .await
+            .unwrap()
+            .committed,
         m(750)
     );
-    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(0));
+    assert_eq!(budget.status(&c, None, None).await.unwrap().committed, m(0));
     assert_eq!(env.log.total_cost(&c, november).await.unwrap(), m(750));
     assert_eq!(env.queue.len().await.unwrap(), 0);
 }
@@ -462,8 +475,14 @@ pub async fn settle_by_ids_of_a_lost_hold_without_its_period_charges_the_current
     env.clock.set(Timestamp::from_millis(DECEMBER_MS).unwrap());
     budget.settle(by_ids(&env, &c, "k1", 750)).await.unwrap();
     let december = Period::parse("2026-12").unwrap();
-    assert_eq!(budget.status(&c, None).await.unwrap().period, december);
-    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(750));
+    assert_eq!(
+        budget.status(&c, None, None).await.unwrap().period,
+        december
+    );
+    assert_eq!(
+        budget.status(&c, None, None).await.unwrap().committed,
+        m(750)
+    );
     assert_eq!(env.log.total_cost(&c, december).await.unwrap(), m(750));
 }
 
@@ -483,7 +502,10 @@ pub async fn settle_by_ids_with_another_cost_is_refused_and_changes_nothing(env:
             asked: m(400)
         }
     );
-    assert_eq!(budget.status(&c, None).await.unwrap().committed, m(300));
+    assert_eq!(
+        budget.status(&c, None, None).await.unwrap().committed,
+        m(300)
+    );
 }
 
 pub async fn a_release_by_ids_of_an_unknown_hold_writes_nothing(env: Env) {
@@ -498,7 +520,7 @@ pub async fn a_release_by_ids_of_an_unknown_hold_writes_nothing(env: Env) {
         "{refused:?}"
     );
     assert_eq!(env.queue.len().await.unwrap(), 0);
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.holds), (m(0), 0));
     assert!(
         env.log
@@ -543,7 +565,7 @@ pub async fn a_key_used_again_after_the_store_forgot_it_is_logged_for_each_use(e
     let second = env.reserve(env.request(&c, "reuse")).await;
     assert!(!second.is_replay());
     second.finalize(Usage::cost(m(400_000))).await.unwrap();
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(status.committed, m(700_000));
     assert_eq!(
         env.log.total_cost(&c, status.period).await.unwrap(),
@@ -575,7 +597,7 @@ pub async fn two_callers_settling_one_lost_hold_at_once_commit_it_once_and_log_i
     }
     env.advance_ms(60_000);
     budget.replay_settlements(100).await.unwrap();
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!(status.committed, m(2_000));
     assert_eq!(
         env.log.total_cost(&c, status.period).await.unwrap(),
@@ -608,7 +630,7 @@ pub async fn two_callers_settling_one_live_hold_at_once_commit_it_once_and_log_i
     }
     env.advance_ms(60_000);
     budget.replay_settlements(100).await.unwrap();
-    let status = budget.status(&c, None).await.unwrap();
+    let status = budget.status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.holds), (m(2_000), 0));
     assert_eq!(
         env.log.total_cost(&c, status.period).await.unwrap(),

@@ -44,7 +44,10 @@ async fn reaper_releases_expired_holds_and_one_failing_community_does_not_stop_t
             failures: 1
         }
     );
-    assert_eq!(env.sg.budget().status(&b, None).await.unwrap().holds, 0);
+    assert_eq!(
+        env.sg.budget().status(&b, None, None).await.unwrap().holds,
+        0
+    );
     env.faults.fail_reaps_of(None);
     let outcome = reaper(&env).tick(now(&env)).await;
     assert_eq!(
@@ -54,7 +57,10 @@ async fn reaper_releases_expired_holds_and_one_failing_community_does_not_stop_t
             failures: 0
         }
     );
-    assert_eq!(env.sg.budget().status(&a, None).await.unwrap().holds, 0);
+    assert_eq!(
+        env.sg.budget().status(&a, None, None).await.unwrap().holds,
+        0
+    );
     // Settled guards: nothing is handed over.
     held_a.hand_over().await.unwrap();
     held_b.hand_over().await.unwrap();
@@ -114,7 +120,12 @@ async fn finalize_replay_job_applies_queued_settlements() {
         }
     );
     assert_eq!(
-        env.sg.budget().status(&c, None).await.unwrap().committed,
+        env.sg
+            .budget()
+            .status(&c, None, None)
+            .await
+            .unwrap()
+            .committed,
         m(250)
     );
 }
@@ -161,7 +172,7 @@ async fn reconciliation_finalizes_a_dropped_call_with_the_providers_cost() {
             failures: 0
         }
     );
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!((status.committed, status.reserved), (m(480), Micros::ZERO));
     let hold_ref = spendgate::domain::HoldRef {
         user: crate::support::user("alice"),
@@ -199,7 +210,7 @@ async fn reconciliation_set_to_release_gives_up_after_three_tries_and_leaves_the
         env.advance_ms(wait);
     }
     assert!(env.reconciliation.items().unwrap().is_empty());
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!((status.holds, status.committed), (1, Micros::ZERO));
     env.advance_ms(300_000);
     assert_eq!(reaper(&env).tick(now(&env)).await.items, 1);
@@ -506,7 +517,7 @@ async fn a_worker_handle_killed_mid_replay_and_a_new_one_lose_and_double_nothing
     env.queue_down_to(0).await;
     second.shutdown(Duration::from_secs(5)).await;
     let expected = m((10..60).sum());
-    let status = env.sg.budget().status(&c, None).await.unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
         (status.committed, status.reserved),
         (expected, Micros::ZERO)

@@ -53,7 +53,15 @@ async fn reserve_then_finalize_commits_the_actual_cost_and_releases_the_estimate
     assert_eq!(after["reserved_usd"], "0");
     assert_eq!(after["remaining_usd"], "9.9958");
     assert_eq!(after["holds"], 0);
-    assert_eq!(after["users"]["alice"]["committed_usd"], "0.0042");
+    let alice = s
+        .run(&["status", "guild-1", "--user", "alice", "--json"])
+        .await
+        .ok_json();
+    assert_eq!(alice["user"]["committed_usd"], "0.0042");
+    let users = s.run(&["users", "guild-1", "--json"]).await.ok_json();
+    assert_eq!(users["users"][0]["user"], "alice");
+    assert_eq!(users["users"][0]["committed_usd"], "0.0042");
+    assert!(users["next"].is_null());
 }
 
 #[tokio::test]

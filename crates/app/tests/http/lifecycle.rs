@@ -117,7 +117,12 @@ async fn finalize_with_an_actual_commits_it_and_releases_the_estimate(s: Server)
         ),
         (Some(425), Some(0), Some(0))
     );
-    assert_eq!(b["users"]["alice"]["committed_usd"], "0.000425");
+    let alice = s
+        .get(format!("/api/v1/communities/{c}/budget?user=alice"))
+        .send()
+        .await;
+    assert_eq!(alice.status, 200, "{}", alice.text);
+    assert_eq!(alice.json["user"]["committed_usd"], "0.000425");
 }
 
 async fn finalize_with_token_counts_prices_them_with_the_hold_model(s: Server) {

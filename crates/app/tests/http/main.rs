@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod auth;
+mod big_community;
 mod call_id;
 mod connections;
 mod cycles;

@@ -38,6 +38,7 @@ fn the_document_describes_every_route() {
         "/api/v1/communities/{community}/reservations/{user}/{key}/finalize",
         "/api/v1/communities/{community}/reservations/{user}/{key}/cancel",
         "/api/v1/communities/{community}/reservations/{user}/{key}/extend",
+        "/api/v1/communities/{community}/budget/users",
         "/api/v1/communities/{community}/reservations/{user}/{key}/hand-over",
         "/api/v1/communities/{community}/budget",
         "/api/v1/communities/{community}/tiers",

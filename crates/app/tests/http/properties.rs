@@ -169,7 +169,7 @@ fn junk() -> impl Strategy<Value = Junk> {
 /// tier overrides.
 async fn snapshot(s: &Server) -> String {
     let c = CommunityId::parse(COMMUNITY.as_str()).unwrap();
-    let status = s.sg.budget().status(&c, None).await.unwrap();
+    let status = s.sg.budget().status(&c, None, None).await.unwrap();
     let (tiers, _) = s.sg.tiers().overrides(&c).await;
     format!("{status:?} {tiers:?}")
 }

@@ -50,6 +50,7 @@ async fn in_flight_requests_finish(backend: Backend) {
             .status(
                 &spendgate::domain::CommunityId::parse(c.as_str()).unwrap(),
                 None,
+                None,
             )
             .await
             .unwrap();

@@ -16,7 +16,7 @@ use spendgate::domain::{
     Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate::inbound::http::{ApiToken, HttpOptions, serve};
-use spendgate::ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate::ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 use spendgate_adapter_memory::{MemoryBudgetStore, MemoryUsageSource};
 
 use crate::servers::{PgDb, redis_cluster_urls, redis_url};
@@ -152,9 +152,24 @@ impl BudgetStore for SwitchStore {
         self.gate().await?;
         self.inner.restore_committed(c, p, committed).await
     }
-    async fn status(&self, c: &CommunityId, p: Period) -> Result<BudgetStatus, StoreError> {
+    async fn status_with_user<'a>(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        u: Option<&'a UserId>,
+    ) -> Result<BudgetStatus, StoreError> {
         self.gate().await?;
-        self.inner.status(c, p).await
+        self.inner.status_with_user(c, p, u).await
+    }
+    async fn users<'a>(
+        &self,
+        c: &CommunityId,
+        p: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        self.gate().await?;
+        self.inner.users(c, p, cursor, size).await
     }
     async fn set_limits(
         &self,

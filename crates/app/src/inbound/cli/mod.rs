@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use spendgate_domain::{CommunityId, IdempotencyKey, Micros, ModelAlias, Period, UserId};
+use spendgate_ports::{PageSize, UsersCursor};
 use tokio_util::sync::CancellationToken;
 
 pub use output::{CliError, EXIT_CODES_HELP, Exit, Report};
@@ -214,7 +215,8 @@ pub enum Command {
     /// Print the effective configuration (TOML, or JSON with --json),
     /// secrets shown as ***.
     Config,
-    /// Show a community's budget for a period.
+    /// Show a community's budget for a period (and one user's sums with
+    /// --user; `users` lists them all, page by page).
     Status {
         /// The community.
         #[arg(value_parser = parse_community)]
@@ -222,6 +224,25 @@ pub enum Command {
         /// The period, YYYY-MM (the current one by default).
         #[arg(long, value_parser = parse_period)]
         period: Option<Period>,
+        /// Also show this user's sums.
+        #[arg(long, value_parser = parse_user)]
+        user: Option<UserId>,
+    },
+    /// List one page of a period's users and their sums, and the cursor
+    /// of the next page.
+    Users {
+        /// The community.
+        #[arg(value_parser = parse_community)]
+        community: CommunityId,
+        /// The period, YYYY-MM (the current one by default).
+        #[arg(long, value_parser = parse_period)]
+        period: Option<Period>,
+        /// Where to resume: the `next` cursor a page printed.
+        #[arg(long, value_parser = parse_cursor)]
+        cursor: Option<UsersCursor>,
+        /// Users per page, 1..=1000.
+        #[arg(long, default_value_t = PageSize::MAX, value_parser = parse_page_size)]
+        limit: PageSize,
     },
     /// Set a community's monthly limit (creates its configuration, AI
     /// enabled, when it has none).
@@ -420,6 +441,17 @@ fn parse_community(text: &str) -> Result<CommunityId, String> {
 
 fn parse_user(text: &str) -> Result<UserId, String> {
     UserId::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_cursor(text: &str) -> Result<UsersCursor, String> {
+    UsersCursor::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_page_size(text: &str) -> Result<PageSize, String> {
+    let size: u64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
+    PageSize::new(size).map_err(|e| e.to_string())
 }
 
 fn parse_key(text: &str) -> Result<IdempotencyKey, String> {

@@ -56,7 +56,7 @@ pub(super) async fn create(
     };
     let budget = state.app.budget();
     let report = budget
-        .status(&tenant, None)
+        .status(&tenant, None, None)
         .await
         .map_err(|e| CyclesError::Internal(e.to_string()))?;
     let limits = report

@@ -225,10 +225,15 @@ pub(super) async fn balances(
     let params = params(query)?;
     auth::same_tenant(&tenant, params.get("tenant").map(String::as_str))?;
     let scope = format!("tenant:{tenant}");
+    let level = state.user_level.as_str();
+    let user = params
+        .get(level)
+        .map(|value| UserId::parse(value.as_str()).map_err(|e| CyclesError::invalid(level, e)))
+        .transpose()?;
     let report = state
         .app
         .budget()
-        .status(&tenant, None)
+        .status(&tenant, None, user.as_ref())
         .await
         .map_err(|e| CyclesError::Internal(e.to_string()))?;
     let limits = report
@@ -240,10 +245,8 @@ pub(super) async fn balances(
         report.committed,
         report.reserved,
     )];
-    let level = state.user_level.as_str();
     if let (Some(cap), Some(value)) = (limits.per_user_cap, params.get(level)) {
-        let user = UserId::parse(value.as_str()).map_err(|e| CyclesError::invalid(level, e))?;
-        let spend = report.users.get(&user).copied().unwrap_or_default();
+        let spend = report.user.unwrap_or_default();
         balances.push(balance(
             format!("{scope}/{level}:{value}"),
             cap,

@@ -18,7 +18,8 @@
 //! | `POST …/reservations/{user}/{key}/cancel` | as finalize, with a cost of 0 |
 //! | `POST …/reservations/{user}/{key}/extend` | 200 new expiry |
 //! | `POST …/reservations/{user}/{key}/hand-over` | 202 |
-//! | `GET`, `PUT /api/v1/communities/{community}/budget` | report; 200 applied, 202 saved only (`PUT`: operators) |
+//! | `GET`, `PUT /api/v1/communities/{community}/budget` | report (`?user=` adds one user's sums); 200 applied, 202 saved only (`PUT`: operators) |
+//! | `GET /api/v1/communities/{community}/budget/users` | one page of the period's users (`cursor`, `limit` ≤ 1000) |
 //! | `GET`, `PUT /api/v1/communities/{community}/tiers` | overrides and levels (`PUT`: operators) |
 //! | `GET /healthz`, `/readyz`, `/openapi.json` | no token needed |
 //! | `GET /metrics` | no token needed, unless [`HttpOptions::metrics_token`] is set |
@@ -324,6 +325,10 @@ pub fn router(app: Spendgate, options: HttpOptions) -> Router {
         .route(
             "/communities/{community}/budget",
             get(settings::budget).put(settings::set_budget),
+        )
+        .route(
+            "/communities/{community}/budget/users",
+            get(settings::users),
         )
         .route(
             "/communities/{community}/tiers",

@@ -17,7 +17,7 @@ use super::problem::{ApiError, Problem};
 use super::wire::{
     BudgetBody, BudgetChangeView, BudgetView, ExtendBody, ExtendView, FinalizeBody, HandoverView,
     HoldStateView, HoldView, ReadyView, ReservationView, ReserveBody, SettleBody, SettlementView,
-    TiersBody, TiersView, UserSpendView,
+    TiersBody, TiersView, UserSpendView, UsersPageView,
 };
 use super::{reservations, settings};
 
@@ -41,6 +41,7 @@ const PROBE_COMMUNITY: &str = "spendgate-readiness-probe";
         reservations::hand_over,
         settings::budget,
         settings::set_budget,
+        settings::users,
         settings::tiers,
         settings::set_tiers,
         healthz,
@@ -51,7 +52,7 @@ const PROBE_COMMUNITY: &str = "spendgate-readiness-probe";
     components(schemas(
         Problem, ReserveBody, FinalizeBody, SettleBody, ExtendBody, BudgetBody, TiersBody,
         HoldView, ReservationView, SettlementView, HoldStateView, ExtendView, HandoverView,
-        UserSpendView, BudgetView, BudgetChangeView, TiersView, ReadyView,
+        UserSpendView, UsersPageView, BudgetView, BudgetChangeView, TiersView, ReadyView,
     )),
     modifiers(&BearerAuth, &CommonProblems, &CyclesRoutes),
     tags(

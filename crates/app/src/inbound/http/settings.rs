@@ -9,7 +9,8 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use spendgate_domain::tier::access_level;
-use spendgate_domain::{AccessLevel, Limits, Period, Tier, TierOverrides};
+use spendgate_domain::{AccessLevel, Limits, Period, Tier, TierOverrides, UserId};
+use spendgate_ports::{PageSize, StoreError, UsersCursor};
 use utoipa::IntoParams;
 
 use super::ApiState;
@@ -17,9 +18,9 @@ use super::extract::{Body, KeyHeader, Operator, Tenant};
 use super::problem::{ApiError, Problem};
 use super::wire::{
     self, BudgetBody, BudgetChangeView, BudgetView, TiersBody, TiersView, UserSpendView,
-    micros_i64, usd,
+    UsersPageView, micros_i64, usd,
 };
-use crate::services::budget::BudgetChangeError;
+use crate::services::budget::{BudgetChangeError, StatusError};
 use crate::services::tiers::OverrideSource;
 
 /// `GET …/budget`'s query.
@@ -28,6 +29,26 @@ use crate::services::tiers::OverrideSource;
 pub(crate) struct BudgetQuery {
     /// The period to show (`YYYY-MM`); the current one when absent.
     period: Option<String>,
+    /// A user whose sums to show too.
+    user: Option<String>,
+}
+
+/// `GET …/budget/users`' query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsersQuery {
+    /// The period to list (`YYYY-MM`); the current one when absent.
+    period: Option<String>,
+    /// Where to resume: the `next_cursor` of the page before.
+    cursor: Option<String>,
+    /// Users per page, 1..=1000 (default 1000).
+    limit: Option<u64>,
+}
+
+fn period_param(period: Option<&str>) -> Result<Option<Period>, ApiError> {
+    period
+        .map(|p| Period::parse(p).map_err(|e| ApiError::invalid("period", e)))
+        .transpose()
 }
 
 /// A community's budget and spend for one period.
@@ -49,26 +70,20 @@ pub(crate) async fn budget(
     query: Result<Query<BudgetQuery>, QueryRejection>,
 ) -> Result<Json<BudgetView>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::invalid("query", e))?;
-    let period = query
-        .period
-        .map(|p| Period::parse(&p).map_err(|e| ApiError::invalid("period", e)))
+    let period = period_param(query.period.as_deref())?;
+    let user = query
+        .user
+        .map(|u| UserId::parse(u).map_err(|e| ApiError::invalid("user", e)))
         .transpose()?;
-    let report = state.app.budget().status(&community, period).await?;
-    let users = report
-        .users
-        .iter()
-        .map(|(user, spend)| {
-            (
-                user.to_string(),
-                UserSpendView {
-                    committed_usd: usd(spend.committed),
-                    committed_micros: micros_i64(spend.committed),
-                    reserved_usd: usd(spend.reserved),
-                    reserved_micros: micros_i64(spend.reserved),
-                },
-            )
-        })
-        .collect();
+    let report = state
+        .app
+        .budget()
+        .status(&community, period, user.as_ref())
+        .await?;
+    let user = user
+        .as_ref()
+        .zip(report.user)
+        .map(|(u, spend)| UserSpendView::of(u, spend));
     let limit = report.limits.map(|l| l.limit);
     let cap = report.limits.and_then(|l| l.per_user_cap);
     Ok(Json(BudgetView {
@@ -88,7 +103,61 @@ pub(crate) async fn budget(
         overspend_micros: micros_i64(report.overspend),
         holds: report.holds,
         warned: report.warned,
-        users,
+        user,
+    }))
+}
+
+/// One page of a period's users with their sums: at most `limit`, in user
+/// order on the memory and SQL stores, in scan order on Redis (where a
+/// user may appear on two pages if the period gained users meanwhile).
+/// Each page costs the store O(page), whatever the period holds.
+#[utoipa::path(
+    get,
+    path = "/api/v1/communities/{community}/budget/users",
+    tag = "budget",
+    params(("community" = String, Path, description = "The community"), UsersQuery),
+    responses(
+        (status = 200, description = "One page of the period's users", body = UsersPageView),
+        (status = 422, description = "Invalid period, cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub(crate) async fn users(
+    State(state): State<ApiState>,
+    Tenant(community): Tenant,
+    query: Result<Query<UsersQuery>, QueryRejection>,
+) -> Result<Json<UsersPageView>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", e))?;
+    let period = period_param(query.period.as_deref())?;
+    let cursor = query
+        .cursor
+        .map(|c| UsersCursor::parse(&c).map_err(|e| ApiError::invalid("cursor", e)))
+        .transpose()?;
+    let size = match query.limit {
+        Some(n) => PageSize::new(n).map_err(|e| ApiError::invalid("limit", e))?,
+        None => PageSize::MAX,
+    };
+    let (period, page) = state
+        .app
+        .budget()
+        .users(&community, period, cursor.as_ref(), size)
+        .await
+        .map_err(|e| match e {
+            StatusError::Store(StoreError::InvalidInput(message)) => {
+                ApiError::invalid("cursor", message)
+            }
+            other => other.into(),
+        })?;
+    Ok(Json(UsersPageView {
+        community: community.to_string(),
+        period: period.to_string(),
+        users: page
+            .users
+            .iter()
+            .map(|(u, spend)| UserSpendView::of(u, *spend))
+            .collect(),
+        next_cursor: page.next.map(String::from),
     }))
 }
 

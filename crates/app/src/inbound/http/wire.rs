@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use spendgate_domain::{Micros, Ttl};
+use spendgate_domain::{Micros, Ttl, UserId, UserSpend};
 use utoipa::ToSchema;
 
 use super::problem::ApiError;
@@ -311,6 +311,8 @@ pub struct HandoverView {
 /// One user's sums in a period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserSpendView {
+    /// The user.
+    pub user: String,
     /// Actual cost of the user's finished calls, USD.
     pub committed_usd: String,
     /// The same in micro-USD.
@@ -356,8 +358,38 @@ pub struct BudgetView {
     pub holds: u64,
     /// Whether the warning fired this period.
     pub warned: bool,
-    /// Per-user sums.
-    pub users: BTreeMap<String, UserSpendView>,
+    /// The sums of the user asked for with `?user=` (zeros when it has
+    /// none); absent otherwise. Every user is listed, page by page, by
+    /// `GET …/budget/users`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserSpendView>,
+}
+
+/// One page of a period's users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UsersPageView {
+    /// The community.
+    pub community: String,
+    /// The period listed (`YYYY-MM`).
+    pub period: String,
+    /// Users whose sums are not both zero, with those sums.
+    pub users: Vec<UserSpendView>,
+    /// Pass as `cursor` for the next page; `null` when the listing is
+    /// complete.
+    pub next_cursor: Option<String>,
+}
+
+impl UserSpendView {
+    /// `spend` of `user`.
+    pub fn of(user: &UserId, spend: UserSpend) -> Self {
+        Self {
+            user: user.to_string(),
+            committed_usd: usd(spend.committed),
+            committed_micros: micros_i64(spend.committed),
+            reserved_usd: usd(spend.reserved),
+            reserved_micros: micros_i64(spend.reserved),
+        }
+    }
 }
 
 /// The answer to a budget change.

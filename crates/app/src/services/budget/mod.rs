@@ -26,11 +26,11 @@ use std::sync::Arc;
 
 use spendgate_domain::{
     CommunityId, ConfigVersion, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable,
-    Reservation, ReserveOutcome, Tier, TokenCounts, Ttl,
+    Reservation, ReserveOutcome, Tier, TokenCounts, Ttl, UserId,
 };
 use spendgate_ports::{
-    BudgetStore, Clock, CommunityConfig, FinalizeQueue, Handover, ReconciliationQueue, RepoError,
-    StoreError, UsageLog,
+    BudgetStore, Clock, CommunityConfig, FinalizeQueue, Handover, PageSize, ReconciliationQueue,
+    RepoError, StoreError, UsageLog, UsersCursor, UsersPage,
 };
 
 pub use error::{
@@ -457,7 +457,18 @@ impl BudgetService {
             .map_err(StatusError::Store)
     }
 
-    /// The community's budget for `period` (the current one when `None`).
+    /// `period`, or the current one when `None`.
+    fn period_or_current(&self, period: Option<Period>) -> Result<Period, StatusError> {
+        match period {
+            Some(p) => Ok(p),
+            None => Period::containing(self.core.clock.now())
+                .map_err(|e| StatusError::Period(e.to_string())),
+        }
+    }
+
+    /// The community's budget for `period` (the current one when `None`)
+    /// and, when `user` is given, that user's sums: one read of O(1) in
+    /// the period's users.
     ///
     /// # Errors
     /// [`StatusError`].
@@ -466,17 +477,14 @@ impl BudgetService {
         &self,
         community: &CommunityId,
         period: Option<Period>,
+        user: Option<&UserId>,
     ) -> Result<BudgetReport, StatusError> {
-        let period = match period {
-            Some(p) => p,
-            None => Period::containing(self.core.clock.now())
-                .map_err(|e| StatusError::Period(e.to_string()))?,
-        };
+        let period = self.period_or_current(period)?;
         let status = {
             let _timer = StoreTimer::start("status");
             self.core
                 .store
-                .status(community, period)
+                .status_with_user(community, period, user)
                 .await
                 .map_err(StatusError::Store)?
         };
@@ -504,8 +512,34 @@ impl BudgetService {
             overspend,
             holds: status.holds,
             warned: status.warned,
-            users: status.users,
+            user: status.user,
         })
+    }
+
+    /// One page of the users of `period` (the current one when `None`)
+    /// with their sums, at most `size`, resuming after `cursor`: the
+    /// listing costs O(page) a call, whatever the period holds.
+    ///
+    /// # Errors
+    /// [`StatusError`]; a cursor the store did not issue is
+    /// [`StoreError::InvalidInput`].
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    pub async fn users(
+        &self,
+        community: &CommunityId,
+        period: Option<Period>,
+        cursor: Option<&UsersCursor>,
+        size: PageSize,
+    ) -> Result<(Period, UsersPage), StatusError> {
+        let period = self.period_or_current(period)?;
+        let _timer = StoreTimer::start("users");
+        let page = self
+            .core
+            .store
+            .users(community, period, cursor, size)
+            .await
+            .map_err(StatusError::Store)?;
+        Ok((period, page))
     }
 
     /// Sets a community's monthly limit and per-user cap: the database

@@ -1,10 +1,8 @@
 //! What the budget service answers.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use spendgate_domain::{
-    CommunityId, FinalizeOutcome, LimitScope, Limits, Micros, Period, UserId, UserSpend,
+    CommunityId, FinalizeOutcome, LimitScope, Limits, Micros, Period, UserSpend,
 };
 
 use super::guard::HoldGuard;
@@ -72,6 +70,8 @@ pub struct BudgetReport {
     pub holds: u64,
     /// Whether the warning fired this period.
     pub warned: bool,
-    /// Per-user sums.
-    pub users: BTreeMap<UserId, UserSpend>,
+    /// The sums of the user asked for (zeros when it has none); `None`
+    /// when none was. Every user's sums are listed page by page
+    /// ([`BudgetService::users`](super::BudgetService::users)).
+    pub user: Option<UserSpend>,
 }

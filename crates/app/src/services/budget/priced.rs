@@ -92,15 +92,20 @@ impl BudgetService {
         estimate: Micros,
     ) -> Result<Preview, ReserveError> {
         self.enabled_config(community).await?;
-        let report = self.status(community, None).await.map_err(|e| match e {
-            StatusError::Store(e @ StoreError::Unavailable(_)) => ReserveError::StoreUnavailable(e),
-            StatusError::Store(e) => ReserveError::Store(e),
-            StatusError::Period(message) => ReserveError::InvalidInput(message),
-        })?;
+        let report = self
+            .status(community, None, Some(user))
+            .await
+            .map_err(|e| match e {
+                StatusError::Store(e @ StoreError::Unavailable(_)) => {
+                    ReserveError::StoreUnavailable(e)
+                }
+                StatusError::Store(e) => ReserveError::Store(e),
+                StatusError::Period(message) => ReserveError::InvalidInput(message),
+            })?;
         let limits = report
             .limits
             .ok_or_else(|| ReserveError::NotConfigured(community.clone()))?;
-        let spend = report.users.get(user).copied().unwrap_or_default();
+        let spend = report.user.unwrap_or_default();
         let admission = admit(
             limits,
             report.committed,

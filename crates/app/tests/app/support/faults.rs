@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use spendgate::domain::{
     CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, Limits, Period, Reaped,
-    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
 use spendgate::ports::{
-    BudgetStatus, BudgetStore, Claimed, DeadLetter, PendingSettlement, RepoError, StoreError,
-    UsageLog, UsageRecord, WorkQueue,
+    BudgetStatus, BudgetStore, Claimed, DeadLetter, PageSize, PendingSettlement, RepoError,
+    StoreError, UsageLog, UsageRecord, UsersCursor, UsersPage, WorkQueue,
 };
 
 /// A step of the settlement path after which an adapter may stop.
@@ -190,13 +190,25 @@ impl BudgetStore for FaultyStore {
         self.inner().reap(community, now).await
     }
 
-    async fn status(
+    async fn status_with_user<'a>(
         &self,
         community: &CommunityId,
         period: Period,
+        user: Option<&'a UserId>,
     ) -> Result<BudgetStatus, StoreError> {
         self.faults.store()?;
-        self.inner().status(community, period).await
+        self.inner().status_with_user(community, period, user).await
+    }
+
+    async fn users<'a>(
+        &self,
+        community: &CommunityId,
+        period: Period,
+        cursor: Option<&'a UsersCursor>,
+        size: PageSize,
+    ) -> Result<UsersPage, StoreError> {
+        self.faults.store()?;
+        self.inner().users(community, period, cursor, size).await
     }
 
     async fn due_communities(

@@ -32,9 +32,22 @@ pub(super) async fn dispatch(
         Command::Serve => serve::serve(settings, console, shutdown).await,
         Command::Migrate { action } => migrate::migrate(settings, action, console).await,
         Command::Config => config::config(settings),
-        Command::Status { community, period } => {
+        Command::Status {
+            community,
+            period,
+            user,
+        } => {
             let app = open(settings, console).await?;
-            budget::status(&app, &community, period).await
+            budget::status(&app, &community, period, user.as_ref()).await
+        }
+        Command::Users {
+            community,
+            period,
+            cursor,
+            limit,
+        } => {
+            let app = open(settings, console).await?;
+            budget::users(&app, &community, period, cursor.as_ref(), limit).await
         }
         Command::SetBudget {
             community,

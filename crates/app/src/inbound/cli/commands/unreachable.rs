@@ -10,7 +10,7 @@ use spendgate_domain::{
     CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Limits, Micros,
     Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit, UserId,
 };
-use spendgate_ports::{BudgetStatus, BudgetStore, StoreError};
+use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
 /// A [`BudgetStore`] that was not reached: every call is
 /// [`StoreError::Unavailable`] with the reason.
@@ -109,7 +109,22 @@ impl BudgetStore for UnreachableStore {
         self.unavailable()
     }
 
-    async fn status(&self, _: &CommunityId, _: Period) -> Result<BudgetStatus, StoreError> {
+    async fn status_with_user<'a>(
+        &self,
+        _: &CommunityId,
+        _: Period,
+        _: Option<&'a UserId>,
+    ) -> Result<BudgetStatus, StoreError> {
+        self.unavailable()
+    }
+
+    async fn users<'a>(
+        &self,
+        _: &CommunityId,
+        _: Period,
+        _: Option<&'a UsersCursor>,
+        _: PageSize,
+    ) -> Result<UsersPage, StoreError> {
         self.unavailable()
     }
 
