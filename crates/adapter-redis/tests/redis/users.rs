@@ -14,7 +14,7 @@ use spendgate_domain::{CommunityId, ConfigVersion, Limits, Period, UserSpend};
 use spendgate_ports::{BudgetStore, PageSize, USERS_PAGE_MAX};
 
 use crate::fixture::{at, reservation, settlement};
-use crate::support::{raw_standalone, standalone_redis};
+use crate::support::{raw_standalone, standalone_redis, standalone_url};
 
 const DAY_MS: i64 = 86_400_000;
 /// 2026-11-15T00:00:00Z.
@@ -34,13 +34,7 @@ async fn configured(store: &impl BudgetStore, label: &str) -> CommunityId {
 /// Adds `n` users with sums "1 0" to `p` in pipelines, as many reserves
 /// and finalizes would, after one real lifecycle made the period's totals
 /// and listed it in the header.
-async fn seed_users(
-    store: &impl BudgetStore,
-    conn: &mut ConnectionManager,
-    c: &CommunityId,
-    p: Period,
-    n: usize,
-) {
+async fn seed_users(store: &impl BudgetStore, c: &CommunityId, p: Period, n: usize) {
     store
         .reserve(c, &reservation("seed", "k", 1, 60_000), at(NOV_15))
         .await
@@ -49,7 +43,15 @@ async fn seed_users(
         .finalize(c, &settlement("seed", "k", 1), at(NOV_15 + 1))
         .await
         .unwrap();
-    for chunk in (0..n).collect::<Vec<_>>().chunks(5_000) {
+    // No response timeout: a pipeline of thousands of commands on a busy
+    // machine may take longer than a client's default.
+    let client = redis::Client::open(standalone_url()).unwrap();
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(2_000) {
         let mut pipe = redis::pipe();
         for i in chunk {
             let name = format!("u{i}");
@@ -57,7 +59,7 @@ async fn seed_users(
             pipe.hset(records_key(c), format!("{p}:{name}"), "1 0")
                 .ignore();
         }
-        let () = pipe.query_async(conn).await.unwrap();
+        let () = pipe.query_async(&mut conn).await.unwrap();
     }
 }
 
@@ -152,10 +154,9 @@ async fn reaping_an_estimate_zero_hold_writes_no_user_sums() {
 #[tokio::test]
 async fn the_listing_of_a_large_period_comes_in_bounded_pages() {
     let store = standalone_redis().await;
-    let mut conn = raw_standalone().await;
     let c = configured(&store, "users-pages").await;
     let p = period("2026-11");
-    seed_users(&store, &mut conn, &c, p, 25_000).await;
+    seed_users(&store, &c, p, 25_000).await;
 
     let status = store.status(&c, p).await.unwrap();
     assert_eq!((status.committed, status.user), (m(1), None));
@@ -202,7 +203,7 @@ async fn pruning_a_period_of_many_users_pops_them_in_batches() {
     let mut conn = raw_standalone().await;
     let c = configured(&store, "users-prune").await;
     let p = period("2026-11");
-    seed_users(&store, &mut conn, &c, p, 2_500).await;
+    seed_users(&store, &c, p, 2_500).await;
 
     // Long after the retention: the reap prunes November.
     store.reap(&c, at(DEC_1 + 200 * DAY_MS)).await.unwrap();

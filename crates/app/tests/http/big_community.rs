@@ -20,11 +20,17 @@ const USERS: usize = 200_000;
 async fn seed(community: &str, period: &str) {
     let c = CommunityId::parse(community).unwrap();
     let p = Period::parse(period).unwrap();
+    // No response timeout: a pipeline of thousands of commands on a busy
+    // machine may take longer than a client's default.
     let client = redis::Client::open(redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for start in (0..USERS).step_by(10_000) {
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
+    for start in (0..USERS).step_by(2_000) {
         let mut pipe = redis::pipe();
-        for i in start..start + 10_000 {
+        for i in start..start + 2_000 {
             let user = format!("u{i}");
             pipe.sadd(user_sums_key(&c, p), &user).ignore();
             pipe.hset(records_key(&c), format!("{p}:{user}"), "1 0")
