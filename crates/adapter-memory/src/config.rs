@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
-use spendgate_domain::{CommunityId, ConfigVersion, TierOverrides};
+use spendgate_domain::{CommunityId, ConfigVersion, Limits, TierOverrides};
 use spendgate_ports::{
     Clock, CommunityConfig, ConfigProvider, RepoError, SystemClock, TierOverrideRepo, Versioned,
 };
@@ -76,6 +76,29 @@ impl ConfigProvider for MemoryConfig {
             ..config.clone()
         };
         configs.insert(config.community.clone(), stored);
+        Ok(version)
+    }
+
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+    ) -> Result<ConfigVersion, RepoError> {
+        let mut configs = self.configs.write().map_err(|_| poisoned())?;
+        let mut config = configs
+            .get(community)
+            .cloned()
+            .unwrap_or_else(|| CommunityConfig {
+                community: community.clone(),
+                ai_enabled: true,
+                limits,
+                pricing_overrides: Default::default(),
+                version: ConfigVersion::ZERO,
+            });
+        config.version = next_version(self.clock.as_ref(), config.version)?;
+        config.limits = limits;
+        let version = config.version;
+        configs.insert(community.clone(), config);
         Ok(version)
     }
 }

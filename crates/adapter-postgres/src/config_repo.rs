@@ -76,6 +76,17 @@ const UPSERT_CONFIG: &str = "INSERT INTO community_agent_config (community_id, a
      version = {greatest}(community_agent_config.version + 1, excluded.version) \
      RETURNING version";
 
+/// A budget change: the limit columns only (a new row gets AI enabled and
+/// default pricing), never the AI switch or the pricing.
+const SET_LIMITS: &str = "INSERT INTO community_agent_config (community_id, ai_enabled, \
+     monthly_budget_micros, per_user_cap_micros, created_at, updated_at, version) \
+     VALUES ($1, $2, $3, $4, $5, $5, $6) \
+     ON CONFLICT (community_id) DO UPDATE SET \
+     monthly_budget_micros = excluded.monthly_budget_micros, \
+     per_user_cap_micros = excluded.per_user_cap_micros, updated_at = excluded.updated_at, \
+     version = {greatest}(community_agent_config.version + 1, excluded.version) \
+     RETURNING version";
+
 /// A new row gets default limits with AI disabled.
 const UPSERT_TIERS: &str = "INSERT INTO community_agent_config (community_id, tier_overrides, \
      created_at, updated_at, version) VALUES ($1, $2, $3, $3, $4) \
@@ -216,15 +227,7 @@ impl ConfigProvider for SqlConfigRepo {
 
     #[tracing::instrument(skip_all, err, fields(community = %config.community))]
     async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
-        // `Micros` cannot be negative; re-checked here so that no negative
-        // ever reaches SQL whatever the type becomes.
-        let budget = config.limits.limit.get();
-        let cap = config.limits.per_user_cap.map(Micros::get);
-        if budget < 0 || cap.is_some_and(|c| c < 0) {
-            return Err(RepoError::InvalidInput(
-                "budget and per-user cap must not be negative".into(),
-            ));
-        }
+        let (budget, cap) = limit_columns(&config.limits)?;
         let pricing = pricing_overrides_json(&config.pricing_overrides)?;
         let (now, first) = self.stamp()?;
         let values = vec![
@@ -240,6 +243,40 @@ impl ConfigProvider for SqlConfigRepo {
             .await?
             .ok_or_else(|| RepoError::Unavailable("the upsert returned no row".into()))
     }
+
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+    ) -> Result<ConfigVersion, RepoError> {
+        let (budget, cap) = limit_columns(&limits)?;
+        let (now, first) = self.stamp()?;
+        let values = vec![
+            community.as_str().into(),
+            true.into(),
+            budget.into(),
+            cap.into(),
+            now.into(),
+            first.get().into(),
+        ];
+        self.write(community, SET_LIMITS, values)
+            .await?
+            .ok_or_else(|| RepoError::Unavailable("the upsert returned no row".into()))
+    }
+}
+
+/// The limit columns; `Micros` cannot be negative, re-checked here so that
+/// no negative ever reaches SQL whatever the type becomes.
+fn limit_columns(limits: &Limits) -> Result<(i64, Option<i64>), RepoError> {
+    let budget = limits.limit.get();
+    let cap = limits.per_user_cap.map(Micros::get);
+    if budget < 0 || cap.is_some_and(|c| c < 0) {
+        return Err(RepoError::InvalidInput(
+            "budget and per-user cap must not be negative".into(),
+        ));
+    }
+    Ok((budget, cap))
 }
 
 #[async_trait]

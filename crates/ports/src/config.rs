@@ -98,6 +98,21 @@ pub trait ConfigProvider: Send + Sync {
     /// # Errors
     /// [`RepoError::Unavailable`]; [`RepoError::InvalidInput`].
     async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError>;
+
+    /// Sets a community's limits alone, atomically, creating its
+    /// configuration (AI enabled, default pricing) when it has none, and
+    /// returns the version it issued. Implementations MUST NOT write the
+    /// AI switch or the pricing here: a budget change is then one write,
+    /// not a read and a write of the whole row, so a concurrent change of
+    /// those (an AI switch turned off) is never undone by it.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::InvalidInput`].
+    async fn set_limits(
+        &self,
+        community: &CommunityId,
+        limits: Limits,
+    ) -> Result<ConfigVersion, RepoError>;
 }
 
 /// Reads a community's tier → access level overrides.

@@ -1,7 +1,8 @@
 //! Config sync against configuration changed during its pass (issue 23):
 //! a pass that read its snapshot before a budget change and an AI switch
 //! turned off puts neither back, on every store (memory, SQLite,
-//! PostgreSQL, Redis, Redis Cluster), in the store or in the cache.
+//! PostgreSQL, Redis, Redis Cluster), in the store or in the cache; and a
+//! budget change racing an AI switch keeps both.
 
 use std::sync::Arc;
 
@@ -39,6 +40,14 @@ impl ConfigProvider for HeldSnapshot {
 
     async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
         self.inner.upsert(config).await
+    }
+
+    async fn set_limits(
+        &self,
+        c: &CommunityId,
+        limits: Limits,
+    ) -> Result<ConfigVersion, RepoError> {
+        self.inner.set_limits(c, limits).await
     }
 }
 
@@ -139,4 +148,105 @@ async fn on_a_redis_cluster_a_stale_sync_pass_changes_nothing_newer() {
         .await
         .unwrap_or_else(|e| panic!("cannot reach the Redis Cluster at {urls:?}: {e}"));
     a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
+}
+
+/// The configuration whose `community` reads, says so, then waits until
+/// released: a budget change is held at its read of the row.
+struct HeldRead {
+    inner: Arc<dyn ConfigProvider>,
+    taken: Notify,
+    release: Notify,
+}
+
+#[async_trait]
+impl ConfigProvider for HeldRead {
+    async fn active_communities(&self) -> Result<Vec<CommunityConfig>, RepoError> {
+        self.inner.active_communities().await
+    }
+
+    async fn community(&self, c: &CommunityId) -> Result<Option<CommunityConfig>, RepoError> {
+        let read = self.inner.community(c).await;
+        self.taken.notify_one();
+        self.release.notified().await;
+        read
+    }
+
+    async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
+        self.inner.upsert(config).await
+    }
+
+    async fn set_limits(
+        &self,
+        c: &CommunityId,
+        limits: Limits,
+    ) -> Result<ConfigVersion, RepoError> {
+        self.inner.set_limits(c, limits).await
+    }
+}
+
+/// A budget change and an AI switch turned off at the same time, the
+/// switch landing while the budget change has read the row: both stay.
+/// (A budget change that wrote back the whole row it read turned AI on
+/// again: a lost update.)
+async fn a_budget_change_racing_an_ai_switch_keeps_both(sg: Spendgate) {
+    let c = community("budget-vs-switch");
+    sg.budget()
+        .set_budget(&c, Limits::new(usd(10)))
+        .await
+        .unwrap();
+    let ports = sg.ports().clone();
+    let held = Arc::new(HeldRead {
+        inner: ports.config.clone(),
+        taken: Notify::new(),
+        release: Notify::new(),
+    });
+    let changer = Spendgate::builder()
+        .settings(sg.budget().settings())
+        .store(ports.store.clone())
+        .config(held.clone())
+        .tier_overrides(ports.tier_overrides.clone())
+        .tier_cache(ports.tier_cache.clone())
+        .usage_log(ports.usage_log.clone())
+        .finalize_queue(ports.finalize_queue.clone())
+        .reconciliation_queue(ports.reconciliation.clone())
+        .lease(ports.lease.clone())
+        .idempotency(ports.idempotency.clone())
+        .build()
+        .await
+        .unwrap();
+    let change = {
+        let c = c.clone();
+        tokio::spawn(async move { changer.budget().set_budget(&c, Limits::new(usd(1))).await })
+    };
+    held.taken.notified().await;
+    let mut off = ports.config.community(&c).await.unwrap().unwrap();
+    off.ai_enabled = false;
+    sg.budget().configure(&off).await.unwrap();
+    held.release.notify_one();
+    change.await.unwrap().unwrap();
+
+    let row = ports.config.community(&c).await.unwrap().unwrap();
+    assert!(!row.ai_enabled, "the AI switch was turned back on: {row:?}");
+    assert_eq!(row.limits, Limits::new(usd(1)), "the budget change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_memory_a_budget_change_keeps_a_concurrent_ai_switch() {
+    let sg = Spendgate::builder().build().await.unwrap();
+    a_budget_change_racing_an_ai_switch_keeps_both(sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_budget_change_keeps_a_concurrent_ai_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}/spendgate.db?mode=rwc", dir.path().display());
+    let sg = Spendgate::builder().database(url).build().await.unwrap();
+    a_budget_change_racing_an_ai_switch_keeps_both(sg).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_budget_change_keeps_a_concurrent_ai_switch() {
+    let (_db, url) = PgDb::create().await;
+    let sg = Spendgate::builder().database(url).build().await.unwrap();
+    a_budget_change_racing_an_ai_switch_keeps_both(sg).await;
 }

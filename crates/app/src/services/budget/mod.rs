@@ -25,8 +25,8 @@ mod settle;
 use std::sync::Arc;
 
 use spendgate_domain::{
-    CommunityId, ConfigVersion, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable,
-    Reservation, ReserveOutcome, Tier, TokenCounts, Ttl, UserId,
+    CommunityId, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable, Reservation,
+    ReserveOutcome, Tier, TokenCounts, Ttl, UserId,
 };
 use spendgate_ports::{
     BudgetStore, Clock, CommunityConfig, FinalizeQueue, Handover, PageSize, ReconciliationQueue,
@@ -544,7 +544,10 @@ impl BudgetService {
 
     /// Sets a community's monthly limit and per-user cap: the database
     /// first, then the store. A community without configuration gets one,
-    /// with AI enabled and default pricing.
+    /// with AI enabled and default pricing. One write of the limits alone
+    /// ([`ConfigProvider::set_limits`](spendgate_ports::ConfigProvider::set_limits)),
+    /// not a read and a write of the whole configuration, so an AI switch
+    /// or pricing changed meanwhile is kept.
     ///
     /// # Errors
     /// [`BudgetChangeError::Database`] (nothing changed);
@@ -556,27 +559,28 @@ impl BudgetService {
         community: &CommunityId,
         limits: Limits,
     ) -> Result<(), BudgetChangeError> {
-        let current = self
-            .core
-            .config
-            .provider()
-            .community(community)
+        let provider = self.core.config.provider();
+        let version = provider
+            .set_limits(community, limits)
             .await
             .map_err(BudgetChangeError::Database)?;
-        let config = match current {
-            Some(mut config) => {
-                config.limits = limits;
-                config
+        // The cache takes the row as it is now; a newer write's copy, if
+        // one is cached already, is kept (the cache keeps the newest).
+        match provider.community(community).await {
+            Ok(Some(config)) => {
+                self.core.config.put(community, Some(config));
             }
-            None => CommunityConfig {
-                community: community.clone(),
-                ai_enabled: true,
-                limits,
-                pricing_overrides: Default::default(),
-                version: ConfigVersion::ZERO,
-            },
-        };
-        self.configure(&config).await
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "budget saved; the cached configuration refreshes later");
+            }
+        }
+        let _timer = StoreTimer::start("set_limits");
+        self.core
+            .store
+            .set_limits(community, limits, version)
+            .await
+            .map_err(BudgetChangeError::StoreNotUpdated)
     }
 
     /// Writes a community's whole configuration (AI switch, limits,
