@@ -15,17 +15,16 @@
 //! trace shrinking.
 //!
 //! # What it found
-//! A settlement whose store write applied but whose reply was lost is
-//! queued ("queued" to the caller). If the replay reaches the store only
-//! after the marker retention (24 h: the store was unavailable, or the
-//! replay worker stopped, that long), the store has forgotten the marker,
-//! the usage log has no row (the lost attempt never wrote one), and the
-//! replay commits the cost a second time (law 3). With outages unbounded,
-//! seeds 188, 244, 293 and 374 of the first 400 (300 steps each) reach it
-//! (a replay attempt whose reply was lost, then a day of outage). The run
-//! bounds the time the store spends down to half the marker retention
-//! until the replay can tell such an entry apart (its age against the
-//! marker retention).
+//! A settlement whose store write applied but whose reply was lost (the
+//! synchronous attempt or a replay's) is queued; when its replay reached
+//! the store only after the marker retention (24 h of outage, or the
+//! replay worker stopped that long), the store had forgotten the marker,
+//! the usage log had no row (the lost attempt never wrote one), and the
+//! replay committed the cost a second time (law 3): seeds 188, 244, 293
+//! and 374 of the first 400 (300 steps each). A replay that finds the
+//! store without the call the marker retention after its hold was made
+//! now parks it as a dead letter for an operator; law 5 counts a parked
+//! settlement as committed once or not at all, never twice.
 
 pub mod faults;
 pub mod world;

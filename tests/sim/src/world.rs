@@ -102,21 +102,15 @@ struct World {
     /// first answer was "queued", for replays.
     settled: Vec<(usize, HoldRef, KnownHold, Micros, bool)>,
     accepted: BTreeMap<(usize, Period), Accepted>,
+    /// Costs refused at their first settlement and parked for an operator
+    /// (the store no longer knew the call, the marker retention after its
+    /// hold): never accepted, but among the dead letters.
+    parked_unaccepted: BTreeMap<(usize, Period), i64>,
     periods: BTreeSet<Period>,
     next_key: u64,
-    /// Simulated time the store may still spend down in this run.
-    outage_left_ms: i64,
     trace: Vec<String>,
     step: u32,
 }
-
-/// How long the store may be down in one run, in all, in simulated time:
-/// half the marker retention (24 h), so that every queued settlement is
-/// replayed while the store still keeps the marker of an attempt whose
-/// reply was lost. Past that, such a settlement is counted twice: the
-/// defect this simulator found (see the crate docs), bounded here until
-/// it is fixed.
-const MAX_OUTAGE_MS: i64 = 12 * 3_600_000;
 
 /// 2026-11-28T00:00:00Z: the month ends within the first clock jumps.
 const START_MS: i64 = 1_795_824_000_000;
@@ -155,9 +149,9 @@ impl World {
             live: Vec::new(),
             settled: Vec::new(),
             accepted: BTreeMap::new(),
+            parked_unaccepted: BTreeMap::new(),
             periods: BTreeSet::new(),
             next_key: 0,
-            outage_left_ms: MAX_OUTAGE_MS,
             trace: Vec::new(),
             step: 0,
         };
@@ -356,6 +350,17 @@ impl World {
                     "{what} -> unknown (a cancel of a hold the store lost)"
                 ));
             }
+            Err(spendgate::FinalizeError::Store(spendgate_ports::StoreError::UnknownHold {
+                ..
+            })) => {
+                *self
+                    .parked_unaccepted
+                    .entry((live.community, period))
+                    .or_default() += actual.get();
+                self.note(format!(
+                    "{what} -> refused and parked (unknown, long after its hold)"
+                ));
+            }
             Err(e) => {
                 return Err(self.fail("answer", format!("{what}: {e}")));
             }
@@ -382,7 +387,10 @@ impl World {
                 outcome: FinalizeOutcome::AlreadyFinalized { .. },
             })
             | Ok(Settled::Queued { .. })
-            | Err(spendgate::FinalizeError::UnknownHold { .. }) => {
+            | Err(spendgate::FinalizeError::UnknownHold { .. })
+            | Err(spendgate::FinalizeError::Store(spendgate_ports::StoreError::UnknownHold {
+                ..
+            })) => {
                 self.note(format!("{what} -> {answer:?}"));
                 Ok(())
             }
@@ -417,13 +425,6 @@ impl World {
                 .advance(slice)
                 .map_err(|e| self.fail("setup", e.to_string()))?;
             self.note(format!("clock +{slice} ms -> {}", now.as_millis()));
-            if self.store.fault() == Fault::Down {
-                self.outage_left_ms -= slice;
-                if self.outage_left_ms <= 0 {
-                    self.store.set(Fault::Up);
-                    self.note("store -> Up (the run's outage budget is spent)".into());
-                }
-            }
             self.workers(false).await;
         }
         Ok(())
@@ -445,7 +446,6 @@ impl World {
 
     fn change_fault(&mut self) {
         let fault = match self.below(3) {
-            _ if self.outage_left_ms <= 0 => Fault::Up,
             0 => Fault::Down,
             1 => Fault::LoseNextReply,
             _ => Fault::Up,
@@ -521,6 +521,26 @@ impl World {
         self.advance(24 * 3_600_000).await?;
         self.reaper.tick(self.now()).await;
         self.step = self.shape.steps;
+        // Settlements parked for an operator: the store no longer knew
+        // them long after an attempt that may have applied.
+        let mut parked: BTreeMap<(usize, Period), i64> = BTreeMap::new();
+        let letters = self
+            .sg
+            .ports()
+            .finalize_queue
+            .dead_letters(10_000)
+            .await
+            .map_err(|e| self.fail("read", e.to_string()))?;
+        for letter in letters {
+            let c = self
+                .communities
+                .iter()
+                .position(|c| *c == letter.item.community)
+                .ok_or_else(|| self.fail("law 7", "a dead letter of no community".into()))?;
+            self.note(format!("dead letter: {:?}", letter.item.settlement));
+            *parked.entry((c, letter.item.period)).or_default() +=
+                letter.item.settlement.actual.get();
+        }
         for (c, community) in self.communities.iter().enumerate() {
             for period in &self.periods {
                 let status = self
@@ -542,12 +562,21 @@ impl World {
                     .copied()
                     .unwrap_or_default();
                 let want = accepted.committed + accepted.queued;
-                if status.committed.get() != want || logged.get() != want {
+                let dead = parked.get(&(c, *period)).copied().unwrap_or(0)
+                    - self
+                        .parked_unaccepted
+                        .get(&(c, *period))
+                        .copied()
+                        .unwrap_or(0);
+                // A parked settlement is in the counters once or not at
+                // all (its lost attempt applied or not), never twice, and
+                // in the usage log not at all.
+                let got = status.committed.get();
+                if got < want - dead || got > want || logged.get() != want - dead {
                     return Err(self.fail(
                         "law 5",
                         format!(
-                            "{community} {period}: store committed {}, usage log {}, accepted {want}",
-                            status.committed.get(),
+                            "{community} {period}: store committed {got}, usage log {}, accepted {want}, parked {dead}",
                             logged.get()
                         ),
                     ));

@@ -26,6 +26,31 @@ fn permanent(error: &StoreError) -> Option<&'static str> {
 }
 
 impl BudgetService {
+    /// Parks a replayed settlement the store no longer knows, long enough
+    /// after its hold that an earlier attempt (whose reply was lost) may
+    /// have committed it: committing again could count it twice, dropping
+    /// it could lose it, so an operator decides (`spendgate dead-letters`).
+    pub(super) async fn ambiguous(&self, pending: &PendingSettlement, now: Timestamp) {
+        let hold = hold_ref(pending);
+        tracing::error!(
+            community = %pending.community,
+            user = %hold.user,
+            key = %hold.key,
+            "settlement unknown to the store past the marker retention after an attempt that may have applied; parked as a dead letter"
+        );
+        telemetry::count(DEAD_LETTERS, "reason", "ambiguous");
+        let reason = "ambiguous: the store no longer knows the call, and an earlier attempt whose \
+                      reply was lost may have committed it; check the counters before applying";
+        if let Err(queue_error) = self
+            .core()
+            .finalize_queue
+            .dead_letter(&pending.community, &hold, reason, now)
+            .await
+        {
+            tracing::warn!(%queue_error, "finalize queue entry not parked; it is replayed again after its lease");
+        }
+    }
+
     /// Handles the store's refusal of `pending` at `now`: parks its queue
     /// entry as a dead letter when the refusal is permanent, else leaves it
     /// queued at the longest backoff (when `queued`, that is when it was

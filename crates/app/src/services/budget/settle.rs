@@ -115,6 +115,11 @@ enum Attempt {
     Unavailable(String),
     /// The store refused; retrying will not help.
     Refused(StoreError),
+    /// The store does not know the call, so long after the hold was made
+    /// that the marker of an earlier attempt may have expired: an attempt
+    /// whose reply was lost may have committed it, and nothing left can
+    /// tell. Committing again could count it twice.
+    Ambiguous,
 }
 
 /// The queue entry for settling `ticket` with `actual`.
@@ -217,6 +222,16 @@ impl BudgetService {
                 telemetry::count(FINALIZES, "outcome", "refused");
                 Err(self.refused(&pending, error, journaled, now).await)
             }
+            Attempt::Ambiguous => {
+                telemetry::count(FINALIZES, "outcome", "ambiguous");
+                if journaled {
+                    self.ambiguous(&pending, now).await;
+                }
+                Err(FinalizeError::Store(StoreError::UnknownHold {
+                    user: pending.settlement.user.to_string(),
+                    key: pending.settlement.key.to_string(),
+                }))
+            }
         }
     }
 
@@ -274,6 +289,10 @@ impl BudgetService {
                 }
                 Attempt::Refused(error) => {
                     self.refused(&entry.item, error, true, now).await;
+                    report.refused += 1;
+                }
+                Attempt::Ambiguous => {
+                    self.ambiguous(&entry.item, now).await;
                     report.refused += 1;
                 }
             }
@@ -371,6 +390,27 @@ impl BudgetService {
                             "usage log unavailable while checking an unknown hold: {error}"
                         ));
                     }
+                }
+                // A caller that found the call's entry already queued
+                // leaves the decision to that entry's owner.
+                if !log {
+                    return Attempt::Unavailable(
+                        "an earlier settlement of this call is queued".into(),
+                    );
+                }
+                // An earlier attempt (this one's, or another caller's) may
+                // have committed it with its reply lost and written no
+                // usage row; once its marker may have expired (the marker
+                // retention after the hold was made, the earliest any
+                // attempt ran), the store's "unknown" no longer says it
+                // did not.
+                if pending.hold_created_at.is_some_and(|created| {
+                    now.as_millis()
+                        >= created
+                            .as_millis()
+                            .saturating_add(core.marker_ttl.as_millis())
+                }) {
+                    return Attempt::Ambiguous;
                 }
                 let commit = UnheldCommit {
                     user: pending.settlement.user.clone(),
