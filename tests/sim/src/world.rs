@@ -240,12 +240,7 @@ impl World {
                 }
                 let period = ticket.hold.period;
                 self.periods.insert(period);
-                let status = self
-                    .store
-                    .truth()
-                    .status(&community, period)
-                    .await
-                    .map_err(|e| self.fail("read", e.to_string()))?;
+                let status = self.counters(&community, period).await?;
                 let used = status.committed.get() + status.reserved.get();
                 if used > limit {
                     return Err(self.fail(
@@ -454,17 +449,25 @@ impl World {
         self.note(format!("store -> {fault:?}"));
     }
 
+    /// The store's counters for `period`, read past the faults.
+    async fn counters(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<spendgate_ports::BudgetStatus, Failure> {
+        self.store
+            .truth()
+            .status(community, period)
+            .await
+            .map_err(|e| self.fail("read", e.to_string()))
+    }
+
     /// Law 2 after a step: each period's committed is at least what was
     /// answered as committed and at most that plus what was queued.
     async fn check(&self) -> Result<(), Failure> {
         for (c, community) in self.communities.iter().enumerate() {
             for period in &self.periods {
-                let status = self
-                    .store
-                    .truth()
-                    .status(community, *period)
-                    .await
-                    .map_err(|e| self.fail("read", e.to_string()))?;
+                let status = self.counters(community, *period).await?;
                 let accepted = self
                     .accepted
                     .get(&(c, *period))
@@ -543,12 +546,7 @@ impl World {
         }
         for (c, community) in self.communities.iter().enumerate() {
             for period in &self.periods {
-                let status = self
-                    .store
-                    .truth()
-                    .status(community, *period)
-                    .await
-                    .map_err(|e| self.fail("read", e.to_string()))?;
+                let status = self.counters(community, *period).await?;
                 let logged = self
                     .sg
                     .ports()

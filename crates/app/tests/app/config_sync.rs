@@ -16,26 +16,54 @@ use tokio::sync::Notify;
 use crate::support::servers::{PgDb, redis_cluster_urls, redis_url};
 use crate::support::{community, key, model, usd, user};
 
-/// The configuration whose `active_communities` takes its snapshot, says
-/// so, then waits until released: the pass is held between its read and
-/// its writes.
-struct HeldSnapshot {
+/// Which read a [`Held`] configuration holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeldRead {
+    /// `active_communities`: a config sync pass, between its snapshot and
+    /// its writes.
+    Snapshot,
+    /// `community`: a budget change, at its read of the row.
+    Community,
+}
+
+/// The configuration whose held read reads, says so, then waits until
+/// released.
+struct Held {
     inner: Arc<dyn ConfigProvider>,
+    read: HeldRead,
     taken: Notify,
     release: Notify,
 }
 
+impl Held {
+    fn over(inner: Arc<dyn ConfigProvider>, read: HeldRead) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            read,
+            taken: Notify::new(),
+            release: Notify::new(),
+        })
+    }
+
+    async fn hold<T>(&self, read: HeldRead, value: T) -> T {
+        if read == self.read {
+            self.taken.notify_one();
+            self.release.notified().await;
+        }
+        value
+    }
+}
+
 #[async_trait]
-impl ConfigProvider for HeldSnapshot {
+impl ConfigProvider for Held {
     async fn active_communities(&self) -> Result<Vec<CommunityConfig>, RepoError> {
         let snapshot = self.inner.active_communities().await;
-        self.taken.notify_one();
-        self.release.notified().await;
-        snapshot
+        self.hold(HeldRead::Snapshot, snapshot).await
     }
 
     async fn community(&self, c: &CommunityId) -> Result<Option<CommunityConfig>, RepoError> {
-        self.inner.community(c).await
+        let row = self.inner.community(c).await;
+        self.hold(HeldRead::Community, row).await
     }
 
     async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
@@ -58,11 +86,7 @@ async fn a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg: 
     for c in [&spending, &switched] {
         budget.set_budget(c, Limits::new(usd(10))).await.unwrap();
     }
-    let held = Arc::new(HeldSnapshot {
-        inner: sg.ports().config.clone(),
-        taken: Notify::new(),
-        release: Notify::new(),
-    });
+    let held = Held::over(sg.ports().config.clone(), HeldRead::Snapshot);
     let job = ConfigSyncJob::new(held.clone(), sg.ports().store.clone(), budget.clone());
     let now = sg.ports().clock.now();
     let pass = tokio::spawn(async move { job.tick(now).await });
@@ -150,40 +174,6 @@ async fn on_a_redis_cluster_a_stale_sync_pass_changes_nothing_newer() {
     a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg).await;
 }
 
-/// The configuration whose `community` reads, says so, then waits until
-/// released: a budget change is held at its read of the row.
-struct HeldRead {
-    inner: Arc<dyn ConfigProvider>,
-    taken: Notify,
-    release: Notify,
-}
-
-#[async_trait]
-impl ConfigProvider for HeldRead {
-    async fn active_communities(&self) -> Result<Vec<CommunityConfig>, RepoError> {
-        self.inner.active_communities().await
-    }
-
-    async fn community(&self, c: &CommunityId) -> Result<Option<CommunityConfig>, RepoError> {
-        let read = self.inner.community(c).await;
-        self.taken.notify_one();
-        self.release.notified().await;
-        read
-    }
-
-    async fn upsert(&self, config: &CommunityConfig) -> Result<ConfigVersion, RepoError> {
-        self.inner.upsert(config).await
-    }
-
-    async fn set_limits(
-        &self,
-        c: &CommunityId,
-        limits: Limits,
-    ) -> Result<ConfigVersion, RepoError> {
-        self.inner.set_limits(c, limits).await
-    }
-}
-
 /// A budget change and an AI switch turned off at the same time, the
 /// switch landing while the budget change has read the row: both stay.
 /// (A budget change that wrote back the whole row it read turned AI on
@@ -195,11 +185,7 @@ async fn a_budget_change_racing_an_ai_switch_keeps_both(sg: Spendgate) {
         .await
         .unwrap();
     let ports = sg.ports().clone();
-    let held = Arc::new(HeldRead {
-        inner: ports.config.clone(),
-        taken: Notify::new(),
-        release: Notify::new(),
-    });
+    let held = Held::over(ports.config.clone(), HeldRead::Community);
     let changer = Spendgate::builder()
         .settings(sg.budget().settings())
         .store(ports.store.clone())
