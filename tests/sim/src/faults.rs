@@ -3,19 +3,24 @@
 //! before applying; a store that loses a reply applies the write and then
 //! answers "unavailable", as a Redis call that timed out after the script
 //! ran; a store that loses its data starts again empty, as a Redis
-//! restarted without persistence.
+//! restarted without persistence; a slow store answers after a few
+//! simulated milliseconds, so concurrent callers overtake each other.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use spendgate_adapter_memory::MemoryBudgetStore;
 use spendgate_domain::{
     BudgetPolicy, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
-    Limits, Micros, Period, Reaped, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl,
-    UnheldCommit, UserId,
+    Limits, Micros, Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement, Timestamp,
+    Ttl, UnheldCommit, UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
+
+use crate::mutant::Mutant;
 
 /// How the store answers now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +32,9 @@ pub enum Fault {
     /// The next write applies and then answers "unavailable"; the store
     /// is up again after it.
     LoseNextReply,
+    /// Every call is served after a delay of a few simulated
+    /// milliseconds, different from call to call.
+    Slow,
 }
 
 /// A [`MemoryBudgetStore`] behind the simulator's faults.
@@ -34,6 +42,10 @@ pub struct FaultyStore {
     policy: BudgetPolicy,
     inner: Mutex<Arc<MemoryBudgetStore>>,
     fault: Mutex<Fault>,
+    calls: AtomicU64,
+    mutant: Option<Mutant>,
+    /// The version [`Mutant::StaleLimits`] wrote last.
+    forced_version: AtomicI64,
 }
 
 fn lost() -> StoreError {
@@ -41,12 +53,15 @@ fn lost() -> StoreError {
 }
 
 impl FaultyStore {
-    /// An empty store, up.
-    pub fn new(policy: BudgetPolicy) -> Self {
+    /// An empty store, up, with `mutant`'s defect if it is a store's.
+    pub fn new(policy: BudgetPolicy, mutant: Option<Mutant>) -> Self {
         Self {
             policy,
             inner: Mutex::new(Arc::new(MemoryBudgetStore::new(policy))),
             fault: Mutex::new(Fault::Up),
+            calls: AtomicU64::new(0),
+            mutant,
+            forced_version: AtomicI64::new(0),
         }
     }
 
@@ -89,10 +104,19 @@ impl FaultyStore {
         self.inner()
     }
 
-    /// Before a read: refused when down.
-    fn read(&self) -> Result<Arc<MemoryBudgetStore>, StoreError> {
+    async fn delay(&self) {
+        let n = self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1 + n.wrapping_mul(7_919) % 5)).await;
+    }
+
+    /// Before a read: refused when down, delayed when slow.
+    async fn read(&self) -> Result<Arc<MemoryBudgetStore>, StoreError> {
         match self.fault() {
             Fault::Down => Err(StoreError::Unavailable("simulated: down".into())),
+            Fault::Slow => {
+                self.delay().await;
+                Ok(self.inner())
+            }
             Fault::Up | Fault::LoseNextReply => Ok(self.inner()),
         }
     }
@@ -107,12 +131,53 @@ impl FaultyStore {
         applied
     }
 
-    fn before_write(&self) -> Result<(Arc<MemoryBudgetStore>, bool), StoreError> {
+    async fn before_write(&self) -> Result<(Arc<MemoryBudgetStore>, bool), StoreError> {
         match self.fault() {
             Fault::Down => Err(StoreError::Unavailable("simulated: down".into())),
             Fault::Up => Ok((self.inner(), false)),
+            Fault::Slow => {
+                self.delay().await;
+                Ok((self.inner(), false))
+            }
             Fault::LoseNextReply => Ok((self.inner(), true)),
         }
+    }
+
+    /// [`Mutant::ReadBeforeLock`]: the hold read first, the lock taken a
+    /// moment later, and the answer decided by the read.
+    async fn finalize_reading_first(
+        &self,
+        store: &MemoryBudgetStore,
+        community: &CommunityId,
+        settlement: &Settlement,
+        now: Timestamp,
+    ) -> Result<FinalizeOutcome, StoreError> {
+        let hold_ref = HoldRef {
+            user: settlement.user.clone(),
+            key: settlement.key.clone(),
+        };
+        let seen = store.lookup(community, &hold_ref, now).await?;
+        tokio::task::yield_now().await;
+        let outcome = store.finalize(community, settlement, now).await?;
+        Ok(match (seen, outcome) {
+            (HoldState::Held { hold }, FinalizeOutcome::AlreadyFinalized { .. }) => {
+                FinalizeOutcome::Finalized(Receipt::for_hold(
+                    &hold,
+                    settlement.actual,
+                    Micros::ZERO,
+                ))
+            }
+            (_, outcome) => outcome,
+        })
+    }
+
+    /// [`Mutant::StaleLimits`]: a version newer than any written, so the
+    /// last write wins whatever it carries.
+    fn forced(&self, version: ConfigVersion) -> ConfigVersion {
+        let last = self.forced_version.load(Ordering::Relaxed);
+        let next = version.get().max(last + 1);
+        self.forced_version.store(next, Ordering::Relaxed);
+        ConfigVersion::new(next).unwrap_or(version)
     }
 }
 
@@ -124,7 +189,7 @@ impl BudgetStore for FaultyStore {
         reservation: &Reservation,
         now: Timestamp,
     ) -> Result<ReserveOutcome, StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
         self.write(store.reserve(community, reservation, now).await, lose)
     }
 
@@ -135,7 +200,7 @@ impl BudgetStore for FaultyStore {
         ttl: Ttl,
         now: Timestamp,
     ) -> Result<ExtendOutcome, StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
         self.write(store.extend(community, hold, ttl, now).await, lose)
     }
 
@@ -145,8 +210,14 @@ impl BudgetStore for FaultyStore {
         settlement: &Settlement,
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
-        let (store, lose) = self.before_write()?;
-        self.write(store.finalize(community, settlement, now).await, lose)
+        let (store, lose) = self.before_write().await?;
+        let outcome = if self.mutant == Some(Mutant::ReadBeforeLock) {
+            self.finalize_reading_first(&store, community, settlement, now)
+                .await
+        } else {
+            store.finalize(community, settlement, now).await
+        };
+        self.write(outcome, lose)
     }
 
     async fn commit_unheld(
@@ -155,7 +226,7 @@ impl BudgetStore for FaultyStore {
         commit: &UnheldCommit,
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
         self.write(store.commit_unheld(community, commit, now).await, lose)
     }
 
@@ -165,12 +236,12 @@ impl BudgetStore for FaultyStore {
         hold: &HoldRef,
         now: Timestamp,
     ) -> Result<FinalizeOutcome, StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
         self.write(store.cancel(community, hold, now).await, lose)
     }
 
     async fn reap(&self, community: &CommunityId, now: Timestamp) -> Result<Reaped, StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
         self.write(store.reap(community, now).await, lose)
     }
 
@@ -179,7 +250,7 @@ impl BudgetStore for FaultyStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<CommunityId>, StoreError> {
-        self.read()?.due_communities(now, limit).await
+        self.read().await?.due_communities(now, limit).await
     }
 
     async fn lookup(
@@ -188,7 +259,7 @@ impl BudgetStore for FaultyStore {
         hold: &HoldRef,
         now: Timestamp,
     ) -> Result<HoldState, StoreError> {
-        self.read()?.lookup(community, hold, now).await
+        self.read().await?.lookup(community, hold, now).await
     }
 
     async fn restore_committed(
@@ -197,7 +268,7 @@ impl BudgetStore for FaultyStore {
         period: Period,
         committed: &BTreeMap<UserId, Micros>,
     ) -> Result<(), StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
         self.write(
             store.restore_committed(community, period, committed).await,
             lose,
@@ -210,7 +281,10 @@ impl BudgetStore for FaultyStore {
         period: Period,
         user: Option<&'a UserId>,
     ) -> Result<BudgetStatus, StoreError> {
-        self.read()?.status_with_user(community, period, user).await
+        self.read()
+            .await?
+            .status_with_user(community, period, user)
+            .await
     }
 
     async fn users<'a>(
@@ -220,7 +294,10 @@ impl BudgetStore for FaultyStore {
         cursor: Option<&'a UsersCursor>,
         size: PageSize,
     ) -> Result<UsersPage, StoreError> {
-        self.read()?.users(community, period, cursor, size).await
+        self.read()
+            .await?
+            .users(community, period, cursor, size)
+            .await
     }
 
     async fn set_limits(
@@ -229,7 +306,12 @@ impl BudgetStore for FaultyStore {
         limits: Limits,
         version: ConfigVersion,
     ) -> Result<(), StoreError> {
-        let (store, lose) = self.before_write()?;
+        let (store, lose) = self.before_write().await?;
+        let version = if self.mutant == Some(Mutant::StaleLimits) {
+            self.forced(version)
+        } else {
+            version
+        };
         self.write(store.set_limits(community, limits, version).await, lose)
     }
 }

@@ -1,18 +1,24 @@
-//! A seeded, deterministic simulation of spendgate: the real budget
-//! services and workers (reserve, settle by ids, the finalize replay, the
-//! reaper) over the real memory adapters, with a fault layer around the
-//! budget store (down, a lost reply after the write applied), on a manual
-//! clock with month boundaries and jumps, checked against the laws of the
-//! design brief after every step and at quiescence.
+//! A seeded, deterministic simulation of spendgate: replicas of the real
+//! budget services and every worker (reaper, finalize replay,
+//! reconciliation against a simulated provider, config sync, drift,
+//! idempotency purge) over the real memory adapters, with a fault layer
+//! around the budget store (down, slow, a lost reply after the write
+//! applied) and around the database's ports (configuration, usage log,
+//! finalize and reconciliation queues: down, slow), replicas crashing and
+//! restarting from the durable ports alone, races on one call and on one
+//! configuration row, on a manual clock with month boundaries and jumps,
+//! checked against the laws of the design brief after every step and at
+//! quiescence.
 //!
 //! One `u64` seed decides every choice (callers, amounts, faults, clock),
-//! so a failure replays exactly: `SPENDGATE_SIM_SEED=<seed> cargo test -p
-//! spendgate-sim`. It runs on a current-thread Tokio runtime; nothing reads
-//! the wall clock or the OS's randomness.
+//! and each step draws from its own generator (seed and step), so a
+//! failure replays exactly (`SPENDGATE_SIM_SEED=<seed>`) and can be
+//! shrunk by leaving steps and callers out ([`shrink`]). It runs on a
+//! current-thread Tokio runtime with paused time; nothing reads the wall
+//! clock or the OS's randomness, and no decision iterates a hash map.
 //!
-//! A first slice of the simulator the issue describes: not yet the other
-//! ports' faults, store data loss, crashes, replicas, hand-overs, or
-//! trace shrinking.
+//! [`Mutant`] puts back defects spendgate really had; the tests show the
+//! simulator catches each.
 //!
 //! # What it found
 //! A settlement whose store write applied but whose reply was lost (the
@@ -26,7 +32,16 @@
 //! now parks it as a dead letter for an operator; law 5 counts a parked
 //! settlement as committed once or not at all, never twice.
 
+mod callers;
+pub mod database;
 pub mod faults;
+mod ledger;
+pub mod mutant;
+mod operators;
+mod quiescence;
+mod replica;
+pub mod shrink;
 pub mod world;
 
-pub use world::{Failure, Shape, run};
+pub use mutant::Mutant;
+pub use world::{Failure, Plan, Shape, run, run_plan};

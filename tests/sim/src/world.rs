@@ -1,23 +1,27 @@
-//! One simulated run: the real services and workers over the memory
-//! adapters and the fault layer, driven by one seed, with the laws checked
-//! after every step against the simulator's own ledger of the answers the
-//! callers got.
+//! One simulated run: replicas of the real services and workers over the
+//! memory adapters and the fault layers, driven by one seed, with the laws
+//! checked after every step against the simulator's own ledger of the
+//! answers the callers got.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
-use spendgate::workers::{FinalizeReplayJob, Job, ReaperJob};
-use spendgate::{KnownHold, ReserveDecision, SettleRequest, Settled, Spendgate, Usage};
-use spendgate_adapter_memory::ManualClock;
-use spendgate_domain::{
-    BudgetPolicy, CommunityId, FinalizeOutcome, HoldRef, IdempotencyKey, Limits, Micros,
-    ModelAlias, Period, Reservation, Timestamp, Ttl, UserId,
+use spendgate::{HoldGuard, KnownHold};
+use spendgate_adapter_memory::{
+    ManualClock, MemoryConfig, MemoryIdempotency, MemoryLease, MemoryUsageSource,
 };
-use spendgate_ports::{BudgetStore, Clock};
+use spendgate_domain::{
+    BudgetPolicy, CallId, CommunityId, HoldRef, Limits, Micros, Period, Timestamp, UserId,
+};
+use spendgate_ports::{BudgetStore, ConfigProvider};
 
-use crate::faults::{Fault, FaultyStore};
+use crate::database::DatabasePorts;
+use crate::faults::FaultyStore;
+use crate::ledger::{CallKey, Ledger};
+use crate::mutant::Mutant;
+use crate::replica::{Durable, Replica};
 
 /// What a run is made of.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +32,10 @@ pub struct Shape {
     pub communities: usize,
     /// Users per community.
     pub users: usize,
+    /// `spendgate` processes sharing the store and the database.
+    pub replicas: usize,
+    /// A historical defect put back for this run.
+    pub mutant: Option<Mutant>,
 }
 
 impl Default for Shape {
@@ -36,8 +44,21 @@ impl Default for Shape {
             steps: 300,
             communities: 3,
             users: 3,
+            replicas: 2,
+            mutant: None,
         }
     }
+}
+
+/// What a run leaves out: the shrinker's knobs. Each step draws from its
+/// own generator (seed and step number), so leaving a step or a caller
+/// out does not change what the other steps draw.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Steps left out.
+    pub skip: BTreeSet<u32>,
+    /// Callers (community, user) left out: their steps do nothing.
+    pub mask: BTreeSet<(usize, usize)>,
 }
 
 /// A broken law: where, which, and the events that led there.
@@ -45,6 +66,10 @@ impl Default for Shape {
 pub struct Failure {
     /// The run's seed (`SPENDGATE_SIM_SEED` replays it).
     pub seed: u64,
+    /// The run's shape.
+    pub shape: Shape,
+    /// What the run left out.
+    pub plan: Box<Plan>,
     /// The step the law broke at (`steps` for the quiescence checks).
     pub step: u32,
     /// The law, as the design brief numbers it.
@@ -55,6 +80,10 @@ pub struct Failure {
     pub trace: Vec<String>,
 }
 
+fn joined<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(",")
+}
+
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
@@ -62,6 +91,22 @@ impl std::fmt::Display for Failure {
             "seed {} step {}: {}: {}",
             self.seed, self.step, self.law, self.detail
         )?;
+        write!(
+            f,
+            "replay: SPENDGATE_SIM_SEED={} SPENDGATE_SIM_STEPS={}",
+            self.seed, self.shape.steps
+        )?;
+        if !self.plan.skip.is_empty() {
+            write!(f, " SPENDGATE_SIM_SKIP={}", joined(self.plan.skip.iter()))?;
+        }
+        if !self.plan.mask.is_empty() {
+            let mask = joined(self.plan.mask.iter().map(|(c, u)| format!("{c}.{u}")));
+            write!(f, " SPENDGATE_SIM_MASK={mask}")?;
+        }
+        if let Some(mutant) = self.shape.mutant {
+            write!(f, " (mutant {mutant:?})")?;
+        }
+        writeln!(f)?;
         for event in &self.trace {
             writeln!(f, "  {event}")?;
         }
@@ -70,126 +115,197 @@ impl std::fmt::Display for Failure {
 }
 
 /// A hold a caller was told it has and has not settled yet.
-#[derive(Debug, Clone)]
-struct Live {
-    community: usize,
-    hold: HoldRef,
-    known: KnownHold,
+pub(crate) struct Live {
+    pub(crate) community: usize,
+    pub(crate) user: usize,
+    pub(crate) hold: HoldRef,
+    pub(crate) known: KnownHold,
+    /// The hold's period.
+    pub(crate) period: Period,
+    /// When the hold was made.
+    pub(crate) created_at: Timestamp,
+    /// The embedded caller's guard; `None` for a caller that settles by
+    /// ids (over HTTP, or after its process restarted).
+    pub(crate) guard: Option<HoldGuard>,
+    /// The replica that made the hold.
+    pub(crate) replica: usize,
+    /// The cost of a settlement answered "not kept": retried with it.
+    pub(crate) retry: Option<Micros>,
+    /// The id the gateway gave the provider with the call.
+    pub(crate) call_id: CallId,
 }
 
-/// Money the callers were told was accepted, per (community, period).
-#[derive(Debug, Default, Clone, Copy)]
-struct Accepted {
-    /// Answered as committed by the store.
-    committed: i64,
-    /// Answered as queued: committed once the replay applies it.
-    queued: i64,
+impl Live {
+    pub(crate) fn call(&self) -> CallKey {
+        (self.community, self.hold.clone(), self.created_at)
+    }
 }
 
-struct World {
-    seed: u64,
-    rng: TestRng,
-    shape: Shape,
-    clock: Arc<ManualClock>,
-    store: Arc<FaultyStore>,
-    sg: Spendgate,
-    reaper: ReaperJob,
-    replay: FinalizeReplayJob,
-    communities: Vec<CommunityId>,
-    limits: Vec<Micros>,
-    live: Vec<Live>,
-    /// Settled calls, the cost they were settled with, and whether the
-    /// first answer was "queued", for replays.
-    settled: Vec<(usize, HoldRef, KnownHold, Micros, bool)>,
-    accepted: BTreeMap<(usize, Period), Accepted>,
-    /// Costs refused at their first settlement and parked for an operator
-    /// (the store no longer knew the call, the marker retention after its
-    /// hold): never accepted, but among the dead letters.
-    parked_unaccepted: BTreeMap<(usize, Period), i64>,
-    periods: BTreeSet<Period>,
-    next_key: u64,
-    trace: Vec<String>,
-    step: u32,
+/// A settled call a caller may replay.
+#[derive(Clone)]
+pub(crate) struct Done {
+    pub(crate) community: usize,
+    pub(crate) user: usize,
+    pub(crate) hold: HoldRef,
+    pub(crate) known: KnownHold,
+    pub(crate) period: Period,
+    pub(crate) created_at: Timestamp,
+    pub(crate) actual: Micros,
+    /// When it was first settled.
+    pub(crate) at: Timestamp,
+    /// Settled with the database up and never replayed: nothing of it can
+    /// wait in a replica's memory.
+    pub(crate) clean: bool,
+}
+
+impl Done {
+    pub(crate) fn call(&self) -> CallKey {
+        (self.community, self.hold.clone(), self.created_at)
+    }
+}
+
+/// The configuration each community should have, by what its writers
+/// were told.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Config {
+    pub(crate) limit: Micros,
+    pub(crate) ai: bool,
+    /// The limit the store is known to enforce: `None` while a change is
+    /// saved but not yet in the store.
+    pub(crate) store_limit: Option<Micros>,
+}
+
+/// A settlement accepted by a replica while the database was down: until
+/// its usage row or its queue entry is in the database, it lives in that
+/// replica's memory only.
+pub(crate) struct Risk {
+    pub(crate) call: CallKey,
+    pub(crate) period: Period,
+    pub(crate) actual: Micros,
+    pub(crate) replica: usize,
+}
+
+pub(crate) struct World {
+    pub(crate) seed: u64,
+    pub(crate) shape: Shape,
+    pub(crate) plan: Plan,
+    pub(crate) rng: TestRng,
+    pub(crate) step: u32,
+    pub(crate) durable: Durable,
+    pub(crate) replicas: Vec<Replica>,
+    pub(crate) communities: Vec<CommunityId>,
+    pub(crate) config: Vec<Config>,
+    pub(crate) ledger: Ledger,
+    pub(crate) live: Vec<Live>,
+    pub(crate) settled: Vec<Done>,
+    pub(crate) periods: BTreeSet<Period>,
+    pub(crate) next_key: u64,
+    pub(crate) trace: Vec<String>,
+    pub(crate) risks: Vec<Risk>,
 }
 
 /// 2026-11-28T00:00:00Z: the month ends within the first clock jumps.
 const START_MS: i64 = 1_795_824_000_000;
 
-fn micros(n: i64) -> Micros {
+pub(crate) fn micros(n: i64) -> Micros {
     Micros::new(n).unwrap_or(Micros::ZERO)
 }
 
+fn rng_for(seed: u64, step: u32) -> TestRng {
+    let mut bytes = [0_u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    bytes[8..12].copy_from_slice(&step.to_le_bytes());
+    bytes[12] = 1;
+    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
+}
+
 impl World {
-    async fn new(seed: u64, shape: Shape) -> Result<Self, String> {
-        let mut bytes = [0_u8; 32];
-        bytes[..8].copy_from_slice(&seed.to_le_bytes());
-        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
+    async fn new(seed: u64, shape: Shape, plan: Plan) -> Result<Self, String> {
         let start = Timestamp::from_millis(START_MS).map_err(|e| e.to_string())?;
         let clock = Arc::new(ManualClock::new(start));
-        let store = Arc::new(FaultyStore::new(BudgetPolicy::default()));
-        let sg = Spendgate::builder()
-            .clock(clock.clone())
-            .store(store.clone())
-            .build()
-            .await
-            .map_err(|e| e.to_string())?;
-        let reaper = ReaperJob::new(sg.ports().store.clone(), sg.ports().config.clone());
-        let replay = FinalizeReplayJob::new(sg.budget().clone(), 100);
+        let durable = Durable {
+            store: Arc::new(FaultyStore::new(BudgetPolicy::default(), shape.mutant)),
+            db: DatabasePorts::new(MemoryConfig::with_clock(clock.clone()), shape.mutant),
+            lease: Arc::new(MemoryLease::new()),
+            idempotency: Arc::new(MemoryIdempotency::new()),
+            provider: Arc::new(MemoryUsageSource::default()),
+            clock,
+        };
+        let mut replicas = Vec::new();
+        for _ in 0..shape.replicas.max(1) {
+            replicas.push(Replica::start(&durable).await?);
+        }
         let mut world = Self {
             seed,
-            rng,
             shape,
-            clock,
-            store,
-            sg,
-            reaper,
-            replay,
+            plan,
+            rng: rng_for(seed, u32::MAX),
+            step: 0,
+            durable,
+            replicas,
             communities: Vec::new(),
-            limits: Vec::new(),
+            config: Vec::new(),
+            ledger: Ledger::default(),
             live: Vec::new(),
             settled: Vec::new(),
-            accepted: BTreeMap::new(),
-            parked_unaccepted: BTreeMap::new(),
             periods: BTreeSet::new(),
             next_key: 0,
             trace: Vec::new(),
-            step: 0,
+            risks: Vec::new(),
         };
         for c in 0..shape.communities {
             let community = CommunityId::parse(format!("sim-{c}")).map_err(|e| e.to_string())?;
             let limit = micros(world.below(40_000) + 5_000);
-            world
+            world.replicas[0]
                 .sg
                 .budget()
                 .set_budget(&community, Limits::new(limit))
                 .await
                 .map_err(|e| e.to_string())?;
             world.communities.push(community);
-            world.limits.push(limit);
+            world.config.push(Config {
+                limit,
+                ai: true,
+                store_limit: Some(limit),
+            });
         }
         Ok(world)
     }
 
-    fn below(&mut self, n: i64) -> i64 {
+    pub(crate) fn below(&mut self, n: i64) -> i64 {
         let n = u64::try_from(n.max(1)).unwrap_or(1);
         i64::try_from(self.rng.next_u64() % n).unwrap_or(0)
     }
 
-    fn chance(&mut self, percent: i64) -> bool {
+    pub(crate) fn pick(&mut self, len: usize) -> usize {
+        usize::try_from(self.below(i64::try_from(len).unwrap_or(1))).unwrap_or(0)
+    }
+
+    pub(crate) fn chance(&mut self, percent: i64) -> bool {
         self.below(100) < percent
     }
 
-    fn now(&self) -> Timestamp {
-        self.clock.now()
+    pub(crate) fn now(&self) -> Timestamp {
+        spendgate_ports::Clock::now(self.durable.clock.as_ref())
     }
 
-    fn note(&mut self, event: String) {
+    pub(crate) fn masked(&self, community: usize, user: usize) -> bool {
+        self.plan.mask.contains(&(community, user))
+    }
+
+    pub(crate) fn user(user: usize) -> UserId {
+        UserId::parse(format!("u{user}")).unwrap_or_else(|_| unreachable!())
+    }
+
+    pub(crate) fn note(&mut self, event: String) {
         self.trace.push(format!("{:>5} {event}", self.step));
     }
 
-    fn fail(&self, law: &'static str, detail: String) -> Failure {
+    pub(crate) fn fail(&self, law: &'static str, detail: String) -> Failure {
         Failure {
             seed: self.seed,
+            shape: self.shape,
+            plan: Box::new(self.plan.clone()),
             step: self.step,
             law,
             detail,
@@ -197,289 +313,80 @@ impl World {
         }
     }
 
-    async fn reserve(&mut self) -> Result<(), Failure> {
-        let c = usize::try_from(self.below(i64::try_from(self.shape.communities).unwrap_or(1)))
-            .unwrap_or(0);
-        let u = self.below(i64::try_from(self.shape.users).unwrap_or(1));
-        self.next_key += 1;
-        let key = format!("k{}", self.next_key);
-        let limit = self.limits[c].get();
-        let estimate = if self.chance(10) {
-            0
-        } else {
-            self.below(limit / 4) + 1
-        };
-        let ttl = Ttl::from_millis(self.below(540_000) + 60_000)
-            .map_err(|e| self.fail("setup", e.to_string()))?;
-        let reservation = Reservation {
-            user: UserId::parse(format!("u{u}")).map_err(|e| self.fail("setup", e.to_string()))?,
-            key: IdempotencyKey::parse(&key).map_err(|e| self.fail("setup", e.to_string()))?,
-            estimate: micros(estimate),
-            model: ModelAlias::parse("cheap").map_err(|e| self.fail("setup", e.to_string()))?,
-            ttl,
-        };
-        let fault = self.store.fault();
-        let community = self.communities[c].clone();
-        let answer = self
-            .sg
-            .budget()
-            .reserve_priced(&community, reservation, None)
-            .await;
-        match answer {
-            Ok(ReserveDecision::Reserved(guard)) => {
-                let ticket = guard.into_ticket();
-                self.note(format!(
-                    "reserve {community} u{u} {key} {estimate} -> held in {} (store {fault:?})",
-                    ticket.hold.period
-                ));
-                if fault == Fault::Down {
-                    return Err(self.fail(
-                        "law 6",
-                        "a reserve was accepted while its store was down".into(),
-                    ));
-                }
-                let period = ticket.hold.period;
-                self.periods.insert(period);
-                let status = self.counters(&community, period).await?;
-                let used = status.committed.get() + status.reserved.get();
-                if used > limit {
-                    return Err(self.fail(
-                        "law 1",
-                        format!("after an accepted reserve committed + reserved = {used} > limit {limit}"),
-                    ));
-                }
-                self.live.push(Live {
-                    community: c,
-                    hold: ticket.hold_ref(),
-                    known: KnownHold::from(&ticket.hold),
-                });
-            }
-            Ok(ReserveDecision::BudgetExceeded { .. }) => {
-                self.note(format!(
-                    "reserve {community} u{u} {key} {estimate} -> exceeded"
-                ));
-            }
-            Ok(other) => {
-                return Err(self.fail(
-                    "answer",
-                    format!("reserve {community} u{u} {key} (a new key) answered {other:?}"),
-                ));
-            }
-            Err(e) => self.note(format!(
-                "reserve {community} u{u} {key} {estimate} -> refused: {e} (store {fault:?})"
-            )),
-        }
-        Ok(())
-    }
-
-    fn cost_for(&mut self, estimate: i64) -> i64 {
-        match self.below(100) {
-            0..=39 => estimate,
-            40..=59 => self.below(estimate + 1),
-            60..=74 => estimate + self.below(estimate + 1) + 1,
-            _ => 0,
-        }
-    }
-
-    async fn settle(&mut self) -> Result<(), Failure> {
-        if self.live.is_empty() {
-            return Ok(());
-        }
-        let at =
-            usize::try_from(self.below(i64::try_from(self.live.len()).unwrap_or(1))).unwrap_or(0);
-        let live = self.live.swap_remove(at);
-        let estimate = live.known.estimate.map_or(0, Micros::get);
-        let actual = micros(self.cost_for(estimate));
-        let community = self.communities[live.community].clone();
-        let fault = self.store.fault();
-        let request = SettleRequest::new(community.clone(), live.hold.clone(), Usage::cost(actual))
-            .with_known(live.known.clone());
-        let answer = self.sg.budget().settle(request).await;
-        let mut queued = false;
-        let period = live.known.period.unwrap_or(
-            Period::containing(self.now()).map_err(|e| self.fail("setup", e.to_string()))?,
-        );
-        let what = format!(
-            "settle {community} {} {} {} (est {estimate}, store {fault:?})",
-            live.hold.user, live.hold.key, actual
-        );
-        match answer {
-            Ok(Settled::Committed { outcome }) => {
-                match &outcome {
-                    FinalizeOutcome::Finalized(r)
-                    | FinalizeOutcome::LateFinalized(r)
-                    | FinalizeOutcome::CommittedWithoutHold(r) => {
-                        if r.period != period {
-                            return Err(self.fail(
-                                "law 4",
-                                format!("{what}: committed to {} not {period}", r.period),
-                            ));
-                        }
-                        self.accepted
-                            .entry((live.community, r.period))
-                            .or_default()
-                            .committed += r.actual.get();
-                    }
-                    other => {
-                        return Err(self.fail(
-                            "law 3",
-                            format!("{what}: a first settlement answered {other:?}"),
-                        ));
-                    }
-                }
-                self.note(format!("{what} -> {outcome:?}"));
-            }
-            Ok(Settled::Queued { actual }) => {
-                queued = true;
-                self.accepted
-                    .entry((live.community, period))
-                    .or_default()
-                    .queued += actual.get();
-                self.note(format!("{what} -> queued"));
-            }
-            Ok(other) => {
-                return Err(self.fail("answer", format!("{what}: {other:?}")));
-            }
-            Err(spendgate::FinalizeError::UnknownHold { .. }) if actual.get() == 0 => {
-                self.note(format!(
-                    "{what} -> unknown (a cancel of a hold the store lost)"
-                ));
-            }
-            Err(spendgate::FinalizeError::Store(spendgate_ports::StoreError::UnknownHold {
-                ..
-            })) => {
-                *self
-                    .parked_unaccepted
-                    .entry((live.community, period))
-                    .or_default() += actual.get();
-                self.note(format!(
-                    "{what} -> refused and parked (unknown, long after its hold)"
-                ));
-            }
-            Err(e) => {
-                return Err(self.fail("answer", format!("{what}: {e}")));
-            }
-        }
-        self.settled
-            .push((live.community, live.hold, live.known, actual, queued));
-        Ok(())
-    }
-
-    async fn replay_a_settlement(&mut self) -> Result<(), Failure> {
-        if self.settled.is_empty() {
-            return Ok(());
-        }
-        let at = usize::try_from(self.below(i64::try_from(self.settled.len()).unwrap_or(1)))
-            .unwrap_or(0);
-        let (c, hold, known, actual, queued) = self.settled[at].clone();
-        let community = self.communities[c].clone();
-        let request = SettleRequest::new(community.clone(), hold.clone(), Usage::cost(actual))
-            .with_known(known);
-        let answer = self.sg.budget().settle(request).await;
-        let what = format!("replay {community} {} {} {actual}", hold.user, hold.key);
-        match answer {
-            Ok(Settled::Committed {
-                outcome: FinalizeOutcome::AlreadyFinalized { .. },
-            })
-            | Ok(Settled::Queued { .. })
-            | Err(spendgate::FinalizeError::UnknownHold { .. })
-            | Err(spendgate::FinalizeError::Store(spendgate_ports::StoreError::UnknownHold {
-                ..
-            })) => {
-                self.note(format!("{what} -> {answer:?}"));
-                Ok(())
-            }
-            // The first answer was "queued" and the queue has not applied
-            // it yet: this replay is the one that applies it (the queue
-            // entry then finds it applied).
-            Ok(Settled::Committed {
-                outcome:
-                    FinalizeOutcome::Finalized(ref r)
-                    | FinalizeOutcome::LateFinalized(ref r)
-                    | FinalizeOutcome::CommittedWithoutHold(ref r),
-            }) if queued && r.actual == actual => {
-                self.note(format!(
-                    "{what} -> applies the queued settlement: {answer:?}"
-                ));
-                Ok(())
-            }
-            other => Err(self.fail("law 3", format!("{what}: a replay answered {other:?}"))),
-        }
-    }
-
-    /// Time passes with the workers running: the finalize replay ticks
-    /// at least once an hour of it (a worker stopped for longer than the
-    /// marker retention is a fault of its own, not simulated yet).
-    async fn advance(&mut self, ms: i64) -> Result<(), Failure> {
-        let mut left = ms;
-        while left > 0 {
-            let slice = left.min(3_600_000);
-            left -= slice;
-            let now = self
-                .clock
-                .advance(slice)
-                .map_err(|e| self.fail("setup", e.to_string()))?;
-            self.note(format!("clock +{slice} ms -> {}", now.as_millis()));
-            self.workers(false).await;
-        }
-        Ok(())
-    }
-
-    async fn workers(&mut self, reap: bool) {
-        let now = self.now();
-        let outcome = if reap {
-            self.reaper.tick(now).await
-        } else {
-            self.replay.tick(now).await
-        };
-        let name = if reap { "reaper" } else { "replay" };
-        self.note(format!(
-            "{name} tick: {} items, {} failures",
-            outcome.items, outcome.failures
-        ));
-    }
-
-    fn change_fault(&mut self) {
-        let fault = match self.below(3) {
-            0 => Fault::Down,
-            1 => Fault::LoseNextReply,
-            _ => Fault::Up,
-        };
-        self.store.set(fault);
-        self.note(format!("store -> {fault:?}"));
-    }
-
     /// The store's counters for `period`, read past the faults.
-    async fn counters(
+    pub(crate) async fn counters(
         &self,
         community: &CommunityId,
         period: Period,
     ) -> Result<spendgate_ports::BudgetStatus, Failure> {
-        self.store
+        self.durable
+            .store
             .truth()
             .status(community, period)
             .await
             .map_err(|e| self.fail("read", e.to_string()))
     }
 
-    /// Law 2 after a step: each period's committed is at least what was
-    /// answered as committed and at most that plus what was queued.
-    async fn check(&self) -> Result<(), Failure> {
+    /// The laws that hold after every step: law 2 (each period's
+    /// committed between what was answered committed and that plus what
+    /// may still land), and the configuration its writers were told.
+    pub(crate) async fn check(&self) -> Result<(), Failure> {
         for (c, community) in self.communities.iter().enumerate() {
             for period in &self.periods {
                 let status = self.counters(community, *period).await?;
-                let accepted = self
-                    .accepted
-                    .get(&(c, *period))
-                    .copied()
-                    .unwrap_or_default();
+                let money = self.ledger.money(c, *period);
                 let got = status.committed.get();
-                if got < accepted.committed || got > accepted.committed + accepted.queued {
+                let most =
+                    money.committed + money.queued + money.uncertain + money.parked_unaccepted;
+                if got < money.committed || got > most {
                     return Err(self.fail(
                         "law 2",
                         format!(
-                            "{community} {period}: committed {got}, answered committed {} + queued {}",
-                            accepted.committed, accepted.queued
+                            "{community} {period}: committed {got}, answered committed {} + queued {} + uncertain {}",
+                            money.committed, money.queued, money.uncertain
+                        ),
+                    ));
+                }
+            }
+            let row = self
+                .durable
+                .db
+                .config_truth
+                .community(community)
+                .await
+                .map_err(|e| self.fail("read", e.to_string()))?;
+            let want = self.config[c];
+            match row {
+                Some(row) if row.limits.limit == want.limit && row.ai_enabled == want.ai => {}
+                other => {
+                    return Err(self.fail(
+                        "law 5",
+                        format!(
+                            "{community}: configuration {:?} / AI {:?}, its writers were told limit {} / AI {}",
+                            other.as_ref().map(|r| r.limits.limit.get()),
+                            other.as_ref().map(|r| r.ai_enabled),
+                            want.limit.get(),
+                            want.ai
+                        ),
+                    ));
+                }
+            }
+            if let Some(limit) = want.store_limit {
+                let status = self
+                    .counters(
+                        community,
+                        Period::containing(self.now())
+                            .map_err(|e| self.fail("setup", e.to_string()))?,
+                    )
+                    .await?;
+                let enforced = status.limits.map(|l| l.limit);
+                if enforced != Some(limit) {
+                    return Err(self.fail(
+                        "law 1",
+                        format!(
+                            "{community}: the store enforces {:?}, a budget change to {} was told it applied",
+                            enforced.map(Micros::get),
+                            limit.get()
                         ),
                     ));
                 }
@@ -489,109 +396,32 @@ impl World {
     }
 
     async fn step_once(&mut self) -> Result<(), Failure> {
-        match self.below(100) {
-            0..=29 => self.reserve().await?,
-            30..=59 => self.settle().await?,
-            60..=64 => self.replay_a_settlement().await?,
-            65..=76 => {
+        match self.below(1000) {
+            0..=259 => self.reserve().await?,
+            260..=499 => self.settle().await?,
+            500..=539 => self.race_settle().await?,
+            540..=579 => self.replay_a_settlement().await?,
+            580..=604 => self.heartbeat().await,
+            605..=629 => self.hand_over().await?,
+            630..=649 => self.drop_guard().await?,
+            650..=669 => self.change_budget().await?,
+            670..=684 => self.race_budget_and_switch().await?,
+            685..=699 => self.race_budget_and_sync().await?,
+            700..=709 => self.switch_ai().await,
+            710..=819 => {
                 let ms = self.below(300_000) + 1_000;
                 self.advance(ms).await?;
             }
-            77..=78 => {
+            820..=839 => {
                 let ms = self.below(40 * 3_600_000) + 3_600_000;
                 self.advance(ms).await?;
             }
-            79..=86 => self.workers(true).await,
-            87..=94 => self.workers(false).await,
-            _ => self.change_fault(),
+            840..=939 => self.worker().await,
+            940..=969 => self.change_store_fault(),
+            970..=994 => self.change_db_fault(),
+            _ => self.crash_and_restart().await?,
         }
         self.check().await
-    }
-
-    /// Heals the store, lets the workers run out, and checks law 5: every
-    /// accepted cost committed exactly once, in the counters and in the
-    /// usage log, and no hold left.
-    async fn quiesce(&mut self) -> Result<(), Failure> {
-        self.store.set(Fault::Up);
-        self.note("store -> Up (quiescence)".into());
-        for _ in 0..50 {
-            self.advance(60_000).await?;
-            let outcome = self.replay.tick(self.now()).await;
-            if outcome.items == 0 && outcome.failures == 0 {
-                break;
-            }
-        }
-        self.advance(24 * 3_600_000).await?;
-        self.reaper.tick(self.now()).await;
-        self.step = self.shape.steps;
-        // Settlements parked for an operator: the store no longer knew
-        // them long after an attempt that may have applied.
-        let mut parked: BTreeMap<(usize, Period), i64> = BTreeMap::new();
-        let letters = self
-            .sg
-            .ports()
-            .finalize_queue
-            .dead_letters(10_000)
-            .await
-            .map_err(|e| self.fail("read", e.to_string()))?;
-        for letter in letters {
-            let c = self
-                .communities
-                .iter()
-                .position(|c| *c == letter.item.community)
-                .ok_or_else(|| self.fail("law 7", "a dead letter of no community".into()))?;
-            self.note(format!("dead letter: {:?}", letter.item.settlement));
-            *parked.entry((c, letter.item.period)).or_default() +=
-                letter.item.settlement.actual.get();
-        }
-        for (c, community) in self.communities.iter().enumerate() {
-            for period in &self.periods {
-                let status = self.counters(community, *period).await?;
-                let logged = self
-                    .sg
-                    .ports()
-                    .usage_log
-                    .total_cost(community, *period)
-                    .await
-                    .map_err(|e| self.fail("read", e.to_string()))?;
-                let accepted = self
-                    .accepted
-                    .get(&(c, *period))
-                    .copied()
-                    .unwrap_or_default();
-                let want = accepted.committed + accepted.queued;
-                let dead = parked.get(&(c, *period)).copied().unwrap_or(0)
-                    - self
-                        .parked_unaccepted
-                        .get(&(c, *period))
-                        .copied()
-                        .unwrap_or(0);
-                // A parked settlement is in the counters once or not at
-                // all (its lost attempt applied or not), never twice, and
-                // in the usage log not at all.
-                let got = status.committed.get();
-                if got < want - dead || got > want || logged.get() != want - dead {
-                    return Err(self.fail(
-                        "law 5",
-                        format!(
-                            "{community} {period}: store committed {got}, usage log {}, accepted {want}, parked {dead}",
-                            logged.get()
-                        ),
-                    ));
-                }
-                if status.holds != 0 || status.reserved != Micros::ZERO {
-                    return Err(self.fail(
-                        "law 5",
-                        format!(
-                            "{community} {period}: {} holds ({} reserved) left at quiescence",
-                            status.holds,
-                            status.reserved.get()
-                        ),
-                    ));
-                }
-            }
-        }
-        Ok(())
     }
 }
 
@@ -601,17 +431,35 @@ impl World {
 /// # Errors
 /// The first broken law, with the trace up to it.
 pub async fn run(seed: u64, shape: Shape) -> Result<Vec<String>, Failure> {
-    let mut world = World::new(seed, shape).await.map_err(|detail| Failure {
-        seed,
-        step: 0,
-        law: "setup",
-        detail,
-        trace: Vec::new(),
-    })?;
+    run_plan(seed, shape, Plan::default()).await
+}
+
+/// [`run`], leaving out what `plan` says.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_plan(seed: u64, shape: Shape, plan: Plan) -> Result<Vec<String>, Failure> {
+    let mut world = World::new(seed, shape, plan.clone())
+        .await
+        .map_err(|detail| Failure {
+            seed,
+            shape,
+            plan: Box::new(plan),
+            step: 0,
+            law: "setup",
+            detail,
+            trace: Vec::new(),
+        })?;
     for step in 0..shape.steps {
+        if world.plan.skip.contains(&step) {
+            continue;
+        }
         world.step = step;
+        world.rng = rng_for(seed, step);
         world.step_once().await?;
     }
+    world.step = shape.steps;
+    world.rng = rng_for(seed, shape.steps);
     world.quiesce().await?;
-    Ok(world.trace)
+    Ok(std::mem::take(&mut world.trace))
 }

@@ -117,6 +117,9 @@ impl ReconciliationJob {
             // Committed, or kept in the finalize queue.
             Ok(_) => Ok(true),
             Err(ReconcileError::Finalize(error)) if kept(&error) => Ok(true),
+            // A cost of 0 for a hold the store no longer knows (reaped,
+            // its tombstone gone): nothing to release, nothing to charge.
+            Err(ReconcileError::Finalize(FinalizeError::UnknownHold { .. })) => Ok(true),
             Err(error) => Err(error.to_string()),
         }
     }

@@ -4,7 +4,10 @@
 //! When the database holding the queue is down, a settlement that reached
 //! the store must still reach the usage log later. It is kept in memory
 //! and replayed with the rest; it survives a database outage, not a
-//! process crash during one (the drift monitor reports such a loss).
+//! process crash during one (the drift monitor reports such a loss). The
+//! first replay pass that finds the durable queue answering again moves
+//! every entry kept in memory there, dead letters included, so a crash
+//! after the outage loses nothing and an operator sees every dead letter.
 //!
 //! The memory is bounded ([`super::BudgetSettings::fallback_queue_capacity`]
 //! entries): past it an enqueue is refused with [`RepoError::Full`], as if
@@ -12,13 +15,14 @@
 //! [`super::FinalizeError::NotKept`] (the caller must retry it) instead of
 //! growing the process without limit.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use spendgate_adapter_memory::MemoryWorkQueue;
 use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
 use spendgate_ports::{
-    Claimed, DeadLetter, FinalizeQueue, PendingSettlement, RepoError, WorkQueue,
+    Claimed, DeadLetter, FinalizeQueue, PendingSettlement, QueueItem, RepoError, WorkQueue,
 };
 
 use crate::services::telemetry::{self, DEGRADED};
@@ -36,6 +40,46 @@ impl FallbackQueue {
         Self {
             durable,
             memory: MemoryWorkQueue::bounded(capacity),
+        }
+    }
+
+    /// Moves what memory holds to the durable queue, due at `now`; stops
+    /// at the first durable write that fails (the rest stays in memory).
+    /// A call the durable queue already holds keeps the durable entry.
+    async fn flush(&self, now: Timestamp) {
+        let Ok(items) = self.memory.items() else {
+            return;
+        };
+        if items.is_empty() {
+            return;
+        }
+        let dead: BTreeMap<(CommunityId, HoldRef), DeadLetter<PendingSettlement>> = self
+            .memory
+            .dead_letters(u32::MAX)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| ((d.item.community.clone(), d.item.hold_ref()), d))
+            .collect();
+        for entry in items {
+            let community = entry.item.community.clone();
+            let hold = entry.item.hold_ref();
+            let Ok(moved) = self.durable.enqueue(&entry.item, now).await else {
+                return;
+            };
+            if moved
+                && let Some(letter) = dead.get(&(community.clone(), hold.clone()))
+                && self
+                    .durable
+                    .dead_letter(&community, &hold, &letter.error, letter.dead_at)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            if let Err(error) = self.memory.complete(&community, &hold).await {
+                tracing::warn!(%error, "settlement moved to the durable queue but still in memory");
+            }
         }
     }
 }
@@ -63,6 +107,7 @@ impl WorkQueue<PendingSettlement> for FallbackQueue {
         limit: u32,
         lease: Ttl,
     ) -> Result<Vec<Claimed<PendingSettlement>>, RepoError> {
+        self.flush(now).await;
         let mut claimed = self.memory.claim_due(now, limit, lease).await?;
         let left = limit.saturating_sub(u32::try_from(claimed.len()).unwrap_or(u32::MAX));
         if left == 0 {
