@@ -1,10 +1,10 @@
-//! The fault layer around the budget store: the real memory adapter
-//! behind a switch the simulator turns. A store that is down refuses
-//! before applying; a store that loses a reply applies the write and then
-//! answers "unavailable", as a Redis call that timed out after the script
-//! ran; a store that loses its data starts again empty, as a Redis
-//! restarted without persistence; a slow store answers after a few
-//! simulated milliseconds, so concurrent callers overtake each other.
+//! The fault layer around the budget store: a real adapter (memory,
+//! Redis, Redis Cluster, PostgreSQL, SQLite) behind a switch the
+//! simulator turns. A store that is down refuses before applying; a store
+//! that loses a reply applies the write and then answers "unavailable",
+//! as a Redis call that timed out after the script ran; a slow store
+//! answers after a few simulated milliseconds, so concurrent callers
+//! overtake each other.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spendgate_adapter_memory::MemoryBudgetStore;
 use spendgate_domain::{
-    BudgetPolicy, CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState,
-    Limits, Micros, Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement, Timestamp,
-    Ttl, UnheldCommit, UserId,
+    CommunityId, ConfigVersion, ExtendOutcome, FinalizeOutcome, HoldRef, HoldState, Limits, Micros,
+    Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
+    UserId,
 };
 use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
@@ -37,10 +36,9 @@ pub enum Fault {
     Slow,
 }
 
-/// A [`MemoryBudgetStore`] behind the simulator's faults.
+/// A budget store behind the simulator's faults.
 pub struct FaultyStore {
-    policy: BudgetPolicy,
-    inner: Mutex<Arc<MemoryBudgetStore>>,
+    inner: Arc<dyn BudgetStore>,
     fault: Mutex<Fault>,
     calls: AtomicU64,
     mutant: Option<Mutant>,
@@ -53,11 +51,10 @@ fn lost() -> StoreError {
 }
 
 impl FaultyStore {
-    /// An empty store, up, with `mutant`'s defect if it is a store's.
-    pub fn new(policy: BudgetPolicy, mutant: Option<Mutant>) -> Self {
+    /// `inner`, up, with `mutant`'s defect if it is a store's.
+    pub fn new(inner: Arc<dyn BudgetStore>, mutant: Option<Mutant>) -> Self {
         Self {
-            policy,
-            inner: Mutex::new(Arc::new(MemoryBudgetStore::new(policy))),
+            inner,
             fault: Mutex::new(Fault::Up),
             calls: AtomicU64::new(0),
             mutant,
@@ -81,26 +78,13 @@ impl FaultyStore {
         *self.fault_lock()
     }
 
-    /// Drops every hold, marker, counter and limit: a restart without
-    /// persistence.
-    pub fn lose_everything(&self) {
-        let fresh = Arc::new(MemoryBudgetStore::new(self.policy));
-        *self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
-    }
-
-    fn inner(&self) -> Arc<MemoryBudgetStore> {
-        self.inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+    fn inner(&self) -> Arc<dyn BudgetStore> {
+        self.inner.clone()
     }
 
     /// The store behind the faults, for a read the simulator makes to
     /// check the laws (never faulted).
-    pub fn truth(&self) -> Arc<MemoryBudgetStore> {
+    pub fn truth(&self) -> Arc<dyn BudgetStore> {
         self.inner()
     }
 
@@ -110,7 +94,7 @@ impl FaultyStore {
     }
 
     /// Before a read: refused when down, delayed when slow.
-    async fn read(&self) -> Result<Arc<MemoryBudgetStore>, StoreError> {
+    async fn read(&self) -> Result<Arc<dyn BudgetStore>, StoreError> {
         match self.fault() {
             Fault::Down => Err(StoreError::Unavailable("simulated: down".into())),
             Fault::Slow => {
@@ -131,7 +115,7 @@ impl FaultyStore {
         applied
     }
 
-    async fn before_write(&self) -> Result<(Arc<MemoryBudgetStore>, bool), StoreError> {
+    async fn before_write(&self) -> Result<(Arc<dyn BudgetStore>, bool), StoreError> {
         match self.fault() {
             Fault::Down => Err(StoreError::Unavailable("simulated: down".into())),
             Fault::Up => Ok((self.inner(), false)),
@@ -147,7 +131,7 @@ impl FaultyStore {
     /// moment later, and the answer decided by the read.
     async fn finalize_reading_first(
         &self,
-        store: &MemoryBudgetStore,
+        store: &dyn BudgetStore,
         community: &CommunityId,
         settlement: &Settlement,
         now: Timestamp,
@@ -212,7 +196,7 @@ impl BudgetStore for FaultyStore {
     ) -> Result<FinalizeOutcome, StoreError> {
         let (store, lose) = self.before_write().await?;
         let outcome = if self.mutant == Some(Mutant::ReadBeforeLock) {
-            self.finalize_reading_first(&store, community, settlement, now)
+            self.finalize_reading_first(store.as_ref(), community, settlement, now)
                 .await
         } else {
             store.finalize(community, settlement, now).await

@@ -15,8 +15,9 @@ use spendgate_adapter_memory::{
 use spendgate_domain::{
     BudgetPolicy, CallId, CommunityId, HoldRef, Limits, Micros, Period, Timestamp, UserId,
 };
-use spendgate_ports::{BudgetStore, ConfigProvider};
+use spendgate_ports::ConfigProvider;
 
+use crate::backend::{Backend, Opened};
 use crate::database::DatabasePorts;
 use crate::faults::FaultyStore;
 use crate::ledger::{CallKey, Ledger};
@@ -211,20 +212,32 @@ pub(crate) fn micros(n: i64) -> Micros {
     Micros::new(n).unwrap_or(Micros::ZERO)
 }
 
+/// SplitMix64's output function: spreads a counter over all 64 bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The generator of one step: XorShift (cheap; the simulator needs
+/// spread, not secrecy), its state mixed from the run's seed and the
+/// step so neighbouring steps and seeds start far apart.
 fn rng_for(seed: u64, step: u32) -> TestRng {
-    let mut bytes = [0_u8; 32];
-    bytes[..8].copy_from_slice(&seed.to_le_bytes());
-    bytes[8..12].copy_from_slice(&step.to_le_bytes());
-    bytes[12] = 1;
-    TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
+    let first = mix(seed ^ mix(u64::from(step)));
+    let second = mix(first);
+    let mut bytes = [0_u8; 16];
+    bytes[..8].copy_from_slice(&first.to_le_bytes());
+    bytes[8..].copy_from_slice(&second.to_le_bytes());
+    TestRng::from_seed(RngAlgorithm::XorShift, &bytes)
 }
 
 impl World {
-    async fn new(seed: u64, shape: Shape, plan: Plan) -> Result<Self, String> {
+    async fn new(seed: u64, shape: Shape, plan: Plan, store: Opened) -> Result<Self, String> {
         let start = Timestamp::from_millis(START_MS).map_err(|e| e.to_string())?;
         let clock = Arc::new(ManualClock::new(start));
         let durable = Durable {
-            store: Arc::new(FaultyStore::new(BudgetPolicy::default(), shape.mutant)),
+            store: Arc::new(FaultyStore::new(store.store, shape.mutant)),
             db: DatabasePorts::new(MemoryConfig::with_clock(clock.clone()), shape.mutant),
             lease: Arc::new(MemoryLease::new()),
             idempotency: Arc::new(MemoryIdempotency::new()),
@@ -254,7 +267,8 @@ impl World {
             risks: Vec::new(),
         };
         for c in 0..shape.communities {
-            let community = CommunityId::parse(format!("sim-{c}")).map_err(|e| e.to_string())?;
+            let community =
+                CommunityId::parse(format!("sim-{}{c}", store.tag)).map_err(|e| e.to_string())?;
             let limit = micros(world.below(40_000) + 5_000);
             world.replicas[0]
                 .sg
@@ -425,8 +439,8 @@ impl World {
     }
 }
 
-/// Runs one seed: `shape.steps` steps, then quiescence. Returns the trace
-/// when every law held.
+/// Runs one seed on the memory store: `shape.steps` steps, then
+/// quiescence. Returns the trace when every law held.
 ///
 /// # Errors
 /// The first broken law, with the trace up to it.
@@ -439,27 +453,53 @@ pub async fn run(seed: u64, shape: Shape) -> Result<Vec<String>, Failure> {
 /// # Errors
 /// As [`run`].
 pub async fn run_plan(seed: u64, shape: Shape, plan: Plan) -> Result<Vec<String>, Failure> {
-    let mut world = World::new(seed, shape, plan.clone())
-        .await
-        .map_err(|detail| Failure {
-            seed,
-            shape,
-            plan: Box::new(plan),
-            step: 0,
-            law: "setup",
-            detail,
-            trace: Vec::new(),
-        })?;
-    for step in 0..shape.steps {
-        if world.plan.skip.contains(&step) {
-            continue;
+    run_on(&Backend::Memory, seed, shape, plan).await
+}
+
+/// [`run_plan`] on `backend`'s store.
+///
+/// # Errors
+/// As [`run`]; a store that cannot be opened is a failure of law "setup".
+pub async fn run_on(
+    backend: &Backend,
+    seed: u64,
+    shape: Shape,
+    plan: Plan,
+) -> Result<Vec<String>, Failure> {
+    let setup = |plan: Plan, detail: String| Failure {
+        seed,
+        shape,
+        plan: Box::new(plan),
+        step: 0,
+        law: "setup",
+        detail,
+        trace: Vec::new(),
+    };
+    let opened = match backend.open(BudgetPolicy::default()).await {
+        Ok(opened) => opened,
+        Err(detail) => return Err(setup(plan, detail)),
+    };
+    let file = opened.file.clone();
+    let result = async {
+        let mut world = World::new(seed, shape, plan.clone(), opened)
+            .await
+            .map_err(|detail| setup(plan, detail))?;
+        for step in 0..shape.steps {
+            if world.plan.skip.contains(&step) {
+                continue;
+            }
+            world.step = step;
+            world.rng = rng_for(seed, step);
+            world.step_once().await?;
         }
-        world.step = step;
-        world.rng = rng_for(seed, step);
-        world.step_once().await?;
+        world.step = shape.steps;
+        world.rng = rng_for(seed, shape.steps);
+        world.quiesce().await?;
+        Ok(std::mem::take(&mut world.trace))
     }
-    world.step = shape.steps;
-    world.rng = rng_for(seed, shape.steps);
-    world.quiesce().await?;
-    Ok(std::mem::take(&mut world.trace))
+    .await;
+    if let Some(file) = file {
+        let _ = std::fs::remove_file(file);
+    }
+    result
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spendgate::domain::{Micros, Timestamp, TokenCounts, Ttl};
-use spendgate::ports::{Clock, CostSource, ProviderUsage};
+use spendgate::ports::{BudgetStore, Clock, CostSource, ProviderUsage, WorkQueue};
 use spendgate::workers::{
     ConfigSyncJob, DriftJob, FinalizeReplayJob, GiveUp, Job, LeaseConfig, ReaperJob,
     ReconciliationJob, ReconciliationSettings, Schedule, TickOutcome, WorkerHandle,
@@ -186,6 +186,48 @@ async fn reconciliation_finalizes_a_dropped_call_with_the_providers_cost() {
         .unwrap();
     assert_eq!(row.source, CostSource::Reconciliation);
     assert!(env.reconciliation.items().unwrap().is_empty());
+}
+
+/// The provider reports a cost of 0 for a dropped call whose hold the
+/// reaper released and whose tombstone is gone: nothing to release and
+/// nothing to charge, so it is done, not retried until the estimate is
+/// charged and parked as a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_of_a_cost_of_0_for_a_hold_the_store_forgot_is_done() {
+    let env = memory().await;
+    let c = env.community("reconcile-forgotten", 10).await;
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    let call = hold.call_id();
+    drop(hold);
+    assert_eq!(env.handovers(1).await.len(), 1);
+    let store = env.sg.ports().store.clone();
+    env.advance_ms(3_600_000);
+    assert_eq!(store.reap(&c, now(&env)).await.unwrap().count, 1);
+    env.advance_ms(25 * 3_600_000);
+    store.reap(&c, now(&env)).await.unwrap();
+    env.provider
+        .record(
+            call,
+            ProviderUsage {
+                cost: Micros::ZERO,
+                model: "cheap".into(),
+                tokens: TokenCounts::default(),
+                completed_at: now(&env),
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        reconciliation(&env).tick(now(&env)).await,
+        TickOutcome {
+            items: 1,
+            failures: 0
+        }
+    );
+    assert!(env.reconciliation.items().unwrap().is_empty());
+    let parked = env.sg.ports().finalize_queue.dead_letter_count().await;
+    assert_eq!(parked.unwrap(), 0);
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
+    assert_eq!((status.committed, status.holds), (Micros::ZERO, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
