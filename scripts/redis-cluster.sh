@@ -6,6 +6,9 @@
 #                                           node URLs (comma-separated) on stdout
 #   scripts/redis-cluster.sh stop <dir>     stop the nodes started in <dir>
 #   scripts/redis-cluster.sh status <dir>   show cluster_state of each node
+#   scripts/redis-cluster.sh revive <dir> <port>
+#                                           start a node of <dir> again (after it
+#                                           was killed) with its cluster config
 #
 # Everything a run needs lives in <dir>: nodes-P.conf, P.pid, P.log, ports,
 # urls. `stop` only touches processes whose pid file is in <dir> and that are
@@ -15,14 +18,20 @@
 # 7191-7193 (the cluster bus ports P+10000 must be free too). Set
 # SPENDGATE_REDIS_CLUSTER_PORTS="P1 P2 P3" to force ports; start then fails if
 # any is taken. SPENDGATE_REDIS_CLUSTER_WAIT (seconds, default 60) bounds the
-# wait for cluster_state:ok.
+# wait for cluster_state:ok. SPENDGATE_REDIS_CLUSTER_REPLICAS=1 gives every
+# master a replica (6 nodes; the ports then run P..P+5);
+# SPENDGATE_REDIS_CLUSTER_NODE_TIMEOUT (ms, default 5000) is how long a
+# master may be silent before its replica is promoted.
 #
 # Use the URLs with: export SPENDGATE_TEST_REDIS_CLUSTER_URLS=$(scripts/redis-cluster.sh start DIR)
 set -euo pipefail
 
 HOST=127.0.0.1
-NODES=3
+REPLICAS=${SPENDGATE_REDIS_CLUSTER_REPLICAS:-0}
+[[ "$REPLICAS" =~ ^[01]$ ]] || { printf 'redis-cluster: error: SPENDGATE_REDIS_CLUSTER_REPLICAS is 0 or 1\n' >&2; exit 1; }
+NODES=$((3 * (1 + REPLICAS)))
 WAIT_SECS=${SPENDGATE_REDIS_CLUSTER_WAIT:-60}
+NODE_TIMEOUT=${SPENDGATE_REDIS_CLUSTER_NODE_TIMEOUT:-5000}
 
 log() { printf 'redis-cluster: %s\n' "$*" >&2; }
 die() {
@@ -31,7 +40,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -156,6 +165,24 @@ show_logs() {
     done
 }
 
+start_node() { # dir port
+    redis-server --port "$2" --bind "$HOST" --cluster-enabled yes \
+        --cluster-config-file "nodes-$2.conf" --cluster-node-timeout "$NODE_TIMEOUT" \
+        --save "" --appendonly no --daemonize yes --dir "$1" \
+        --pidfile "$1/$2.pid" --logfile "$1/$2.log"
+}
+
+cmd_revive() {
+    local dir=$1 port=$2
+    [[ -f "$dir/ports" ]] || die "no cluster recorded in $dir"
+    [[ " $(cat "$dir/ports") " == *" $port "* ]] || die "port $port is not a node of $dir"
+    if our_pid "$dir" "$port" >/dev/null; then
+        die "node $port is running"
+    fi
+    start_node "$dir" "$port"
+    log "node $port started again"
+}
+
 cmd_start() {
     local dir=$1
     need redis-server
@@ -174,10 +201,7 @@ cmd_start() {
 
     local p pid i
     for p in "${ports[@]}"; do
-        redis-server --port "$p" --bind "$HOST" --cluster-enabled yes \
-            --cluster-config-file "nodes-$p.conf" --cluster-node-timeout 5000 \
-            --save "" --appendonly no --daemonize yes --dir "$dir" \
-            --pidfile "$dir/$p.pid" --logfile "$dir/$p.log"
+        start_node "$dir" "$p"
     done
     echo "${ports[*]}" >"$dir/ports"
 
@@ -201,7 +225,7 @@ cmd_start() {
 
     local -a addrs=()
     for p in "${ports[@]}"; do addrs+=("$HOST:$p"); done
-    if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1; then
+    if ! redis-cli --cluster create "${addrs[@]}" --cluster-replicas "$REPLICAS" --cluster-yes >"$dir/create.log" 2>&1; then
         cat "$dir/create.log" >&2
         show_logs "$dir" "${ports[@]}"
         cmd_stop "$dir"
@@ -251,10 +275,11 @@ cmd_status() {
     return "$rc"
 }
 
-(($# == 2)) || usage
+(($# >= 2)) || usage
 case "$1" in
 start) cmd_start "$2" ;;
 stop) cmd_stop "$2" ;;
 status) cmd_status "$2" ;;
+revive) (($# == 3)) || usage && cmd_revive "$2" "$3" ;;
 *) usage ;;
 esac
