@@ -13,6 +13,8 @@ use spendgate_adapter_redis::RedisBudgetStore;
 use spendgate_domain::BudgetPolicy;
 use spendgate_ports::BudgetStore;
 
+use crate::faults::Restart;
+
 /// A budget store to run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
@@ -47,6 +49,7 @@ impl Backend {
                     store: Arc::new(MemoryBudgetStore::new(policy)),
                     tag: String::new(),
                     file: None,
+                    restart: Some(Box::new(move || Arc::new(MemoryBudgetStore::new(policy)))),
                 });
             }
             Backend::Redis(url) => Arc::new(
@@ -75,6 +78,7 @@ impl Backend {
                     store: Arc::new(SqlBudgetStore::new(db, policy)),
                     tag,
                     file: Some(path),
+                    restart: None,
                 });
             }
         };
@@ -82,6 +86,7 @@ impl Backend {
             store,
             tag,
             file: None,
+            restart: None,
         })
     }
 }
@@ -91,4 +96,7 @@ pub(crate) struct Opened {
     pub(crate) store: Arc<dyn BudgetStore>,
     pub(crate) tag: String,
     pub(crate) file: Option<PathBuf>,
+    /// How to empty it (the memory store only: a shared server is not
+    /// flushed under other tests).
+    pub(crate) restart: Option<Restart>,
 }

@@ -5,7 +5,7 @@
 
 use spendgate::{FinalizeError, KnownHold, ReserveDecision, SettleRequest, Settled, Usage};
 use spendgate_domain::{
-    HoldState, IdempotencyKey, Micros, ModelAlias, Reservation, TokenCounts, Ttl,
+    HoldState, IdempotencyKey, Micros, ModelAlias, Reservation, TokenCounts, Ttl, UserId,
 };
 use spendgate_ports::ProviderUsage;
 
@@ -92,7 +92,7 @@ impl World {
         };
         let setup = |e: String| self.fail("setup", e);
         let reservation = Reservation {
-            user: World::user(u),
+            user: UserId::parse(format!("u{u}")).map_err(|e| setup(e.to_string()))?,
             key: IdempotencyKey::parse(&key).map_err(|e| setup(e.to_string()))?,
             estimate: micros(estimate),
             model: ModelAlias::parse("cheap").map_err(|e| setup(e.to_string()))?,

@@ -4,7 +4,8 @@
 //! that loses a reply applies the write and then answers "unavailable",
 //! as a Redis call that timed out after the script ran; a slow store
 //! answers after a few simulated milliseconds, so concurrent callers
-//! overtake each other.
+//! overtake each other; a store that loses its data starts again empty,
+//! as a Redis restarted without persistence.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -36,9 +37,13 @@ pub enum Fault {
     Slow,
 }
 
+/// Makes an empty store of the same kind: a restart without persistence.
+pub type Restart = Box<dyn Fn() -> Arc<dyn BudgetStore> + Send + Sync>;
+
 /// A budget store behind the simulator's faults.
 pub struct FaultyStore {
-    inner: Arc<dyn BudgetStore>,
+    inner: Mutex<Arc<dyn BudgetStore>>,
+    restart: Option<Restart>,
     fault: Mutex<Fault>,
     calls: AtomicU64,
     mutant: Option<Mutant>,
@@ -51,10 +56,16 @@ fn lost() -> StoreError {
 }
 
 impl FaultyStore {
-    /// `inner`, up, with `mutant`'s defect if it is a store's.
-    pub fn new(inner: Arc<dyn BudgetStore>, mutant: Option<Mutant>) -> Self {
+    /// `inner`, up, with `mutant`'s defect if it is a store's; `restart`
+    /// empties it when [`FaultyStore::lose_everything`] is asked.
+    pub fn new(
+        inner: Arc<dyn BudgetStore>,
+        restart: Option<Restart>,
+        mutant: Option<Mutant>,
+    ) -> Self {
         Self {
-            inner,
+            inner: Mutex::new(inner),
+            restart,
             fault: Mutex::new(Fault::Up),
             calls: AtomicU64::new(0),
             mutant,
@@ -79,7 +90,24 @@ impl FaultyStore {
     }
 
     fn inner(&self) -> Arc<dyn BudgetStore> {
-        self.inner.clone()
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Drops every hold, marker, counter and limit, as a Redis restarted
+    /// without persistence; `false` (nothing lost) for a store without a
+    /// restart.
+    pub fn lose_everything(&self) -> bool {
+        let Some(restart) = &self.restart else {
+            return false;
+        };
+        *self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = restart();
+        true
     }
 
     /// The store behind the faults, for a read the simulator makes to

@@ -3,7 +3,8 @@
 //! reconciliation against a simulated provider, config sync, drift,
 //! idempotency purge) over the real memory adapters, with a fault layer
 //! around the budget store (down, slow, a lost reply after the write
-//! applied) and around the database's ports (configuration, usage log,
+//! applied, all its data lost and rebuilt by the operator) and around the
+//! database's ports (configuration, usage log,
 //! finalize and reconciliation queues: down, slow), replicas crashing and
 //! restarting from the durable ports alone, races on one call and on one
 //! configuration row, on a manual clock with month boundaries and jumps,
@@ -52,6 +53,11 @@
 //!   the database is down loses the settlements it holds in memory (seed
 //!   12): the ledger counts them as "lost with a crash" (in the counters
 //!   at most once, in the usage log not at all) instead of failing.
+//! * Not fixed: after the store loses its data, a running replica's
+//!   config sync never pushes the unchanged limits again (it pushes what
+//!   changed since its last pass), so every reserve is refused, failing
+//!   closed, until a restart or a budget change. The simulated operator's
+//!   repair makes every replica push everything again beside the rebuild.
 
 pub mod backend;
 mod callers;

@@ -260,6 +260,53 @@ impl World {
         Ok(())
     }
 
+    /// The store restarts without persistence: every hold, marker,
+    /// counter and limit is gone.
+    pub(crate) async fn lose_the_store(&mut self) {
+        if self.durable.store.lose_everything() {
+            self.lost = true;
+            self.ever_lost = true;
+            for config in &mut self.config {
+                config.store_limit = None;
+            }
+            self.note("the store lost all its data".into());
+        }
+    }
+
+    /// The operator's repair after a loss: every replica's config sync
+    /// pushes every community again, and each period's counters are
+    /// rebuilt from the usage log. Done when every part succeeded.
+    pub(crate) async fn rebuild(&mut self) {
+        let now = self.now();
+        let mut done = true;
+        for replica in &self.replicas {
+            replica.sync.resync_all();
+            done &= replica.sync.tick(now).await.failures == 0;
+        }
+        let periods: Vec<_> = self.periods.iter().copied().collect();
+        for community in &self.communities {
+            for period in &periods {
+                let rebuilt = self.replicas[0]
+                    .sg
+                    .budget()
+                    .rebuild(community, Some(*period))
+                    .await;
+                done &= rebuilt.is_ok();
+            }
+        }
+        if done {
+            self.lost = false;
+        }
+        self.note(format!(
+            "operator rebuild -> {}",
+            if done {
+                "done"
+            } else {
+                "failed, retried later"
+            }
+        ));
+    }
+
     /// A replica is killed (everything in its memory is gone: the
     /// fallback queue, caches, its workers' state) and started again from
     /// the durable ports. Its embedded callers go on by ids.

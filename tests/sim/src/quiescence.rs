@@ -71,6 +71,12 @@ impl World {
             replica.sync.tick(now).await;
         }
         self.run_out().await?;
+        if self.ever_lost {
+            self.rebuild().await;
+            if self.lost {
+                return Err(self.fail("law 5", "the rebuild failed at quiescence".into()));
+            }
+        }
         for config in &mut self.config {
             if config.ai {
                 config.store_limit = Some(config.limit);
@@ -160,7 +166,6 @@ impl World {
                 if logged < want - money.crashed
                     || logged > want + money.uncertain
                     || got < logged
-                    || got < money.committed
                     || got > logged + parked_all + money.crashed
                 {
                     let unlogged = self.unlogged(c).await?;

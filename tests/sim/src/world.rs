@@ -13,7 +13,7 @@ use spendgate_adapter_memory::{
     ManualClock, MemoryConfig, MemoryIdempotency, MemoryLease, MemoryUsageSource,
 };
 use spendgate_domain::{
-    BudgetPolicy, CallId, CommunityId, HoldRef, Limits, Micros, Period, Timestamp, UserId,
+    BudgetPolicy, CallId, CommunityId, HoldRef, Limits, Micros, Period, Timestamp,
 };
 use spendgate_ports::ConfigProvider;
 
@@ -203,6 +203,13 @@ pub(crate) struct World {
     pub(crate) next_key: u64,
     pub(crate) trace: Vec<String>,
     pub(crate) risks: Vec<Risk>,
+    /// The store lost its data and no rebuild has finished since.
+    pub(crate) lost: bool,
+    /// The store lost its data at some point: until quiescence the
+    /// counters may lack costs answered committed before (the rebuild
+    /// restores what the usage log holds; the rest lands as the queues
+    /// replay).
+    pub(crate) ever_lost: bool,
 }
 
 /// 2026-11-28T00:00:00Z: the month ends within the first clock jumps.
@@ -237,7 +244,7 @@ impl World {
         let start = Timestamp::from_millis(START_MS).map_err(|e| e.to_string())?;
         let clock = Arc::new(ManualClock::new(start));
         let durable = Durable {
-            store: Arc::new(FaultyStore::new(store.store, shape.mutant)),
+            store: Arc::new(FaultyStore::new(store.store, store.restart, shape.mutant)),
             db: DatabasePorts::new(MemoryConfig::with_clock(clock.clone()), shape.mutant),
             lease: Arc::new(MemoryLease::new()),
             idempotency: Arc::new(MemoryIdempotency::new()),
@@ -265,6 +272,8 @@ impl World {
             next_key: 0,
             trace: Vec::new(),
             risks: Vec::new(),
+            lost: false,
+            ever_lost: false,
         };
         for c in 0..shape.communities {
             let community =
@@ -305,10 +314,6 @@ impl World {
 
     pub(crate) fn masked(&self, community: usize, user: usize) -> bool {
         self.plan.mask.contains(&(community, user))
-    }
-
-    pub(crate) fn user(user: usize) -> UserId {
-        UserId::parse(format!("u{user}")).unwrap_or_else(|_| unreachable!())
     }
 
     pub(crate) fn note(&mut self, event: String) {
@@ -352,7 +357,7 @@ impl World {
                 let got = status.committed.get();
                 let most =
                     money.committed + money.queued + money.uncertain + money.parked_unaccepted;
-                if got < money.committed || got > most {
+                if (got < money.committed && !self.ever_lost) || got > most {
                     return Err(self.fail(
                         "law 2",
                         format!(
@@ -432,8 +437,16 @@ impl World {
             }
             840..=939 => self.worker().await,
             940..=969 => self.change_store_fault(),
-            970..=994 => self.change_db_fault(),
-            _ => self.crash_and_restart().await?,
+            970..=993 => self.change_db_fault(),
+            994..=998 => self.crash_and_restart().await?,
+            _ => {
+                if self.chance(10) {
+                    self.lose_the_store().await;
+                }
+            }
+        }
+        if self.lost && self.chance(10) {
+            self.rebuild().await;
         }
         self.check().await
     }

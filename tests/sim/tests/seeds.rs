@@ -77,20 +77,21 @@ fn every_law_holds_on_every_seed() {
     let shape = shape();
     if let Ok(seed) = std::env::var("SPENDGATE_SIM_SEED") {
         let seed = seed.parse().expect("SPENDGATE_SIM_SEED is a u64");
-        let mut plan = Plan::default();
-        plan.skip = list("SPENDGATE_SIM_SKIP")
-            .iter()
-            .map(|s| s.parse().expect("SPENDGATE_SIM_SKIP lists steps"))
-            .collect();
-        plan.mask = list("SPENDGATE_SIM_MASK")
-            .iter()
-            .map(|s| {
-                let (c, u) = s
-                    .split_once('.')
-                    .expect("SPENDGATE_SIM_MASK lists community.user");
-                (c.parse().unwrap(), u.parse().unwrap())
-            })
-            .collect();
+        let plan = Plan {
+            skip: list("SPENDGATE_SIM_SKIP")
+                .iter()
+                .map(|s| s.parse().expect("SPENDGATE_SIM_SKIP lists steps"))
+                .collect(),
+            mask: list("SPENDGATE_SIM_MASK")
+                .iter()
+                .map(|s| {
+                    let (c, u) = s
+                        .split_once('.')
+                        .expect("SPENDGATE_SIM_MASK lists community.user");
+                    (c.parse().unwrap(), u.parse().unwrap())
+                })
+                .collect(),
+        };
         match runtime().block_on(run_plan(seed, shape, plan)) {
             Ok(trace) => println!("{}", trace.join("\n")),
             Err(failure) => panic!("{failure}"),

@@ -3,7 +3,7 @@
 //! process without limit.
 
 use spendgate::domain::{HoldRef, Micros, Timestamp};
-use spendgate::ports::{RepoError, WorkQueue};
+use spendgate::ports::RepoError;
 use spendgate::{BudgetSettings, FinalizeError, Settled, Usage};
 
 use crate::support::{memory_with, user};

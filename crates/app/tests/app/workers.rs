@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use spendgate::domain::{Micros, Timestamp, TokenCounts, Ttl};
-use spendgate::ports::{BudgetStore, Clock, CostSource, ProviderUsage, WorkQueue};
+use spendgate::ports::{Clock, CostSource, ProviderUsage};
 use spendgate::workers::{
     ConfigSyncJob, DriftJob, FinalizeReplayJob, GiveUp, Job, LeaseConfig, ReaperJob,
     ReconciliationJob, ReconciliationSettings, Schedule, TickOutcome, WorkerHandle,
