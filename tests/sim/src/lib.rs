@@ -53,11 +53,16 @@
 //!   the database is down loses the settlements it holds in memory (seed
 //!   12): the ledger counts them as "lost with a crash" (in the counters
 //!   at most once, in the usage log not at all) instead of failing.
-//! * Not fixed: after the store loses its data, a running replica's
-//!   config sync never pushes the unchanged limits again (it pushes what
-//!   changed since its last pass), so every reserve is refused, failing
-//!   closed, until a restart or a budget change. The simulated operator's
-//!   repair makes every replica push everything again beside the rebuild.
+//! * Found while adding the store-loss fault: after the store lost its
+//!   data, a running replica's config sync never pushed the unchanged
+//!   limits again (it pushes what changed since its last pass), so every
+//!   reserve was refused, failing closed, until a restart or a budget
+//!   change. Fixed: a reserve the store refuses as not configured has
+//!   the next config sync pass rebuild that community's period from the
+//!   usage log and then push its limits. Not fixed: a replica started
+//!   after the loss pushes every limit on its first pass without a
+//!   rebuild, so until an operator rebuilds, the counters admit
+//!   reserves as if nothing had been spent in the period.
 
 pub mod backend;
 mod callers;

@@ -273,16 +273,13 @@ impl World {
         }
     }
 
-    /// The operator's repair after a loss: every replica's config sync
-    /// pushes every community again, and each period's counters are
-    /// rebuilt from the usage log. Done when every part succeeded.
+    /// The operator's repair after a loss: each period's counters are
+    /// rebuilt from the usage log (the current period's limits come back
+    /// by themselves: a reserve refused as not configured has config sync
+    /// rebuild the period and push them). Done when every rebuild
+    /// succeeded.
     pub(crate) async fn rebuild(&mut self) {
-        let now = self.now();
-        let mut done = true;
-        for replica in &self.replicas {
-            replica.sync.resync_all();
-            done &= replica.sync.tick(now).await.failures == 0;
-        }
+        let mut failed = None;
         let periods: Vec<_> = self.periods.iter().copied().collect();
         for community in &self.communities {
             for period in &periods {
@@ -291,20 +288,18 @@ impl World {
                     .budget()
                     .rebuild(community, Some(*period))
                     .await;
-                done &= rebuilt.is_ok();
+                if let Err(error) = rebuilt {
+                    failed.get_or_insert(error.to_string());
+                }
             }
         }
-        if done {
-            self.lost = false;
-        }
-        self.note(format!(
-            "operator rebuild -> {}",
-            if done {
-                "done"
-            } else {
-                "failed, retried later"
+        match failed {
+            None => {
+                self.lost = false;
+                self.note("operator rebuild -> done".into());
             }
-        ));
+            Some(error) => self.note(format!("operator rebuild -> {error}; retried later")),
+        }
     }
 
     /// A replica is killed (everything in its memory is gone: the

@@ -536,6 +536,7 @@ impl SpendgateBuilder {
             settings: self.settings,
             marker_ttl: self.policy.marker_ttl(),
             reconciles: ports.usage_source.is_some(),
+            lost_limits: Default::default(),
         });
         Ok(Spendgate {
             budget,

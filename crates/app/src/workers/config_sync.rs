@@ -16,6 +16,11 @@ use crate::services::budget::BudgetService;
 /// the service's cache. Only what changed since this job's last successful
 /// push is written to the store; the first pass writes everything.
 ///
+/// A community whose limits the store turned out to have lost (a reserve
+/// was refused as not configured although this job had pushed them: the
+/// store lost its data) is repaired by the next pass: its current period
+/// is rebuilt from the usage log first, then its limits are pushed again.
+///
 /// A pass writes what it read at its start, so a budget change or an AI
 /// switch made meanwhile (on any replica) is newer than its snapshot.
 /// Each value carries its row's [`ConfigVersion`](spendgate_domain::ConfigVersion),
@@ -88,11 +93,30 @@ impl Job for ConfigSyncJob {
                 };
             }
         };
+        let lost = self.budget.take_lost_limits();
         let mut outcome = TickOutcome::default();
         for config in communities {
             self.budget.remember_config(&config);
-            if self.unchanged(&config) {
+            let unchanged = self.unchanged(&config);
+            let repair = unchanged && lost.contains(&config.community);
+            if unchanged && !repair {
                 continue;
+            }
+            if repair {
+                match self.budget.rebuild(&config.community, None).await {
+                    Ok(report) => tracing::warn!(
+                        community = %config.community,
+                        before = %report.before,
+                        after = %report.after,
+                        "config sync: the store had lost the community's limits; its period was rebuilt from the usage log before they are pushed again"
+                    ),
+                    Err(error) => {
+                        tracing::warn!(community = %config.community, %error, "config sync: the store lost the community's limits and its period could not be rebuilt yet");
+                        self.budget.note_lost_limits(&config.community);
+                        outcome.failures += 1;
+                        continue;
+                    }
+                }
             }
             match self
                 .store
@@ -105,6 +129,9 @@ impl Job for ConfigSyncJob {
                 }
                 Err(error) => {
                     tracing::warn!(community = %config.community, %error, "config sync: limits not pushed");
+                    if repair {
+                        self.budget.note_lost_limits(&config.community);
+                    }
                     outcome.failures += 1;
                 }
             }

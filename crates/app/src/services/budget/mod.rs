@@ -15,6 +15,7 @@ mod dead_letter;
 mod error;
 mod fallback_queue;
 mod guard;
+mod lost_limits;
 mod outcome;
 mod priced;
 mod rebuild;
@@ -104,6 +105,9 @@ pub(crate) struct Core {
     /// Whether a provider usage source is configured: without one nothing
     /// reconciles a handed-over hold.
     pub(crate) reconciles: bool,
+    /// Communities whose reserves found the store without limits, for
+    /// config sync to repair.
+    pub(crate) lost_limits: lost_limits::LostLimits,
 }
 
 /// Estimates, reserves, settles and reports budgets. Cheap to clone: every
@@ -146,6 +150,17 @@ impl BudgetService {
 
     pub(crate) fn core(&self) -> &Core {
         &self.core
+    }
+
+    /// Communities whose reserves found the store without limits since
+    /// the last call (see `lost_limits`), for config sync to repair.
+    pub(crate) fn take_lost_limits(&self) -> std::collections::BTreeSet<CommunityId> {
+        self.core.lost_limits.take()
+    }
+
+    /// Records again a community whose repair did not finish.
+    pub(crate) fn note_lost_limits(&self, community: &CommunityId) {
+        self.core.lost_limits.note(community);
     }
 
     /// The settings the service runs with.
@@ -336,7 +351,10 @@ impl BudgetService {
             Ok(other) => Err(ReserveError::Store(StoreError::Corrupt(format!(
                 "unexpected reserve outcome {other:?}"
             )))),
-            Err(StoreError::NotConfigured(c)) => Err(ReserveError::NotConfigured(c)),
+            Err(StoreError::NotConfigured(c)) => {
+                self.core.lost_limits.note(&c);
+                Err(ReserveError::NotConfigured(c))
+            }
             Err(e @ StoreError::Unavailable(_)) => Err(ReserveError::StoreUnavailable(e)),
             Err(StoreError::InvalidInput(message)) => Err(ReserveError::InvalidInput(message)),
             Err(other) => Err(ReserveError::Store(other)),
