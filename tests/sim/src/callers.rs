@@ -3,7 +3,9 @@
 //! callers), with retries, replays, races on one call, heartbeats,
 //! hand-overs, dropped guards and keys reused after the store forgot them.
 
-use spendgate::{FinalizeError, KnownHold, ReserveDecision, SettleRequest, Settled, Usage};
+use spendgate::{
+    FinalizeError, HoldGuard, KnownHold, ReserveDecision, SettleRequest, Settled, Usage,
+};
 use spendgate_domain::{
     HoldState, IdempotencyKey, Micros, ModelAlias, Reservation, TokenCounts, Ttl, UserId,
 };
@@ -271,21 +273,24 @@ impl World {
         }
     }
 
-    fn take_live(&mut self) -> Option<Live> {
+    /// A live hold to settle, with its estimate and the cost it is
+    /// settled with (the one a "not kept" answer left it to retry with).
+    fn take_live(&mut self) -> Option<(Live, i64, Micros)> {
         if self.live.is_empty() {
             return None;
         }
         let at = self.pick(self.live.len());
-        Some(self.live.swap_remove(at))
-    }
-
-    pub(crate) async fn settle(&mut self) -> Result<(), Failure> {
-        let Some(mut live) = self.take_live() else {
-            return Ok(());
-        };
+        let live = self.live.swap_remove(at);
         let estimate = live.known.estimate.map_or(0, Micros::get);
         let drawn = micros(self.cost_for(estimate));
         let actual = live.retry.unwrap_or(drawn);
+        Some((live, estimate, actual))
+    }
+
+    pub(crate) async fn settle(&mut self) -> Result<(), Failure> {
+        let Some((mut live, estimate, actual)) = self.take_live() else {
+            return Ok(());
+        };
         let r = self.pick(self.replicas.len());
         let through_guard = self.chance(70);
         let fault = self.durable.store.fault();
@@ -323,12 +328,9 @@ impl World {
     /// Two settlements of one call at once (a client retrying while its
     /// first try is in flight), on two replicas.
     pub(crate) async fn race_settle(&mut self) -> Result<(), Failure> {
-        let Some(mut live) = self.take_live() else {
+        let Some((mut live, _, actual)) = self.take_live() else {
             return Ok(());
         };
-        let estimate = live.known.estimate.map_or(0, Micros::get);
-        let drawn = micros(self.cost_for(estimate));
-        let actual = live.retry.unwrap_or(drawn);
         let (r1, r2) = (
             self.pick(self.replicas.len()),
             self.pick(self.replicas.len()),
@@ -445,14 +447,21 @@ impl World {
         Ok(cost)
     }
 
-    pub(crate) async fn hand_over(&mut self) -> Result<(), Failure> {
+    /// An embedded caller's hold leaving the caller's hands (handed over
+    /// or dropped): the hold, its guard, its estimate and what the
+    /// provider will say it cost.
+    fn take_guarded(&mut self) -> Result<Option<(Live, HoldGuard, i64, Micros)>, Failure> {
         let Some(at) = self.guarded() else {
-            return Ok(());
+            return Ok(None);
         };
         let mut live = self.live.swap_remove(at);
         let estimate = live.known.estimate.map_or(0, Micros::get);
         let cost = self.provider_reports(&live, estimate)?;
-        let Some(guard) = live.guard.take() else {
+        Ok(live.guard.take().map(|guard| (live, guard, estimate, cost)))
+    }
+
+    pub(crate) async fn hand_over(&mut self) -> Result<(), Failure> {
+        let Some((live, guard, estimate, cost)) = self.take_guarded()? else {
             return Ok(());
         };
         let answer = guard.hand_over().await;
@@ -474,15 +483,12 @@ impl World {
     }
 
     pub(crate) async fn drop_guard(&mut self) -> Result<(), Failure> {
-        let Some(at) = self.guarded() else {
+        let Some((live, guard, estimate, cost)) = self.take_guarded()? else {
             return Ok(());
         };
-        let mut live = self.live.swap_remove(at);
-        let estimate = live.known.estimate.map_or(0, Micros::get);
-        let cost = self.provider_reports(&live, estimate)?;
         self.ledger
             .uncertain(&live.call(), live.period, cost.max(micros(estimate)));
-        drop(live.guard.take());
+        drop(guard);
         self.note(format!(
             "drop the guard of {} {} {} (provider: {})",
             self.communities[live.community],
