@@ -58,6 +58,10 @@ pub(crate) enum Next {
 pub(crate) struct Ledger {
     money: BTreeMap<(usize, Period), Money>,
     calls: BTreeMap<CallKey, Call>,
+    /// How many times the store lost its data.
+    losses: u32,
+    /// For each call answered as committed, `losses` when it was.
+    committed_at: BTreeMap<CallKey, u32>,
 }
 
 impl Ledger {
@@ -87,6 +91,12 @@ impl Ledger {
     /// An accepted cost lost with a crashed replica's memory.
     pub(crate) fn crashed(&mut self, call: &CallKey, period: Period, cost: Micros) {
         self.entry(call.0, period).crashed += cost.get();
+    }
+
+    /// The store lost its data: a call committed before may be committed
+    /// again without its hold (once: the usage log holds no row of it).
+    pub(crate) fn store_lost(&mut self) {
+        self.losses += 1;
     }
 
     /// Whether `call` was answered as committed or queued.
@@ -133,6 +143,9 @@ impl Ledger {
     fn settle_into(&mut self, call: &CallKey, period: Period, into: Call, amount: i64) {
         let community = call.0;
         let previous = self.calls.get(call).copied();
+        if matches!(into, Call::Committed(_)) {
+            self.committed_at.insert(call.clone(), self.losses);
+        }
         let money = self.entry(community, period);
         if let Some(Call::Uncertain(was)) = previous {
             money.uncertain -= was;
@@ -167,8 +180,20 @@ impl Ledger {
                         return Err(("law 4", format!("committed to {} not {period}", r.period)));
                     }
                     if matches!(previous, Some(Call::Committed(_))) {
-                        return Err(("law 3", "a call answered as committed a second time".into()));
+                        let lost_since = self
+                            .committed_at
+                            .get(call)
+                            .is_some_and(|at| *at < self.losses);
+                        if !(lost_since
+                            && matches!(outcome, FinalizeOutcome::CommittedWithoutHold(_)))
+                        {
+                            return Err((
+                                "law 3",
+                                "a call answered as committed a second time".into(),
+                            ));
+                        }
                     }
+                    self.committed_at.insert(call.clone(), self.losses);
                     if open {
                         self.settle_into(
                             call,

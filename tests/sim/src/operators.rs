@@ -266,6 +266,7 @@ impl World {
         if self.durable.store.lose_everything() {
             self.lost = true;
             self.ever_lost = true;
+            self.ledger.store_lost();
             for config in &mut self.config {
                 config.store_limit = None;
             }

@@ -6,7 +6,8 @@
 //! `SPENDGATE_SIM_SKIP` / `SPENDGATE_SIM_MASK` leave out what a shrunk
 //! failure says; `SPENDGATE_SIM_SEEDS=<n>` and `SPENDGATE_SIM_STEPS=<n>`
 //! change the batch; `SPENDGATE_SIM_SECS=<s>` soaks: new seeds until that
-//! many seconds have passed. `SPENDGATE_SIM_LOG=1` prints the services'
+//! many seconds have passed; `SPENDGATE_SIM_FIRST=<n>` starts either at
+//! seed n. `SPENDGATE_SIM_LOG=1` prints the services'
 //! own logs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::missing_panics_doc)]
@@ -103,7 +104,8 @@ fn every_law_holds_on_every_seed() {
         .ok()
         .map(|s| Duration::from_secs(s.parse().expect("SPENDGATE_SIM_SECS is seconds")));
     let started = Instant::now();
-    let next = AtomicU64::new(1);
+    let first = env("SPENDGATE_SIM_FIRST", 1);
+    let next = AtomicU64::new(first);
     let done = AtomicU64::new(0);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let failures: Vec<Failure> = std::thread::scope(|scope| {
@@ -115,7 +117,7 @@ fn every_law_holds_on_every_seed() {
                         let seed = next.fetch_add(1, Ordering::Relaxed);
                         let more = match soak {
                             Some(secs) => started.elapsed() < secs,
-                            None => seed <= seeds,
+                            None => seed < first + seeds,
                         };
                         if !more {
                             return None;
