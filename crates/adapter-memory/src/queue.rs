@@ -303,4 +303,15 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
             entries.by_id.len().saturating_sub(entries.dead.len()),
         ))
     }
+
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        let entries = self.lock()?;
+        Ok(count(
+            entries
+                .by_id
+                .iter()
+                .filter(|((c, _), entry)| c == community && entry.dead_at.is_none())
+                .count(),
+        ))
+    }
 }

@@ -187,6 +187,21 @@ mod queue {
     }
 
     #[tokio::test]
+    async fn pending_counts_the_communitys_live_items_leased_or_not() {
+        let q = MemoryWorkQueue::new();
+        for k in ["due", "leased", "dead"] {
+            q.enqueue(&handover(k), at(0)).await.unwrap();
+        }
+        q.claim_due(at(0), 1, lease()).await.unwrap();
+        q.dead_letter(&community(), &hold("dead"), "x", at(0))
+            .await
+            .unwrap();
+        assert_eq!(q.pending(&community()).await.unwrap(), 2);
+        let other = spendgate_domain::CommunityId::parse("someone-else").unwrap();
+        assert_eq!(q.pending(&other).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn a_new_item_of_a_dead_lettered_call_takes_its_place() {
         let q = MemoryWorkQueue::bounded(1);
         q.enqueue(&handover("k"), at(0)).await.unwrap();

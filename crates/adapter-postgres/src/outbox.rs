@@ -197,4 +197,8 @@ impl WorkQueue<PendingSettlement> for FinalizeOutbox {
     async fn len(&self) -> Result<u64, RepoError> {
         self.queue.len().await
     }
+
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        self.queue.pending(community).await
+    }
 }

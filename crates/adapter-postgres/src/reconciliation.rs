@@ -171,4 +171,8 @@ impl WorkQueue<Handover> for SqlReconciliationQueue {
     async fn len(&self) -> Result<u64, RepoError> {
         self.queue.len().await
     }
+
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        self.queue.pending(community).await
+    }
 }

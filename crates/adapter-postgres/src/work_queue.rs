@@ -427,11 +427,30 @@ impl<C: QueueCodec> SqlQueue<C> {
         self.count("dead_at IS NULL").await
     }
 
+    /// How many live rows of `community` are queued, due or not.
+    #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %community))]
+    pub(crate) async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        self.count_where(
+            "dead_at IS NULL AND community_id = $1",
+            vec![community.as_str().into()],
+        )
+        .await
+    }
+
     /// `COUNT(*)` of the rows matching `filter`, a constant condition.
     async fn count(&self, filter: &'static str) -> Result<u64, RepoError> {
+        self.count_where(filter, vec![]).await
+    }
+
+    /// `COUNT(*)` of the rows matching `filter` with its `values`.
+    async fn count_where(
+        &self,
+        filter: &'static str,
+        values: Vec<Value>,
+    ) -> Result<u64, RepoError> {
         let stmt = self.statement(
             &format!("SELECT COUNT(*) AS count FROM {} WHERE {filter}", C::TABLE),
-            vec![],
+            values,
         );
         let count = Count::find_by_statement(stmt)
             .one(&self.db)

@@ -226,6 +226,15 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
     /// # Errors
     /// [`RepoError::Unavailable`].
     async fn len(&self) -> Result<u64, RepoError>;
+
+    /// How many items of `community` are queued, due, leased or waiting;
+    /// dead letters are not counted. A rebuild of the community's counters
+    /// asks it: a settlement still queued may be in the store and not yet
+    /// in the usage log.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`].
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError>;
 }
 
 /// Settlements kept until they reached the store and the usage log.

@@ -136,6 +136,22 @@ impl World {
                         format!("{what}: committed + reserved = {used} > limit {enforced}"),
                     ));
                 }
+                // After a loss the store's counters are only as good as
+                // their rebuild: a reserve admitted over a period whose
+                // logged spend the store does not count is admitted as if
+                // that money had not been spent.
+                if self.ever_lost {
+                    let logged = self.logged(&community, hold.period).await?;
+                    if status.committed.get() < logged {
+                        return Err(self.fail(
+                            "law 1",
+                            format!(
+                                "{what}: the store counts committed {} of a period whose usage log holds {logged}",
+                                status.committed.get()
+                            ),
+                        ));
+                    }
+                }
                 self.live.push(Live {
                     community: c,
                     user: u,

@@ -292,4 +292,9 @@ impl<T: QueueItem> WorkQueue<T> for FaultyQueue<T> {
         self.db.enter().await?;
         self.inner.len().await
     }
+
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        self.db.enter().await?;
+        self.inner.pending(community).await
+    }
 }

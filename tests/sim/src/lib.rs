@@ -59,10 +59,25 @@
 //!   reserve was refused, failing closed, until a restart or a budget
 //!   change. Fixed: a reserve the store refuses as not configured has
 //!   the next config sync pass rebuild that community's period from the
-//!   usage log and then push its limits. Not fixed: a replica started
-//!   after the loss pushes every limit on its first pass without a
-//!   rebuild, so until an operator rebuilds, the counters admit
-//!   reserves as if nothing had been spent in the period.
+//!   usage log and then push its limits. Then, with a law-1 check that a
+//!   reserve accepted after a loss is counted against every logged cost
+//!   of its period: limits pushed by a replica started after the loss,
+//!   by a config sync pass that saw a changed configuration, or by a
+//!   budget change, reached counters that forgot the period's spend, so
+//!   reserves were admitted as if nothing had been spent until an
+//!   operator rebuilt (law 1; seed 2, step 1517). Fixed: every writer of
+//!   limits reads the store first and, where it holds none, rebuilds the
+//!   period from the usage log before pushing them.
+//! * The same check then found the rebuild forgetting costs: a
+//!   settlement applied to the store but not yet logged (queued behind a
+//!   lost reply, leased to its caller) was missing from the log the
+//!   rebuild read, and the restore wiped it from the counters (law 1;
+//!   seed 13031). Fixed: a rebuild restores nothing while a settlement of
+//!   the community is still queued, and says to run it again. Documented,
+//!   not fixed: a settlement another replica keeps in memory while the
+//!   database is down is invisible to a rebuild until that replica's next
+//!   replay pass (seed 6708); the simulator's operator has every replica
+//!   replay before it rebuilds, as the rebuild's documentation asks.
 
 pub mod backend;
 mod callers;

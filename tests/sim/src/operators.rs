@@ -37,7 +37,7 @@ impl World {
                 self.config[c].limit = limit;
                 self.config[c].store_limit = Some(limit);
             }
-            Err(BudgetChangeError::StoreNotUpdated(_)) => {
+            Err(BudgetChangeError::StoreNotUpdated(_) | BudgetChangeError::StoreNotRebuilt(_)) => {
                 self.config[c].limit = limit;
                 self.config[c].store_limit = None;
             }
@@ -279,7 +279,16 @@ impl World {
     /// by themselves: a reserve refused as not configured has config sync
     /// rebuild the period and push them). Done when every rebuild
     /// succeeded.
+    ///
+    /// As the rebuild's documentation asks, every replica has run a
+    /// replay pass first: a settlement a replica keeps in memory while
+    /// the database was down is invisible to a rebuild elsewhere until
+    /// that replica wrote it to the database.
     pub(crate) async fn rebuild(&mut self) {
+        let now = self.now();
+        for replica in &self.replicas {
+            replica.replay.tick(now).await;
+        }
         let mut failed = None;
         let periods: Vec<_> = self.periods.iter().copied().collect();
         for community in &self.communities {

@@ -57,7 +57,7 @@ impl Replica {
         Ok(Self {
             reaper: ReaperJob::new(ports.store.clone(), ports.config.clone()),
             replay: FinalizeReplayJob::new(budget.clone(), 100),
-            sync: ConfigSyncJob::new(ports.config.clone(), ports.store.clone(), budget.clone()),
+            sync: ConfigSyncJob::new(ports.config.clone(), budget.clone()),
             drift: DriftJob::new(
                 ports.store.clone(),
                 ports.usage_log.clone(),

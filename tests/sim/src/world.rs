@@ -346,6 +346,22 @@ impl World {
             .map_err(|e| self.fail("read", e.to_string()))
     }
 
+    /// The sum of `period`'s costs in the usage log, read past the faults.
+    pub(crate) async fn logged(
+        &self,
+        community: &CommunityId,
+        period: Period,
+    ) -> Result<i64, Failure> {
+        let users = spendgate_ports::UsageLog::committed_by_user(
+            self.durable.db.usage_truth.as_ref(),
+            community,
+            period,
+        )
+        .await
+        .map_err(|e| self.fail("read", e.to_string()))?;
+        Ok(users.values().map(|m| m.get()).sum())
+    }
+
     /// The laws that hold after every step: law 2 (each period's
     /// committed between what was answered committed and that plus what
     /// may still land), and the configuration its writers were told.

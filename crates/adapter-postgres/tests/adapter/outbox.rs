@@ -414,7 +414,35 @@ async fn a_new_settlement_of_a_dead_lettered_call_takes_its_place(t: &TestDb) {
     );
 }
 
+/// A rebuild asks whether a community still has settlements on their way:
+/// queued, due or leased, and not parked.
+async fn pending_counts_one_communitys_live_items_leased_or_not(t: &TestDb) {
+    let q = queue(t);
+    let c = CommunityId::parse("c").unwrap();
+    assert_eq!(q.pending(&c).await.unwrap(), 0);
+    for item in [
+        pending("c", "due", 1),
+        pending("c", "leased", 2),
+        pending("c", "dead", 3),
+        pending("d", "other", 4),
+    ] {
+        assert!(q.enqueue(&item, ts(1_000)).await.unwrap());
+    }
+    q.claim_due(ts(1_000), 1, lease(30_000)).await.unwrap();
+    assert!(
+        q.dead_letter(&c, &pending("c", "dead", 3).hold_ref(), "x", ts(1_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(q.pending(&c).await.unwrap(), 2);
+    assert_eq!(
+        q.pending(&CommunityId::parse("d").unwrap()).await.unwrap(),
+        1
+    );
+}
+
 crate::on_both_backends!(
+    pending_counts_one_communitys_live_items_leased_or_not,
     a_new_settlement_of_a_dead_lettered_call_takes_its_place,
     dead_letters_are_never_claimed_and_are_listed_until_completed,
     enqueue_claim_retry_and_complete,

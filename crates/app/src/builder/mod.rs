@@ -158,7 +158,6 @@ impl Spendgate {
             (
                 Arc::new(ConfigSyncJob::new(
                     ports.config.clone(),
-                    ports.store.clone(),
                     self.budget.clone(),
                 )),
                 settings.config_sync,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use spendgate_domain::{CommunityId, Timestamp};
-use spendgate_ports::{BudgetStore, CommunityConfig, ConfigProvider};
+use spendgate_ports::{CommunityConfig, ConfigProvider};
 
 use super::job::{Job, TickOutcome};
 use crate::services::budget::BudgetService;
@@ -16,34 +16,31 @@ use crate::services::budget::BudgetService;
 /// the service's cache. Only what changed since this job's last successful
 /// push is written to the store; the first pass writes everything.
 ///
-/// A community whose limits the store turned out to have lost (a reserve
-/// was refused as not configured although this job had pushed them: the
-/// store lost its data) is repaired by the next pass: its current period
-/// is rebuilt from the usage log first, then its limits are pushed again.
+/// Limits go through [`BudgetService`]'s push, which rebuilds the current
+/// period from the usage log first wherever the store holds no limits (it
+/// lost its data): so a replica started after a Redis restart does not
+/// hand limits to counters that forgot the period's spend. A community
+/// whose limits the store lost while this job had them marked as pushed
+/// (a reserve was refused as not configured) is pushed again, with that
+/// rebuild, by the next pass.
 ///
 /// A pass writes what it read at its start, so a budget change or an AI
 /// switch made meanwhile (on any replica) is newer than its snapshot.
 /// Each value carries its row's [`ConfigVersion`](spendgate_domain::ConfigVersion),
-/// and the store ([`BudgetStore::set_limits`]) and the cache keep the
+/// and the store ([`BudgetStore::set_limits`](spendgate_ports::BudgetStore::set_limits)) and the cache keep the
 /// newer of what they hold and what the pass brings: a stale snapshot
 /// changes nothing.
 pub struct ConfigSyncJob {
     config: Arc<dyn ConfigProvider>,
-    store: Arc<dyn BudgetStore>,
     budget: BudgetService,
     synced: Mutex<HashMap<CommunityId, CommunityConfig>>,
 }
 
 impl ConfigSyncJob {
-    /// A sync from `config` into `store` and `budget`'s cache.
-    pub fn new(
-        config: Arc<dyn ConfigProvider>,
-        store: Arc<dyn BudgetStore>,
-        budget: BudgetService,
-    ) -> Self {
+    /// A sync from `config` into `budget`'s store and cache.
+    pub fn new(config: Arc<dyn ConfigProvider>, budget: BudgetService) -> Self {
         Self {
             config,
-            store,
             budget,
             synced: Mutex::new(HashMap::new()),
         }
@@ -102,28 +99,20 @@ impl Job for ConfigSyncJob {
             if unchanged && !repair {
                 continue;
             }
-            if repair {
-                match self.budget.rebuild(&config.community, None).await {
-                    Ok(report) => tracing::warn!(
-                        community = %config.community,
-                        before = %report.before,
-                        after = %report.after,
-                        "config sync: the store had lost the community's limits; its period was rebuilt from the usage log before they are pushed again"
-                    ),
-                    Err(error) => {
-                        tracing::warn!(community = %config.community, %error, "config sync: the store lost the community's limits and its period could not be rebuilt yet");
-                        self.budget.note_lost_limits(&config.community);
-                        outcome.failures += 1;
-                        continue;
-                    }
-                }
-            }
             match self
-                .store
-                .set_limits(&config.community, config.limits, config.version)
+                .budget
+                .push_limits(&config.community, config.limits, config.version, repair)
                 .await
             {
-                Ok(()) => {
+                Ok(rebuilt) => {
+                    if let Some(report) = rebuilt {
+                        tracing::warn!(
+                            community = %config.community,
+                            before = %report.before,
+                            after = %report.after,
+                            "config sync: the store held no limits for the community; its period was rebuilt from the usage log before they were pushed"
+                        );
+                    }
                     outcome.items += 1;
                     self.mark(config);
                 }

@@ -87,7 +87,7 @@ async fn a_pass_with_an_older_snapshot_keeps_the_newer_budget_and_ai_switch(sg: 
         budget.set_budget(c, Limits::new(usd(10))).await.unwrap();
     }
     let held = Held::over(sg.ports().config.clone(), HeldRead::Snapshot);
-    let job = ConfigSyncJob::new(held.clone(), sg.ports().store.clone(), budget.clone());
+    let job = ConfigSyncJob::new(held.clone(), budget.clone());
     let now = sg.ports().clock.now();
     let pass = tokio::spawn(async move { job.tick(now).await });
     held.taken.notified().await;

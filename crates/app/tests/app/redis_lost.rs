@@ -95,7 +95,7 @@ async fn redis_data_lost_is_rebuilt_from_the_usage_log_and_reserves_wait_for_con
     }
 
     let ports = sg.ports();
-    let sync = ConfigSyncJob::new(ports.config.clone(), ports.store.clone(), budget.clone());
+    let sync = ConfigSyncJob::new(ports.config.clone(), budget.clone());
     assert_eq!(sync.tick(ports.clock.now()).await.failures, 0);
     for (c, sum) in &expected {
         let status = budget.status(c, None, None).await.unwrap();

@@ -6,7 +6,8 @@ use spendgate::domain::{
 };
 use spendgate::ports::{CommunityConfig, CostSource};
 use spendgate::{
-    FinalizeError, KnownHold, ReserveDecision, ReserveError, SettleRequest, Settled, Usage,
+    FinalizeError, KnownHold, RebuildError, ReserveDecision, ReserveError, SettleRequest, Settled,
+    Usage,
 };
 
 use crate::support::{Env, key, m, model, user};
@@ -296,6 +297,27 @@ pub async fn rebuild_after_the_store_lost_its_data_restores_committed_from_the_l
         budget.status(&c, None, None).await.unwrap().committed,
         m(600)
     );
+}
+
+/// A settlement still queued may be in the store and not yet in the log;
+/// a rebuild then restores nothing, and succeeds once it is replayed.
+pub async fn rebuild_with_a_settlement_still_queued_restores_nothing_until_it_is_replayed(
+    env: Env,
+) {
+    let c = env.community("rebuild-pending", 10).await;
+    let budget = env.sg.budget();
+    let hold = env.reserve(env.request(&c, "k1")).await;
+    env.faults.set_store_down(true);
+    hold.finalize(Usage::cost(m(300))).await.unwrap();
+    env.faults.set_store_down(false);
+    let refused = budget.rebuild(&c, None).await.unwrap_err();
+    assert!(
+        matches!(refused, RebuildError::SettlementsPending { pending: 1 }),
+        "{refused:?}"
+    );
+    env.advance_ms(60_000);
+    let report = budget.rebuild(&c, None).await.unwrap();
+    assert_eq!((report.before, report.after), (m(300), m(300)));
 }
 
 pub async fn dropped_guard_is_handed_to_reconciliation_not_cancelled(env: Env) {
@@ -661,6 +683,7 @@ macro_rules! service_scenarios {
             usage_log_outage_after_the_commit_is_written_by_the_replay,
             finalize_after_the_store_lost_its_data_commits_once_and_logs_once,
             rebuild_after_the_store_lost_its_data_restores_committed_from_the_log,
+            rebuild_with_a_settlement_still_queued_restores_nothing_until_it_is_replayed,
             dropped_guard_is_handed_to_reconciliation_not_cancelled,
             heartbeat_keeps_a_long_stream_past_its_ttl,
             replayed_reserve_returns_the_first_hold,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spendgate::domain::{Micros, Timestamp, TokenCounts, Ttl};
+use spendgate::domain::{Limits, Micros, Timestamp, TokenCounts, Ttl};
 use spendgate::ports::{Clock, CostSource, ProviderUsage};
 use spendgate::workers::{
     ConfigSyncJob, DriftJob, FinalizeReplayJob, GiveUp, Job, LeaseConfig, ReaperJob,
@@ -78,11 +78,7 @@ async fn config_sync_repairs_limits_a_store_lost_once_a_reserve_finds_them_missi
     let env = memory().await;
     let c = env.community("sync", 10).await;
     let ports = env.sg.ports();
-    let job = ConfigSyncJob::new(
-        ports.config.clone(),
-        ports.store.clone(),
-        env.sg.budget().clone(),
-    );
+    let job = ConfigSyncJob::new(ports.config.clone(), env.sg.budget().clone());
     assert_eq!(job.tick(now(&env)).await.failures, 0);
     let spent = m(4_000_000);
     env.reserve(env.request(&c, "k0"))
@@ -124,6 +120,60 @@ async fn config_sync_repairs_limits_a_store_lost_once_a_reserve_finds_them_missi
         .cancel()
         .await
         .unwrap();
+}
+
+/// A replica started after the store lost its data pushes every limit on
+/// its first pass: the period is rebuilt from the usage log first, so the
+/// limits never meet counters that forgot what was spent.
+#[tokio::test]
+async fn config_sync_started_after_a_store_loss_rebuilds_before_it_pushes_limits() {
+    let env = memory().await;
+    let c = env.community("fresh-sync", 10).await;
+    let spent = m(4_000_000);
+    env.reserve(env.request(&c, "k0"))
+        .await
+        .finalize(Usage::cost(spent))
+        .await
+        .unwrap();
+    crate::support::lose_store_data(&env, &c).await;
+    let started_after = ConfigSyncJob::new(env.sg.ports().config.clone(), env.sg.budget().clone());
+    assert_eq!(
+        started_after.tick(now(&env)).await,
+        TickOutcome {
+            items: 1,
+            failures: 0
+        }
+    );
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.limits.map(|l| l.limit)),
+        (spent, Some(Micros::from_usd(10)))
+    );
+}
+
+/// A budget changed after the store lost its data reaches the store only
+/// over the rebuilt period.
+#[tokio::test]
+async fn a_budget_change_after_a_store_loss_rebuilds_before_it_pushes_limits() {
+    let env = memory().await;
+    let c = env.community("change-after-loss", 10).await;
+    let spent = m(4_000_000);
+    env.reserve(env.request(&c, "k0"))
+        .await
+        .finalize(Usage::cost(spent))
+        .await
+        .unwrap();
+    crate::support::lose_store_data(&env, &c).await;
+    env.sg
+        .budget()
+        .set_budget(&c, Limits::new(Micros::from_usd(5)))
+        .await
+        .unwrap();
+    let status = env.sg.budget().status(&c, None, None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.limits.map(|l| l.limit)),
+        (spent, Some(Micros::from_usd(5)))
+    );
 }
 
 #[tokio::test]

@@ -152,6 +152,15 @@ fn store_exit(error: &StoreError) -> Exit {
     }
 }
 
+fn rebuild_exit(error: &RebuildError) -> Exit {
+    match error {
+        RebuildError::Period(_) => Exit::Usage,
+        RebuildError::UsageLog(e) | RebuildError::Queue(e) => repo_exit(e),
+        RebuildError::Store(e) => store_exit(e),
+        RebuildError::SettlementsPending { .. } => Exit::Unavailable,
+    }
+}
+
 fn repo_exit(error: &RepoError) -> Exit {
     match error {
         RepoError::Unavailable(_) => Exit::Unavailable,
@@ -202,12 +211,9 @@ impl CliError {
             CliError::BudgetChange(e) => match e {
                 BudgetChangeError::Database(e) => repo_exit(e),
                 BudgetChangeError::StoreNotUpdated(e) => store_exit(e),
+                BudgetChangeError::StoreNotRebuilt(e) => rebuild_exit(e),
             },
-            CliError::Rebuild(e) => match e {
-                RebuildError::Period(_) => Exit::Usage,
-                RebuildError::UsageLog(e) => repo_exit(e),
-                RebuildError::Store(e) => store_exit(e),
-            },
+            CliError::Rebuild(e) => rebuild_exit(e),
             CliError::Store(e) => store_exit(e),
             CliError::Migration(e) | CliError::Queue(e) => repo_exit(e),
             CliError::NotFound(_) => Exit::NotFound,

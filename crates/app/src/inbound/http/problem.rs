@@ -16,7 +16,8 @@ use utoipa::ToSchema;
 use super::Role;
 use super::wire::{micros_i64, usd};
 use crate::services::budget::{
-    BudgetChangeError, ExtendError, FinalizeError, HandoverError, ReserveError, StatusError,
+    BudgetChangeError, ExtendError, FinalizeError, HandoverError, RebuildError, ReserveError,
+    StatusError,
 };
 use crate::services::tiers::TierWriteError;
 
@@ -461,6 +462,14 @@ impl From<BudgetChangeError> for ApiError {
         match error {
             BudgetChangeError::Database(e) => repo_error(e),
             BudgetChangeError::StoreNotUpdated(e) => store_error(e),
+            BudgetChangeError::StoreNotRebuilt(e) => match e {
+                RebuildError::UsageLog(e) | RebuildError::Queue(e) => repo_error(e),
+                RebuildError::Store(e) => store_error(e),
+                other @ RebuildError::SettlementsPending { .. } => {
+                    ApiError::Unavailable(other.into())
+                }
+                other @ RebuildError::Period(_) => ApiError::Internal(other.into()),
+            },
         }
     }
 }

@@ -199,7 +199,9 @@ pub(crate) async fn set_budget(
     };
     let applied = match state.app.budget().set_budget(&community, limits).await {
         Ok(()) => true,
-        Err(BudgetChangeError::StoreNotUpdated(error)) => {
+        Err(
+            error @ (BudgetChangeError::StoreNotUpdated(_) | BudgetChangeError::StoreNotRebuilt(_)),
+        ) => {
             tracing::warn!(%community, %error, "budget saved, store not updated; config sync applies it");
             false
         }

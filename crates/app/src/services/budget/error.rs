@@ -188,6 +188,14 @@ pub enum BudgetChangeError {
         "budget saved in the database but not yet in the store (the next config sync applies it): {0}"
     )]
     StoreNotUpdated(#[source] StoreError),
+    /// Saved in the database, but the store held no limits for the
+    /// community (it lost its data) and its period could not be rebuilt
+    /// from the usage log, so the limits were not pushed: reserves stay
+    /// refused until the next config sync rebuilds and pushes them.
+    #[error(
+        "budget saved in the database; the store lost the community's data and its period is not rebuilt yet (the next config sync does it): {0}"
+    )]
+    StoreNotRebuilt(#[source] RebuildError),
 }
 
 /// Why a hold could not be handed to reconciliation.
@@ -240,4 +248,18 @@ pub enum RebuildError {
     /// The store refused or could not take the sums; nothing changed.
     #[error("budget store: {0}")]
     Store(#[source] StoreError),
+    /// The finalize queue could not be read; nothing changed.
+    #[error("finalize queue unavailable: {0}")]
+    Queue(#[source] RepoError),
+    /// Settlements of the community are still queued after the replay
+    /// pass (leased to their callers or to another replica, or failing):
+    /// the store may count them while the log does not yet, so nothing
+    /// was restored. Run the rebuild again once they are replayed.
+    #[error(
+        "{pending} settlement(s) of the community are still queued; nothing rebuilt, run it again once they are replayed"
+    )]
+    SettlementsPending {
+        /// How many are queued.
+        pending: u64,
+    },
 }

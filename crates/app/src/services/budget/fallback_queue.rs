@@ -179,4 +179,9 @@ impl WorkQueue<PendingSettlement> for FallbackQueue {
         let in_memory = self.memory.len().await?;
         Ok(in_memory.saturating_add(self.durable.len().await?))
     }
+
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        let in_memory = self.memory.pending(community).await?;
+        Ok(in_memory.saturating_add(self.durable.pending(community).await?))
+    }
 }

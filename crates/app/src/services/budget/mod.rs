@@ -15,6 +15,7 @@ mod dead_letter;
 mod error;
 mod fallback_queue;
 mod guard;
+mod limits;
 mod lost_limits;
 mod outcome;
 mod priced;
@@ -26,7 +27,7 @@ mod settle;
 use std::sync::Arc;
 
 use spendgate_domain::{
-    CommunityId, HoldRef, HoldState, Limits, Micros, ModelAlias, Period, PriceTable, Reservation,
+    CommunityId, HoldRef, HoldState, Micros, ModelAlias, Period, PriceTable, Reservation,
     ReserveOutcome, Tier, TokenCounts, Ttl, UserId,
 };
 use spendgate_ports::{
@@ -150,17 +151,6 @@ impl BudgetService {
 
     pub(crate) fn core(&self) -> &Core {
         &self.core
-    }
-
-    /// Communities whose reserves found the store without limits since
-    /// the last call (see `lost_limits`), for config sync to repair.
-    pub(crate) fn take_lost_limits(&self) -> std::collections::BTreeSet<CommunityId> {
-        self.core.lost_limits.take()
-    }
-
-    /// Records again a community whose repair did not finish.
-    pub(crate) fn note_lost_limits(&self, community: &CommunityId) {
-        self.core.lost_limits.note(community);
     }
 
     /// The settings the service runs with.
@@ -558,77 +548,6 @@ impl BudgetService {
             .await
             .map_err(StatusError::Store)?;
         Ok((period, page))
-    }
-
-    /// Sets a community's monthly limit and per-user cap: the database
-    /// first, then the store. A community without configuration gets one,
-    /// with AI enabled and default pricing. One write of the limits alone
-    /// ([`ConfigProvider::set_limits`](spendgate_ports::ConfigProvider::set_limits)),
-    /// not a read and a write of the whole configuration, so an AI switch
-    /// or pricing changed meanwhile is kept.
-    ///
-    /// # Errors
-    /// [`BudgetChangeError::Database`] (nothing changed);
-    /// [`BudgetChangeError::StoreNotUpdated`] (saved; the next config sync
-    /// applies it to the store).
-    #[tracing::instrument(skip_all, err, fields(community = %community))]
-    pub async fn set_budget(
-        &self,
-        community: &CommunityId,
-        limits: Limits,
-    ) -> Result<(), BudgetChangeError> {
-        let provider = self.core.config.provider();
-        let version = provider
-            .set_limits(community, limits)
-            .await
-            .map_err(BudgetChangeError::Database)?;
-        // The cache takes the row as it is now; a newer write's copy, if
-        // one is cached already, is kept (the cache keeps the newest).
-        match provider.community(community).await {
-            Ok(Some(config)) => {
-                self.core.config.put(community, Some(config));
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, "budget saved; the cached configuration refreshes later");
-            }
-        }
-        let _timer = StoreTimer::start("set_limits");
-        self.core
-            .store
-            .set_limits(community, limits, version)
-            .await
-            .map_err(BudgetChangeError::StoreNotUpdated)
-    }
-
-    /// Writes a community's whole configuration (AI switch, limits,
-    /// pricing): the database first, then the cache and the store's limits
-    /// with the version the database issued (`config.version` is
-    /// ignored), so neither can be put back to an older value by a config
-    /// sync pass that read the row before this write.
-    ///
-    /// # Errors
-    /// As [`BudgetService::set_budget`].
-    #[tracing::instrument(skip_all, err, fields(community = %config.community))]
-    pub async fn configure(&self, config: &CommunityConfig) -> Result<(), BudgetChangeError> {
-        let version = self
-            .core
-            .config
-            .provider()
-            .upsert(config)
-            .await
-            .map_err(BudgetChangeError::Database)?;
-        let written = CommunityConfig {
-            version,
-            ..config.clone()
-        };
-        self.core.config.put(&config.community, Some(written));
-        let _timer = StoreTimer::start("set_limits");
-        self.core
-            .store
-            .set_limits(&config.community, config.limits, version)
-            .await
-            .map_err(BudgetChangeError::StoreNotUpdated)
     }
 }
 

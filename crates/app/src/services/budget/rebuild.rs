@@ -35,10 +35,17 @@ impl BudgetService {
     /// reports a difference or after the store lost data.
     ///
     /// Queued settlements are replayed first, so a cost already in the
-    /// store but not yet logged is logged before the log is read. A
-    /// finalize that lands while the rebuild runs can still be counted in
-    /// the store but not the log (or the reverse); the drift monitor
-    /// reports that, and a second rebuild settles it.
+    /// store but not yet logged is logged before the log is read; while
+    /// any settlement of the community is still queued after that (leased
+    /// to its caller or to another replica, or failing), nothing is
+    /// restored and [`RebuildError::SettlementsPending`] says to run it
+    /// again. A finalize that is written ahead and lands in the store
+    /// while the rebuild runs can still be counted in the store but not
+    /// the log; the drift monitor reports that, and a second rebuild
+    /// settles it. A settlement another replica keeps in memory (it was
+    /// made while the database was down) is invisible here until that
+    /// replica's replay pass writes it to the database: rebuild once the
+    /// database has been back for a replay interval.
     ///
     /// # Errors
     /// [`RebuildError`]; nothing changes on error.
@@ -56,6 +63,17 @@ impl BudgetService {
         };
         if let Err(error) = self.replay_settlements(REPLAY_BEFORE_REBUILD).await {
             tracing::warn!(%error, "rebuild: queued settlements not replayed first");
+        }
+        // A settlement still queued (leased to its caller or another
+        // replica, or failing) may be in the store and not yet in the log:
+        // restoring the log's sums now would make the store forget it.
+        let pending = core
+            .finalize_queue
+            .pending(community)
+            .await
+            .map_err(RebuildError::Queue)?;
+        if pending > 0 {
+            return Err(RebuildError::SettlementsPending { pending });
         }
         let users = core
             .usage_log

@@ -379,4 +379,10 @@ impl WorkQueue<PendingSettlement> for FaultyQueue {
             .repo(&self.faults.queue_down, "finalize queue")?;
         self.inner.len().await
     }
+
+    async fn pending(&self, community: &CommunityId) -> Result<u64, RepoError> {
+        self.faults
+            .repo(&self.faults.queue_down, "finalize queue")?;
+        self.inner.pending(community).await
+    }
 }
