@@ -2,8 +2,6 @@
 //! `reserve`: deny) within the pool's acquire timeout, and the store
 //! serves again once the database is back.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use spendgate_adapter_postgres::{ConnectSettings, SqlBudgetStore, connect_with_settings};
@@ -11,60 +9,11 @@ use spendgate_domain::{
     BudgetPolicy, CommunityId, ConfigVersion, HoldRef, IdempotencyKey, Limits, Micros, ModelAlias,
     Period, Reservation, ReserveOutcome, Ttl, UserId,
 };
+use spendgate_fault_proxy::FaultProxy;
 use spendgate_ports::{BudgetStore, RepoError, StoreError};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
 
 use crate::support::{Backend, TestDb, ts};
-
-/// Forwards a loopback port to `upstream` until cut: a cut closes every
-/// open connection and drops new ones at once.
-struct Proxy {
-    port: u16,
-    cut: Arc<AtomicBool>,
-    generation: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
-        let (generation, _) = watch::channel(0_u64);
-        let (accept_cut, accept_gen) = (Arc::clone(&cut), generation.subscribe());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if accept_cut.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let mut stop = accept_gen.clone();
-                stop.borrow_and_update();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = stop.changed() => {}
-                    }
-                });
-            }
-        });
-        Self {
-            port,
-            cut,
-            generation,
-        }
-    }
-
-    fn set_cut(&self, cut: bool) {
-        self.cut.store(cut, Ordering::SeqCst);
-        if cut {
-            self.generation.send_modify(|g| *g += 1);
-        }
-    }
-}
 
 /// `host:port` of a `postgres://user@host:port/db` URL.
 fn host_port(url: &str) -> String {
@@ -99,7 +48,7 @@ const NOV: i64 = 1_763_942_400_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_during_an_outage_fail_fast_and_the_store_recovers() {
     let t = TestDb::fresh(Backend::Postgres).await;
-    let proxy = Proxy::start(host_port(&t.url)).await;
+    let proxy = FaultProxy::start(host_port(&t.url)).await.unwrap();
     let acquire = Duration::from_millis(800);
     let settings = ConnectSettings {
         max_connections: 4,
@@ -107,7 +56,7 @@ async fn calls_during_an_outage_fail_fast_and_the_store_recovers() {
         connect_timeout: Duration::from_secs(2),
         ..ConnectSettings::default()
     };
-    let db = connect_with_settings(&through(&t.url, proxy.port), settings)
+    let db = connect_with_settings(&through(&t.url, proxy.port()), settings)
         .await
         .unwrap();
     let store = SqlBudgetStore::new(db, BudgetPolicy::default());

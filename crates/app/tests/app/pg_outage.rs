@@ -12,9 +12,9 @@ use spendgate::domain::{Limits, Micros, Ttl};
 use spendgate::workers::Schedule;
 use spendgate::{Backoff, BudgetSettings, ReserveDecision, Spendgate, Usage, WorkerSettings};
 
-use crate::support::proxy::Proxy;
 use crate::support::servers::{PgDb, redis_url};
 use crate::support::{community, key, m, model, user};
+use spendgate_fault_proxy::FaultProxy;
 
 /// How long the database stays cut: `SPENDGATE_TEST_PG_OUTAGE_SECS`, 60 by
 /// default.
@@ -32,7 +32,7 @@ fn outage() -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_unreachable_for_a_minute_loses_and_doubles_no_usage_row() {
     let (db, db_url) = PgDb::create().await;
-    let (proxy, proxied) = Proxy::for_url(&db_url).await;
+    let (proxy, proxied) = FaultProxy::for_url(&db_url).await.unwrap();
     let ms = |n| Ttl::from_millis(n).unwrap();
     let sg = Spendgate::builder()
         .redis(redis_url())

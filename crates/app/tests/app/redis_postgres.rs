@@ -7,11 +7,11 @@ use std::sync::Arc;
 use spendgate::domain::Micros;
 use spendgate::{ReserveError, Settled, Spendgate, Usage};
 
-use crate::support::proxy::Proxy;
 use crate::support::servers::{PgDb, redis_url};
 use crate::support::{Env, Parts, Wipe, m};
+use spendgate_fault_proxy::FaultProxy;
 
-async fn env_with_proxy() -> (Env, Arc<Proxy>) {
+async fn env_with_proxy() -> (Env, Arc<FaultProxy>) {
     let clock = Env::clock_at_mid_november();
     let upstream = redis_url();
     let authority = upstream
@@ -20,10 +20,10 @@ async fn env_with_proxy() -> (Env, Arc<Proxy>) {
         .next()
         .unwrap()
         .to_owned();
-    let proxy = Arc::new(Proxy::start(authority).await);
+    let proxy = Arc::new(FaultProxy::start(authority).await.unwrap());
     let (db, db_url) = PgDb::create().await;
     let spendgate = Spendgate::builder()
-        .redis(format!("redis://127.0.0.1:{}", proxy.port))
+        .redis(format!("redis://127.0.0.1:{}", proxy.port()))
         .database(db_url)
         .clock(clock.clone())
         .build()

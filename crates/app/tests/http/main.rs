@@ -21,8 +21,6 @@ mod outages;
 #[path = "../app/support/own_redis.rs"]
 mod own_redis;
 mod properties;
-#[path = "../app/support/proxy.rs"]
-mod proxy;
 mod roles;
 #[path = "../app/support/servers.rs"]
 mod servers;

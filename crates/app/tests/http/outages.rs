@@ -10,9 +10,9 @@ use spendgate::domain::{CommunityId, Period, Timestamp};
 use spendgate::inbound::cycles::{CyclesKey, CyclesOptions};
 
 use crate::own_redis::ThrowawayRedis;
-use crate::proxy::Proxy;
 use crate::servers::PgDb;
 use crate::support::{self, Reply, Server, admin, options};
+use spendgate_fault_proxy::FaultProxy;
 
 /// Tenant key of the Cycles scenarios.
 const CYCLES_KEY: &str = "outage-cycles-key-0123456789";
@@ -23,7 +23,7 @@ const CYCLES_KEY: &str = "outage-cycles-key-0123456789";
 struct World {
     server: Server,
     redis: ThrowawayRedis,
-    postgres: Proxy,
+    postgres: FaultProxy,
     community: String,
 }
 
@@ -31,7 +31,7 @@ impl World {
     async fn start() -> Self {
         let redis = ThrowawayRedis::start().await;
         let (db, url) = PgDb::create().await;
-        let (postgres, proxied) = Proxy::for_url(&url).await;
+        let (postgres, proxied) = FaultProxy::for_url(&url).await.unwrap();
         let community = support::community("outage");
         let mut options = options(vec![admin()]);
         options.cycles = CyclesOptions {

@@ -1,9 +1,8 @@
-//! What the app tests share: environments per backend, fault injection, a
-//! cuttable proxy.
+//! What the app tests share: environments per backend and fault injection
+//! (a cuttable proxy is the `spendgate-fault-proxy` crate).
 
 pub mod faults;
 pub mod own_redis;
-pub mod proxy;
 pub mod servers;
 
 use std::sync::Arc;
