@@ -6,6 +6,12 @@
 //! answers after a few simulated milliseconds, so concurrent callers
 //! overtake each other; a store that loses its data starts again empty,
 //! as a Redis restarted without persistence.
+//!
+//! A store reached through a [`FaultProxy`] ([`Network`]) gets the same
+//! faults from the network instead: down cuts the proxy, slow slows it,
+//! and a lost reply is the proxy dropping the server's answer to the next
+//! request after the write applied; the adapter's own error is what the
+//! caller sees.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -18,6 +24,7 @@ use spendgate_domain::{
     Period, Reaped, Receipt, Reservation, ReserveOutcome, Settlement, Timestamp, Ttl, UnheldCommit,
     UserId,
 };
+use spendgate_fault_proxy::{FaultProxy, Mode};
 use spendgate_ports::{BudgetStatus, BudgetStore, PageSize, StoreError, UsersCursor, UsersPage};
 
 use crate::mutant::Mutant;
@@ -40,9 +47,20 @@ pub enum Fault {
 /// Makes an empty store of the same kind: a restart without persistence.
 pub type Restart = Box<dyn Fn() -> Arc<dyn BudgetStore> + Send + Sync>;
 
+/// A store reached over the network: the proxy its connection goes
+/// through, and a direct connection to the same server for the laws'
+/// reads.
+pub struct Network {
+    /// The proxy the faulted connection goes through.
+    pub proxy: FaultProxy,
+    /// The same store over a connection the faults never touch.
+    pub direct: Arc<dyn BudgetStore>,
+}
+
 /// A budget store behind the simulator's faults.
 pub struct FaultyStore {
     inner: Mutex<Arc<dyn BudgetStore>>,
+    network: Option<Network>,
     restart: Option<Restart>,
     fault: Mutex<Fault>,
     calls: AtomicU64,
@@ -57,14 +75,18 @@ fn lost() -> StoreError {
 
 impl FaultyStore {
     /// `inner`, up, with `mutant`'s defect if it is a store's; `restart`
-    /// empties it when [`FaultyStore::lose_everything`] is asked.
+    /// empties it when [`FaultyStore::lose_everything`] is asked; with a
+    /// `network`, `inner` goes through its proxy and the faults are made
+    /// there.
     pub fn new(
         inner: Arc<dyn BudgetStore>,
         restart: Option<Restart>,
+        network: Option<Network>,
         mutant: Option<Mutant>,
     ) -> Self {
         Self {
             inner: Mutex::new(inner),
+            network,
             restart,
             fault: Mutex::new(Fault::Up),
             calls: AtomicU64::new(0),
@@ -82,6 +104,13 @@ impl FaultyStore {
     /// Sets how the store answers from now on.
     pub fn set(&self, fault: Fault) {
         *self.fault_lock() = fault;
+        if let Some(network) = &self.network {
+            network.proxy.set_mode(match fault {
+                Fault::Down => Mode::Cut,
+                Fault::Slow => Mode::Slow { max_ms: 5 },
+                Fault::Up | Fault::LoseNextReply => Mode::Pass,
+            });
+        }
     }
 
     /// How the store answers now.
@@ -113,7 +142,10 @@ impl FaultyStore {
     /// The store behind the faults, for a read the simulator makes to
     /// check the laws (never faulted).
     pub fn truth(&self) -> Arc<dyn BudgetStore> {
-        self.inner()
+        match &self.network {
+            Some(network) => Arc::clone(&network.direct),
+            None => self.inner(),
+        }
     }
 
     async fn delay(&self) {
@@ -121,8 +153,12 @@ impl FaultyStore {
         tokio::time::sleep(Duration::from_millis(1 + n.wrapping_mul(7_919) % 5)).await;
     }
 
-    /// Before a read: refused when down, delayed when slow.
+    /// Before a read: refused when down, delayed when slow (by the
+    /// network, when there is one).
     async fn read(&self) -> Result<Arc<dyn BudgetStore>, StoreError> {
+        if self.network.is_some() {
+            return Ok(self.inner());
+        }
         match self.fault() {
             Fault::Down => Err(StoreError::Unavailable("simulated: down".into())),
             Fault::Slow => {
@@ -136,14 +172,29 @@ impl FaultyStore {
     /// Around a write: refused when down; applied and answered "lost"
     /// once when the next reply is to be lost.
     fn write<T>(&self, applied: Result<T, StoreError>, lose: bool) -> Result<T, StoreError> {
-        if lose {
-            self.set(Fault::Up);
-            return applied.and(Err(lost()));
+        if !lose {
+            return applied;
         }
-        applied
+        self.set(Fault::Up);
+        match &self.network {
+            // The proxy lost the reply (the adapter's error is the answer)
+            // or, when the write never reached the server, nothing.
+            Some(network) => {
+                network.proxy.disarm();
+                applied
+            }
+            None => applied.and(Err(lost())),
+        }
     }
 
     async fn before_write(&self) -> Result<(Arc<dyn BudgetStore>, bool), StoreError> {
+        if let Some(network) = &self.network {
+            let lose = self.fault() == Fault::LoseNextReply;
+            if lose {
+                network.proxy.lose_next_reply(b"");
+            }
+            return Ok((self.inner(), lose));
+        }
         match self.fault() {
             Fault::Down => Err(StoreError::Unavailable("simulated: down".into())),
             Fault::Up => Ok((self.inner(), false)),

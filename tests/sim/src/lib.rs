@@ -18,6 +18,11 @@
 //! current-thread Tokio runtime with paused time; nothing reads the wall
 //! clock or the OS's randomness, and no decision iterates a hash map.
 //!
+//! The same generator drives the real stores ([`Backend`]) with fewer
+//! steps on the real clock; there a standalone Redis and PostgreSQL get
+//! their faults from a TCP proxy in front of the server, so the client
+//! libraries meet real cut connections and lost replies.
+//!
 //! [`Mutant`] puts back defects spendgate really had; the tests show the
 //! simulator catches each.
 //!

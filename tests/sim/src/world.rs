@@ -244,7 +244,12 @@ impl World {
         let start = Timestamp::from_millis(START_MS).map_err(|e| e.to_string())?;
         let clock = Arc::new(ManualClock::new(start));
         let durable = Durable {
-            store: Arc::new(FaultyStore::new(store.store, store.restart, shape.mutant)),
+            store: Arc::new(FaultyStore::new(
+                store.store,
+                store.restart,
+                store.network,
+                shape.mutant,
+            )),
             db: DatabasePorts::new(MemoryConfig::with_clock(clock.clone()), shape.mutant),
             lease: Arc::new(MemoryLease::new()),
             idempotency: Arc::new(MemoryIdempotency::new()),

@@ -2,7 +2,10 @@
 //! Cluster, PostgreSQL and SQLite, fewer seeds and steps than on memory,
 //! on a runtime with real time (the stores' clients keep their own
 //! timeouts), every law checked after every step and at quiescence. A
-//! store that cannot be reached fails the test.
+//! store that cannot be reached fails the test. Redis and PostgreSQL are
+//! faulted through a TCP proxy (a cut, a slow link, a reply lost after
+//! the server applied the write); the cluster and SQLite in process (see
+//! the `backend` module).
 //!
 //! Reads `SPENDGATE_TEST_REDIS_URL`, `SPENDGATE_TEST_REDIS_CLUSTER_URLS`
 //! (comma-separated) and `SPENDGATE_TEST_DATABASE_URL`, with loopback
