@@ -106,11 +106,14 @@ async fn set_budgets(
             let url = format!("{}{path}", urls[turn % urls.len()]);
             let answer = http
                 .put(&url)
-                .header("Idempotency-Key", format!("budget-{c}"))
+                .header("Idempotency-Key", format!("budget-{c}-{turn}"))
                 .json(&json!({ "limit_micros": if c == 0 { limit } else { limit * 1_000 } }))
                 .send()
                 .await;
-            if answer.is_ok_and(|r| r.status().is_success()) {
+            // 200: in the store too. A 202 (saved, the store not updated
+            // yet: the cluster's replicas still attaching) is tried again,
+            // so the load does not start against a store without limits.
+            if answer.is_ok_and(|r| r.status() == reqwest::StatusCode::OK) {
                 done = true;
                 break;
             }

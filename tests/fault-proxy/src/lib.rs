@@ -309,6 +309,17 @@ mod tests {
         (addr, seen)
     }
 
+    async fn connect(proxy: &FaultProxy) -> TcpStream {
+        TcpStream::connect(("127.0.0.1", proxy.port()))
+            .await
+            .unwrap()
+    }
+
+    /// The connection closed without an answer.
+    fn unanswered(reply: &io::Result<Vec<u8>>) -> bool {
+        reply.as_ref().map_or(true, Vec::is_empty)
+    }
+
     async fn ask(stream: &mut TcpStream, what: &[u8]) -> io::Result<Vec<u8>> {
         stream.write_all(what).await?;
         let mut buf = [0_u8; 64];
@@ -320,9 +331,7 @@ mod tests {
     async fn passes_traffic_both_ways() {
         let (upstream, _) = echo().await;
         let proxy = FaultProxy::start(upstream).await.unwrap();
-        let mut s = TcpStream::connect(("127.0.0.1", proxy.port()))
-            .await
-            .unwrap();
+        let mut s = connect(&proxy).await;
         assert_eq!(ask(&mut s, b"ping").await.unwrap(), b"ok:ping");
     }
 
@@ -330,28 +339,16 @@ mod tests {
     async fn a_cut_closes_open_connections_and_refuses_new_ones_until_lifted() {
         let (upstream, _) = echo().await;
         let proxy = FaultProxy::start(upstream).await.unwrap();
-        let mut open = TcpStream::connect(("127.0.0.1", proxy.port()))
-            .await
-            .unwrap();
+        let mut open = connect(&proxy).await;
         assert_eq!(ask(&mut open, b"a").await.unwrap(), b"ok:a");
         proxy.set_cut(true);
         let reply = ask(&mut open, b"b").await;
-        assert!(
-            reply.as_ref().map_or(true, Vec::is_empty),
-            "closed: {reply:?}"
-        );
-        let mut new = TcpStream::connect(("127.0.0.1", proxy.port()))
-            .await
-            .unwrap();
+        assert!(unanswered(&reply), "closed: {reply:?}");
+        let mut new = connect(&proxy).await;
         let reply = ask(&mut new, b"c").await;
-        assert!(
-            reply.as_ref().map_or(true, Vec::is_empty),
-            "refused: {reply:?}"
-        );
+        assert!(unanswered(&reply), "refused: {reply:?}");
         proxy.set_cut(false);
-        let mut again = TcpStream::connect(("127.0.0.1", proxy.port()))
-            .await
-            .unwrap();
+        let mut again = connect(&proxy).await;
         assert_eq!(ask(&mut again, b"d").await.unwrap(), b"ok:d");
     }
 
@@ -359,17 +356,12 @@ mod tests {
     async fn a_lost_reply_reaches_the_server_and_never_the_client() {
         let (upstream, seen) = echo().await;
         let proxy = FaultProxy::start(upstream).await.unwrap();
-        let mut s = TcpStream::connect(("127.0.0.1", proxy.port()))
-            .await
-            .unwrap();
+        let mut s = connect(&proxy).await;
         assert_eq!(ask(&mut s, b"read").await.unwrap(), b"ok:read");
         proxy.lose_next_reply(b"COMMIT");
         assert_eq!(ask(&mut s, b"other").await.unwrap(), b"ok:other");
         let reply = ask(&mut s, b"COMMIT").await;
-        assert!(
-            reply.as_ref().map_or(true, Vec::is_empty),
-            "lost: {reply:?}"
-        );
+        assert!(unanswered(&reply), "lost: {reply:?}");
         assert_eq!(seen.load(Ordering::SeqCst), 3, "the server got the write");
         assert_eq!(proxy.replies_lost(), 1);
         assert!(!proxy.disarm(), "fired once");
@@ -380,9 +372,7 @@ mod tests {
         let (upstream, _) = echo().await;
         let proxy = FaultProxy::start(upstream).await.unwrap();
         proxy.set_mode(Mode::Slow { max_ms: 3 });
-        let mut s = TcpStream::connect(("127.0.0.1", proxy.port()))
-            .await
-            .unwrap();
+        let mut s = connect(&proxy).await;
         for word in [&b"x"[..], b"y", b"z"] {
             let mut want = b"ok:".to_vec();
             want.extend_from_slice(word);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use spendgate::domain::{Limits, Micros, Timestamp, TokenCounts, Ttl};
+use spendgate::domain::{CommunityId, Limits, Micros, Timestamp, TokenCounts, Ttl};
 use spendgate::ports::{Clock, CostSource, ProviderUsage};
 use spendgate::workers::{
     ConfigSyncJob, DriftJob, FinalizeReplayJob, GiveUp, Job, LeaseConfig, ReaperJob,
@@ -66,6 +66,25 @@ async fn reaper_releases_expired_holds_and_one_failing_community_does_not_stop_t
     held_b.hand_over().await.unwrap();
 }
 
+/// A community of 10 USD that spent 4 USD; then the store loses its data.
+async fn spent_then_lost(env: &Env, name: &str) -> (CommunityId, Micros) {
+    let c = env.community(name, 10).await;
+    let spent = m(4_000_000);
+    env.reserve(env.request(&c, "k0"))
+        .await
+        .finalize(Usage::cost(spent))
+        .await
+        .unwrap();
+    crate::support::lose_store_data(env, &c).await;
+    (c, spent)
+}
+
+/// The store's committed and limit for `c` this period.
+async fn committed_and_limit(env: &Env, c: &CommunityId) -> (Micros, Option<Micros>) {
+    let status = env.sg.budget().status(c, None, None).await.unwrap();
+    (status.committed, status.limits.map(|l| l.limit))
+}
+
 /// The store loses its data under a running config sync that already
 /// pushed the community's limits: the first reserve refused as not
 /// configured makes the next pass rebuild the community's period from the
@@ -109,9 +128,8 @@ async fn config_sync_repairs_limits_a_store_lost_once_a_reserve_finds_them_missi
             failures: 0
         }
     );
-    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
-        (status.committed, status.limits.map(|l| l.limit)),
+        committed_and_limit(&env, &c).await,
         (spent, Some(Micros::from_usd(10)))
     );
     assert_eq!(job.tick(now(&env)).await.items, 0, "nothing changed since");
@@ -128,14 +146,7 @@ async fn config_sync_repairs_limits_a_store_lost_once_a_reserve_finds_them_missi
 #[tokio::test]
 async fn config_sync_started_after_a_store_loss_rebuilds_before_it_pushes_limits() {
     let env = memory().await;
-    let c = env.community("fresh-sync", 10).await;
-    let spent = m(4_000_000);
-    env.reserve(env.request(&c, "k0"))
-        .await
-        .finalize(Usage::cost(spent))
-        .await
-        .unwrap();
-    crate::support::lose_store_data(&env, &c).await;
+    let (c, spent) = spent_then_lost(&env, "fresh-sync").await;
     let started_after = ConfigSyncJob::new(env.sg.ports().config.clone(), env.sg.budget().clone());
     assert_eq!(
         started_after.tick(now(&env)).await,
@@ -144,9 +155,8 @@ async fn config_sync_started_after_a_store_loss_rebuilds_before_it_pushes_limits
             failures: 0
         }
     );
-    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
-        (status.committed, status.limits.map(|l| l.limit)),
+        committed_and_limit(&env, &c).await,
         (spent, Some(Micros::from_usd(10)))
     );
 }
@@ -156,22 +166,14 @@ async fn config_sync_started_after_a_store_loss_rebuilds_before_it_pushes_limits
 #[tokio::test]
 async fn a_budget_change_after_a_store_loss_rebuilds_before_it_pushes_limits() {
     let env = memory().await;
-    let c = env.community("change-after-loss", 10).await;
-    let spent = m(4_000_000);
-    env.reserve(env.request(&c, "k0"))
-        .await
-        .finalize(Usage::cost(spent))
-        .await
-        .unwrap();
-    crate::support::lose_store_data(&env, &c).await;
+    let (c, spent) = spent_then_lost(&env, "change-after-loss").await;
     env.sg
         .budget()
         .set_budget(&c, Limits::new(Micros::from_usd(5)))
         .await
         .unwrap();
-    let status = env.sg.budget().status(&c, None, None).await.unwrap();
     assert_eq!(
-        (status.committed, status.limits.map(|l| l.limit)),
+        committed_and_limit(&env, &c).await,
         (spent, Some(Micros::from_usd(5)))
     );
 }

@@ -189,11 +189,12 @@ pub enum BudgetChangeError {
     )]
     StoreNotUpdated(#[source] StoreError),
     /// Saved in the database, but the store held no limits for the
-    /// community (it lost its data) and its period could not be rebuilt
-    /// from the usage log, so the limits were not pushed: reserves stay
-    /// refused until the next config sync rebuilds and pushes them.
+    /// community (a new one, or the store lost its data) and its period
+    /// could not be rebuilt from the usage log, so the limits were not
+    /// pushed: reserves stay refused until the next config sync rebuilds
+    /// and pushes them.
     #[error(
-        "budget saved in the database; the store lost the community's data and its period is not rebuilt yet (the next config sync does it): {0}"
+        "budget saved in the database; the store holds no limits for the community and its period is not rebuilt yet (the next config sync does it): {0}"
     )]
     StoreNotRebuilt(#[source] RebuildError),
 }
