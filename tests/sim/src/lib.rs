@@ -82,7 +82,11 @@
 //!   not fixed: a settlement another replica keeps in memory while the
 //!   database is down is invisible to a rebuild until that replica's next
 //!   replay pass (seed 6708); the simulator's operator has every replica
-//!   replay before it rebuilds, as the rebuild's documentation asks.
+//!   replay before it rebuilds, as the rebuild's documentation asks. A
+//!   soak then found config sync's repair rebuilding a community another
+//!   replica had repaired already, wiping a cost that other replica still
+//!   held in memory (seed 29417). Fixed: limits are pushed over a rebuild
+//!   only while the store holds none, so one replica rebuilds, once.
 
 pub mod backend;
 mod callers;

@@ -101,7 +101,7 @@ impl Job for ConfigSyncJob {
             }
             match self
                 .budget
-                .push_limits(&config.community, config.limits, config.version, repair)
+                .push_limits(&config.community, config.limits, config.version)
                 .await
             {
                 Ok(rebuilt) => {

@@ -46,9 +46,10 @@ impl BudgetService {
     /// Redis restarted without persistence) or never had them; either way
     /// its counters of the current period may have forgotten spend the
     /// usage log records, so the period is rebuilt from the log first
-    /// ([`BudgetService::rebuild`]) and the limits pushed after. `lost`
-    /// says the caller already knows the store lost them (a reserve was
-    /// refused as not configured) and skips the read. Answers the rebuild
+    /// ([`BudgetService::rebuild`]) and the limits pushed after. A store
+    /// that holds limits again (another replica repaired it first) is not
+    /// rebuilt twice: its counters have counted every cost since that
+    /// repair, some of which the log may not have yet. Answers the rebuild
     /// when there was one.
     ///
     /// The read and the write are two steps: a store that loses its data
@@ -61,12 +62,11 @@ impl BudgetService {
         community: &CommunityId,
         limits: Limits,
         version: ConfigVersion,
-        lost: bool,
     ) -> Result<Option<RebuildReport>, PushError> {
         let core = self.core();
-        let holds_none = lost || {
-            let period = Period::containing(core.clock.now())
-                .map_err(|e| PushError::Rebuild(RebuildError::Period(e.to_string())))?;
+        let period = Period::containing(core.clock.now())
+            .map_err(|e| PushError::Rebuild(RebuildError::Period(e.to_string())))?;
+        let holds_none = {
             let _timer = StoreTimer::start("status");
             core.store
                 .status(community, period)
@@ -137,7 +137,7 @@ impl BudgetService {
                 tracing::warn!(%error, "budget saved; the cached configuration refreshes later");
             }
         }
-        self.push_limits(community, limits, version, false).await?;
+        self.push_limits(community, limits, version).await?;
         Ok(())
     }
 
@@ -163,7 +163,7 @@ impl BudgetService {
             ..config.clone()
         };
         self.core().config.put(&config.community, Some(written));
-        self.push_limits(&config.community, config.limits, version, false)
+        self.push_limits(&config.community, config.limits, version)
             .await?;
         Ok(())
     }
