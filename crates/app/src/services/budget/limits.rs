@@ -6,38 +6,10 @@
 //! been spent (law 1).
 
 use spendgate_domain::{CommunityId, ConfigVersion, Limits, Period};
-use spendgate_ports::{CommunityConfig, StoreError};
+use spendgate_ports::CommunityConfig;
 
 use super::{BudgetChangeError, BudgetService, RebuildError, RebuildReport};
 use crate::services::telemetry::StoreTimer;
-
-/// Why limits did not reach the store.
-#[derive(Debug)]
-pub(crate) enum PushError {
-    /// The store could not be read or did not take the limits.
-    Store(StoreError),
-    /// The store held no limits and the period could not be rebuilt; the
-    /// limits were not pushed, so reserves stay refused (fail closed).
-    Rebuild(RebuildError),
-}
-
-impl std::fmt::Display for PushError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PushError::Store(e) => write!(f, "budget store: {e}"),
-            PushError::Rebuild(e) => write!(f, "period not rebuilt: {e}"),
-        }
-    }
-}
-
-impl From<PushError> for BudgetChangeError {
-    fn from(error: PushError) -> Self {
-        match error {
-            PushError::Store(e) => BudgetChangeError::StoreNotUpdated(e),
-            PushError::Rebuild(e) => BudgetChangeError::StoreNotRebuilt(e),
-        }
-    }
-}
 
 impl BudgetService {
     /// Gives the store `community`'s limits of configuration `version`.
@@ -57,29 +29,35 @@ impl BudgetService {
     /// the same as for a running replica (the next reserve is refused as
     /// not configured only if the limits were lost again; otherwise the
     /// drift monitor reports the difference).
+    ///
+    /// # Errors
+    /// [`BudgetChangeError::StoreNotUpdated`] (the store could not be read
+    /// or did not take the limits); [`BudgetChangeError::StoreNotRebuilt`]
+    /// (it held none and the period could not be rebuilt: nothing pushed,
+    /// reserves stay refused).
     pub(crate) async fn push_limits(
         &self,
         community: &CommunityId,
         limits: Limits,
         version: ConfigVersion,
-    ) -> Result<Option<RebuildReport>, PushError> {
+    ) -> Result<Option<RebuildReport>, BudgetChangeError> {
         let core = self.core();
         let period = Period::containing(core.clock.now())
-            .map_err(|e| PushError::Rebuild(RebuildError::Period(e.to_string())))?;
+            .map_err(|e| BudgetChangeError::StoreNotRebuilt(RebuildError::Period(e.to_string())))?;
         let holds_none = {
             let _timer = StoreTimer::start("status");
             core.store
                 .status(community, period)
                 .await
-                .map_err(PushError::Store)?
+                .map_err(BudgetChangeError::StoreNotUpdated)?
                 .limits
                 .is_none()
         };
         let rebuilt = if holds_none {
             Some(
-                self.rebuild(community, None)
+                self.rebuild(community, Some(period))
                     .await
-                    .map_err(PushError::Rebuild)?,
+                    .map_err(BudgetChangeError::StoreNotRebuilt)?,
             )
         } else {
             None
@@ -88,7 +66,7 @@ impl BudgetService {
         core.store
             .set_limits(community, limits, version)
             .await
-            .map_err(PushError::Store)?;
+            .map_err(BudgetChangeError::StoreNotUpdated)?;
         Ok(rebuilt)
     }
 
