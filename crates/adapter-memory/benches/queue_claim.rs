@@ -61,7 +61,7 @@ async fn main() {
                 let claimed = queue.claim_due(now, 1, lease).await.unwrap();
                 assert_eq!(claimed.len(), 1);
                 queue
-                    .complete(item.community(), &item.hold_ref())
+                    .complete(item.community(), &item.hold_ref(), item.instance())
                     .await
                     .unwrap();
             }

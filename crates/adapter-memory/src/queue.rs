@@ -14,13 +14,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
-use spendgate_ports::{Claimed, DeadLetter, QueueItem, RepoError, WorkQueue};
+use spendgate_ports::{Claimed, DeadLetter, QueueItem, RepoError, WorkQueue, same_use};
 
 /// The longest error text kept per item, in bytes.
 const MAX_ERROR_LEN: usize = 2_000;
 
-/// An item's key: (community, user, key).
-type Id = (CommunityId, HoldRef);
+/// An item's key: (community, user, key) and which use of the key it is.
+type Id = (CommunityId, HoldRef, Option<Timestamp>);
 
 #[derive(Debug)]
 struct Entry<T> {
@@ -66,6 +66,22 @@ impl<T> Default for Entries<T> {
 }
 
 impl<T> Entries<T> {
+    /// The queued item that may be the same call as (community, hold,
+    /// instance): the same use of the key, or one whose use is unknown on
+    /// either side (see [`same_use`]).
+    fn same_call(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Option<(&Id, &Entry<T>)> {
+        let uses = (community.clone(), hold.clone(), None)
+            ..=(community.clone(), hold.clone(), Some(Timestamp::MAX));
+        self.by_id
+            .range(uses)
+            .find(|((_, _, queued), _)| same_use(*queued, instance))
+    }
+
     /// Takes the entry of `id` out of whichever index holds it.
     fn unindex(&mut self, id: &Id) {
         let Some(entry) = self.by_id.get(id) else {
@@ -162,16 +178,22 @@ fn count(n: usize) -> u64 {
 impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
     async fn enqueue(&self, item: &T, due_at: Timestamp) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
-        let id = (item.community().clone(), item.hold_ref());
-        match entries.by_id.get(&id) {
+        let (community, hold, instance) = (item.community(), item.hold_ref(), item.instance());
+        let mut replaces = false;
+        if let Some((queued, entry)) = entries.same_call(community, &hold, instance) {
+            if entry.dead_at.is_none() {
+                return Ok(false);
+            }
             // A new settlement of a call whose last one was parked takes
             // its place: the dead letter never ran and never will.
-            Some(entry) if entry.dead_at.is_some() => entries.unindex(&id),
-            Some(_) => return Ok(false),
-            None => {}
+            let queued = queued.clone();
+            entries.unindex(&queued);
+            entries.by_id.remove(&queued);
+            replaces = true;
         }
+        let id = (community.clone(), hold, instance);
         if let Some(capacity) = self.capacity
-            && !entries.by_id.contains_key(&id)
+            && !replaces
             && entries.by_id.len() >= capacity
         {
             return Err(RepoError::Full {
@@ -223,9 +245,14 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
         Ok(claimed)
     }
 
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
-        let id = (community.clone(), hold.clone());
+        let id = (community.clone(), hold.clone(), instance);
         entries.unindex(&id);
         Ok(entries.by_id.remove(&id).is_some())
     }
@@ -234,11 +261,12 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
-        let id = (community.clone(), hold.clone());
+        let id = (community.clone(), hold.clone(), instance);
         match entries.by_id.get(&id) {
             Some(entry) if entry.dead_at.is_none() => {}
             _ => return Ok(false),
@@ -259,11 +287,12 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
         let mut entries = self.lock()?;
-        let id = (community.clone(), hold.clone());
+        let id = (community.clone(), hold.clone(), instance);
         entries.unindex(&id);
         let Some(entry) = entries.by_id.get_mut(&id) else {
             return Ok(false);
@@ -310,7 +339,7 @@ impl<T: QueueItem> WorkQueue<T> for MemoryWorkQueue<T> {
             entries
                 .by_id
                 .iter()
-                .filter(|((c, _), entry)| c == community && entry.dead_at.is_none())
+                .filter(|((c, _, _), entry)| c == community && entry.dead_at.is_none())
                 .count(),
         ))
     }

@@ -79,6 +79,25 @@ impl UsageLog for MemoryUsageLog {
             .cloned())
     }
 
+    async fn logged_use(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        hold_created_at: Timestamp,
+    ) -> Result<Option<UsageRecord>, RepoError> {
+        let records = self.records.lock().map_err(|_| poisoned())?;
+        let row = |created: Timestamp| {
+            records.get(&(
+                community.clone(),
+                hold.user.clone(),
+                hold.key.clone(),
+                created,
+            ))
+        };
+        let legacy = row(Timestamp::EPOCH).filter(|r| r.created_at >= hold_created_at);
+        Ok(row(hold_created_at).or(legacy).cloned())
+    }
+
     async fn total_cost(
         &self,
         community: &CommunityId,

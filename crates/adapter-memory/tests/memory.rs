@@ -71,6 +71,11 @@ mod queue {
         handover(key).hold.hold_ref()
     }
 
+    /// Which use of its key every `handover` is.
+    fn instance() -> Option<Timestamp> {
+        Some(at(0))
+    }
+
     fn community() -> CommunityId {
         CommunityId::parse("c").unwrap()
     }
@@ -107,12 +112,44 @@ mod queue {
     }
 
     #[tokio::test]
+    async fn a_key_used_again_has_an_item_per_use_and_each_is_settled_alone() {
+        let q = MemoryWorkQueue::new();
+        let first = handover("k");
+        let mut second = handover("k");
+        second.hold.created_at = at(100);
+        assert!(q.enqueue(&first, at(0)).await.unwrap());
+        assert!(q.enqueue(&second, at(0)).await.unwrap());
+        assert!(!q.enqueue(&second, at(0)).await.unwrap(), "the same use");
+        assert_eq!(q.len().await.unwrap(), 2);
+        assert!(
+            q.dead_letter(&community(), &hold("k"), instance(), "x", at(5))
+                .await
+                .unwrap()
+        );
+        let next = Some(at(100));
+        assert!(q.complete(&community(), &hold("k"), next).await.unwrap());
+        assert!(!q.complete(&community(), &hold("k"), next).await.unwrap());
+        assert_eq!(
+            (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+            (0, 1)
+        );
+        // The next use is queued beside the parked one, which stays parked.
+        let mut third = handover("k");
+        third.hold.created_at = at(200);
+        assert!(q.enqueue(&third, at(0)).await.unwrap());
+        assert_eq!(
+            (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+            (1, 1)
+        );
+    }
+
+    #[tokio::test]
     async fn a_retried_item_is_due_at_its_new_time_with_one_more_attempt() {
         let q = MemoryWorkQueue::new();
         q.enqueue(&handover("k"), at(0)).await.unwrap();
         q.claim_due(at(0), 1, lease()).await.unwrap();
         assert!(
-            q.retry_at(&community(), &hold("k"), "down", at(50))
+            q.retry_at(&community(), &hold("k"), instance(), "down", at(50))
                 .await
                 .unwrap()
         );
@@ -120,7 +157,11 @@ mod queue {
         let claimed = q.claim_due(at(50), 1, lease()).await.unwrap();
         assert_eq!(claimed[0].attempts, 1);
         assert_eq!(claimed[0].last_error.as_deref(), Some("down"));
-        assert!(q.complete(&community(), &hold("k")).await.unwrap());
+        assert!(
+            q.complete(&community(), &hold("k"), instance())
+                .await
+                .unwrap()
+        );
         assert_eq!(q.len().await.unwrap(), 0);
         assert!(
             q.claim_due(at(10_000), 1, lease())
@@ -144,7 +185,9 @@ mod queue {
             Err(RepoError::Full { capacity: 2 })
         );
         assert_eq!(q.len().await.unwrap(), 2);
-        q.complete(&community(), &hold("a")).await.unwrap();
+        q.complete(&community(), &hold("a"), instance())
+            .await
+            .unwrap();
         assert!(q.enqueue(&handover("c"), at(0)).await.unwrap());
     }
 
@@ -155,17 +198,23 @@ mod queue {
         q.enqueue(&handover("live"), at(0)).await.unwrap();
         q.claim_due(at(0), 10, lease()).await.unwrap();
         assert!(
-            q.dead_letter(&community(), &hold("dead"), "counter out of range", at(5))
+            q.dead_letter(
+                &community(),
+                &hold("dead"),
+                instance(),
+                "counter out of range",
+                at(5)
+            )
+            .await
+            .unwrap()
+        );
+        assert!(
+            !q.dead_letter(&community(), &hold("none"), instance(), "x", at(5))
                 .await
                 .unwrap()
         );
         assert!(
-            !q.dead_letter(&community(), &hold("none"), "x", at(5))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !q.retry_at(&community(), &hold("dead"), "x", at(0))
+            !q.retry_at(&community(), &hold("dead"), instance(), "x", at(0))
                 .await
                 .unwrap()
         );
@@ -182,7 +231,11 @@ mod queue {
         assert_eq!(dead[0].item, handover("dead"));
         assert_eq!((dead[0].attempts, dead[0].dead_at), (1, at(5)));
         assert_eq!(dead[0].error, "counter out of range");
-        assert!(q.complete(&community(), &hold("dead")).await.unwrap());
+        assert!(
+            q.complete(&community(), &hold("dead"), instance())
+                .await
+                .unwrap()
+        );
         assert_eq!(q.dead_letter_count().await.unwrap(), 0);
     }
 
@@ -193,7 +246,7 @@ mod queue {
             q.enqueue(&handover(k), at(0)).await.unwrap();
         }
         q.claim_due(at(0), 1, lease()).await.unwrap();
-        q.dead_letter(&community(), &hold("dead"), "x", at(0))
+        q.dead_letter(&community(), &hold("dead"), instance(), "x", at(0))
             .await
             .unwrap();
         assert_eq!(q.pending(&community()).await.unwrap(), 2);
@@ -206,7 +259,7 @@ mod queue {
         let q = MemoryWorkQueue::bounded(1);
         q.enqueue(&handover("k"), at(0)).await.unwrap();
         assert!(
-            q.dead_letter(&community(), &hold("k"), "out of range", at(5))
+            q.dead_letter(&community(), &hold("k"), instance(), "out of range", at(5))
                 .await
                 .unwrap()
         );
@@ -225,6 +278,69 @@ mod queue {
         assert_eq!(
             keys(&q.claim_due(at(10), 10, lease()).await.unwrap()),
             ["k"]
+        );
+    }
+}
+
+/// The in-memory usage log's answer for one use of a key.
+mod usage {
+    use spendgate_adapter_memory::MemoryUsageLog;
+    use spendgate_domain::{
+        CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts,
+        UserId,
+    };
+    use spendgate_ports::{CostSource, UsageLog, UsageRecord};
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    fn record(key: &str, hold_created_at: i64, created_at: i64) -> UsageRecord {
+        UsageRecord {
+            community: CommunityId::parse("c").unwrap(),
+            user: UserId::parse("u").unwrap(),
+            key: IdempotencyKey::parse(key).unwrap(),
+            hold_created_at: at(hold_created_at),
+            model: ModelAlias::parse("cheap").unwrap(),
+            tokens: TokenCounts::default(),
+            cost: Micros::new(5).unwrap(),
+            estimate: Micros::new(5).unwrap(),
+            trace_id: None,
+            source: CostSource::Finalize,
+            period: Period::parse("2026-11").unwrap(),
+            created_at: at(created_at),
+        }
+    }
+
+    fn hold(key: &str) -> HoldRef {
+        HoldRef {
+            user: UserId::parse("u").unwrap(),
+            key: IdempotencyKey::parse(key).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn logged_use_answers_for_exactly_one_use_of_a_key() {
+        let log = MemoryUsageLog::default();
+        let c = CommunityId::parse("c").unwrap();
+        let second = record("reuse", 2_000, 2_100);
+        let legacy = record("old", 0, 1_100);
+        log.append(&[second.clone(), legacy.clone()]).await.unwrap();
+        assert_eq!(
+            log.logged_use(&c, &hold("reuse"), at(1_000)).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            log.logged_use(&c, &hold("reuse"), at(2_000)).await.unwrap(),
+            Some(second)
+        );
+        assert_eq!(
+            log.logged_use(&c, &hold("old"), at(1_000)).await.unwrap(),
+            Some(legacy)
+        );
+        assert_eq!(
+            log.logged_use(&c, &hold("old"), at(1_101)).await.unwrap(),
+            None
         );
     }
 }

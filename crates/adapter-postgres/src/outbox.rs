@@ -153,8 +153,13 @@ impl WorkQueue<PendingSettlement> for FinalizeOutbox {
     }
 
     /// `DELETE` of the (community, user, key) row.
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
-        self.queue.complete(community, hold).await
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError> {
+        self.queue.complete(community, hold, instance).await
     }
 
     /// One `UPDATE`: `attempts + 1` (saturating), `last_error` cut to
@@ -164,10 +169,13 @@ impl WorkQueue<PendingSettlement> for FinalizeOutbox {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
-        self.queue.retry_at(community, hold, error, due_at).await
+        self.queue
+            .retry_at(community, hold, instance, error, due_at)
+            .await
     }
 
     /// One `UPDATE`: `attempts + 1`, `last_error` cut as for a retry,
@@ -177,10 +185,13 @@ impl WorkQueue<PendingSettlement> for FinalizeOutbox {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
-        self.queue.dead_letter(community, hold, error, at).await
+        self.queue
+            .dead_letter(community, hold, instance, error, at)
+            .await
     }
 
     async fn dead_letters(

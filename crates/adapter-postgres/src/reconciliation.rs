@@ -130,8 +130,13 @@ impl WorkQueue<Handover> for SqlReconciliationQueue {
     }
 
     /// `DELETE` of the (community, user, key) row.
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
-        self.queue.complete(community, hold).await
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError> {
+        self.queue.complete(community, hold, instance).await
     }
 
     /// One `UPDATE`: `attempts + 1` (saturating), `last_error` cut to
@@ -141,10 +146,13 @@ impl WorkQueue<Handover> for SqlReconciliationQueue {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
-        self.queue.retry_at(community, hold, error, due_at).await
+        self.queue
+            .retry_at(community, hold, instance, error, due_at)
+            .await
     }
 
     /// One `UPDATE`: `attempts + 1`, `last_error` cut as for a retry,
@@ -154,10 +162,13 @@ impl WorkQueue<Handover> for SqlReconciliationQueue {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
-        self.queue.dead_letter(community, hold, error, at).await
+        self.queue
+            .dead_letter(community, hold, instance, error, at)
+            .await
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter<Handover>>, RepoError> {

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, Statement,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
+    FromQueryResult, QueryFilter, QueryOrder, Statement,
 };
 use spendgate_domain::{
     CommunityId, HoldRef, IdempotencyKey, Micros, ModelAlias, Period, Timestamp, TokenCounts,
@@ -253,6 +253,34 @@ impl UsageLog for SqlUsageLog {
             .filter(Column::IdempotencyKey.eq(hold.key.as_str()))
             .filter(Column::CreatedAt.gte(since.as_millis()))
             .order_by_desc(Column::CreatedAt)
+            .one(&self.db)
+            .await
+            .map_err(repo_error)?
+            .map(parse_record)
+            .transpose()
+    }
+
+    #[tracing::instrument(skip_all, err, fields(community = %community))]
+    async fn logged_use(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        hold_created_at: Timestamp,
+    ) -> Result<Option<UsageRecord>, RepoError> {
+        Entity::find()
+            .filter(Column::CommunityId.eq(community.as_str()))
+            .filter(Column::UserId.eq(hold.user.as_str()))
+            .filter(Column::IdempotencyKey.eq(hold.key.as_str()))
+            .filter(
+                Condition::any()
+                    .add(Column::HoldCreatedAt.eq(hold_created_at.as_millis()))
+                    .add(
+                        Condition::all()
+                            .add(Column::HoldCreatedAt.eq(0_i64))
+                            .add(Column::CreatedAt.gte(hold_created_at.as_millis())),
+                    ),
+            )
+            .order_by_desc(Column::HoldCreatedAt)
             .one(&self.db)
             .await
             .map_err(repo_error)?

@@ -5,8 +5,9 @@
 //! `reconciliation_queue`.
 //!
 //! A queue table has the columns `id` (`BIGINT` primary key),
-//! `community_id`, `user_id` and `idempotency_key` (UNIQUE together: the
-//! queue's key), `attempts` (`INTEGER`), `next_attempt_at`, `claimed_until`
+//! `community_id`, `user_id`, `idempotency_key` and `hold_created_at`
+//! (nullable: which use of the key, when known; the four UNIQUE together,
+//! the queue's key), `attempts` (`INTEGER`), `next_attempt_at`, `claimed_until`
 //! (nullable: a claimer's lease), `last_error` (nullable), `created_at`
 //! and `dead_at` (nullable: when it became a dead letter), plus the
 //! columns of its item. [`SqlQueue`] holds the SQL of the port's
@@ -14,9 +15,13 @@
 //! from queue to queue: the table's name, the item's own columns for the
 //! insert, and reading a row back into an item.
 //!
-//! * **enqueue**: one `INSERT … ON CONFLICT (community_id, user_id,
-//!   idempotency_key) DO NOTHING`, with no attempt, no lease, no error, due
-//!   at the caller's `due_at` and `created_at` from the queue's [`Clock`].
+//! * **enqueue**: one write transaction (on PostgreSQL under a transaction
+//!   lock on the call's key, as the row may not exist yet to lock) reads
+//!   the key's rows; a live row of the same call (the same use, or one not
+//!   known on either side) answers `false`; a dead letter of it is
+//!   replaced; otherwise one `INSERT`, with no attempt, no lease, no
+//!   error, due at the caller's `due_at` and `created_at` from the queue's
+//!   [`Clock`].
 //! * **claim**: the due live rows (`next_attempt_at <= now`, no running
 //!   lease, `dead_at IS NULL`), earliest due first, are leased until `now + lease` by one `UPDATE …
 //!   RETURNING`: on PostgreSQL they are selected `FOR UPDATE SKIP LOCKED`;
@@ -25,7 +30,8 @@
 //!   lease runs. A row that cannot be read back fails the call with
 //!   [`RepoError::BadData`] and stays leased; the readable rows of the same
 //!   batch are handed back in the same transaction.
-//! * **complete**: `DELETE` by (community, user, key).
+//! * **complete**: `DELETE` by (community, user, key, use); retry and dead
+//!   letter match the row the same way.
 //! * **retry**: one `UPDATE` of a live row: `attempts + 1` (saturating),
 //!   `last_error` cut to [`MAX_ERROR_LEN`] bytes at a character boundary,
 //!   lease dropped, due again at the caller's `due_at`.
@@ -40,7 +46,7 @@ use std::sync::Arc;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
 use spendgate_domain::{CommunityId, HoldRef, Timestamp, Ttl};
-use spendgate_ports::{Claimed, Clock, DeadLetter, QueueItem, RepoError};
+use spendgate_ports::{Claimed, Clock, DeadLetter, QueueItem, RepoError, same_use};
 
 use crate::error::repo_error;
 use crate::transaction::begin_write;
@@ -53,6 +59,12 @@ pub const MAX_ERROR_LEN: usize = 2_000;
 /// Row ids per statement when a claim hands rows back (well under both
 /// backends' parameter limits).
 const IDS_PER_STATEMENT: usize = 1_000;
+
+/// The condition that a row is of the use named by the parameter `$n`
+/// (NULL: a use not known), portable to both backends.
+fn use_is(n: usize) -> String {
+    format!("(hold_created_at = ${n} OR (hold_created_at IS NULL AND ${n} IS NULL))")
+}
 
 /// What one queue table adds to the shared rules: its name and how its
 /// item is written to and read from a row.
@@ -86,6 +98,14 @@ struct QueueColumns {
     next_attempt_at: i64,
     attempts: i32,
     last_error: Option<String>,
+    dead_at: Option<i64>,
+}
+
+/// A queued row's identity and state, as an enqueue reads it.
+#[derive(Debug, FromQueryResult)]
+struct UseColumns {
+    id: i64,
+    hold_created_at: Option<i64>,
     dead_at: Option<i64>,
 }
 
@@ -178,8 +198,9 @@ impl<C: QueueCodec> SqlQueue<C> {
         Statement::from_sql_and_values(self.db.get_database_backend(), sql, values)
     }
 
-    /// Queues `item` unless its (community, user, key) is queued already;
-    /// returns whether it was new.
+    /// Queues `item` unless the same call (its (community, user, key) and
+    /// a use that may be the same) is queued live; returns whether it was
+    /// new.
     #[tracing::instrument(skip_all, err, fields(table = C::TABLE, community = %item.community()))]
     pub(crate) async fn enqueue(
         &self,
@@ -200,33 +221,90 @@ impl<C: QueueCodec> SqlQueue<C> {
             ("last_error", Value::String(None)),
             ("created_at", self.clock.now().as_millis().into()),
         ]);
-        let names = columns
-            .iter()
-            .map(|(name, _)| *name)
-            .collect::<Vec<_>>()
-            .join(", ");
-        // A dead letter of the same call is replaced (and revived): it never
-        // ran and never will; a live item stays as it is.
-        let revive = columns
-            .iter()
-            .map(|(name, _)| format!("{name} = excluded.{name}"))
-            .chain(std::iter::once("dead_at = NULL".to_owned()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO {table} ({names}) VALUES ({}) \
-             ON CONFLICT (community_id, user_id, idempotency_key) DO UPDATE SET {revive} \
-             WHERE {table}.dead_at IS NOT NULL",
-            placeholders(1, columns.len()),
-            table = C::TABLE,
+        let values: Vec<Value> = columns.iter().map(|(_, value)| value.clone()).collect();
+        let community = item.community();
+        let instance = item.instance();
+        // One enqueue of a call at a time: SQLite's write transaction is
+        // exclusive; PostgreSQL takes a lock on the call's key (rows that
+        // do not exist yet cannot be locked). Two keys whose lock names
+        // collide only wait for each other.
+        let txn = begin_write(&self.db).await.map_err(repo_error)?;
+        if self.db.get_database_backend() == DbBackend::Postgres {
+            let lock = self.statement(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                vec![format!("{}/{community}/{}/{}", C::TABLE, hold.user, hold.key).into()],
+            );
+            txn.execute_raw(lock).await.map_err(repo_error)?;
+        }
+        let select = self.statement(
+            &format!(
+                "SELECT id, hold_created_at, dead_at FROM {} \
+                 WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3",
+                C::TABLE
+            ),
+            vec![
+                community.as_str().into(),
+                hold.user.as_str().into(),
+                hold.key.as_str().into(),
+            ],
         );
-        let values = columns.into_iter().map(|(_, value)| value).collect();
-        let result = self
-            .db
-            .execute_raw(self.statement(&sql, values))
-            .await
-            .map_err(repo_error)?;
-        Ok(result.rows_affected() > 0)
+        let read = RowReader::new(community.as_str(), C::TABLE);
+        let mut same_call = None;
+        for row in txn.query_all_raw(select).await.map_err(repo_error)? {
+            let row = UseColumns::from_query_result(&row, "").map_err(repo_error)?;
+            let queued = row
+                .hold_created_at
+                .map(|ms| read.timestamp("hold_created_at", ms))
+                .transpose()?;
+            if same_use(queued, instance) {
+                same_call = Some(row);
+                break;
+            }
+        }
+        let write = match same_call {
+            Some(row) if row.dead_at.is_none() => {
+                txn.commit().await.map_err(repo_error)?;
+                return Ok(false);
+            }
+            // A dead letter of the same call is replaced (and revived): it
+            // never ran and never will.
+            Some(row) => {
+                let set = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(n, (name, _))| format!("{name} = ${}", n + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut values = values;
+                values.push(row.id.into());
+                self.statement(
+                    &format!(
+                        "UPDATE {} SET {set}, dead_at = NULL WHERE id = ${}",
+                        C::TABLE,
+                        columns.len() + 1
+                    ),
+                    values,
+                )
+            }
+            None => {
+                let names = columns
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                self.statement(
+                    &format!(
+                        "INSERT INTO {} ({names}) VALUES ({})",
+                        C::TABLE,
+                        placeholders(1, columns.len())
+                    ),
+                    values,
+                )
+            }
+        };
+        txn.execute_raw(write).await.map_err(repo_error)?;
+        txn.commit().await.map_err(repo_error)?;
+        Ok(true)
     }
 
     /// Leases up to `limit` due rows until `now + lease`, earliest due
@@ -311,16 +389,20 @@ impl<C: QueueCodec> SqlQueue<C> {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
     ) -> Result<bool, RepoError> {
         let delete = self.statement(
             &format!(
-                "DELETE FROM {} WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3",
-                C::TABLE
+                "DELETE FROM {} WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3 \
+                 AND {}",
+                C::TABLE,
+                use_is(4)
             ),
             vec![
                 community.as_str().into(),
                 hold.user.as_str().into(),
                 hold.key.as_str().into(),
+                instance.map(Timestamp::as_millis).into(),
             ],
         );
         let result = self.db.execute_raw(delete).await.map_err(repo_error)?;
@@ -334,6 +416,7 @@ impl<C: QueueCodec> SqlQueue<C> {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
@@ -343,8 +426,9 @@ impl<C: QueueCodec> SqlQueue<C> {
                    attempts = CASE WHEN attempts < $1 THEN attempts + 1 ELSE attempts END, \
                    last_error = $2, claimed_until = NULL, next_attempt_at = $3 \
                  WHERE community_id = $4 AND user_id = $5 AND idempotency_key = $6 \
-                   AND dead_at IS NULL",
-                C::TABLE
+                   AND dead_at IS NULL AND {}",
+                C::TABLE,
+                use_is(7)
             ),
             vec![
                 i32::MAX.into(),
@@ -353,6 +437,7 @@ impl<C: QueueCodec> SqlQueue<C> {
                 community.as_str().into(),
                 hold.user.as_str().into(),
                 hold.key.as_str().into(),
+                instance.map(Timestamp::as_millis).into(),
             ],
         );
         let result = self.db.execute_raw(update).await.map_err(repo_error)?;
@@ -366,6 +451,7 @@ impl<C: QueueCodec> SqlQueue<C> {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
@@ -374,8 +460,9 @@ impl<C: QueueCodec> SqlQueue<C> {
                 "UPDATE {} SET \
                    attempts = CASE WHEN attempts < $1 THEN attempts + 1 ELSE attempts END, \
                    last_error = $2, claimed_until = NULL, next_attempt_at = $3, dead_at = $4 \
-                 WHERE community_id = $5 AND user_id = $6 AND idempotency_key = $7",
-                C::TABLE
+                 WHERE community_id = $5 AND user_id = $6 AND idempotency_key = $7 AND {}",
+                C::TABLE,
+                use_is(8)
             ),
             vec![
                 i32::MAX.into(),
@@ -385,6 +472,7 @@ impl<C: QueueCodec> SqlQueue<C> {
                 community.as_str().into(),
                 hold.user.as_str().into(),
                 hold.key.as_str().into(),
+                instance.map(Timestamp::as_millis).into(),
             ],
         );
         let result = self.db.execute_raw(update).await.map_err(repo_error)?;

@@ -35,7 +35,7 @@ pub use listing::{
 pub use provider::{ProviderError, ProviderUsage, UsageSource};
 pub use queue::{
     Claimed, DeadLetter, FinalizeQueue, Handover, PendingSettlement, QueueItem,
-    ReconciliationQueue, WorkQueue,
+    ReconciliationQueue, WorkQueue, same_use,
 };
 pub use redact::redact_url;
 pub use usage::{CostSource, UsageLog, UsageRecord};

@@ -3,7 +3,10 @@
 //!
 //! Both queues have the same shape, so one trait serves both: an item is
 //! identified by (community, user, key), queued at most once, leased to one
-//! claimer at a time, and removed only when its work is done. Work done
+//! claimer at a time, and removed only when its work is done. A key used
+//! again after the store forgot it is another call: an item says which use
+//! it is ([`QueueItem::instance`], when known), each use of a key has its
+//! own item, and no call on one use touches another use's item. Work done
 //! twice is harmless because every store and log operation behind it is
 //! idempotent per (community, user, key); work lost is not, so an item
 //! leaves the queue only through [`WorkQueue::complete`].
@@ -30,6 +33,17 @@ pub trait QueueItem: Clone + Send + Sync + 'static {
     fn community(&self) -> &CommunityId;
     /// The call's (user, key) inside the community.
     fn hold_ref(&self) -> HoldRef;
+    /// Which use of the key: when its hold was made, if known.
+    fn instance(&self) -> Option<Timestamp>;
+}
+
+/// Whether two instances ([`QueueItem::instance`]) may be the same use of
+/// a key: equal, or at least one unknown.
+pub fn same_use(a: Option<Timestamp>, b: Option<Timestamp>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a == b,
+        _ => true,
+    }
 }
 
 /// A settlement kept durably until both the store and the usage log have
@@ -69,6 +83,10 @@ impl QueueItem for PendingSettlement {
             key: self.settlement.key.clone(),
         }
     }
+
+    fn instance(&self) -> Option<Timestamp> {
+        self.hold_created_at
+    }
 }
 
 /// A hold whose guard was dropped before the call was settled: the call
@@ -102,6 +120,10 @@ impl QueueItem for Handover {
     fn hold_ref(&self) -> HoldRef {
         self.hold.hold_ref()
     }
+
+    fn instance(&self) -> Option<Timestamp> {
+        Some(self.hold.created_at)
+    }
 }
 
 /// An item leased to one claimer.
@@ -130,6 +152,10 @@ pub struct DeadLetter<T> {
 
 /// A durable queue of work items keyed by (community, user, key).
 ///
+/// An item is identified by (community, user, key, instance), where
+/// `instance` names the use of the key ([`QueueItem::instance`]; `None`:
+/// not known). Every call but [`WorkQueue::enqueue`] matches it exactly.
+///
 /// Implementations MUST keep an item until [`WorkQueue::complete`] removes
 /// it (a claimer that dies leaves it to be claimed again when its lease
 /// ends), MUST NOT hand one item to two claimers while a lease runs,
@@ -143,10 +169,14 @@ pub struct DeadLetter<T> {
 pub trait WorkQueue<T: QueueItem>: Send + Sync {
     /// Queues `item`, first due at `due_at` (a caller that works on the
     /// item itself passes `now` plus the time it needs, so no claimer
-    /// races it). Returns `false`, changing nothing, when a live item for
-    /// the same (community, user, key) is already queued. A dead letter of
-    /// the same call is replaced by `item` (it never ran and never will),
-    /// and `true` returned: the new settlement owns the entry.
+    /// races it). Returns `false`, changing nothing, when a live item of
+    /// the same call is already queued: the same (community, user, key)
+    /// and a use that may be the same ([`same_use`]: equal, or not known
+    /// on one side). A dead letter of the same call is replaced by `item`
+    /// (it never ran and never will), and `true` returned: the new
+    /// settlement owns the entry. An item of another known use of the key
+    /// is left alone, and `item` queued beside it. Concurrent enqueues of
+    /// one call queue it once.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`] (nothing queued);
@@ -168,12 +198,17 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
         lease: Ttl,
     ) -> Result<Vec<Claimed<T>>, RepoError>;
 
-    /// Removes the item of (community, user, key): its work is done.
-    /// Returns whether it was there.
+    /// Removes the item of (community, user, key) and `instance`: its work
+    /// is done. Returns whether it was there.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`].
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError>;
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError>;
 
     /// Records a failed attempt: one more attempt, `error` kept (cut to a
     /// bounded length), the lease dropped and the item due again at
@@ -186,6 +221,7 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError>;
@@ -194,8 +230,8 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
     /// as a dead letter: one more attempt, `error` kept (cut to a bounded
     /// length), the lease dropped, `at` kept as when it died. It is never
     /// claimed again; [`WorkQueue::complete`] still removes it, and
-    /// [`WorkQueue::enqueue`] of the same (community, user, key) still
-    /// answers `false`. Returns whether it was there.
+    /// [`WorkQueue::enqueue`] of the same call replaces it. Returns whether
+    /// it was there.
     ///
     /// # Errors
     /// [`RepoError::Unavailable`].
@@ -203,6 +239,7 @@ pub trait WorkQueue<T: QueueItem>: Send + Sync {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError>;

@@ -95,6 +95,25 @@ pub trait UsageLog: Send + Sync {
         since: Timestamp,
     ) -> Result<Option<UsageRecord>, RepoError>;
 
+    /// The record of one use of (community, user, key): the row whose
+    /// `hold_created_at` is `hold_created_at`, if logged. Answers "was this
+    /// use's cost already committed?" exactly, where [`UsageLog::logged`]
+    /// cannot: a key used again after the store forgot it has a row per
+    /// use, and a later use's row says nothing about an earlier one. A row
+    /// logged before uses were told apart (its `hold_created_at` is
+    /// [`Timestamp::EPOCH`]) is this use's when it was logged at or after
+    /// `hold_created_at`.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`]; [`RepoError::BadData`] for a row that
+    /// cannot be read back.
+    async fn logged_use(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        hold_created_at: Timestamp,
+    ) -> Result<Option<UsageRecord>, RepoError>;
+
     /// Sum of logged costs of a community in a period.
     ///
     /// # Errors

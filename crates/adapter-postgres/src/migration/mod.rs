@@ -28,6 +28,7 @@ mod m20261130_000013_queue_dead_letters;
 mod m20261207_000014_usage_log_hold_instance;
 mod m20261207_000015_config_versions;
 mod m20261207_000016_no_row_for_zero_user_sums;
+mod m20261208_000017_queue_item_per_use;
 
 /// All of spendgate's SQL migrations, in order. Run with
 /// `Migrator::up(&db, None)`; `Migrator::down(&db, None)` undoes them all.
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000014_usage_log_hold_instance::Migration),
             Box::new(m20261207_000015_config_versions::Migration),
             Box::new(m20261207_000016_no_row_for_zero_user_sums::Migration),
+            Box::new(m20261208_000017_queue_item_per_use::Migration),
         ]
     }
 }

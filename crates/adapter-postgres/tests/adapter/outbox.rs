@@ -45,7 +45,9 @@ fn key_of(c: &Claimed<PendingSettlement>) -> (CommunityId, HoldRef) {
 }
 
 async fn complete(q: &dyn WorkQueue<PendingSettlement>, p: &PendingSettlement) -> bool {
-    q.complete(&p.community, &p.hold_ref()).await.unwrap()
+    q.complete(&p.community, &p.hold_ref(), p.instance())
+        .await
+        .unwrap()
 }
 
 async fn retry(
@@ -54,7 +56,7 @@ async fn retry(
     error: &str,
     due: i64,
 ) -> bool {
-    q.retry_at(&p.community, &p.hold_ref(), error, ts(due))
+    q.retry_at(&p.community, &p.hold_ref(), p.instance(), error, ts(due))
         .await
         .unwrap()
 }
@@ -328,20 +330,26 @@ async fn dead_letters_are_never_claimed_and_are_listed_until_completed(t: &TestD
     let at = |p: &PendingSettlement, ms| (p.community.clone(), p.hold_ref(), ts(ms));
     let (c, h, when) = at(&later, 1_500);
     assert!(
-        q.dead_letter(&c, &h, "corrupt store data", when)
+        q.dead_letter(&c, &h, later.instance(), "corrupt store data", when)
             .await
             .unwrap()
     );
     let (c, h, when) = at(&dead, 1_400);
     assert!(
-        q.dead_letter(&c, &h, &"é".repeat(MAX_ERROR_LEN), when)
+        q.dead_letter(&c, &h, dead.instance(), &"é".repeat(MAX_ERROR_LEN), when)
             .await
             .unwrap()
     );
     assert!(
-        !q.dead_letter(&c, &pending("c", "none", 1).hold_ref(), "x", when)
-            .await
-            .unwrap()
+        !q.dead_letter(
+            &c,
+            &pending("c", "none", 1).hold_ref(),
+            pending("c", "none", 1).instance(),
+            "x",
+            when
+        )
+        .await
+        .unwrap()
     );
     assert!(
         !retry(&*q, &dead, "down", 0).await,
@@ -390,6 +398,7 @@ async fn a_new_settlement_of_a_dead_lettered_call_takes_its_place(t: &TestDb) {
         q.dead_letter(
             &first.community,
             &first.hold_ref(),
+            first.instance(),
             "out of range",
             ts(1_100)
         )
@@ -430,9 +439,15 @@ async fn pending_counts_one_communitys_live_items_leased_or_not(t: &TestDb) {
     }
     q.claim_due(ts(1_000), 1, lease(30_000)).await.unwrap();
     assert!(
-        q.dead_letter(&c, &pending("c", "dead", 3).hold_ref(), "x", ts(1_000))
-            .await
-            .unwrap()
+        q.dead_letter(
+            &c,
+            &pending("c", "dead", 3).hold_ref(),
+            pending("c", "dead", 3).instance(),
+            "x",
+            ts(1_000)
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(q.pending(&c).await.unwrap(), 2);
     assert_eq!(
@@ -441,8 +456,91 @@ async fn pending_counts_one_communitys_live_items_leased_or_not(t: &TestDb) {
     );
 }
 
+/// `pending("c", "k", _)` with its hold made at another instant: the key
+/// used again after the store forgot it.
+fn next_use(actual: i64) -> PendingSettlement {
+    PendingSettlement {
+        hold_created_at: Some(ts(1_764_720_000_000)),
+        ..pending("c", "k", actual)
+    }
+}
+
+/// A key used again while its earlier use still waits gets an item of its
+/// own: neither use's calls touch the other's item, and a parked use
+/// stays parked beside a new one.
+async fn a_key_used_again_has_an_item_per_use_and_each_is_settled_alone(t: &TestDb) {
+    let q = queue(t);
+    let first = pending("c", "k", 100);
+    let second = next_use(200);
+    assert!(q.enqueue(&first, ts(1_000)).await.unwrap());
+    assert!(q.enqueue(&second, ts(1_000)).await.unwrap());
+    assert!(
+        !q.enqueue(&second, ts(1_000)).await.unwrap(),
+        "the same use"
+    );
+    let unknown = PendingSettlement {
+        hold_created_at: None,
+        ..pending("c", "k", 300)
+    };
+    assert!(
+        !q.enqueue(&unknown, ts(1_000)).await.unwrap(),
+        "a use not named may be either"
+    );
+    assert_eq!(q.len().await.unwrap(), 2);
+    let parked = q
+        .dead_letter(
+            &first.community,
+            &first.hold_ref(),
+            first.instance(),
+            "x",
+            ts(1_100),
+        )
+        .await
+        .unwrap();
+    assert!(parked);
+    assert!(complete(q.as_ref(), &second).await);
+    assert!(!complete(q.as_ref(), &second).await);
+    assert!(!retry(q.as_ref(), &second, "gone", 2_000).await);
+    assert_eq!(
+        (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+        (0, 1)
+    );
+    // The next use is queued beside the parked one, which stays parked.
+    assert!(q.enqueue(&next_use(400), ts(2_000)).await.unwrap());
+    assert_eq!(
+        (q.len().await.unwrap(), q.dead_letter_count().await.unwrap()),
+        (1, 1)
+    );
+    let claimed = q.claim_due(ts(2_000), 10, lease(500)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].item, next_use(400));
+}
+
+/// Callers enqueueing one call at the same instant queue it once.
+async fn concurrent_enqueues_of_one_call_queue_it_once(t: &TestDb) {
+    let q: std::sync::Arc<dyn WorkQueue<PendingSettlement>> = queue(t).into();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (q, start) = (q.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                q.enqueue(&pending("c", "k", 100), ts(1_000)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut queued = 0;
+    for task in tasks {
+        queued += usize::from(task.await.unwrap());
+    }
+    assert_eq!(queued, 1);
+    assert_eq!(q.len().await.unwrap(), 1);
+}
+
 crate::on_both_backends!(
     pending_counts_one_communitys_live_items_leased_or_not,
+    a_key_used_again_has_an_item_per_use_and_each_is_settled_alone,
+    concurrent_enqueues_of_one_call_queue_it_once,
     a_new_settlement_of_a_dead_lettered_call_takes_its_place,
     dead_letters_are_never_claimed_and_are_listed_until_completed,
     enqueue_claim_retry_and_complete,

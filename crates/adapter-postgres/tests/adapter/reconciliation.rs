@@ -46,11 +46,13 @@ fn items(claimed: &[Claimed<Handover>]) -> Vec<Handover> {
 }
 
 async fn complete(q: &dyn WorkQueue<Handover>, h: &Handover) -> bool {
-    q.complete(&h.community, &h.hold_ref()).await.unwrap()
+    q.complete(&h.community, &h.hold_ref(), h.instance())
+        .await
+        .unwrap()
 }
 
 async fn retry(q: &dyn WorkQueue<Handover>, h: &Handover, error: &str, due: i64) -> bool {
-    q.retry_at(&h.community, &h.hold_ref(), error, ts(due))
+    q.retry_at(&h.community, &h.hold_ref(), h.instance(), error, ts(due))
         .await
         .unwrap()
 }
@@ -129,9 +131,10 @@ async fn duplicate_enqueue_is_refused(t: &TestDb) {
     let q = queue(t);
     let first = handover("c", "k", 100);
     assert!(q.enqueue(&first, ts(10)).await.unwrap());
-    // Same (community, user, key), other fields and due time: refused,
-    // nothing changed (the first version and its due time win).
+    // Same (community, user, key) and use, other fields and due time:
+    // refused, nothing changed (the first version and its due time win).
     let mut second = handover("c", "k", 999);
+    second.hold.created_at = first.hold.created_at;
     second.trace_id = None;
     assert!(!q.enqueue(&second, ts(0)).await.unwrap());
     assert!(!q.enqueue(&first, ts(10)).await.unwrap());
@@ -417,9 +420,15 @@ async fn a_dead_letter_is_never_claimed_and_reads_back_whole(t: &TestDb) {
     q.enqueue(&dead, ts(0)).await.unwrap();
     q.enqueue(&live, ts(0)).await.unwrap();
     assert!(
-        q.dead_letter(&dead.community, &dead.hold_ref(), "refused", ts(7))
-            .await
-            .unwrap()
+        q.dead_letter(
+            &dead.community,
+            &dead.hold_ref(),
+            dead.instance(),
+            "refused",
+            ts(7)
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(
         items(&q.claim_due(ts(10), 10, lease(500)).await.unwrap()),

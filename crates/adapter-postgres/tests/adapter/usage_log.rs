@@ -414,8 +414,55 @@ async fn every_use_of_a_key_is_logged_once(t: &TestDb) {
     );
 }
 
+/// `logged_use` answers for one use of a key: a later use's row says
+/// nothing about an earlier one, and a row logged before uses were told
+/// apart (`hold_created_at` 0) is the use it was logged after.
+async fn logged_use_answers_for_exactly_one_use_of_a_key(t: &TestDb) {
+    let log = SqlUsageLog::new(t.db.clone());
+    let a = CommunityId::parse("a").unwrap();
+    let k = hold("u", "reuse");
+    let mut second = record("a", "u", "reuse", 400_000, "2026-11");
+    second.hold_created_at = ts(1_764_720_000_000);
+    second.created_at = ts(1_764_720_100_000);
+    log.append(std::slice::from_ref(&second)).await.unwrap();
+    let first_use = ts(1_764_547_000_000);
+    assert_eq!(log.logged_use(&a, &k, first_use).await.unwrap(), None);
+    assert_eq!(
+        log.logged_use(&a, &k, second.hold_created_at)
+            .await
+            .unwrap(),
+        Some(second.clone())
+    );
+    assert_eq!(
+        log.logged_use(
+            &CommunityId::parse("b").unwrap(),
+            &k,
+            second.hold_created_at
+        )
+        .await
+        .unwrap(),
+        None
+    );
+    let mut legacy = record("a", "u", "old", 5, "2026-11");
+    legacy.hold_created_at = Timestamp::EPOCH;
+    legacy.created_at = ts(1_764_547_100_000);
+    log.append(std::slice::from_ref(&legacy)).await.unwrap();
+    let old = hold("u", "old");
+    assert_eq!(
+        log.logged_use(&a, &old, first_use).await.unwrap(),
+        Some(legacy.clone())
+    );
+    assert_eq!(
+        log.logged_use(&a, &old, ts(1_764_547_100_001))
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 crate::on_both_backends!(
     every_use_of_a_key_is_logged_once,
+    logged_use_answers_for_exactly_one_use_of_a_key,
     append_counts_new_rows_and_sums_per_period,
     replaying_ten_thousand_rows_adds_none,
     concurrent_overlapping_writers_log_each_key_once,

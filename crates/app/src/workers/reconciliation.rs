@@ -195,10 +195,15 @@ impl Job for ReconciliationJob {
         for entry in claimed {
             let handover = &entry.item;
             let hold = handover.hold.hold_ref();
+            let instance = Some(handover.hold.created_at);
             let tries = entry.attempts.saturating_add(1);
             let failure = match self.try_one(handover).await {
                 Ok(true) => {
-                    if let Err(error) = self.queue.complete(&handover.community, &hold).await {
+                    if let Err(error) = self
+                        .queue
+                        .complete(&handover.community, &hold, instance)
+                        .await
+                    {
                         tracing::warn!(%error, "reconciliation: entry not completed; its replay is harmless");
                     }
                     outcome.items += 1;
@@ -209,14 +214,18 @@ impl Job for ReconciliationJob {
             };
             outcome.failures += 1;
             if tries >= self.settings.max_tries && self.give_up(handover, &failure).await {
-                if let Err(error) = self.queue.complete(&handover.community, &hold).await {
+                if let Err(error) = self
+                    .queue
+                    .complete(&handover.community, &hold, instance)
+                    .await
+                {
                     tracing::warn!(%error, "reconciliation: entry not removed");
                 }
             } else {
                 let due = self.settings.backoff.due_after(tries, now);
                 if let Err(error) = self
                     .queue
-                    .retry_at(&handover.community, &hold, &failure, due)
+                    .retry_at(&handover.community, &hold, instance, &failure, due)
                     .await
                 {
                     tracing::warn!(%error, "reconciliation: retry not scheduled; due after its lease");

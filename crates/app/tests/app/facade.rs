@@ -263,6 +263,9 @@ async fn a_finalize_the_store_cannot_answer_is_queued_without_a_commit_elsewhere
         .returning(|_, _, _| Err(StoreError::Unavailable("connection reset".into())));
     store.expect_commit_unheld().never();
     let (sg, c) = on_mock_store(store).await;
+    // A hold made just now: the store cannot have forgotten it, so the
+    // finalize goes straight to it.
+    let now = sg.ports().clock.now();
     let ticket = spendgate::HoldTicket {
         community: c,
         hold: spendgate::domain::Hold {
@@ -270,9 +273,9 @@ async fn a_finalize_the_store_cannot_answer_is_queued_without_a_commit_elsewhere
             key: crate::support::key("k"),
             estimate: Micros::new(10).unwrap(),
             model: model("cheap"),
-            period: spendgate::domain::Period::parse("2026-11").unwrap(),
-            created_at: spendgate::domain::Timestamp::from_millis(0).unwrap(),
-            expires_at: spendgate::domain::Timestamp::from_millis(1).unwrap(),
+            period: spendgate::domain::Period::containing(now).unwrap(),
+            created_at: now,
+            expires_at: now.plus_millis(60_000).unwrap(),
         },
         trace_id: None,
     };

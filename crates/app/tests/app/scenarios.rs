@@ -597,6 +597,82 @@ pub async fn a_key_used_again_after_the_store_forgot_it_is_logged_for_each_use(e
     assert_eq!((report.before, report.after), (m(700_000), m(700_000)));
 }
 
+/// A settlement whose store write applied but whose usage row is still
+/// missing when the store forgets its key and the key is used again: the
+/// new use is settled and logged on its own, and the old one, which the
+/// store can no longer tell apart from it, is parked for an operator
+/// instead of being taken for the new use's.
+pub async fn a_settlement_still_queued_when_its_key_is_used_again_is_parked_not_merged(env: Env) {
+    let c = env.community("requeued", 10).await;
+    let budget = env.sg.budget();
+    let first = env.reserve(env.request(&c, "k1")).await;
+    env.faults.set_log_down(true);
+    let settled = first.finalize(Usage::cost(m(300))).await.unwrap();
+    assert!(matches!(settled, Settled::Committed { .. }), "{settled:?}");
+    env.faults.set_log_down(false);
+    assert_eq!(env.queue.len().await.unwrap(), 1);
+    // Past the marker's retention the store has forgotten the key.
+    env.advance_ms(25 * 3_600_000);
+    let second = env.reserve(env.request(&c, "k1")).await;
+    assert!(!second.is_replay());
+    let period = second.ticket().hold.period;
+    let settled = second.finalize(Usage::cost(m(400))).await.unwrap();
+    assert!(matches!(settled, Settled::Committed { .. }), "{settled:?}");
+
+    env.advance_ms(60_000);
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.refused), (1, 1));
+    assert_eq!(env.queue.len().await.unwrap(), 0);
+    let dead = env.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].item.settlement.actual, m(300));
+    assert_eq!(env.log.total_cost(&c, period).await.unwrap(), m(400));
+    let status = budget.status(&c, Some(period), None).await.unwrap();
+    assert_eq!(status.committed, m(700));
+}
+
+/// A settlement queued while the store was down, whose hold the store
+/// reaped and forgot before it could be applied, never settles the hold
+/// of the key's next use.
+pub async fn a_settlement_queued_past_its_keys_reuse_never_settles_the_new_hold(env: Env) {
+    let c = env.community("outlived", 10).await;
+    let budget = env.sg.budget();
+    let first = env.reserve(env.request(&c, "k1")).await;
+    env.faults.set_store_down(true);
+    let settled = first.finalize(Usage::cost(m(300))).await.unwrap();
+    assert_eq!(settled, Settled::Queued { actual: m(300) });
+    env.faults.set_store_down(false);
+    env.advance_ms(3_600_000);
+    assert_eq!(env.store_reap(&c).await, 1);
+    env.advance_ms(25 * 3_600_000);
+    let second = env.reserve(env.request(&c, "k1")).await;
+    assert!(!second.is_replay());
+    let period = second.ticket().hold.period;
+    let estimate = second.estimate();
+
+    let report = budget.replay_settlements(100).await.unwrap();
+    assert_eq!((report.claimed, report.refused), (1, 1));
+    let status = budget.status(&c, Some(period), None).await.unwrap();
+    assert_eq!(
+        (status.committed, status.reserved, status.holds),
+        (Micros::ZERO, estimate, 1)
+    );
+    let settled = second.finalize(Usage::cost(m(400))).await.unwrap();
+    assert!(
+        matches!(
+            settled,
+            Settled::Committed {
+                outcome: FinalizeOutcome::Finalized(_)
+            }
+        ),
+        "{settled:?}"
+    );
+    let status = budget.status(&c, Some(period), None).await.unwrap();
+    assert_eq!((status.committed, status.holds), (m(400), 0));
+    assert_eq!(env.log.total_cost(&c, period).await.unwrap(), m(400));
+    assert_eq!(env.queue.dead_letter_count().await.unwrap(), 1);
+}
+
 pub async fn two_callers_settling_one_lost_hold_at_once_commit_it_once_and_log_it_once(env: Env) {
     let c = env.community("ids-race", 10).await;
     let budget = env.sg.budget();
@@ -694,6 +770,8 @@ macro_rules! service_scenarios {
             a_release_by_ids_of_an_unknown_hold_writes_nothing,
             token_usage_of_a_lost_hold_needs_its_model,
             a_key_used_again_after_the_store_forgot_it_is_logged_for_each_use,
+            a_settlement_still_queued_when_its_key_is_used_again_is_parked_not_merged,
+            a_settlement_queued_past_its_keys_reuse_never_settles_the_new_hold,
             two_callers_settling_one_lost_hold_at_once_commit_it_once_and_log_it_once,
             two_callers_settling_one_live_hold_at_once_commit_it_once_and_log_it_once,
         );

@@ -39,12 +39,19 @@ impl BudgetService {
             "settlement unknown to the store past the marker retention after an attempt that may have applied; parked as a dead letter"
         );
         telemetry::count(DEAD_LETTERS, "reason", "ambiguous");
-        let reason = "ambiguous: the store no longer knows the call, and an earlier attempt whose \
-                      reply was lost may have committed it; check the counters before applying";
+        let reason = "ambiguous: the store no longer knows this use of the key (it forgot it, or \
+                      holds another use), and an earlier attempt whose reply was lost may have \
+                      committed it; check the counters before applying";
         if let Err(queue_error) = self
             .core()
             .finalize_queue
-            .dead_letter(&pending.community, &hold, reason, now)
+            .dead_letter(
+                &pending.community,
+                &hold,
+                pending.hold_created_at,
+                reason,
+                now,
+            )
             .await
         {
             tracing::warn!(%queue_error, "finalize queue entry not parked; it is replayed again after its lease");
@@ -77,7 +84,13 @@ impl BudgetService {
                 telemetry::count(DEAD_LETTERS, "reason", label);
                 if queued
                     && let Err(queue_error) = queue
-                        .dead_letter(&pending.community, &hold, &reason, now)
+                        .dead_letter(
+                            &pending.community,
+                            &hold,
+                            pending.hold_created_at,
+                            &reason,
+                            now,
+                        )
                         .await
                 {
                     // The entry keeps its lease and is refused again after it.

@@ -27,6 +27,9 @@ use spendgate_ports::{
 
 use crate::services::telemetry::{self, DEGRADED};
 
+/// A queued settlement's identity: its call and which use of the key.
+type Call = (CommunityId, HoldRef, Option<Timestamp>);
+
 /// A [`WorkQueue`] over a durable queue, falling back to memory.
 pub(crate) struct FallbackQueue {
     durable: Arc<FinalizeQueue>,
@@ -53,31 +56,41 @@ impl FallbackQueue {
         if items.is_empty() {
             return;
         }
-        let dead: BTreeMap<(CommunityId, HoldRef), DeadLetter<PendingSettlement>> = self
+        let dead: BTreeMap<Call, DeadLetter<PendingSettlement>> = self
             .memory
             .dead_letters(u32::MAX)
             .await
             .unwrap_or_default()
             .into_iter()
-            .map(|d| ((d.item.community.clone(), d.item.hold_ref()), d))
+            .map(|d| {
+                (
+                    (
+                        d.item.community.clone(),
+                        d.item.hold_ref(),
+                        d.item.instance(),
+                    ),
+                    d,
+                )
+            })
             .collect();
         for entry in items {
             let community = entry.item.community.clone();
             let hold = entry.item.hold_ref();
+            let instance = entry.item.instance();
             let Ok(moved) = self.durable.enqueue(&entry.item, now).await else {
                 return;
             };
             if moved
-                && let Some(letter) = dead.get(&(community.clone(), hold.clone()))
+                && let Some(letter) = dead.get(&(community.clone(), hold.clone(), instance))
                 && self
                     .durable
-                    .dead_letter(&community, &hold, &letter.error, letter.dead_at)
+                    .dead_letter(&community, &hold, instance, &letter.error, letter.dead_at)
                     .await
                     .is_err()
             {
                 return;
             }
-            if let Err(error) = self.memory.complete(&community, &hold).await {
+            if let Err(error) = self.memory.complete(&community, &hold, instance).await {
                 tracing::warn!(%error, "settlement moved to the durable queue but still in memory");
             }
         }
@@ -123,9 +136,14 @@ impl WorkQueue<PendingSettlement> for FallbackQueue {
         }
     }
 
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
-        let in_memory = self.memory.complete(community, hold).await?;
-        match self.durable.complete(community, hold).await {
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError> {
+        let in_memory = self.memory.complete(community, hold, instance).await?;
+        match self.durable.complete(community, hold, instance).await {
             Ok(durable) => Ok(in_memory || durable),
             Err(_) if in_memory => Ok(true),
             Err(error) => Err(error),
@@ -136,26 +154,40 @@ impl WorkQueue<PendingSettlement> for FallbackQueue {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
-        if self.memory.retry_at(community, hold, error, due_at).await? {
+        if self
+            .memory
+            .retry_at(community, hold, instance, error, due_at)
+            .await?
+        {
             return Ok(true);
         }
-        self.durable.retry_at(community, hold, error, due_at).await
+        self.durable
+            .retry_at(community, hold, instance, error, due_at)
+            .await
     }
 
     async fn dead_letter(
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
-        if self.memory.dead_letter(community, hold, error, at).await? {
+        if self
+            .memory
+            .dead_letter(community, hold, instance, error, at)
+            .await?
+        {
             return Ok(true);
         }
-        self.durable.dead_letter(community, hold, error, at).await
+        self.durable
+            .dead_letter(community, hold, instance, error, at)
+            .await
     }
 
     async fn dead_letters(

@@ -7,7 +7,12 @@
 //!    the first attempt, or a settlement already queued) still asks the
 //!    store, which is idempotent, but leaves steps 3 and 4 to the entry's
 //!    owner or the replay, so each settlement's usage row has one writer.
-//! 2. The store finalizes it. If the store knows nothing of the key (its
+//!    A key used again after the store forgot it is another call, with
+//!    an entry of its own beside any entry of its earlier use.
+//! 2. A settlement made the marker retention or longer after its hold
+//!    first checks that the store's record of the key is its own use
+//!    (the key may have been forgotten and held again since); then the
+//!    store finalizes it. If the store knows nothing of the key (its
 //!    data was lost, or the marker expired), the usage log is asked whether
 //!    the cost was already logged; if not, the store commits it without a
 //!    hold, to the period the reservation was made in (or, when nobody
@@ -32,7 +37,8 @@
 //! backoff and the caller gets [`Settled::Queued`].
 
 use spendgate_domain::{
-    FinalizeOutcome, HoldRef, Micros, Timestamp, TokenCounts, Ttl, UnheldCommit,
+    FinalizeOutcome, HoldRef, HoldState, Micros, SettledAs, Timestamp, TokenCounts, Ttl,
+    UnheldCommit,
 };
 use spendgate_ports::{CostSource, PendingSettlement, RepoError, StoreError, UsageRecord};
 
@@ -115,7 +121,8 @@ enum Attempt {
     Unavailable(String),
     /// The store refused; retrying will not help.
     Refused(StoreError),
-    /// The store does not know the call, so long after the hold was made
+    /// The store does not know the call (or knows only another use of its
+    /// key, or a marker of no known use), so long after the hold was made
     /// that the marker of an earlier attempt may have expired: an attempt
     /// whose reply was lost may have committed it, and nothing left can
     /// tell. Committing again could count it twice.
@@ -321,7 +328,11 @@ impl BudgetService {
         }
         match core
             .finalize_queue
-            .complete(&pending.community, &hold_ref(pending))
+            .complete(
+                &pending.community,
+                &hold_ref(pending),
+                pending.hold_created_at,
+            )
             .await
         {
             Ok(_) => true,
@@ -339,7 +350,13 @@ impl BudgetService {
         let core = self.core();
         if let Err(error) = core
             .finalize_queue
-            .retry_at(&pending.community, &hold_ref(pending), reason, due)
+            .retry_at(
+                &pending.community,
+                &hold_ref(pending),
+                pending.hold_created_at,
+                reason,
+                due,
+            )
             .await
         {
             // The entry keeps its lease and becomes due when it ends.
@@ -352,6 +369,9 @@ impl BudgetService {
     async fn attempt(&self, pending: &PendingSettlement, now: Timestamp, log: bool) -> Attempt {
         let core = self.core();
         let community = &pending.community;
+        if let Some(answer) = self.check_use(pending, now).await {
+            return answer;
+        }
         let finalized = {
             let _timer = StoreTimer::start("finalize");
             core.store
@@ -368,12 +388,7 @@ impl BudgetService {
                 // asked about: counting a cost twice is worse than the one
                 // case this misses (a key used again, then lost by the
                 // store, settled by a caller who forgot when it reserved).
-                let since = pending.hold_created_at.unwrap_or(Timestamp::EPOCH);
-                match core
-                    .usage_log
-                    .logged(community, &hold_ref(pending), since)
-                    .await
-                {
+                match self.logged(pending, Timestamp::EPOCH).await {
                     Ok(Some(record)) => {
                         // Committed and logged before the store lost its
                         // marker: committing again would count it twice.
@@ -541,14 +556,89 @@ impl BudgetService {
         let marker_born = now
             .plus_millis(-core.marker_ttl.as_millis())
             .unwrap_or(Timestamp::EPOCH);
-        let since = pending
-            .hold_created_at
-            .map_or(marker_born, |created| created.max(marker_born));
-        Ok(core
-            .usage_log
-            .logged(&pending.community, &hold_ref(pending), since)
-            .await?
-            .is_some())
+        Ok(self.logged(pending, marker_born).await?.is_some())
+    }
+
+    /// The usage row of `pending`'s use of its key: exactly that use's
+    /// when the caller knew it, else the latest row logged at or after
+    /// `since`.
+    async fn logged(
+        &self,
+        pending: &PendingSettlement,
+        since: Timestamp,
+    ) -> Result<Option<UsageRecord>, spendgate_ports::RepoError> {
+        let core = self.core();
+        let hold = hold_ref(pending);
+        match pending.hold_created_at {
+            Some(created) => {
+                core.usage_log
+                    .logged_use(&pending.community, &hold, created)
+                    .await
+            }
+            None => {
+                core.usage_log
+                    .logged(&pending.community, &hold, since)
+                    .await
+            }
+        }
+    }
+
+    /// Whether the store's record of the call's key may be another use's,
+    /// answered before the store is asked to settle it.
+    ///
+    /// Within the marker retention after the hold was made the store keeps
+    /// this use (its hold, tombstone or marker lives at least that long),
+    /// so the key cannot have been held again. Later it may have been: the
+    /// marker expired, a caller reused the key, and a finalize would settle
+    /// that use's hold or answer with its marker. So a settlement that old
+    /// whose use is known is looked up first, and goes on to the finalize
+    /// only when the store holds nothing of the key or holds this use (a
+    /// hold or tombstone made at its creation time). Otherwise the usage
+    /// log decides: this use's row means it is done; no row means nothing
+    /// left can tell whether it was committed ([`Attempt::Ambiguous`]). A
+    /// finalized marker says nothing of which use it is, so it goes the
+    /// same way. The look-up and the finalize are two calls: the record
+    /// cannot change use between them without this use being settled and
+    /// its marker expiring in between.
+    async fn check_use(&self, pending: &PendingSettlement, now: Timestamp) -> Option<Attempt> {
+        let core = self.core();
+        let created = pending.hold_created_at?;
+        let kept_until = created
+            .as_millis()
+            .saturating_add(core.marker_ttl.as_millis());
+        if now.as_millis() < kept_until {
+            return None;
+        }
+        let state = {
+            let _timer = StoreTimer::start("lookup");
+            core.store
+                .lookup(&pending.community, &hold_ref(pending), now)
+                .await
+        };
+        match state {
+            Ok(HoldState::Unknown) => return None,
+            Ok(
+                HoldState::Held { hold }
+                | HoldState::Settled {
+                    settled: SettledAs::Reaped { hold },
+                },
+            ) if hold.created_at == created => return None,
+            Ok(_) => {}
+            Err(StoreError::Unavailable(reason)) => return Some(Attempt::Unavailable(reason)),
+            Err(error) => return Some(Attempt::Refused(error)),
+        }
+        match self.logged(pending, Timestamp::EPOCH).await {
+            Ok(Some(record)) => Some(Attempt::Committed {
+                outcome: FinalizeOutcome::AlreadyFinalized {
+                    actual: record.cost,
+                },
+                logged: true,
+            }),
+            Ok(None) => Some(Attempt::Ambiguous),
+            Err(error) => Some(Attempt::Unavailable(format!(
+                "usage log unavailable while checking which use of the key the store holds: {error}"
+            ))),
+        }
     }
 }
 

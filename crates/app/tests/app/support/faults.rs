@@ -275,6 +275,18 @@ impl UsageLog for FaultyLog {
         self.inner.logged(community, hold, since).await
     }
 
+    async fn logged_use(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        hold_created_at: Timestamp,
+    ) -> Result<Option<UsageRecord>, RepoError> {
+        self.faults.repo(&self.faults.log_down, "usage log")?;
+        self.inner
+            .logged_use(community, hold, hold_created_at)
+            .await
+    }
+
     async fn total_cost(
         &self,
         community: &CommunityId,
@@ -327,10 +339,15 @@ impl WorkQueue<PendingSettlement> for FaultyQueue {
         self.inner.claim_due(now, limit, lease).await
     }
 
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError> {
         self.faults
             .repo(&self.faults.queue_down, "finalize queue")?;
-        let done = self.inner.complete(community, hold).await;
+        let done = self.inner.complete(community, hold, instance).await;
         self.faults.reached(Step::Completed).await;
         done
     }
@@ -339,24 +356,30 @@ impl WorkQueue<PendingSettlement> for FaultyQueue {
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
         self.faults
             .repo(&self.faults.queue_down, "finalize queue")?;
-        self.inner.retry_at(community, hold, error, due_at).await
+        self.inner
+            .retry_at(community, hold, instance, error, due_at)
+            .await
     }
 
     async fn dead_letter(
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
         self.faults
             .repo(&self.faults.queue_down, "finalize queue")?;
-        self.inner.dead_letter(community, hold, error, at).await
+        self.inner
+            .dead_letter(community, hold, instance, error, at)
+            .await
     }
 
     async fn dead_letters(
