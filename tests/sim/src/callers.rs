@@ -22,42 +22,28 @@ const REUSE_AFTER_MS: i64 = 25 * 3_600_000;
 
 impl World {
     /// A settled call of (community, user) whose key may be reused: its
-    /// cost was accepted, its marker is gone, and its settlement is done
-    /// (logged, nothing of it left in the finalize queue). The queue knows
-    /// a call by (community, user, key) alone, so a key reused while its
-    /// last use still waits there collides with it (a known defect, left
-    /// out of the runs until the queue tells uses apart).
+    /// cost was accepted and the store has forgotten the key (its marker
+    /// expired, or the store lost its data), whatever the queues still
+    /// hold of it: a settlement of that use still waiting there is exactly
+    /// what a new use of the key must not be confused with.
     async fn reusable(&self, community: usize, user: usize) -> Result<Option<usize>, Failure> {
-        let now = self.now().as_millis();
-        let queued = self
-            .durable
-            .db
-            .queue_truth
-            .items()
-            .map_err(|e| self.fail("read", e.to_string()))?;
+        let now = self.now();
         for (at, d) in self.settled.iter().enumerate() {
             if d.community != community
                 || d.user != user
-                || now - d.at.as_millis() < REUSE_AFTER_MS
+                || now.as_millis() - d.at.as_millis() < REUSE_AFTER_MS
                 || !self.ledger.accepted(&d.call())
-                || !d.clean
             {
                 continue;
             }
-            let logged = spendgate_ports::UsageLog::logged(
-                self.durable.db.usage_truth.as_ref(),
-                &self.communities[community],
-                &d.hold,
-                d.created_at,
-            )
-            .await
-            .map_err(|e| self.fail("read", e.to_string()))?;
-            let waiting = queued.iter().any(|q| {
-                q.item.community == self.communities[community]
-                    && q.item.settlement.user == d.hold.user
-                    && q.item.settlement.key == d.hold.key
-            });
-            if logged.is_some() && !waiting {
+            let state = self
+                .durable
+                .store
+                .truth()
+                .lookup(&self.communities[community], &d.hold, now)
+                .await
+                .map_err(|e| self.fail("read", e.to_string()))?;
+            if state == HoldState::Unknown {
                 return Ok(Some(at));
             }
         }
@@ -254,7 +240,6 @@ impl World {
                         created_at: live.created_at,
                         actual,
                         at: self.now(),
-                        clean: !served.db_down,
                     });
                 }
             }
@@ -390,7 +375,6 @@ impl World {
         }
         let at = self.pick(self.settled.len());
         let r = self.pick(self.replicas.len());
-        self.settled[at].clean = false;
         let done = self.settled[at].clone();
         let served = self.served(r);
         let was = self.ledger.accepted(&done.call());

@@ -209,6 +209,18 @@ impl UsageLog for FaultyUsageLog {
         self.inner.logged(community, hold, since).await
     }
 
+    async fn logged_use(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        hold_created_at: Timestamp,
+    ) -> Result<Option<UsageRecord>, RepoError> {
+        self.db.enter().await?;
+        self.inner
+            .logged_use(community, hold, hold_created_at)
+            .await
+    }
+
     async fn total_cost(
         &self,
         community: &CommunityId,
@@ -251,31 +263,42 @@ impl<T: QueueItem> WorkQueue<T> for FaultyQueue<T> {
         self.inner.claim_due(now, limit, lease).await
     }
 
-    async fn complete(&self, community: &CommunityId, hold: &HoldRef) -> Result<bool, RepoError> {
+    async fn complete(
+        &self,
+        community: &CommunityId,
+        hold: &HoldRef,
+        instance: Option<Timestamp>,
+    ) -> Result<bool, RepoError> {
         self.db.enter().await?;
-        self.inner.complete(community, hold).await
+        self.inner.complete(community, hold, instance).await
     }
 
     async fn retry_at(
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         due_at: Timestamp,
     ) -> Result<bool, RepoError> {
         self.db.enter().await?;
-        self.inner.retry_at(community, hold, error, due_at).await
+        self.inner
+            .retry_at(community, hold, instance, error, due_at)
+            .await
     }
 
     async fn dead_letter(
         &self,
         community: &CommunityId,
         hold: &HoldRef,
+        instance: Option<Timestamp>,
         error: &str,
         at: Timestamp,
     ) -> Result<bool, RepoError> {
         self.db.enter().await?;
-        self.inner.dead_letter(community, hold, error, at).await
+        self.inner
+            .dead_letter(community, hold, instance, error, at)
+            .await
     }
 
     async fn dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter<T>>, RepoError> {

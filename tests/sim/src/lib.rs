@@ -45,15 +45,19 @@
 //!   0, once its hold was reaped and its tombstone gone, failed ("nothing
 //!   to release") until it gave up, charged the estimate and parked it
 //!   (law 5; seed 32). Fixed: that answer settles the hand-over.
-//! * Not fixed: the finalize queue knows a call by (community, user, key)
-//!   alone, so a key reused while its last use's settlement still waits
-//!   in the queue (a row not yet logged, a caller's late replay queued
-//!   while the store was down) is merged with it: the new use's settlement
-//!   is dropped as a duplicate, or the old one is applied to the new hold
-//!   (law 2 and 4; seeds 34 and 146 when any settled key may be reused).
-//!   The generator reuses only keys whose last use is logged, out of the
-//!   queue and was never replayed, until the queue and the store's
-//!   finalize tell uses of a key apart.
+//! * The finalize queue knew a call by (community, user, key) alone, and
+//!   the store's finalize answered for whatever use of a key it held, so a
+//!   key reused while its last use's settlement still waited (a usage row
+//!   not yet written, a settlement kept while the store or the database
+//!   was down) was merged with it: the new use's settlement was dropped as
+//!   a duplicate or removed by the old one's completion, or the old one
+//!   settled the new hold or took the new use's marker for its own (law 2,
+//!   4 and 5; seeds 34 and 146 of the generator that could reuse any
+//!   settled key, seeds 1, 29, 186 and 330 of the one after the first
+//!   fixes). Fixed: queue items are per use of the key (the hold's
+//!   creation time), and a settlement the marker retention or more after
+//!   its hold checks that the store's record of the key is its own use
+//!   first, else (this use's row not logged) is parked for an operator.
 //! * As documented by the fallback queue, a replica that crashes while
 //!   the database is down loses the settlements it holds in memory (seed
 //!   12): the ledger counts them as "lost with a crash" (in the counters

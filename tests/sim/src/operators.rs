@@ -8,7 +8,7 @@ use std::time::Duration;
 use spendgate::BudgetChangeError;
 use spendgate::workers::Job;
 use spendgate_domain::{Limits, Micros};
-use spendgate_ports::ConfigProvider;
+use spendgate_ports::{ConfigProvider, same_use};
 
 use crate::database::DbFault;
 use crate::faults::Fault;
@@ -234,7 +234,7 @@ impl World {
             }
             let (c, hold, created_at) = &risk.call;
             let community = &self.communities[*c];
-            let logged = spendgate_ports::UsageLog::logged(
+            let logged = spendgate_ports::UsageLog::logged_use(
                 self.durable.db.usage_truth.as_ref(),
                 community,
                 hold,
@@ -246,6 +246,7 @@ impl World {
                 q.item.community == *community
                     && q.item.settlement.user == hold.user
                     && q.item.settlement.key == hold.key
+                    && same_use(q.item.hold_created_at, Some(*created_at))
             });
             if logged.is_none() && !kept {
                 self.ledger.crashed(&risk.call, risk.period, risk.actual);

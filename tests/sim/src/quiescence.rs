@@ -91,7 +91,7 @@ impl World {
     async fn unlogged(&self, c: usize) -> Result<String, Failure> {
         let mut missing = Vec::new();
         for ((_, hold, created_at), amount) in self.ledger.accepted_calls(c) {
-            let row = spendgate_ports::UsageLog::logged(
+            let row = spendgate_ports::UsageLog::logged_use(
                 self.durable.db.usage_truth.as_ref(),
                 &self.communities[c],
                 &hold,

@@ -154,9 +154,6 @@ pub(crate) struct Done {
     pub(crate) actual: Micros,
     /// When it was first settled.
     pub(crate) at: Timestamp,
-    /// Settled with the database up and never replayed: nothing of it can
-    /// wait in a replica's memory.
-    pub(crate) clean: bool,
 }
 
 impl Done {
