@@ -284,6 +284,91 @@ async fn settlements_while_redis_is_stopped_are_queued_and_applied_once() {
     assert_eq!(w.logged(&["m1", "m2", "m3"]).await, committed);
 }
 
+/// A budget change after Redis lost its data, while a settlement made
+/// before the loss is still on its way (queued and leased to a caller in
+/// flight): the counters cannot be rebuilt yet (the log lacks that cost),
+/// so the budget is saved and answered 202 `applied: false`, and no limits
+/// reach the store; once the settlement is done the same change rebuilds
+/// the period and applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_change_over_a_lost_store_waits_for_the_settlements_on_their_way() {
+    let w = World::start().await;
+    assert_eq!(w.reserve("m1").await.status, 201);
+    let hold = spendgate::domain::HoldRef {
+        user: spendgate::domain::UserId::parse("alice").unwrap(),
+        key: spendgate::domain::IdempotencyKey::parse("m1").unwrap(),
+    };
+    let ticket = spendgate::HoldTicket {
+        community: w.id(),
+        hold: match w.server.sg.budget().lookup(&w.id(), &hold).await.unwrap() {
+            spendgate::domain::HoldState::Held { hold } => hold,
+            other => panic!("{other:?}"),
+        },
+        trace_id: None,
+    };
+    w.redis.flush().await;
+    // A caller's settlement, written ahead and leased to it for an hour.
+    let queue = &w.server.sg.ports().finalize_queue;
+    let pending = spendgate::ports::PendingSettlement {
+        community: w.id(),
+        settlement: spendgate::domain::Settlement {
+            user: hold.user.clone(),
+            key: hold.key.clone(),
+            actual: spendgate::domain::Micros::new(250_000).unwrap(),
+        },
+        period: ticket.hold.period,
+        model: ticket.hold.model.clone(),
+        estimate: ticket.hold.estimate,
+        hold_created_at: Some(ticket.hold.created_at),
+        tokens: spendgate::domain::TokenCounts::default(),
+        trace_id: None,
+        source: spendgate::ports::CostSource::Finalize,
+    };
+    let now = w.server.sg.ports().clock.now();
+    assert!(
+        queue
+            .enqueue(&pending, now.plus_millis(3_600_000).unwrap())
+            .await
+            .unwrap()
+    );
+
+    let world = &w;
+    let change = |key: &'static str| async move {
+        world
+            .server
+            .put(format!("/api/v1/communities/{}/budget", world.community))
+            .key(key)
+            .json(json!({"limit_usd": "10"}))
+            .send()
+            .await
+    };
+    let r = change("while-on-its-way").await;
+    assert_eq!(
+        (r.status, r.json["applied"].as_bool()),
+        (202, Some(false)),
+        "{}",
+        r.text
+    );
+    w.reserve("m2")
+        .await
+        .assert_problem(409, "community-not-configured");
+    // The caller is gone; its settlement becomes due and is replayed.
+    queue
+        .retry_at(&w.id(), &hold, pending.hold_created_at, "caller gone", now)
+        .await
+        .unwrap();
+    w.drain_queue().await;
+    let r = change("after-the-replay").await;
+    assert_eq!(
+        (r.status, r.json["applied"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        r.text
+    );
+    assert_eq!(w.counters().await, (250_000, 0, 0));
+    assert_eq!(w.logged(&["m1"]).await, 250_000);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settlements_while_postgres_restarts_lose_no_usage_row() {
     let w = World::start().await;

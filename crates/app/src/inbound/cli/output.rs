@@ -306,3 +306,32 @@ pub(super) fn print_error(
     }
     exit
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget_change_exit(error: RebuildError) -> Exit {
+        CliError::BudgetChange(BudgetChangeError::StoreNotRebuilt(error)).exit()
+    }
+
+    #[test]
+    fn a_budget_change_over_a_store_that_could_not_be_rebuilt_exits_by_the_rebuilds_cause() {
+        assert_eq!(
+            budget_change_exit(RebuildError::SettlementsPending { pending: 2 }),
+            Exit::Unavailable
+        );
+        assert_eq!(
+            budget_change_exit(RebuildError::Queue(RepoError::Unavailable("down".into()))),
+            Exit::Unavailable
+        );
+        assert_eq!(
+            budget_change_exit(RebuildError::Store(StoreError::Unavailable("down".into()))),
+            Exit::Unavailable
+        );
+        assert_eq!(
+            budget_change_exit(RebuildError::Period("out of range".into())),
+            Exit::Usage
+        );
+    }
+}

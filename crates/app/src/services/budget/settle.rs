@@ -588,7 +588,9 @@ impl BudgetService {
     ///
     /// Within the marker retention after the hold was made the store keeps
     /// this use (its hold, tombstone or marker lives at least that long),
-    /// so the key cannot have been held again. Later it may have been: the
+    /// so the key cannot have been held again (a store that lost its data
+    /// takes no reserve of the community until it is rebuilt, and a
+    /// rebuild waits for the community's queued settlements). Later it may have been: the
     /// marker expired, a caller reused the key, and a finalize would settle
     /// that use's hold or answer with its marker. So a settlement that old
     /// whose use is known is looked up first, and goes on to the finalize
