@@ -68,7 +68,7 @@ impl<T> Default for Entries<T> {
 impl<T> Entries<T> {
     /// The queued item that may be the same call as (community, hold,
     /// instance): the same use of the key, or one whose use is unknown on
-    /// either side (see [`same_use`]).
+    /// either side (see [`same_use`]); a live one before a dead letter.
     fn same_call(
         &self,
         community: &CommunityId,
@@ -77,9 +77,16 @@ impl<T> Entries<T> {
     ) -> Option<(&Id, &Entry<T>)> {
         let uses = (community.clone(), hold.clone(), None)
             ..=(community.clone(), hold.clone(), Some(Timestamp::MAX));
-        self.by_id
+        let mut same = self
+            .by_id
             .range(uses)
-            .find(|((_, _, queued), _)| same_use(*queued, instance))
+            .filter(|((_, _, queued), _)| same_use(*queued, instance));
+        let first = same.next()?;
+        if first.1.dead_at.is_none() {
+            return Some(first);
+        }
+        same.find(|(_, entry)| entry.dead_at.is_none())
+            .or(Some(first))
     }
 
     /// Takes the entry of `id` out of whichever index holds it.

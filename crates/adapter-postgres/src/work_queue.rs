@@ -239,7 +239,8 @@ impl<C: QueueCodec> SqlQueue<C> {
         let select = self.statement(
             &format!(
                 "SELECT id, hold_created_at, dead_at FROM {} \
-                 WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3",
+                 WHERE community_id = $1 AND user_id = $2 AND idempotency_key = $3 \
+                 ORDER BY CASE WHEN dead_at IS NULL THEN 0 ELSE 1 END, id",
                 C::TABLE
             ),
             vec![
@@ -249,6 +250,8 @@ impl<C: QueueCodec> SqlQueue<C> {
             ],
         );
         let read = RowReader::new(community.as_str(), C::TABLE);
+        // A live item of the call first: it carries the call, and a dead
+        // letter of it stays as it is.
         let mut same_call = None;
         for row in txn.query_all_raw(select).await.map_err(repo_error)? {
             let row = UseColumns::from_query_result(&row, "").map_err(repo_error)?;

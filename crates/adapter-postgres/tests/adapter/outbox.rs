@@ -498,6 +498,11 @@ async fn a_key_used_again_has_an_item_per_use_and_each_is_settled_alone(t: &Test
         .await
         .unwrap();
     assert!(parked);
+    assert!(
+        !q.enqueue(&unknown, ts(1_000)).await.unwrap(),
+        "the live use carries it; the parked one is not revived"
+    );
+    assert_eq!(q.dead_letter_count().await.unwrap(), 1);
     assert!(complete(q.as_ref(), &second).await);
     assert!(!complete(q.as_ref(), &second).await);
     assert!(!retry(q.as_ref(), &second, "gone", 2_000).await);
