@@ -2,14 +2,14 @@
 //! log, and dropped calls waiting for reconciliation.
 //!
 //! Both queues have the same shape, so one trait serves both: an item is
-//! identified by (community, user, key), queued at most once, leased to one
-//! claimer at a time, and removed only when its work is done. A key used
-//! again after the store forgot it is another call: an item says which use
-//! it is ([`QueueItem::instance`], when known), each use of a key has its
-//! own item, and no call on one use touches another use's item. Work done
-//! twice is harmless because every store and log operation behind it is
-//! idempotent per (community, user, key); work lost is not, so an item
-//! leaves the queue only through [`WorkQueue::complete`].
+//! a call, identified by (community, user, key) and which use of the key
+//! it is ([`QueueItem::instance`], when known: a key used again after the
+//! store forgot it is another call, with an item of its own that no call
+//! on the other use touches), queued at most once, leased to one claimer
+//! at a time, and removed only when its work is done. Work done twice is
+//! harmless because every store and log operation behind it is idempotent
+//! per call; work lost is not, so an item leaves the queue only through
+//! [`WorkQueue::complete`].
 //!
 //! Work that can never be done (the store refused it for good: a cost
 //! that would overflow a counter, input it rejects, data it cannot read)
@@ -150,7 +150,7 @@ pub struct DeadLetter<T> {
     pub dead_at: Timestamp,
 }
 
-/// A durable queue of work items keyed by (community, user, key).
+/// A durable queue of work items keyed by call.
 ///
 /// An item is identified by (community, user, key, instance), where
 /// `instance` names the use of the key ([`QueueItem::instance`]; `None`:
