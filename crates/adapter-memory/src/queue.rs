@@ -77,16 +77,10 @@ impl<T> Entries<T> {
     ) -> Option<(&Id, &Entry<T>)> {
         let uses = (community.clone(), hold.clone(), None)
             ..=(community.clone(), hold.clone(), Some(Timestamp::MAX));
-        let mut same = self
-            .by_id
+        self.by_id
             .range(uses)
-            .filter(|((_, _, queued), _)| same_use(*queued, instance));
-        let first = same.next()?;
-        if first.1.dead_at.is_none() {
-            return Some(first);
-        }
-        same.find(|(_, entry)| entry.dead_at.is_none())
-            .or(Some(first))
+            .filter(|((_, _, queued), _)| same_use(*queued, instance))
+            .min_by_key(|(_, entry)| entry.dead_at.is_some())
     }
 
     /// Takes the entry of `id` out of whichever index holds it.
